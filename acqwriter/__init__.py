@@ -1,0 +1,40 @@
+"""acqwriter: stream microscope camera frames to OME-Zarr while the acquisition runs.
+
+Embedding API (see README)::
+
+    import acqwriter
+    spec = acqwriter.StreamSpec(out="run.ome.zarr", shape=(2048, 2048), dtype="uint16")
+    with acqwriter.open_stream(spec) as stream:
+        stream.append(frame, metadata={"exposure_ms": 10})
+    print(stream.summary.describe())
+
+Modules, in data-flow order: ``spec`` (what to write) → ``layout`` (index/chunk
+arithmetic) → ``ring`` (bounded frame pool) → ``stream`` (engine: writer threads,
+committer) → ``codecs`` / ``storage`` (bytes to disk) → ``ome`` (metadata documents)
+→ ``pyramid`` (after acquisition) → ``summary``. Cameras live in
+``acqwriter.devices``, simulators in ``acqwriter.simulators``, the CLI in ``cli``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("acqwriter")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+from acqwriter.spec import Compression, PyramidSpec, SpecError, StreamSpec  # noqa: E402
+from acqwriter.stream import FrameError, FrameStream, StreamError, open_stream  # noqa: E402
+from acqwriter.summary import Summary  # noqa: E402
+
+__all__ = [
+    "Compression",
+    "FrameError",
+    "FrameStream",
+    "PyramidSpec",
+    "SpecError",
+    "StreamError",
+    "StreamSpec",
+    "Summary",
+    "__version__",
+    "open_stream",
+]

@@ -1,0 +1,200 @@
+"""OME-NGFF 0.5 / Zarr v3 metadata documents.
+
+Builds the JSON documents of a dataset; never writes pixels:
+
+* the root group ``zarr.json`` with ``attributes.ome`` = ``{"version": "0.5",
+  "multiscales": [...], "omero": {...}}`` and ``attributes.acqwriter`` (writer version,
+  where the per-frame metadata lives, state and, after close, the summary);
+* each level's array ``zarr.json``. zarr-python generates it (into an in-memory store)
+  so the codec chain, fill value and chunk key encoding are exactly what Zarr readers
+  expect; acqwriter then owns the document and rewrites only its ``shape`` as the
+  array grows, atomically, through :class:`acqwriter.storage.LocalStore`.
+
+Dataset layout::
+
+    out.ome.zarr/
+      zarr.json                 root group: ome.multiscales, ome.omero, acqwriter
+      0/zarr.json, 0/c/...      full resolution, axes = dims (e.g. t, c, z, y, x)
+      1/, 2/, ...               pyramid levels (written after acquisition)
+      frame_metadata.jsonl      one JSON object per frame index (see README)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from acqwriter import __version__
+from acqwriter.codecs import zarr_codecs
+from acqwriter.spec import StreamSpec
+
+__all__ = [
+    "FRAME_METADATA_KEY",
+    "Level",
+    "array_metadata",
+    "group_metadata",
+    "level0",
+]
+
+FRAME_METADATA_KEY = "frame_metadata.jsonl"
+_AXIS_TYPE = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
+
+@dataclass(frozen=True)
+class Level:
+    """One multiscale level: its path and per-axis downsampling factor."""
+
+    path: str
+    factors: tuple[int, ...]  # per axis in dims order (1 for t and c)
+    method: str = "mean"
+
+    def scale(self, spec: StreamSpec) -> list[float]:
+        base = _base_scale(spec)
+        return [b * f for b, f in zip(base, self.factors, strict=True)]
+
+    def translation(self, spec: StreamSpec) -> list[float] | None:
+        # The mean of a 2^k block is centred half a (level-0) pixel per factor step off the
+        # block's first pixel; nearest keeps the first pixel, so no shift.
+        if self.method != "mean" or all(f == 1 for f in self.factors):
+            return None
+        base = _base_scale(spec)
+        return [(f - 1) / 2 * b for b, f in zip(base, self.factors, strict=True)]
+
+
+@dataclass
+class DatasetState:
+    levels: list[Level] = field(default_factory=list)
+
+
+def level0(spec: StreamSpec) -> Level:
+    return Level("0", tuple(1 for _ in spec.dims))
+
+
+def _base_scale(spec: StreamSpec) -> list[float]:
+    per_axis = {
+        "t": spec.time_increment,
+        "c": 1.0,
+        "z": spec.z_step,
+        "y": spec.pixel_size,
+        "x": spec.pixel_size,
+    }
+    return [float(per_axis[a]) for a in spec.dims]
+
+
+def _axes(spec: StreamSpec) -> list[dict[str, str]]:
+    units = {"t": spec.time_unit, "z": spec.z_unit, "y": spec.pixel_unit, "x": spec.pixel_unit}
+    axes = []
+    for axis in spec.dims:
+        entry = {"name": axis, "type": _AXIS_TYPE[axis]}
+        if axis in units:
+            entry["unit"] = units[axis]
+        axes.append(entry)
+    return axes
+
+
+def _omero(spec: StreamSpec) -> dict[str, Any]:
+    sizes = dict(zip(spec.outer_dims, spec.outer_sizes(), strict=True))
+    n_channels = sizes.get("c") or 1
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind in "ui":
+        lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
+    else:
+        lo, hi = 0.0, 1.0
+    default_colors = ["FFFFFF"] if n_channels == 1 else ["00FF00", "FF00FF", "00FFFF", "FFFF00"]
+    channels = []
+    for i in range(n_channels):
+        given = spec.channels[i] if i < len(spec.channels) else None
+        start, end = given.window if given and given.window else (lo, hi)
+        channels.append(
+            {
+                "label": given.name if given else f"Channel {i}",
+                "color": given.color if given else default_colors[i % len(default_colors)],
+                "active": True,
+                "coefficient": 1.0,
+                "family": "linear",
+                "inverted": False,
+                "window": {"min": lo, "max": hi, "start": float(start), "end": float(end)},
+            }
+        )
+    return {
+        "channels": channels,
+        "rdefs": {"model": "greyscale" if n_channels == 1 else "color", "defaultT": 0, "defaultZ": 0},
+    }
+
+
+def group_metadata(
+    spec: StreamSpec,
+    levels: list[Level],
+    *,
+    state: str,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The root group's ``zarr.json`` (OME-NGFF 0.5 image)."""
+    datasets = []
+    for level in levels:
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level.scale(spec)}]
+        translation = level.translation(spec)
+        if translation is not None:
+            transforms.append({"type": "translation", "translation": translation})
+        datasets.append({"path": level.path, "coordinateTransformations": transforms})
+    multiscale: dict[str, Any] = {
+        "name": spec.name or spec.out.name.removesuffix(".zarr").removesuffix(".ome"),
+        "axes": _axes(spec),
+        "datasets": datasets,
+    }
+    if len(levels) > 1:
+        multiscale["type"] = spec.pyramid.method
+        multiscale["metadata"] = {
+            "description": f"2x {spec.pyramid.method} downsampling in y, x"
+            + (" and z" if spec.pyramid.downsample_z else ""),
+            "method": f"acqwriter.pyramid.downsample_{spec.pyramid.method}",
+            "version": __version__,
+        }
+    acq: dict[str, Any] = {
+        "version": __version__,
+        "state": state,
+        "frame_metadata": FRAME_METADATA_KEY,
+        "spec": json.loads(spec.model_dump_json()),
+    }
+    if extra:
+        acq.update(extra)
+    doc = {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {
+            "ome": {"version": "0.5", "multiscales": [multiscale], "omero": _omero(spec)},
+            "acqwriter": acq,
+        },
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
+def array_metadata(
+    spec: StreamSpec, shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> dict[str, Any]:
+    """A level's Zarr v3 array ``zarr.json`` as a dict (generated by zarr-python)."""
+    import zarr
+
+    store_dict: dict[str, Any] = {}
+    zarr.create_array(
+        store=zarr.storage.MemoryStore(store_dict=store_dict),
+        shape=shape,
+        chunks=chunks,
+        dtype=spec.dtype,
+        fill_value=0,
+        compressors=zarr_codecs(spec.compression, np.dtype(spec.dtype)),
+        filters=None,
+        dimension_names=list(spec.dims),
+        zarr_format=3,
+        write_data=False,
+    )
+    return json.loads(store_dict["zarr.json"].to_bytes())
+
+
+def encode_array_metadata(meta: dict[str, Any], shape: tuple[int, ...]) -> bytes:
+    meta = dict(meta)
+    meta["shape"] = list(shape)
+    return json.dumps(meta, indent=2).encode()

@@ -1,0 +1,90 @@
+"""The frame ring: a preallocated, memory-bounded pool of frame slots.
+
+``append`` copies each frame into a free slot exactly once, so the caller may reuse
+its buffer as soon as ``append`` returns (the camera's circular buffer or the
+caller's own ring). Writer threads read the slot in place (compressing straight from
+it when one frame is one chunk) and release it once its chunk is on disk.
+
+Slots are released out of order (chunks finish out of order on several threads), so
+this is a pool with a free list rather than a head/tail ring; it is still bounded in
+bytes: ``capacity = ring_bytes // frame_bytes`` slots, all allocated and *touched*
+before acquisition so no page fault lands on the hot path (an untouched 2 GiB
+``np.empty`` ran an MDA at a third of the warm speed here).
+
+Occupancy and its high-water mark are reported for progress bars and the summary.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+__all__ = ["FrameRing"]
+
+
+class FrameRing:
+    """``capacity`` slots of one frame each, with blocking or non-blocking acquire."""
+
+    def __init__(self, capacity: int, frame_shape: tuple[int, int], dtype: np.dtype) -> None:
+        if capacity < 1:
+            raise ValueError("ring capacity must be at least one frame")
+        self.capacity = capacity
+        self.slots = np.empty((capacity, *frame_shape), dtype=dtype)
+        # Touch every page now (writing zeros faults each page in) so the hot path never
+        # page-faults.
+        self.slots.view(np.uint8).reshape(-1)[:] = 0
+        self._free: deque[int] = deque(range(capacity))
+        self._cond = threading.Condition()
+        self._high_water = 0
+        self._closed = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.slots.nbytes
+
+    @property
+    def occupancy(self) -> int:
+        """Slots currently holding a frame not yet on disk."""
+        return self.capacity - len(self._free)
+
+    @property
+    def high_water(self) -> int:
+        return self._high_water
+
+    def acquire(self, timeout: float | None, *, abort: threading.Event | None = None) -> int | None:
+        """A free slot index; waits up to ``timeout`` s (None: forever, 0: not at all).
+
+        Returns None when no slot became free in time, the ring was closed, or ``abort``
+        is set (a writer failure must not leave a producer blocked forever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._free:
+                if self._closed or (abort is not None and abort.is_set()):
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                # wake periodically to notice abort/close even without a notify
+                self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
+            slot = self._free.popleft()
+            used = self.capacity - len(self._free)
+            if used > self._high_water:
+                self._high_water = used
+            return slot
+
+    def release(self, slots: list[int]) -> None:
+        if not slots:
+            return
+        with self._cond:
+            self._free.extend(slots)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiter; later acquires fail."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

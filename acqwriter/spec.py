@@ -1,0 +1,355 @@
+"""What to write: the validated description of one OME-Zarr stream.
+
+A :class:`StreamSpec` is everything the writer needs before the first frame arrives:
+the axes and their sizes, the frame shape and dtype, the chunking, the codec, the
+physical calibration, the channels, the output path and the resource limits (ring
+size, overflow policy, writer threads, fsync policy, pyramid).
+
+Data flow: a spec file (JSON/YAML/TOML, see :mod:`acqwriter.spec_io`), CLI options or
+daemon ``configure`` parameters → pydantic validation here → :class:`SpecError` naming
+the field and what was expected, or a frozen spec that :func:`acqwriter.open_stream`
+turns into a layout (:mod:`acqwriter.layout`) and on-disk metadata
+(:mod:`acqwriter.ome`).
+
+Axes follow OME-NGFF: an ordered subset of ``t, c, z`` followed by ``y, x``. Each camera
+frame is one ``(y, x)`` plane; frames arrive in C order over the other axes (for
+``tczyx``: z fastest, then c, then t). Only the first axis may be unbounded
+(``sizes[first] = None``): it is the axis along which the array grows on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "AXIS_ORDER",
+    "SPACE_UNITS",
+    "SUPPORTED_DTYPES",
+    "TIME_UNITS",
+    "Channel",
+    "Compression",
+    "PyramidSpec",
+    "SpecError",
+    "StreamSpec",
+    "WriterOptions",
+    "format_validation_error",
+]
+
+AXIS_ORDER = "tczyx"
+SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32")
+
+# Units allowed by OME-NGFF 0.4/0.5 (the UDUNITS-2 names the spec lists).
+SPACE_UNITS = frozenset(
+    "angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer "
+    "inch kilometer megameter meter micrometer mile millimeter nanometer parsec petameter "
+    "picometer terameter yard yoctometer yottameter zeptometer zettameter".split()
+)
+TIME_UNITS = frozenset(
+    "attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour "
+    "kilosecond megasecond microsecond millisecond minute nanosecond petasecond picosecond "
+    "second terasecond yoctosecond yottasecond zeptosecond zettasecond".split()
+)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class SpecError(ValueError):
+    """An invalid spec: the message names each offending field and what was expected."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError:
+    """Turn a pydantic error into one readable line per field: ``field: expected …, got …``."""
+    lines = []
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "spec")
+        given = err.get("input")
+        shown = repr(given)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            lines.append(f"{field}: required field is missing")
+        elif isinstance(given, dict) and err["type"] not in ("dict_type", "model_type"):
+            lines.append(f"{field}: {msg}")
+        else:
+            lines.append(f"{field}: {msg} (got {shown})")
+        errors.append({"field": field, "message": msg})
+    return SpecError("invalid spec:\n  " + "\n  ".join(lines), errors)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+_CODEC_SHORTHANDS: dict[str, dict[str, Any]] = {
+    "lz4": {"codec": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5},
+    "blosc-lz4": {"codec": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5},
+    "blosc-zstd": {"codec": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1},
+    "zstd": {"codec": "zstd", "level": 1},
+    "none": {"codec": "none"},
+}
+
+
+class Compression(_Model):
+    """How chunks are compressed.
+
+    ``codec="blosc"`` uses ``cname`` (lz4 or zstd) with ``shuffle`` and ``level``;
+    ``codec="zstd"`` is plain zstd at ``level``; ``codec="none"`` stores raw bytes.
+    A string shorthand is accepted wherever a Compression is expected:
+    ``lz4`` / ``blosc-lz4`` (blosc lz4 level 5 shuffle), ``blosc-zstd`` (blosc zstd level 1
+    bitshuffle), ``zstd`` (plain zstd level 1), ``none``.
+    """
+
+    codec: Literal["blosc", "zstd", "none"] = "blosc"
+    cname: Literal["lz4", "zstd"] = "lz4"
+    shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
+    level: int = 5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            key = value.strip().lower()
+            if key not in _CODEC_SHORTHANDS:
+                raise ValueError(
+                    f"expected one of {', '.join(sorted(_CODEC_SHORTHANDS))} "
+                    f"or an object with codec/cname/shuffle/level, got {value!r}"
+                )
+            return dict(_CODEC_SHORTHANDS[key])
+        return value
+
+    @model_validator(mode="after")
+    def _check_level(self) -> Compression:
+        lo, hi = (0, 9) if self.codec == "blosc" else (-131072, 22)
+        if self.codec != "none" and not lo <= self.level <= hi:
+            raise ValueError(f"level: expected {lo}..{hi} for codec {self.codec!r}, got {self.level}")
+        return self
+
+    def describe(self) -> str:
+        if self.codec == "blosc":
+            return f"blosc {self.cname} level {self.level} {self.shuffle}"
+        if self.codec == "zstd":
+            return f"zstd level {self.level}"
+        return "none"
+
+
+class Channel(_Model):
+    """One channel: a name and a display colour as 6 hex digits (RRGGBB)."""
+
+    name: str = Field(min_length=1)
+    color: str = "FFFFFF"
+    window: tuple[float, float] | None = None  # display (start, end); defaults to dtype range
+
+    @field_validator("color")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.removeprefix("#").upper()
+        if len(value) != 6 or any(ch not in "0123456789ABCDEF" for ch in value):
+            raise ValueError(f"expected 6 hex digits RRGGBB, got {value!r}")
+        return value
+
+
+class PyramidSpec(_Model):
+    """The multiscale pyramid built after acquisition.
+
+    Levels are downsampled 2× in y and x (and in z when ``downsample_z``). With
+    ``levels="auto"`` levels are added until one fits in a single (y, x) chunk or
+    ``max_levels`` (level 0 included) is reached; an integer asks for exactly that many
+    levels (level 0 included), still capped where a level would be 1×1.
+    ``method="mean"`` averages each block (integers rounded half up:
+    ``(sum + n // 2) // n``; at an odd edge the block is clipped to the pixels that
+    exist); ``"nearest"`` keeps the top-left pixel of each block.
+    """
+
+    enabled: bool = True
+    levels: Literal["auto"] | PositiveInt = "auto"
+    max_levels: PositiveInt = 8
+    method: Literal["mean", "nearest"] = "mean"
+    downsample_z: bool = False
+
+
+class WriterOptions(_Model):
+    """Fields shared by a stream spec and an acquisition spec (everything but the frame)."""
+
+    out: Path
+    overwrite: bool = False
+    dims: str = "tyx"
+    sizes: dict[str, PositiveInt | None] = Field(default_factory=dict)
+    chunks: dict[str, PositiveInt] = Field(default_factory=dict)
+    compression: Compression = Field(default_factory=Compression)
+    pixel_size: PositiveFloat = 1.0
+    pixel_unit: str = "micrometer"
+    z_step: PositiveFloat = 1.0
+    z_unit: str = "micrometer"
+    time_increment: PositiveFloat = 1.0
+    time_unit: str = "second"
+    channels: list[Channel] = Field(default_factory=list)
+    name: str | None = None
+    ring_bytes: PositiveInt = 512 * 2**20
+    overflow: Literal["block", "drop"] = "block"
+    threads: PositiveInt | None = None
+    sync: Literal["none", "close", "always"] = "close"
+    pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
+    commit_interval_s: PositiveFloat = 0.25
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("expected a non-empty path")
+        return value
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not value.endswith("yx") or len(value) < 3:
+            raise ValueError("expected axes ending in 'yx' with at least one of t, c, z before")
+        order = [AXIS_ORDER.index(a) if a in AXIS_ORDER else -1 for a in value]
+        if -1 in order or order != sorted(set(order)):
+            raise ValueError(
+                f"expected an ordered subset of '{AXIS_ORDER}' (each once, in that order) "
+                f"ending in 'yx', got {value!r}"
+            )
+        return value
+
+    @field_validator("pixel_unit", "z_unit")
+    @classmethod
+    def _space_unit(cls, value: str) -> str:
+        if value not in SPACE_UNITS:
+            raise ValueError("expected an OME-NGFF space unit such as 'micrometer' or 'nanometer'")
+        return value
+
+    @field_validator("time_unit")
+    @classmethod
+    def _time_unit(cls, value: str) -> str:
+        if value not in TIME_UNITS:
+            raise ValueError("expected an OME-NGFF time unit such as 'second' or 'millisecond'")
+        return value
+
+    @model_validator(mode="after")
+    def _axes_consistent(self) -> WriterOptions:
+        outer = self.dims[:-2]
+        for key in self.sizes:
+            if key not in outer:
+                raise ValueError(
+                    f"sizes.{key}: axis {key!r} is not one of the non-frame axes {list(outer)} "
+                    f"of dims {self.dims!r}"
+                )
+        for key in self.chunks:
+            if key not in self.dims:
+                raise ValueError(f"chunks.{key}: axis {key!r} is not in dims {self.dims!r}")
+        for axis in outer[1:]:
+            if self.sizes.get(axis) is None and not (axis == "c" and self.channels):
+                raise ValueError(
+                    f"sizes.{axis}: expected a positive integer (only the first axis, "
+                    f"{outer[0]!r}, may be unbounded)"
+                )
+        if self.channels:
+            if "c" not in outer:
+                raise ValueError("channels: given, but dims has no 'c' axis")
+            n_c = self.sizes.get("c")
+            if n_c is not None and n_c != len(self.channels):
+                raise ValueError(
+                    f"channels: expected {n_c} entries to match sizes.c, got {len(self.channels)}"
+                )
+        return self
+
+    # -- derived, after validation ------------------------------------------------------
+    @property
+    def outer_dims(self) -> str:
+        """The non-frame axes, slowest first (e.g. ``"tcz"``)."""
+        return self.dims[:-2]
+
+    def outer_sizes(self) -> tuple[int | None, ...]:
+        sizes = dict(self.sizes)
+        if self.channels and sizes.get("c") is None:
+            sizes["c"] = len(self.channels)
+        return tuple(sizes.get(a) for a in self.outer_dims)
+
+
+class StreamSpec(WriterOptions):
+    """Everything the writer needs: :class:`WriterOptions` plus the frame shape and dtype.
+
+    ``shape`` is one frame, ``(y, x)``. ``chunks`` defaults to 1 along t/c/z and
+    ``min(size, 1024)`` along y and x; a chunk may span several frames along t, c or z.
+    """
+
+    shape: tuple[PositiveInt, PositiveInt]
+    dtype: str
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, value: Any) -> str:
+        try:
+            name = np.dtype(value).name
+        except TypeError as exc:
+            raise ValueError(f"expected one of {', '.join(SUPPORTED_DTYPES)}") from exc
+        if name not in SUPPORTED_DTYPES:
+            raise ValueError(f"expected one of {', '.join(SUPPORTED_DTYPES)}")
+        return name
+
+    @model_validator(mode="after")
+    def _ring_holds_open_chunks(self) -> StreamSpec:
+        from acqwriter.layout import FrameLayout  # local: layout depends on this module
+
+        layout = FrameLayout(self)
+        need = layout.min_ring_frames
+        frame_bytes = layout.frame_bytes
+        if self.ring_bytes // frame_bytes < need:
+            raise ValueError(
+                f"ring_bytes: expected at least {need * frame_bytes} bytes ({need} frames of "
+                f"{frame_bytes} bytes, the frames one chunk row holds open at once for chunks "
+                f"{layout.chunk_shape}), got {self.ring_bytes}"
+            )
+        return self
+
+    @property
+    def frame_bytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+    def resolved_chunks(self) -> tuple[int, ...]:
+        """Chunk shape over ``dims``, defaults filled in and clipped to bounded sizes."""
+        out = []
+        sizes = dict(zip(self.outer_dims, self.outer_sizes(), strict=True))
+        sizes.update(y=self.shape[0], x=self.shape[1])
+        for axis in self.dims:
+            default = 1 if axis in "tcz" else min(sizes[axis], 1024)
+            chunk = self.chunks.get(axis, default)
+            if sizes.get(axis) is not None:
+                chunk = min(chunk, sizes[axis])
+            out.append(chunk)
+        return tuple(out)
+
+    def writer_threads(self) -> int:
+        return self.threads or max(1, len(os.sched_getaffinity(0)))
+
+    @classmethod
+    def parse(cls, data: Any) -> StreamSpec:
+        """Validate ``data`` (a mapping) or raise :class:`SpecError` naming each bad field."""
+        if isinstance(data, cls):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise format_validation_error(exc) from None

@@ -1,0 +1,150 @@
+"""The storage layer: every byte acqwriter puts on disk goes through here.
+
+Two kinds of writes exist, with different guarantees:
+
+* **chunks** (``write_chunk``): written once, straight to their final key. A chunk is
+  only *referenced* once the array extent covers it, and the extent is only advanced
+  after the chunk is written, so a torn chunk after a crash lies outside the extent.
+* **metadata** (``write_atomic``): ``zarr.json`` documents and the per-frame metadata
+  table are replaced atomically (write a temporary file in the same directory, then
+  ``os.replace``), so a reader, or a crash, sees either the old or the new document,
+  never half of one.
+
+Durability follows :attr:`StreamSpec.sync`: ``"always"`` fsyncs each chunk before it
+counts as durable and each metadata file and its directory on replace; ``"close"``
+flushes the whole filesystem once when the stream closes (``syncfs``); ``"none"``
+leaves it to the kernel.
+
+Later back ends (direct I/O, object stores) implement the same small interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from pathlib import Path
+
+__all__ = ["LocalStore", "StorageError"]
+
+
+class StorageError(OSError):
+    """A write to the dataset failed; the message names the key and the OS reason."""
+
+
+def _load_syncfs():
+    # Python has no os.syncfs; libc's syncfs(2) flushes one filesystem instead of all
+    # of them (os.sync), which matters on a shared acquisition PC. Linux only.
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+class LocalStore:
+    """A Zarr store rooted at a local directory, with atomic metadata replacement."""
+
+    def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
+        self.root = Path(root)
+        self.sync = sync
+        self._dirs: set[Path] = set()
+        self._dirs_lock = threading.Lock()
+        self._tmp_counter = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory in self._dirs:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._dirs_lock:
+            self._dirs.add(directory)
+
+    def write_chunk(self, key: str, data: bytes | memoryview) -> int:
+        """Write a chunk under ``key``; returns bytes written. fsyncs when sync='always'."""
+        path = self.root / key
+        try:
+            self._ensure_dir(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data).cast("B")
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+                if self.sync == "always":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
+            ) from exc
+        return written
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        """Replace ``key`` atomically with ``data`` (temp file + rename)."""
+        path = self.root / key
+        with self._dirs_lock:
+            self._tmp_counter += 1
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{self._tmp_counter}.tmp")
+        try:
+            self._ensure_dir(path.parent)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if self.sync == "always":
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            if self.sync == "always":
+                self._fsync_dir(path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot write {key!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def read_bytes(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).exists()
+
+    def flush(self) -> None:
+        """Make everything written so far durable (used at close when sync != 'none')."""
+        if self.sync == "none":
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _SYNCFS is None or _SYNCFS(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def disk_usage(self) -> int:
+        """Bytes stored under the root (files only)."""
+        total = 0
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.stat(os.path.join(dirpath, name)).st_size
+        return total

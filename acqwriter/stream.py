@@ -1,0 +1,542 @@
+"""The streaming engine: frames in, a growing OME-Zarr dataset out.
+
+Data flow::
+
+    append(frame) ──copy once──▶ FrameRing slot ──▶ chunk group (frames sharing
+    t/c/z chunk coordinates) ──complete──▶ job queue ──▶ writer threads: assemble the
+    (y, x) tile, compress (numcodecs, GIL released), write the chunk file
+    ──▶ committer: when every chunk of a block of the first axis is on disk, append the
+    block's per-frame metadata and atomically rewrite ``0/zarr.json`` with the larger
+    extent ──▶ close: pad and write partial chunks, final extent, fsync, pyramid,
+    summary.
+
+Invariants (what a reader, or a crash, can rely on):
+
+* the root group and the level-0 array metadata exist from the moment
+  :func:`open_stream` returns;
+* the extent written in ``0/zarr.json`` only ever covers chunks already written (and,
+  with ``sync="always"``, already fsynced), so every frame inside it is real data or a
+  frame flagged as dropped in ``frame_metadata.jsonl``;
+* a frame's per-frame metadata line is written before the extent covers it.
+
+The engine knows nothing about cameras: device code, the CLI and the daemon all feed
+it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from acqwriter.codecs import chunk_encoder
+from acqwriter.layout import FrameLayout, GroupKey
+from acqwriter.ome import (
+    FRAME_METADATA_KEY,
+    array_metadata,
+    encode_array_metadata,
+    group_metadata,
+    level0,
+)
+from acqwriter.ring import FrameRing
+from acqwriter.spec import SpecError, StreamSpec
+from acqwriter.storage import LocalStore
+from acqwriter.summary import Summary
+
+__all__ = ["FrameError", "FrameStream", "StreamError", "open_stream"]
+
+
+class StreamError(RuntimeError):
+    """The stream cannot take more frames (closed, full, or its writer failed)."""
+
+
+class FrameError(ValueError):
+    """A frame does not match the stream (shape or dtype); nothing was written."""
+
+
+@dataclass
+class _Group:
+    key: GroupKey
+    expected: int
+    entries: list[tuple[int, int | None]] = field(default_factory=list)  # (index, slot)
+    tiles_left: int = 0
+    ok: bool = True
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray) and value.size <= 64:
+        return value.tolist()
+    return str(value)
+
+
+def _prepare_output(spec: StreamSpec) -> None:
+    out = spec.out
+    if out.exists() or out.is_symlink():
+        if not spec.overwrite:
+            raise SpecError(f"out: {str(out)!r} already exists (set overwrite to replace it)")
+        if not out.is_dir() or out.is_symlink():
+            raise SpecError(f"out: {str(out)!r} exists and is not a directory; refusing to delete it")
+        if any(out.iterdir()) and not (out / "zarr.json").exists():
+            raise SpecError(
+                f"out: {str(out)!r} is a non-empty directory that is not a Zarr dataset; "
+                "refusing to delete it even with overwrite"
+            )
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        raise SpecError(f"out: cannot create {str(out)!r}: {exc.strerror or exc}") from exc
+
+
+class FrameStream:
+    """One acquisition being written. Create with :func:`open_stream`."""
+
+    def __init__(self, spec: StreamSpec) -> None:
+        self.spec = spec
+        self.layout = layout = FrameLayout(spec)
+        self._t_open = time.perf_counter()
+        _prepare_output(spec)
+        self.store = LocalStore(spec.out, sync=spec.sync)
+        self._array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape)
+        self._levels = [level0(spec)]
+        # The array first, then the group that points at it: a reader never finds a
+        # multiscale whose dataset is missing.
+        self.store.write_atomic("0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(0)))
+        self.store.write_atomic(FRAME_METADATA_KEY, b"")
+        self.store.write_atomic("zarr.json", group_metadata(spec, self._levels, state="acquiring"))
+
+        capacity = spec.ring_bytes // layout.frame_bytes
+        if layout.max_frames is not None:
+            capacity = max(min(capacity, layout.max_frames), layout.min_ring_frames)
+        self.ring = FrameRing(capacity, layout.frame_shape, layout.dtype)
+        self._encoder = chunk_encoder(spec.compression)
+
+        self._lock = threading.Lock()  # counters, block accounting, metadata records
+        self._append_lock = threading.Lock()  # appends from several threads stay ordered
+        self._abort = threading.Event()
+        self._next_index = 0
+        self._groups: dict[GroupKey, _Group] = {}
+        self._block_groups_done: dict[int, int] = {}
+        self._block_groups_expected: dict[int, int] = {}
+        self._committed_blocks = 0
+        self._committed_rows = 0
+        self._final_rows: int | None = None
+        self._records: dict[int, dict[str, Any]] = {}
+        self._dropped: list[tuple[int, str]] = []
+        self._missing: list[int] = []
+        self._frames_received = 0
+        self._frames_written = 0
+        self._stored_bytes = 0
+        self._error: BaseException | None = None
+        self._closed = False
+        self._summary: Summary | None = None
+        self._t0_wall = time.time()
+
+        self._jobs: queue.SimpleQueue[tuple[_Group, int, int] | None] = queue.SimpleQueue()
+        self._n_threads = spec.writer_threads()
+        self._workers = [
+            threading.Thread(target=self._worker, name=f"acqwriter-writer-{i}", daemon=True)
+            for i in range(self._n_threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+        self._commit_wake = threading.Event()
+        self._stop_committer = threading.Event()
+        self._committer = threading.Thread(target=self._commit_loop, name="acqwriter-commit", daemon=True)
+        self._committer.start()
+
+    # -- public API ---------------------------------------------------------------------
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def summary(self) -> Summary:
+        """The summary after close; a live snapshot before."""
+        return self._summary or self._make_summary(state="acquiring", duration=self._elapsed())
+
+    @property
+    def frames_appended(self) -> int:
+        return self._next_index
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def append(self, frame: np.ndarray, metadata: dict[str, Any] | None = None) -> int:
+        """Copy ``frame`` into the ring and queue it; returns its frame index.
+
+        The caller may reuse ``frame``'s buffer as soon as this returns. Under the
+        ``block`` overflow policy this waits for a free slot; under ``drop`` a frame that
+        finds the ring full is recorded as dropped (fill value on disk, flagged in the
+        per-frame metadata) and its index is still returned.
+        """
+        arr = frame if isinstance(frame, np.ndarray) else np.asarray(frame)
+        if arr.shape != self.layout.frame_shape:
+            raise FrameError(
+                f"frame.shape: expected {self.layout.frame_shape} (the stream's shape), "
+                f"got {tuple(arr.shape)}; nothing was written"
+            )
+        if arr.dtype != self.layout.dtype:
+            raise FrameError(
+                f"frame.dtype: expected {self.layout.dtype.name}, got {arr.dtype.name}; "
+                "nothing was written"
+            )
+        with self._append_lock:
+            index = self._claim_index()
+            if self.spec.overflow == "block":
+                slot = self.ring.acquire(None, abort=self._abort)
+                if slot is None:
+                    self._next_index -= 1
+                    raise StreamError(f"writer failed, frame {index} not accepted: {self._error}")
+            else:
+                slot = self.ring.acquire(0)
+            if slot is not None:
+                self.ring.slots[slot][...] = arr
+            self._frames_received += 1
+            self._record(index, metadata, dropped=None if slot is not None else "ring_full")
+            self._add_to_group(index, slot)
+            return index
+
+    def skip(self, count: int = 1, reason: str = "camera", metadata: dict[str, Any] | None = None) -> list[int]:
+        """Record ``count`` frames the source lost (e.g. a camera gap); returns their indices.
+
+        They take their place in the array (fill value) and are flagged as dropped.
+        """
+        indices = []
+        with self._append_lock:
+            for _ in range(count):
+                index = self._claim_index()
+                self._record(index, metadata, dropped=reason)
+                self._add_to_group(index, None)
+                indices.append(index)
+        return indices
+
+    def progress(self) -> dict[str, Any]:
+        """A cheap live snapshot for progress bars and status replies."""
+        elapsed = self._elapsed()
+        written = self._frames_written
+        return {
+            "frames_appended": self._next_index,
+            "frames_received": self._frames_received,
+            "frames_written": written,
+            "frames_dropped": len(self._dropped),
+            "rows_committed": self._committed_rows,
+            "ring_occupancy": self.ring.occupancy,
+            "ring_capacity": self.ring.capacity,
+            "ring_high_water": self.ring.high_water,
+            "mb_per_s": written * self.layout.frame_bytes / 1e6 / elapsed if elapsed > 0 else 0.0,
+            "elapsed_s": elapsed,
+            "error": None if self._error is None else str(self._error),
+        }
+
+    def close(self) -> Summary:
+        """Finish the dataset: flush partial chunks, final extent, fsync, pyramid, summary.
+
+        Idempotent; the dataset on disk is valid whatever happened before.
+        """
+        if self._summary is not None:
+            return self._summary
+        with self._append_lock:
+            self._closed = True
+        total_rows = self.layout.rows_for_frames(self._next_index)
+        with self._lock:
+            self._final_rows = total_rows
+            self._submit_remaining(total_rows)
+        for _ in self._workers:
+            self._jobs.put(None)
+        for worker in self._workers:
+            worker.join()
+        self._stop_committer.set()
+        self._commit_wake.set()
+        self._committer.join()
+        self._commit()  # final extent (covers everything written)
+        try:
+            self.store.flush()
+        except OSError as exc:
+            self._fail(exc)
+        write_duration = self._elapsed()
+        pyramid_duration = 0.0
+        if self._error is None and self._committed_rows > 0 and self.spec.pyramid.enabled:
+            from acqwriter.pyramid import build_pyramid
+
+            t0 = time.perf_counter()
+            try:
+                self._levels = build_pyramid(self.spec.out, self.spec, threads=self._n_threads)
+            except Exception as exc:  # a failed pyramid must not lose level 0
+                self._fail(exc)
+            pyramid_duration = time.perf_counter() - t0
+        self.ring.close()
+        state = "complete" if self._error is None else "failed"
+        summary = self._make_summary(state=state, duration=self._elapsed())
+        summary.write_duration_s = write_duration
+        summary.pyramid_duration_s = pyramid_duration
+        if write_duration > 0:
+            summary.throughput_mb_s = summary.raw_bytes / 1e6 / write_duration
+            summary.frames_per_s = summary.frames_written / write_duration
+        try:
+            self.store.write_atomic(
+                "zarr.json",
+                group_metadata(
+                    self.spec, self._levels, state=state, extra={"summary": summary.model_dump()}
+                ),
+            )
+            self.store.flush()
+        except OSError as exc:
+            self._fail(exc)
+            summary.state, summary.error = "failed", str(self._error)
+        self._summary = summary
+        # release the ring's memory now: a finished stream may be kept for its summary
+        self.ring.slots = np.empty((0, *self.layout.frame_shape), self.layout.dtype)
+        return summary
+
+    # -- append-side internals ------------------------------------------------------------
+    def _claim_index(self) -> int:
+        if self._closed:
+            raise StreamError("stream is closed; append after close is not allowed")
+        if self._error is not None:
+            raise StreamError(f"writer failed; no more frames accepted: {self._error}")
+        index = self._next_index
+        if self.layout.max_frames is not None and index >= self.layout.max_frames:
+            first = self.layout.outer_dims[0]
+            raise StreamError(
+                f"stream is full: sizes.{first} = {self.layout.outer_sizes[0]} "
+                f"({self.layout.max_frames} frames) already appended"
+            )
+        self._next_index = index + 1
+        return index
+
+    def _record(self, index: int, metadata: dict[str, Any] | None, *, dropped: str | None) -> None:
+        record = {"index": index, "received_s": time.time(), "dropped": dropped is not None}
+        if dropped is not None:
+            record["drop_reason"] = dropped
+        if metadata:
+            record["metadata"] = dict(metadata)  # serialised later, off the hot path
+        with self._lock:
+            self._records[index] = record
+            if dropped is not None:
+                self._dropped.append((index, dropped))
+
+    def _add_to_group(self, index: int, slot: int | None) -> None:
+        key = self.layout.group_of(index)
+        group = self._groups.get(key)
+        if group is None:
+            group = _Group(key, self.layout.group_frame_count(key))
+            self._groups[key] = group
+        group.entries.append((index, slot))
+        if len(group.entries) == group.expected:
+            with self._lock:
+                self._submit(group)
+
+    def _submit(self, group: _Group) -> None:
+        """Queue one job per (y, x) tile of a group (caller holds ``_lock``)."""
+        self._groups.pop(group.key, None)
+        group.tiles_left = self.layout.tiles_y * self.layout.tiles_x
+        for ty in range(self.layout.tiles_y):
+            for tx in range(self.layout.tiles_x):
+                self._jobs.put((group, ty, tx))
+
+    def _submit_remaining(self, total_rows: int) -> None:
+        """At close: pad and queue incomplete groups; settle the last block's group count.
+
+        Frames arrive in index order, so every block before the last is already fully
+        queued. Positions of the last step of the first axis that no frame reached are
+        ``missing``: inside the extent, fill value on disk, flagged in the metadata.
+        """
+        if total_rows == 0:
+            return
+        layout = self.layout
+        self._missing = list(range(self._next_index, total_rows * layout.frames_per_row))
+        for group in list(self._groups.values()):
+            self._submit(group)
+        last_block = (total_rows - 1) // layout.rows_per_block
+        first = last_block * layout.frames_per_block
+        # groups of the last block that never received a frame hold only fill values and
+        # are not written; the block is complete when the groups that exist are
+        seen = {layout.group_of(i) for i in range(first, self._next_index)}
+        self._block_groups_expected[last_block] = len(seen)
+
+    # -- writer threads -------------------------------------------------------------------
+    def _worker(self) -> None:
+        staging = np.empty(self.layout.chunk_shape, dtype=self.layout.dtype)
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            group, ty, tx = job
+            nbytes, ok = 0, False
+            if self._error is None:
+                try:
+                    nbytes, ok = self._write_tile(group, ty, tx, staging), True
+                except BaseException as exc:
+                    self._fail(exc)
+            self._tile_done(group, nbytes, ok)
+
+    def _write_tile(self, group: _Group, ty: int, tx: int, staging: np.ndarray) -> int:
+        layout = self.layout
+        live = [(index, slot) for index, slot in group.entries if slot is not None]
+        if not live:
+            return 0  # only dropped frames: the chunk stays absent and reads as fill
+        ys, xs, h, w = layout.tile_slices(ty, tx)
+        if layout.frame_is_chunk and len(live) == 1:
+            data = self.ring.slots[live[0][1]]  # zero-copy: compress from the ring slot
+        else:
+            full = len(live) == layout.frames_per_chunk and (h, w) == layout.tile_shape
+            if not full:
+                staging.fill(0)
+            for index, slot in live:
+                pos = layout.position_in_group(index)
+                staging[(*pos, slice(0, h), slice(0, w))] = self.ring.slots[slot][ys, xs]
+            data = staging
+        encoded = self._encoder.encode(data)
+        return self.store.write_chunk("0/" + layout.chunk_key(group.key, ty, tx), encoded)
+
+    def _tile_done(self, group: _Group, nbytes: int, ok: bool) -> None:
+        with self._lock:
+            self._stored_bytes += nbytes
+            group.ok = group.ok and ok
+            group.tiles_left -= 1
+            if group.tiles_left:
+                return
+            slots = [slot for _, slot in group.entries if slot is not None]
+            if group.ok:  # a group with a failed or skipped tile never enters the extent
+                self._frames_written += len(slots)
+                block = group.key[0]
+                self._block_groups_done[block] = self._block_groups_done.get(block, 0) + 1
+        self.ring.release(slots)
+        self._commit_wake.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = exc
+        self._abort.set()
+        self.ring.close()
+
+    # -- committer ------------------------------------------------------------------------
+    def _commit_loop(self) -> None:
+        interval = self.spec.commit_interval_s
+        while not self._stop_committer.is_set():
+            self._commit_wake.wait(interval)
+            self._commit_wake.clear()
+            if self._stop_committer.is_set():
+                return
+            try:
+                self._commit()
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            self._stop_committer.wait(interval)  # rate-limit metadata rewrites
+
+    def _commit(self) -> None:
+        """Advance the extent over blocks whose chunks are all written."""
+        layout = self.layout
+        with self._lock:
+            blocks = self._committed_blocks
+            while self._final_rows is None or blocks * layout.rows_per_block < self._final_rows:
+                expected = self._block_groups_expected.get(blocks, layout.groups_per_block())
+                if self._block_groups_done.get(blocks, 0) < expected:
+                    break
+                blocks += 1
+            if blocks == self._committed_blocks:
+                return
+            rows = blocks * layout.rows_per_block
+            if self._final_rows is not None:
+                rows = min(rows, self._final_rows)
+            first, end = self._committed_rows * layout.frames_per_row, rows * layout.frames_per_row
+            appended = self._next_index
+            records = [self._records.pop(i) for i in range(first, min(end, appended)) if i in self._records]
+        lines = [json.dumps(_jsonable(r), separators=(",", ":")) for r in records]
+        lines += [
+            json.dumps({"index": i, "dropped": True, "drop_reason": "missing"})
+            for i in range(max(first, appended), end)
+        ]
+        if lines:
+            self._append_metadata(("\n".join(lines) + "\n").encode())
+        self.store.write_atomic(
+            "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(rows))
+        )
+        with self._lock:
+            self._committed_blocks = blocks
+            self._committed_rows = rows
+
+    def _append_metadata(self, data: bytes) -> None:
+        path = self.store.path(FRAME_METADATA_KEY)
+        with open(path, "ab") as fh:
+            fh.write(data)
+            if self.spec.sync == "always":
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    # -- summary ----------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t_open
+
+    def _make_summary(self, *, state: str, duration: float) -> Summary:
+        with self._lock:
+            dropped = sorted(self._dropped)
+            by_reason: dict[str, int] = {}
+            for _, reason in dropped:
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+            written = self._frames_written
+            stored = self._stored_bytes
+            rows = self._committed_rows
+        raw = written * self.layout.frame_bytes
+        return Summary(
+            path=str(self.spec.out),
+            state=state,
+            frames_received=self._frames_received,
+            frames_written=written,
+            frames_dropped=len(dropped),
+            dropped_indices=[i for i, _ in dropped],
+            dropped_by_reason=by_reason,
+            frames_missing=len(self._missing),
+            missing_indices=sorted(self._missing),
+            shape=list(self.layout.array_shape(rows)),
+            raw_bytes=raw,
+            stored_bytes=stored,
+            compression_ratio=(raw / stored) if stored else None,
+            duration_s=duration,
+            write_duration_s=duration,
+            throughput_mb_s=raw / 1e6 / duration if duration > 0 else 0.0,
+            frames_per_s=written / duration if duration > 0 else 0.0,
+            ring_capacity_frames=self.ring.capacity,
+            ring_high_water_frames=self.ring.high_water,
+            ring_bytes=self.ring.capacity * self.layout.frame_bytes,
+            pyramid_levels=len(self._levels),
+            error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+        )
+
+
+def open_stream(spec: StreamSpec | dict[str, Any]) -> FrameStream:
+    """Validate ``spec`` and open a stream: the dataset exists (valid, empty) on return.
+
+    Use as a context manager::
+
+        with acqwriter.open_stream(spec) as stream:
+            for frame in frames:
+                stream.append(frame, metadata={"exposure_ms": 10})
+        print(stream.summary)
+    """
+    return FrameStream(StreamSpec.parse(spec))

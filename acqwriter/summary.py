@@ -1,0 +1,70 @@
+"""The account a stream gives of itself at close (and, partially, while it runs).
+
+Every frame index the stream handed out is either written (on disk inside the final
+extent) or dropped (with its index and reason: ``ring_full`` under the ``drop`` overflow
+policy, ``camera`` for frames the camera or its circular buffer lost and the caller
+reported with :meth:`FrameStream.skip`). ``frames_missing`` are positions inside the
+last, partially acquired step of the first axis that no frame reached (an acquisition
+stopped mid-stack); they read back as the fill value and are flagged in the per-frame
+metadata.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Summary"]
+
+
+class Summary(BaseModel):
+    path: str
+    state: str = Field(description="complete | failed")
+    frames_received: int = 0
+    frames_written: int = 0
+    frames_dropped: int = 0
+    dropped_indices: list[int] = Field(default_factory=list)
+    dropped_by_reason: dict[str, int] = Field(default_factory=dict)
+    frames_missing: int = 0
+    missing_indices: list[int] = Field(default_factory=list)
+    shape: list[int] = Field(default_factory=list)
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    compression_ratio: float | None = None
+    duration_s: float = 0.0
+    write_duration_s: float = 0.0
+    pyramid_duration_s: float = 0.0
+    throughput_mb_s: float = 0.0
+    frames_per_s: float = 0.0
+    ring_capacity_frames: int = 0
+    ring_high_water_frames: int = 0
+    ring_bytes: int = 0
+    pyramid_levels: int = 1
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every frame handed to the stream is on disk and nothing failed."""
+        return self.error is None and self.frames_dropped == 0 and self.state == "complete"
+
+    def describe(self) -> str:
+        """A short human-readable report (the CLI prints this)."""
+        ratio = f"{self.compression_ratio:.2f}x" if self.compression_ratio else "n/a"
+        lines = [
+            f"dataset      {self.path}",
+            f"state        {self.state}" + (f" — {self.error}" if self.error else ""),
+            f"shape        {tuple(self.shape)}  ({self.pyramid_levels} level(s))",
+            f"frames       received {self.frames_received}, written {self.frames_written}, "
+            f"dropped {self.frames_dropped}, missing {self.frames_missing}",
+            f"bytes        raw {self.raw_bytes / 1e6:.1f} MB, stored {self.stored_bytes / 1e6:.1f} MB, "
+            f"ratio {ratio}",
+            f"time         {self.duration_s:.2f} s (write {self.write_duration_s:.2f} s, "
+            f"pyramid {self.pyramid_duration_s:.2f} s)",
+            f"throughput   {self.throughput_mb_s:.1f} MB/s raw, {self.frames_per_s:.1f} frames/s",
+            f"ring         high water {self.ring_high_water_frames}/{self.ring_capacity_frames} "
+            f"frames ({self.ring_bytes / 2**20:.0f} MiB)",
+        ]
+        if self.dropped_indices:
+            shown = ", ".join(map(str, self.dropped_indices[:20]))
+            more = " …" if len(self.dropped_indices) > 20 else ""
+            lines.append(f"dropped at   {shown}{more}  {self.dropped_by_reason}")
+        return "\n".join(lines)
