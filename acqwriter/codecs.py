@@ -44,14 +44,14 @@ class _Raw:
 
 
 def chunk_encoder(compression: Compression) -> ChunkEncoder:
-    if compression.codec == "blosc":
+    if compression.name == "blosc":
         return Blosc(
             cname=compression.cname,
             clevel=compression.level,
             shuffle=_SHUFFLE[compression.shuffle],
             blocksize=0,
         )
-    if compression.codec == "zstd":
+    if compression.name == "zstd":
         return Zstd(level=compression.level)
     return _Raw()
 
@@ -60,7 +60,7 @@ def zarr_codecs(compression: Compression, dtype: np.dtype) -> list[Any]:
     """zarr-python compressor objects equivalent to :func:`chunk_encoder`."""
     from zarr.codecs import BloscCodec, ZstdCodec
 
-    if compression.codec == "blosc":
+    if compression.name == "blosc":
         return [
             BloscCodec(
                 cname=compression.cname,
@@ -70,6 +70,6 @@ def zarr_codecs(compression: Compression, dtype: np.dtype) -> list[Any]:
                 blocksize=0,
             )
         ]
-    if compression.codec == "zstd":
+    if compression.name == "zstd":
         return [ZstdCodec(level=compression.level, checksum=False)]
     return []

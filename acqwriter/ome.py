@@ -185,7 +185,7 @@ def array_metadata(
         chunks=chunks,
         dtype=spec.dtype,
         fill_value=0,
-        compressors=zarr_codecs(spec.compression, np.dtype(spec.dtype)),
+        compressors=zarr_codecs(spec.codec, np.dtype(spec.dtype)),
         filters=None,
         dimension_names=list(spec.dims),
         zarr_format=3,

@@ -90,7 +90,7 @@ def build_pyramid(root: Path, spec: StreamSpec, *, threads: int = 2) -> list[Lev
     import zarr
 
     store = LocalStore(root, sync=spec.sync)
-    encoder = chunk_encoder(spec.compression)
+    encoder = chunk_encoder(spec.codec)
     base_chunks = spec.resolved_chunks()
     src_shape = tuple(json.loads(store.read_bytes("0/zarr.json"))["shape"])
     levels = [level0(spec)]

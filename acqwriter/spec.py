@@ -102,25 +102,25 @@ class _Model(BaseModel):
 
 
 _CODEC_SHORTHANDS: dict[str, dict[str, Any]] = {
-    "lz4": {"codec": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5},
-    "blosc-lz4": {"codec": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5},
-    "blosc-zstd": {"codec": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1},
-    "zstd": {"codec": "zstd", "level": 1},
-    "none": {"codec": "none"},
+    "lz4": {"name": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5},
+    "blosc-lz4": {"name": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5},
+    "blosc-zstd": {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1},
+    "zstd": {"name": "zstd", "level": 1},
+    "none": {"name": "none"},
 }
 
 
 class Compression(_Model):
     """How chunks are compressed.
 
-    ``codec="blosc"`` uses ``cname`` (lz4 or zstd) with ``shuffle`` and ``level``;
-    ``codec="zstd"`` is plain zstd at ``level``; ``codec="none"`` stores raw bytes.
-    A string shorthand is accepted wherever a Compression is expected:
+    ``name="blosc"`` uses ``cname`` (lz4 or zstd) with ``shuffle`` and ``level``;
+    ``name="zstd"`` is plain zstd at ``level``; ``name="none"`` stores raw bytes.
+    A string shorthand is accepted wherever a codec is expected:
     ``lz4`` / ``blosc-lz4`` (blosc lz4 level 5 shuffle), ``blosc-zstd`` (blosc zstd level 1
     bitshuffle), ``zstd`` (plain zstd level 1), ``none``.
     """
 
-    codec: Literal["blosc", "zstd", "none"] = "blosc"
+    name: Literal["blosc", "zstd", "none"] = "blosc"
     cname: Literal["lz4", "zstd"] = "lz4"
     shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
     level: int = 5
@@ -133,22 +133,22 @@ class Compression(_Model):
             if key not in _CODEC_SHORTHANDS:
                 raise ValueError(
                     f"expected one of {', '.join(sorted(_CODEC_SHORTHANDS))} "
-                    f"or an object with codec/cname/shuffle/level, got {value!r}"
+                    f"or an object with name/cname/shuffle/level, got {value!r}"
                 )
             return dict(_CODEC_SHORTHANDS[key])
         return value
 
     @model_validator(mode="after")
     def _check_level(self) -> Compression:
-        lo, hi = (0, 9) if self.codec == "blosc" else (-131072, 22)
-        if self.codec != "none" and not lo <= self.level <= hi:
-            raise ValueError(f"level: expected {lo}..{hi} for codec {self.codec!r}, got {self.level}")
+        lo, hi = (0, 9) if self.name == "blosc" else (-131072, 22)
+        if self.name != "none" and not lo <= self.level <= hi:
+            raise ValueError(f"level: expected {lo}..{hi} for codec {self.name!r}, got {self.level}")
         return self
 
     def describe(self) -> str:
-        if self.codec == "blosc":
+        if self.name == "blosc":
             return f"blosc {self.cname} level {self.level} {self.shuffle}"
-        if self.codec == "zstd":
+        if self.name == "zstd":
             return f"zstd level {self.level}"
         return "none"
 
@@ -196,7 +196,7 @@ class WriterOptions(_Model):
     dims: str = "tyx"
     sizes: dict[str, PositiveInt | None] = Field(default_factory=dict)
     chunks: dict[str, PositiveInt] = Field(default_factory=dict)
-    compression: Compression = Field(default_factory=Compression)
+    codec: Compression = Field(default_factory=Compression)
     pixel_size: PositiveFloat = 1.0
     pixel_unit: str = "micrometer"
     z_step: PositiveFloat = 1.0

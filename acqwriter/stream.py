@@ -124,7 +124,7 @@ class FrameStream:
         if layout.max_frames is not None:
             capacity = max(min(capacity, layout.max_frames), layout.min_ring_frames)
         self.ring = FrameRing(capacity, layout.frame_shape, layout.dtype)
-        self._encoder = chunk_encoder(spec.compression)
+        self._encoder = chunk_encoder(spec.codec)
 
         self._lock = threading.Lock()  # counters, block accounting, metadata records
         self._append_lock = threading.Lock()  # appends from several threads stay ordered

@@ -1,0 +1,155 @@
+"""Drive one acquisition: camera sequence → :class:`acqwriter.FrameStream`.
+
+This is the only place where Micro-Manager meets the writer, and it meets it through
+the writer's public API: each :class:`CameraFrame` becomes ``stream.append(image,
+metadata)``, each :class:`LostFrames` becomes ``stream.skip(n, reason)`` (so the lost
+frame numbers keep their place in the array, flagged as dropped), and the stream's
+summary plus the camera's account become an :class:`AcquisitionReport`.
+
+Per-frame metadata written for every frame: ``camera``, ``image_number`` (core),
+``camera_frame_number``, ``elapsed_ms`` (core clock since sequence start),
+``time_received_by_core``, ``exposure_ms``, ``x_um``/``y_um``/``z_um`` and the camera's raw
+tags. Stage positions are read once when the sequence starts: nothing moves the
+stages during a sequence acquisition, and polling a serial stage per frame would stall
+the drain loop of a fast camera.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.devices.camera import (
+    CameraFrame,
+    DeviceError,
+    LostFrames,
+    SequenceEnded,
+)
+from acqwriter.devices.microscope import Microscope
+from acqwriter.stream import FrameStream, StreamError, open_stream
+from acqwriter.summary import Summary
+
+__all__ = ["AcquisitionReport", "configure_camera", "run_acquisition"]
+
+
+@dataclass
+class AcquisitionReport:
+    summary: Summary
+    frames_requested: int | None
+    frames_delivered: int
+    lost_camera_frames: list[int] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every requested frame was delivered and written; nothing failed."""
+        complete = self.frames_requested is None or self.summary.frames_written == self.frames_requested
+        return self.error is None and self.summary.ok and complete
+
+    def reason(self) -> str | None:
+        """Why the acquisition is not ok (None when it is)."""
+        if self.error:
+            return self.error
+        if self.summary.error:
+            return self.summary.error
+        if self.summary.frames_dropped:
+            return f"{self.summary.frames_dropped} frame(s) dropped: {self.summary.dropped_by_reason}"
+        if self.frames_requested is not None and self.summary.frames_written != self.frames_requested:
+            return f"{self.summary.frames_written} of {self.frames_requested} frames written"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reason": self.reason(),
+            "frames_requested": self.frames_requested,
+            "frames_delivered": self.frames_delivered,
+            "lost_camera_frames": self.lost_camera_frames,
+            "summary": self.summary.model_dump(),
+        }
+
+
+def configure_camera(scope: Microscope, spec: AcquisitionSpec) -> None:
+    """Apply binning, ROI and exposure from ``spec`` (binning first: it resets the ROI)."""
+    camera = scope.camera
+    if spec.binning is not None:
+        camera.binning = spec.binning
+    if spec.roi is not None:
+        camera.roi = spec.roi
+    if spec.exposure_ms is not None:
+        camera.exposure_ms = spec.exposure_ms
+
+
+def open_stream_for(scope: Microscope, spec: AcquisitionSpec) -> FrameStream:
+    """The writer for this camera's frames; calibration from the core unless set in spec."""
+    camera = scope.camera
+    stream_spec = spec.stream_spec(camera.shape, camera.dtype.name)
+    if "pixel_size" not in spec.model_fields_set and scope.pixel_size_um:
+        stream_spec = stream_spec.model_copy(update={"pixel_size": scope.pixel_size_um})
+    return open_stream(stream_spec)
+
+
+def run_acquisition(
+    scope: Microscope,
+    spec: AcquisitionSpec,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    progress_interval_s: float = 0.2,
+    should_stop: Callable[[], bool] | None = None,
+) -> AcquisitionReport:
+    """Acquire ``spec.frames`` frames (or for ``spec.duration`` s) into ``spec.out``."""
+    configure_camera(scope, spec)
+    camera = scope.camera
+    stream = open_stream_for(scope, spec)
+    base_meta: dict[str, Any] = {"camera": camera.label, **scope.positions()}
+    exposure = camera.exposure_ms
+    deadline = None if spec.duration is None else time.monotonic() + spec.duration
+    lost: list[int] = []
+    delivered = 0
+    error: str | None = None
+    last_progress = 0.0
+
+    def stop_now() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        return deadline is not None and time.monotonic() >= deadline
+
+    try:
+        for event in camera.sequence(
+            spec.frames, frame_timeout_s=spec.frame_timeout_s, should_stop=stop_now
+        ):
+            if isinstance(event, CameraFrame):
+                tags = event.metadata
+                meta = {
+                    **base_meta,
+                    "image_number": int(tags.get("ImageNumber", event.number)),
+                    "camera_frame_number": event.number,
+                    "elapsed_ms": float(tags.get("ElapsedTime-ms", "nan")),
+                    "time_received_by_core": tags.get("TimeReceivedByCore"),
+                    "exposure_ms": float(tags.get("Exposure-ms", exposure)),
+                    "tags": tags,
+                }
+                stream.append(event.image, meta)
+                delivered += 1
+            elif isinstance(event, LostFrames):
+                lost.extend(event.numbers)
+                stream.skip(len(event.numbers), reason=event.reason)
+            elif isinstance(event, SequenceEnded):
+                if spec.frames is not None and event.delivered < spec.frames and not stop_now():
+                    error = f"camera {camera.label!r} ended the sequence after {event.delivered} of {spec.frames} frames"
+            now = time.monotonic()
+            if on_progress is not None and now - last_progress >= progress_interval_s:
+                last_progress = now
+                on_progress(stream.progress())
+    except (DeviceError, StreamError) as exc:
+        error = str(exc)
+    except KeyboardInterrupt:
+        error = "interrupted"
+    finally:
+        summary = stream.close()
+    if on_progress is not None:
+        on_progress(stream.progress())
+    return AcquisitionReport(summary, spec.frames, delivered, lost, error)
