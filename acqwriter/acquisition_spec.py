@@ -15,7 +15,7 @@ Nothing here imports Micro-Manager.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -24,6 +24,7 @@ from acqwriter.spec import (
     PositiveInt,
     StreamSpec,
     WriterOptions,
+    StrictModel,
     format_validation_error,
 )
 
@@ -45,6 +46,16 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+class SimFaultSpec(StrictModel):
+    """Faults for the simulated camera (testing a pipeline's handling of a bad camera):
+    stall N ms before given frame numbers, skip frame numbers (camera-side drops), stop
+    delivering after N frames."""
+
+    stall_ms: dict[int, PositiveFloat] = Field(default_factory=dict)
+    skip: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    stop_after: Annotated[int, Field(ge=0)] | None = None
+
+
 class AcquisitionSpec(WriterOptions):
     """Camera + acquisition length + every writer option (see :class:`WriterOptions`)."""
 
@@ -58,6 +69,7 @@ class AcquisitionSpec(WriterOptions):
     roi: tuple[int, int, int, int] | None = None
     binning: PositiveInt | None = None
     seed: int = 0
+    sim_faults: SimFaultSpec | None = None
     frame_timeout_s: PositiveFloat = 5.0
 
     @field_validator("duration", mode="before")
@@ -93,7 +105,7 @@ class AcquisitionSpec(WriterOptions):
         if self.frames is None and self.duration is None:
             raise ValueError("frames: expected a frame count or a duration (or both)")
         if self.camera != "sim":
-            for name in ("shape", "dtype", "fps"):
+            for name in ("shape", "dtype", "fps", "sim_faults"):
                 if getattr(self, name) is not None:
                     raise ValueError(
                         f"{name}: only the simulated camera ('sim') takes it; camera "

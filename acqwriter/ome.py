@@ -22,7 +22,7 @@ Dataset layout::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,11 +62,6 @@ class Level:
             return None
         base = _base_scale(spec)
         return [(f - 1) / 2 * b for b, f in zip(base, self.factors, strict=True)]
-
-
-@dataclass
-class DatasetState:
-    levels: list[Level] = field(default_factory=list)
 
 
 def level0(spec: StreamSpec) -> Level:
@@ -145,14 +140,15 @@ def group_metadata(
         "axes": _axes(spec),
         "datasets": datasets,
     }
-    if len(levels) > 1:
-        multiscale["type"] = spec.pyramid.method
-        multiscale["metadata"] = {
-            "description": f"2x {spec.pyramid.method} downsampling in y, x"
-            + (" and z" if spec.pyramid.downsample_z else ""),
-            "method": f"acqwriter.pyramid.downsample_{spec.pyramid.method}",
-            "version": __version__,
-        }
+    # type/metadata describe how levels 1.. are made; written from the start (strict NGFF
+    # readers require both keys even for a single level)
+    multiscale["type"] = spec.pyramid.method
+    multiscale["metadata"] = {
+        "description": f"2x {spec.pyramid.method} downsampling in y, x"
+        + (" and z" if spec.pyramid.downsample_z else ""),
+        "method": f"acqwriter.pyramid.downsample_{spec.pyramid.method}",
+        "version": __version__,
+    }
     acq: dict[str, Any] = {
         "version": __version__,
         "state": state,

@@ -44,6 +44,7 @@ __all__ = [
     "PyramidSpec",
     "SpecError",
     "StreamSpec",
+    "StrictModel",
     "WriterOptions",
     "format_validation_error",
 ]
@@ -97,7 +98,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError
     return SpecError("invalid spec:\n  " + "\n  ".join(lines), errors)
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every spec model: unknown fields are errors, instances are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
@@ -110,7 +113,7 @@ _CODEC_SHORTHANDS: dict[str, dict[str, Any]] = {
 }
 
 
-class Compression(_Model):
+class Compression(StrictModel):
     """How chunks are compressed.
 
     ``name="blosc"`` uses ``cname`` (lz4 or zstd) with ``shuffle`` and ``level``;
@@ -153,7 +156,7 @@ class Compression(_Model):
         return "none"
 
 
-class Channel(_Model):
+class Channel(StrictModel):
     """One channel: a name and a display colour as 6 hex digits (RRGGBB)."""
 
     name: str = Field(min_length=1)
@@ -169,7 +172,7 @@ class Channel(_Model):
         return value
 
 
-class PyramidSpec(_Model):
+class PyramidSpec(StrictModel):
     """The multiscale pyramid built after acquisition.
 
     Levels are downsampled 2× in y and x (and in z when ``downsample_z``). With
@@ -188,7 +191,7 @@ class PyramidSpec(_Model):
     downsample_z: bool = False
 
 
-class WriterOptions(_Model):
+class WriterOptions(StrictModel):
     """Fields shared by a stream spec and an acquisition spec (everything but the frame)."""
 
     out: Path
@@ -297,6 +300,13 @@ class StreamSpec(WriterOptions):
 
     shape: tuple[PositiveInt, PositiveInt]
     dtype: str
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _shape(cls, value: Any) -> Any:
+        if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+            raise ValueError("expected the frame shape as [height, width]")
+        return value
 
     @field_validator("dtype", mode="before")
     @classmethod

@@ -1,0 +1,306 @@
+"""The ``acqwriter`` command line: ``acquire``, ``pyramid``, ``info``.
+
+``acquire`` builds an :class:`AcquisitionSpec` from a spec file (``--spec``) overlaid
+with the options given on the command line (same field names), opens the camera
+(:class:`acqwriter.devices.Microscope`), runs
+:func:`acqwriter.devices.run_acquisition` with a live progress bar on stderr, and
+prints the summary (``--json``: as JSON on stdout).
+
+Exit status: 0 only when every requested frame was written; 1 when the acquisition
+ran but is incomplete (drops, camera or writer error — the reason is printed); 2 for
+invalid input (spec, options, paths) before anything was acquired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from acqwriter import __version__
+from acqwriter.spec import SpecError
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
+
+
+def _pair(text: str, sep: str = "x") -> list[int]:
+    parts = text.lower().replace(",", sep).split(sep)
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 2048{sep}2048, got {text!r}") from None
+
+
+def _shape(text: str) -> list[int]:
+    values = _pair(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 2048x2048, got {text!r}")
+    return values
+
+
+def _roi(text: str) -> list[int]:
+    values = _pair(text, ",")
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected X,Y,WIDTH,HEIGHT, got {text!r}")
+    return values
+
+
+def _axis_map(text: str) -> dict[str, Any]:
+    """``t=32,y=256`` → dict; ``32x256x256`` → {"_trailing": [32, 256, 256]}."""
+    text = text.strip()
+    if "=" not in text:
+        return {"_trailing": _pair(text)}
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip().lower()
+        value = value.strip().lower()
+        if not key or not value:
+            raise argparse.ArgumentTypeError(f"expected axis=value pairs like t=32,y=256, got {text!r}")
+        try:
+            out[key] = None if value in ("none", "null", "unbounded") else int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key}: expected an integer, got {value!r}") from None
+    return out
+
+
+def _add_acquire(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "acquire",
+        help="record frames from a camera into an OME-Zarr dataset",
+        description="Record frames from a camera ('sim', 'demo' or a Micro-Manager config file) "
+        "into an OME-Zarr dataset. Options override the fields of --spec.",
+    )
+    p.add_argument("--spec", type=Path, help="spec file (.json/.yaml/.toml) with any of the fields below")
+    p.add_argument("--camera", help="'sim' (default), 'demo', or a Micro-Manager .cfg path")
+    p.add_argument("--frames", type=int, help="number of frames")
+    p.add_argument("--duration", help="acquisition time, e.g. 10s, 500ms, 2m")
+    p.add_argument("--shape", type=_shape, help="frame HEIGHTxWIDTH (sim camera)")
+    p.add_argument("--dtype", choices=["uint8", "uint16"], help="pixel type (sim camera)")
+    p.add_argument("--fps", type=float, help="frame rate of the sim camera (default: as fast as possible)")
+    p.add_argument("--exposure", dest="exposure_ms", type=float, help="exposure in ms")
+    p.add_argument("--roi", type=_roi, help="camera ROI X,Y,WIDTH,HEIGHT")
+    p.add_argument("--binning", type=int, help="camera binning")
+    p.add_argument("--out", type=Path, help="output dataset path (e.g. run.ome.zarr)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing dataset")
+    p.add_argument("--dims", help="axes, an ordered subset of tczyx ending in yx (default tyx)")
+    p.add_argument("--sizes", type=_axis_map, help="sizes of the non-frame axes, e.g. c=3,z=20")
+    p.add_argument("--chunks", type=_axis_map, help="chunk shape: t=32,y=256,x=256 or 32x256x256 (trailing axes)")
+    p.add_argument("--codec", help="lz4 | blosc-lz4 | blosc-zstd | zstd | none")
+    p.add_argument("--clevel", type=int, help="compression level")
+    p.add_argument("--shuffle", choices=["shuffle", "bitshuffle", "noshuffle"], help="blosc shuffle")
+    p.add_argument("--pixel-size", dest="pixel_size", type=float, help="pixel size (µm by default)")
+    p.add_argument("--z-step", dest="z_step", type=float, help="z step")
+    p.add_argument("--time-increment", dest="time_increment", type=float, help="time step (s)")
+    p.add_argument("--ring-mb", type=float, help="ring buffer size in MiB (default 512)")
+    p.add_argument("--overflow", choices=["block", "drop"], help="when the ring is full")
+    p.add_argument("--threads", type=int, help="writer threads (default: one per core)")
+    p.add_argument("--sync", choices=["none", "close", "always"], help="fsync policy (default close)")
+    p.add_argument("--no-pyramid", action="store_true", help="do not build pyramid levels")
+    p.add_argument("--pyramid-method", choices=["mean", "nearest"])
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+_PLAIN_FIELDS = (
+    "camera frames duration shape dtype fps exposure_ms roi binning out overwrite dims sizes "
+    "pixel_size z_step time_increment overflow threads sync"
+).split()
+
+
+def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
+    """Spec file fields, overridden by the options given on the command line."""
+    from acqwriter.acquisition_spec import AcquisitionSpec
+    from acqwriter.spec_io import load_mapping
+
+    data: dict[str, Any] = load_mapping(args.spec) if args.spec else {}
+    for name in _PLAIN_FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = str(value) if isinstance(value, Path) else value
+    if args.ring_mb is not None:
+        data["ring_bytes"] = int(args.ring_mb * 2**20)
+    codec_given = any(v is not None for v in (args.codec, args.clevel, args.shuffle))
+    if codec_given:
+        from acqwriter.spec import Compression
+
+        base = data.get("codec", "lz4") if args.codec is None else args.codec
+        try:
+            codec = Compression.model_validate(base).model_dump()
+        except Exception:
+            codec = base  # let full validation report it against the field name
+        if isinstance(codec, dict):
+            if args.clevel is not None:
+                codec["level"] = args.clevel
+            if args.shuffle is not None:
+                codec["shuffle"] = args.shuffle
+        data["codec"] = codec
+    if args.no_pyramid or args.pyramid_method:
+        pyramid = dict(data.get("pyramid") or {})
+        if args.no_pyramid:
+            pyramid["enabled"] = False
+        if args.pyramid_method:
+            pyramid["method"] = args.pyramid_method
+        data["pyramid"] = pyramid
+    if args.chunks is not None:
+        chunks = dict(args.chunks)
+        trailing = chunks.pop("_trailing", None)
+        if trailing is not None:
+            dims = str(data.get("dims", "tyx"))
+            if len(trailing) > len(dims):
+                raise SpecError(f"chunks: {len(trailing)} values for the {len(dims)} axes of dims {dims!r}")
+            chunks = dict(zip(dims[-len(trailing) :], trailing, strict=True))
+        data["chunks"] = chunks
+    if data.get("camera", "sim") == "sim" and "out" in data:
+        data.setdefault("shape", [2048, 2048])
+        data.setdefault("dtype", "uint16")
+    if "out" not in data:
+        raise SpecError("out: required (give --out PATH or 'out' in the spec file)")
+    return AcquisitionSpec.parse(data)
+
+
+class _Progress:
+    """A rich progress bar fed by the stream's progress snapshots."""
+
+    def __init__(self, total_frames: int | None, duration: float | None, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.total_frames = total_frames
+        self.duration = duration
+        self.progress = None
+        if quiet:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]acquiring"),
+            BarColumn(),
+            TextColumn("{task.fields[frames]}"),
+            TextColumn("{task.fields[rate]:>8.1f} MB/s"),
+            TextColumn("ring {task.fields[ring]}"),
+            TextColumn("drops {task.fields[drops]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        total = total_frames if total_frames is not None else duration
+        self.task = self.progress.add_task("acquire", total=total, frames="0", rate=0.0, ring="0/0", drops=0)
+        self.progress.start()
+
+    def update(self, snap: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        written = snap["frames_written"]
+        done = written if self.total_frames is not None else min(snap["elapsed_s"], self.duration or 0)
+        frames = f"{written}/{self.total_frames}" if self.total_frames else f"{written} frames"
+        self.progress.update(
+            self.task,
+            completed=done,
+            frames=frames,
+            rate=snap["mb_per_s"],
+            ring=f"{snap['ring_occupancy']}/{snap['ring_capacity']}",
+            drops=snap["frames_dropped"],
+        )
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    from acqwriter.devices import DeviceError, Microscope, run_acquisition
+
+    try:
+        spec = build_acquisition_spec(args)
+    except SpecError as exc:
+        print(f"acqwriter acquire: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sim_options: dict[str, Any] = {}
+    if spec.camera == "sim":
+        sim_options = {
+            "shape": tuple(spec.shape or (2048, 2048)),
+            "dtype": spec.dtype or "uint16",
+            "fps": spec.fps,
+            "seed": spec.seed,
+        }
+        if spec.sim_faults is not None:
+            from acqwriter.simulators import SimFaults
+
+            faults = spec.sim_faults
+            sim_options["faults"] = SimFaults(dict(faults.stall_ms), set(faults.skip), faults.stop_after)
+    scope = None
+    progress = None
+    try:
+        scope = Microscope.open(spec.camera, **sim_options)
+        progress = _Progress(spec.frames, spec.duration, args.quiet or args.json)
+        report = run_acquisition(scope, spec, on_progress=progress.update)
+    except (SpecError, DeviceError, ValueError) as exc:
+        if progress:
+            progress.stop()
+        print(f"acqwriter acquire: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if scope is not None:
+            scope.close()
+            del scope
+            gc.collect()
+    progress.stop()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        progress.console.print(report.summary.describe(), highlight=False)
+    if not report.ok:
+        print(f"acqwriter acquire: incomplete: {report.reason()}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def cmd_pyramid(args: argparse.Namespace) -> int:
+    from acqwriter.pyramid import rebuild_pyramid
+
+    try:
+        levels = rebuild_pyramid(args.path, threads=args.threads or 2)
+    except (FileNotFoundError, ValueError, SpecError) as exc:
+        print(f"acqwriter pyramid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.path}: {len(levels)} level(s): " + ", ".join(level.path for level in levels))
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from acqwriter.info import dataset_info, format_info
+
+    try:
+        info = dataset_info(args.path)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"acqwriter info: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return EXIT_OK
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acqwriter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"acqwriter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_acquire(sub)
+    p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
+    p.add_argument("path", type=Path)
+    p.add_argument("--threads", type=int)
+    p = sub.add_parser("info", help="shape, levels, codec, ratio and dropped frames of a dataset")
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    handler = {"acquire": cmd_acquire, "pyramid": cmd_pyramid, "info": cmd_info}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Describe a dataset on disk (``acqwriter info``), from its JSON documents only.
+
+Works on any OME-NGFF 0.5 image; acqwriter datasets add their state, the write
+summary and the dropped-frame flags read from ``frame_metadata.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["dataset_info", "format_info", "read_frame_metadata"]
+
+
+def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
+    """Per-frame records of an acqwriter dataset, in index order.
+
+    A torn last line (a crash while appending) is ignored.
+    """
+    records = []
+    file = Path(path) / "frame_metadata.jsonl"
+    if not file.exists():
+        return records
+    with open(file, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _codec(meta: dict[str, Any]) -> str:
+    names = []
+    for codec in meta.get("codecs", []):
+        if codec["name"] in ("bytes", "transpose"):
+            continue
+        conf = codec.get("configuration", {})
+        if codec["name"] == "blosc":
+            names.append(f"blosc {conf.get('cname')} level {conf.get('clevel')} {conf.get('shuffle')}")
+        elif codec["name"] == "zstd":
+            names.append(f"zstd level {conf.get('level')}")
+        else:
+            names.append(codec["name"])
+    return " + ".join(names) or "none"
+
+
+def dataset_info(path: str | Path) -> dict[str, Any]:
+    root = Path(path)
+    try:
+        group = json.loads((root / "zarr.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root}: not a Zarr v3 dataset (no zarr.json)") from None
+    ome = group.get("attributes", {}).get("ome")
+    if not ome or "multiscales" not in ome:
+        raise ValueError(f"{root}: not an OME-NGFF 0.5 image (no ome.multiscales in zarr.json)")
+    multiscale = ome["multiscales"][0]
+    levels = []
+    for dataset in multiscale["datasets"]:
+        meta = json.loads((root / dataset["path"] / "zarr.json").read_text())
+        scale = next(
+            (t["scale"] for t in dataset["coordinateTransformations"] if t["type"] == "scale"), None
+        )
+        levels.append(
+            {
+                "path": dataset["path"],
+                "shape": meta["shape"],
+                "chunks": meta["chunk_grid"]["configuration"]["chunk_shape"],
+                "dtype": meta["data_type"],
+                "scale": scale,
+                "codec": _codec(meta),
+            }
+        )
+    level0 = levels[0]
+    raw = math.prod(level0["shape"]) * np.dtype(level0["dtype"]).itemsize
+    stored = _du(root / level0["path"])
+    acq = group["attributes"].get("acqwriter", {})
+    records = read_frame_metadata(root)
+    dropped = [r["index"] for r in records if r.get("dropped") and r.get("drop_reason") != "missing"]
+    missing = [r["index"] for r in records if r.get("drop_reason") == "missing"]
+    return {
+        "path": str(root),
+        "ome_version": ome.get("version"),
+        "axes": [a["name"] for a in multiscale["axes"]],
+        "shape": level0["shape"],
+        "dtype": level0["dtype"],
+        "codec": level0["codec"],
+        "levels": levels,
+        "raw_bytes": raw,
+        "stored_bytes": stored,
+        "compression_ratio": raw / stored if stored else None,
+        "state": acq.get("state"),
+        "frames_recorded": len(records) if acq else None,
+        "frames_dropped": len(dropped) if acq else None,
+        "dropped_indices": dropped,
+        "frames_missing": len(missing) if acq else None,
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
+    lines = [
+        f"dataset   {info['path']}  (OME-NGFF {info['ome_version']}, state {info['state'] or 'n/a'})",
+        f"shape     {tuple(info['shape'])} {''.join(info['axes'])} {info['dtype']}",
+        f"codec     {info['codec']}",
+        f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, stored {info['stored_bytes'] / 1e6:.1f} MB, ratio {ratio}",
+        f"levels    {len(info['levels'])}",
+    ]
+    for level in info["levels"]:
+        lines.append(f"  {level['path']}: shape {tuple(level['shape'])} chunks {tuple(level['chunks'])}")
+    if info["frames_dropped"] is not None:
+        shown = ", ".join(map(str, info["dropped_indices"][:20]))
+        lines.append(
+            f"dropped   {info['frames_dropped']}" + (f" (indices {shown}{' …' if info['frames_dropped'] > 20 else ''})" if shown else "")
+        )
+    return "\n".join(lines)

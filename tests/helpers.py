@@ -1,0 +1,108 @@
+"""Test helpers: NGFF schema validation, dataset checks and independent readers.
+
+Readers here never go through acqwriter: zarr-python and tensorstore open the dataset
+as any user would, and the OME-NGFF 0.5 JSON schemas (copied byte for byte from the
+spec repository into tests/ngff_schemas) validate the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import referencing
+import referencing.jsonschema
+import zarr
+
+SCHEMA_DIR = Path(__file__).parent / "ngff_schemas" / "0.5"
+
+
+def _registry() -> referencing.Registry:
+    resources = []
+    for file in SCHEMA_DIR.glob("*.schema"):
+        doc = json.loads(file.read_text())
+        resources.append(
+            (
+                doc["$id"],
+                referencing.Resource.from_contents(
+                    doc, default_specification=referencing.jsonschema.DRAFT202012
+                ),
+            )
+        )
+    return referencing.Registry().with_resources(resources)
+
+
+REGISTRY = _registry()
+
+
+def ngff_validator(name: str = "image") -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / f"{name}.schema").read_text())
+    return jsonschema.Draft202012Validator(schema, registry=REGISTRY)
+
+
+def validate_ngff(attributes: dict[str, Any], name: str = "image") -> None:
+    ngff_validator(name).validate(attributes)
+
+
+def check_dataset(path: Path) -> dict[str, Any]:
+    """Everything a reader relies on; raises AssertionError/ValidationError otherwise.
+
+    The schemas alone do not check axis order, scale vs shape, missing arrays or
+    dimension_names, so those are checked here too.
+    """
+    import yaozarrs
+
+    root = json.loads((path / "zarr.json").read_text())
+    assert root["zarr_format"] == 3 and root["node_type"] == "group"
+    attrs = root["attributes"]
+    validate_ngff(attrs, "image")
+    validate_ngff(attrs, "strict_image")
+    yaozarrs.validate_zarr_store(str(path))
+    ms = attrs["ome"]["multiscales"][0]
+    axes = [a["name"] for a in ms["axes"]]
+    assert axes[-2:] == ["y", "x"]
+    order = "tczyx"
+    assert [order.index(a) for a in axes] == sorted(order.index(a) for a in axes)
+    prev_shape = None
+    for i, ds in enumerate(ms["datasets"]):
+        assert ds["path"] == str(i)
+        meta = json.loads((path / ds["path"] / "zarr.json").read_text())
+        assert meta["node_type"] == "array"
+        assert meta["dimension_names"] == axes
+        assert len(meta["shape"]) == len(axes)
+        scale = ds["coordinateTransformations"][0]["scale"]
+        assert len(scale) == len(axes)
+        if prev_shape is not None:
+            for a, n_prev, n in zip(axes, prev_shape, meta["shape"], strict=True):
+                if a in "yx":
+                    assert n == math.ceil(n_prev / 2)
+                elif a in "tc":
+                    assert n == n_prev
+        prev_shape = meta["shape"]
+        arr = zarr.open_array(str(path / ds["path"]), mode="r")
+        assert list(arr.shape) == meta["shape"]
+    return attrs
+
+
+def read_zarr(path: Path, level: int = 0) -> np.ndarray:
+    return zarr.open_array(str(path / str(level)), mode="r")[...]
+
+
+def read_tensorstore(path: Path, level: int = 0) -> np.ndarray:
+    import tensorstore as ts
+
+    store = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / str(level))}},
+        read=True,
+    ).result()
+    return store.read().result()
+
+
+def frame_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (path / "frame_metadata.jsonl").read_text().splitlines()]
+
+

@@ -1,0 +1,151 @@
+"""Spec validation (field-named errors) and spec files (JSON / YAML / TOML)."""
+
+from __future__ import annotations
+
+import pytest
+
+from acqwriter import SpecError, StreamSpec
+from acqwriter.acquisition_spec import AcquisitionSpec, parse_duration
+from acqwriter.spec_io import dump_spec, load_spec
+
+BASE = {"out": "x.ome.zarr", "shape": [64, 64], "dtype": "uint16"}
+
+
+def test_defaults_and_derived_values():
+    spec = StreamSpec.parse(BASE)
+    assert spec.dims == "tyx"
+    assert spec.outer_sizes() == (None,)
+    assert spec.resolved_chunks() == (1, 64, 64)
+    assert spec.codec.name == "blosc" and spec.codec.cname == "lz4" and spec.codec.level == 5
+    assert spec.frame_bytes == 64 * 64 * 2
+    big = StreamSpec.parse({**BASE, "shape": [2048, 3000]})
+    assert big.resolved_chunks() == (1, 1024, 1024)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        ({"dims": "tzcyx"}, "dims", "ordered subset"),
+        ({"dims": "tyxz"}, "dims", "ending in 'yx'"),
+        ({"dims": "yx"}, "dims", "at least one"),
+        ({"dims": "tqyx"}, "dims", "ordered subset"),
+        ({"dtype": "complex64"}, "dtype", "uint8"),
+        ({"dtype": "not-a-dtype"}, "dtype", "uint8"),
+        ({"shape": [0, 64]}, "shape.0", "greater than 0"),
+        ({"shape": [64]}, "shape", "[height, width]"),
+        ({"chunks": {"t": 0}}, "chunks.t", "greater than 0"),
+        ({"chunks": {"q": 2}}, "chunks.q", "not in dims"),
+        ({"dims": "tczyx", "sizes": {"c": 2}}, "sizes.z", "only the first axis"),
+        ({"sizes": {"z": 3}}, "sizes.z", "not one of the non-frame axes"),
+        ({"codec": "lz5"}, "codec", "expected one of"),
+        ({"codec": {"name": "blosc", "level": 12}}, "level", "0..9"),
+        ({"codec": {"name": "blosc", "shuffle": "twice"}}, "codec.shuffle", "shuffle"),
+        ({"pixel_size": -1}, "pixel_size", "greater than 0"),
+        ({"pixel_unit": "furlong"}, "pixel_unit", "space unit"),
+        ({"time_unit": "micrometer"}, "time_unit", "time unit"),
+        ({"overflow": "maybe"}, "overflow", "block"),
+        ({"sync": "sometimes"}, "sync", "none"),
+        ({"ring_bytes": 100}, "ring_bytes", "at least"),
+        ({"ring_bytes": 0}, "ring_bytes", "greater than 0"),
+        ({"colour": "red"}, "colour", "Extra inputs"),
+        ({"out": ""}, "out", "non-empty"),
+        (
+            {"dims": "tcyx", "sizes": {"c": 2}, "channels": [{"name": "a"}]},
+            "channels",
+            "expected 2 entries",
+        ),
+        ({"dims": "tcyx", "channels": [{"name": "a", "color": "GG0000"}]}, "channels.0.color", "hex"),
+        ({"pyramid": {"method": "median"}}, "pyramid.method", "mean"),
+        ({"pyramid": {"levels": 0}}, "pyramid.levels", "greater than 0"),
+    ],
+)
+def test_invalid_spec_names_the_field(change, field, expected):
+    with pytest.raises(SpecError) as info:
+        StreamSpec.parse({**BASE, **change})
+    message = str(info.value)
+    assert field in message, message
+    assert expected in message, message
+
+
+def test_missing_required_fields_are_named():
+    with pytest.raises(SpecError) as info:
+        StreamSpec.parse({"shape": [8, 8]})
+    assert "out: required field is missing" in str(info.value)
+    assert "dtype: required field is missing" in str(info.value)
+
+
+def test_ring_must_hold_open_chunk_rows():
+    # chunks of 4 time points interleaved over 3 channels: the first group completes
+    # with frame t3c0 (index 9), when 10 frames are resident at once
+    spec = {**BASE, "dims": "tcyx", "sizes": {"c": 3}, "chunks": {"t": 4}}
+    frame = 64 * 64 * 2
+    StreamSpec.parse({**spec, "ring_bytes": 10 * frame})
+    with pytest.raises(SpecError, match=r"ring_bytes: expected at least 81920 bytes \(10 frames"):
+        StreamSpec.parse({**spec, "ring_bytes": 10 * frame - 1})
+
+
+def test_codec_shorthands():
+    assert StreamSpec.parse({**BASE, "codec": "zstd"}).codec.name == "zstd"
+    bz = StreamSpec.parse({**BASE, "codec": "blosc-zstd"}).codec
+    assert (bz.name, bz.cname, bz.shuffle, bz.level) == ("blosc", "zstd", "bitshuffle", 1)
+    assert StreamSpec.parse({**BASE, "codec": "none"}).codec.name == "none"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml", ".toml"])
+def test_spec_files_round_trip(tmp_path, suffix):
+    spec = StreamSpec.parse(
+        {
+            **BASE,
+            "dims": "tczyx",
+            "sizes": {"c": 2, "z": 5},
+            "chunks": {"z": 5, "y": 32},
+            "codec": "blosc-zstd",
+            "channels": [{"name": "GFP", "color": "00ff00"}, {"name": "RFP", "color": "FF0000"}],
+            "pixel_size": 0.108,
+            "z_step": 0.5,
+        }
+    )
+    path = tmp_path / f"spec{suffix}"
+    dump_spec(spec, path)
+    loaded = load_spec(path, StreamSpec)
+    assert loaded == spec
+
+
+def test_spec_file_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("out: x.zarr\nshape: [64, 64]\ndtype: uint16\nchunks: {t: -1}\n")
+    with pytest.raises(SpecError, match="chunks.t"):
+        load_spec(bad, StreamSpec)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        load_spec(broken, StreamSpec)
+    with pytest.raises(SpecError, match=r"expected a \.json, \.yaml"):
+        load_spec(tmp_path / "spec.ini", StreamSpec)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="mapping"):
+        load_spec(listy, StreamSpec)
+
+
+def test_acquisition_spec_fields():
+    spec = AcquisitionSpec.parse({"out": "a.zarr", "frames": 10, "duration": "2m"})
+    assert spec.duration == 120.0
+    assert spec.camera == "sim"
+    stream = spec.stream_spec((32, 48), "uint8")
+    assert stream.shape == (32, 48) and stream.dtype == "uint8" and stream.out == spec.out
+    with pytest.raises(SpecError, match="frames: expected a frame count or a duration"):
+        AcquisitionSpec.parse({"out": "a.zarr"})
+    with pytest.raises(SpecError, match="shape: only the simulated camera"):
+        AcquisitionSpec.parse({"out": "a.zarr", "frames": 3, "camera": "demo", "shape": [8, 8]})
+    with pytest.raises(SpecError, match="duration: .*expected a duration"):
+        AcquisitionSpec.parse({"out": "a.zarr", "duration": "ten seconds"})
+    with pytest.raises(SpecError, match="roi"):
+        AcquisitionSpec.parse({"out": "a.zarr", "frames": 1, "roi": [0, 0, 0, 5]})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("2m", 120.0), ("1.5h", 5400.0), (3, 3.0)]
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds

@@ -1,0 +1,314 @@
+"""The streaming engine end to end: frames in, read back bit-exact by independent readers."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
+
+from acqwriter import FrameError, SpecError, StreamError, open_stream
+from acqwriter.simulators import FrameBank, read_stamp
+from acqwriter.storage import LocalStore
+
+
+def frames_of(shape, dtype, n, seed=1):
+    bank = FrameBank(shape, dtype, size=3, seed=seed)
+    return bank, [bank.frame(i) for i in range(n)]
+
+
+def flat_frames(array: np.ndarray, frame_shape) -> np.ndarray:
+    return array.reshape(-1, *frame_shape)
+
+
+@pytest.mark.parametrize(
+    "codec", ["lz4", "blosc-zstd", "zstd", "none", {"name": "blosc", "cname": "lz4", "shuffle": "bitshuffle", "level": 9}]
+)
+def test_roundtrip_every_codec_both_readers(tmp_path, codec):
+    out = tmp_path / "a.ome.zarr"
+    _, frames = frames_of((96, 80), "uint16", 12)
+    with open_stream({"out": out, "shape": (96, 80), "dtype": "uint16", "codec": codec}) as stream:
+        for frame in frames:
+            stream.append(frame)
+    summary = stream.summary
+    assert summary.ok and summary.frames_written == 12 and summary.shape == [12, 96, 80]
+    check_dataset(out)
+    for data in (read_zarr(out), read_tensorstore(out)):
+        assert data.shape == (12, 96, 80)
+        assert [read_stamp(f) for f in data] == list(range(12))
+        np.testing.assert_array_equal(data, np.stack(frames))
+
+
+def test_chunks_spanning_frames_with_padding(tmp_path):
+    """Chunks of 4 time points × 48×40 tiles over a 100×90 frame; 10 frames → last chunk
+    holds 2 frames and every edge tile is partial: both padded with the fill value."""
+    out = tmp_path / "c.ome.zarr"
+    shape = (100, 90)
+    _, frames = frames_of(shape, "uint16", 10)
+    spec = {"out": out, "shape": shape, "dtype": "uint16", "chunks": {"t": 4, "y": 48, "x": 40}}
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    assert stream.summary.ok
+    meta = json.loads((out / "0" / "zarr.json").read_text())
+    assert meta["shape"] == [10, 100, 90]
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 48, 40]
+    np.testing.assert_array_equal(read_tensorstore(out), np.stack(frames))
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+    # the last chunk along t, decoded raw: frames 8, 9 then fill; edge tile padded too
+    import numcodecs
+
+    raw = numcodecs.Blosc().decode((out / "0" / "c" / "2" / "2" / "2").read_bytes())
+    chunk = np.frombuffer(raw, np.uint16).reshape(4, 48, 40)
+    np.testing.assert_array_equal(chunk[:2, :4, :10], np.stack(frames[8:10])[:, 96:100, 80:90])
+    assert not chunk[2:].any() and not chunk[:, 4:].any() and not chunk[:, :, 10:].any()
+
+
+def test_tczyx_order_and_uneven_z_chunks(tmp_path):
+    out = tmp_path / "tcz.ome.zarr"
+    shape = (40, 56)
+    n_t, n_c, n_z = 3, 2, 5
+    _, frames = frames_of(shape, "uint8", n_t * n_c * n_z)
+    spec = {
+        "out": out,
+        "shape": shape,
+        "dtype": "uint8",
+        "dims": "tczyx",
+        "sizes": {"c": n_c, "z": n_z},
+        "chunks": {"z": 2, "y": 16, "x": 16},
+        "channels": [{"name": "GFP", "color": "00FF00"}, {"name": "mCherry", "color": "FF0000"}],
+        "z_step": 0.5,
+        "pixel_size": 0.1,
+        "time_increment": 2.5,
+    }
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    attrs = check_dataset(out)
+    data = read_tensorstore(out)
+    assert data.shape == (n_t, n_c, n_z, *shape)
+    expected = np.stack(frames).reshape(n_t, n_c, n_z, *shape)
+    np.testing.assert_array_equal(data, expected)
+    assert read_stamp(data[2, 1, 3]) == (2 * n_c + 1) * n_z + 3
+    ms = attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == list("tczyx")
+    assert ms["axes"][0] == {"name": "t", "type": "time", "unit": "second"}
+    assert ms["axes"][1] == {"name": "c", "type": "channel"}
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.5, 1.0, 0.5, 0.1, 0.1]
+    assert [c["label"] for c in attrs["ome"]["omero"]["channels"]] == ["GFP", "mCherry"]
+
+
+def test_caller_may_reuse_its_buffer_after_append(tmp_path):
+    out = tmp_path / "reuse.ome.zarr"
+    bank, _ = frames_of((64, 64), "uint16", 0)
+    buffer = np.empty((64, 64), np.uint16)
+    with open_stream({"out": out, "shape": (64, 64), "dtype": "uint16", "threads": 1}) as stream:
+        for i in range(50):
+            bank.fill(buffer, i)  # the same buffer every time, like a camera ring
+            stream.append(buffer)
+        buffer[...] = 0xFFFF
+    data = read_zarr(out)
+    assert [read_stamp(f) for f in data] == list(range(50))
+    for i, frame in enumerate(data):
+        np.testing.assert_array_equal(frame, bank.frame(i))
+
+
+def test_bad_frames_are_refused_and_nothing_is_written(tmp_path):
+    out = tmp_path / "bad.ome.zarr"
+    _, frames = frames_of((32, 32), "uint16", 3)
+    with open_stream({"out": out, "shape": (32, 32), "dtype": "uint16"}) as stream:
+        stream.append(frames[0])
+        with pytest.raises(FrameError, match=r"frame.shape: expected \(32, 32\).*got \(32, 16\)"):
+            stream.append(frames[1][:, :16])
+        with pytest.raises(FrameError, match="frame.dtype: expected uint16, got float32"):
+            stream.append(frames[1].astype(np.float32))
+        with pytest.raises(FrameError, match="frame.shape"):
+            stream.append(frames[1].reshape(-1))
+        stream.append(frames[1])
+        stream.append(frames[2])
+    assert stream.summary.frames_written == 3 and stream.summary.ok
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+    with pytest.raises(StreamError, match="closed"):
+        stream.append(frames[0])
+
+
+def test_bounded_first_axis_refuses_extra_frames(tmp_path):
+    out = tmp_path / "full.ome.zarr"
+    _, frames = frames_of((16, 16), "uint8", 4)
+    with open_stream({"out": out, "shape": (16, 16), "dtype": "uint8", "sizes": {"t": 3}}) as stream:
+        for frame in frames[:3]:
+            stream.append(frame)
+        with pytest.raises(StreamError, match=r"stream is full: sizes.t = 3"):
+            stream.append(frames[3])
+    assert read_zarr(out).shape == (3, 16, 16)
+
+
+def test_skip_records_camera_losses_in_place(tmp_path):
+    out = tmp_path / "skip.ome.zarr"
+    _, frames = frames_of((16, 24), "uint16", 6)
+    with open_stream({"out": out, "shape": (16, 24), "dtype": "uint16"}) as stream:
+        stream.append(frames[0])
+        assert stream.skip(2, reason="camera") == [1, 2]
+        for frame in frames[3:]:
+            stream.append(frame)
+    s = stream.summary
+    assert (s.frames_written, s.frames_dropped, s.dropped_indices) == (4, 2, [1, 2])
+    assert s.dropped_by_reason == {"camera": 2} and not s.ok
+    data = read_zarr(out)
+    assert data.shape == (6, 16, 24)
+    assert not data[1].any() and not data[2].any()
+    np.testing.assert_array_equal(data[3:], np.stack(frames[3:]))
+    records = frame_records(out)
+    assert [r["dropped"] for r in records] == [False, True, True, False, False, False]
+    assert records[1]["drop_reason"] == "camera"
+
+
+class SlowStore(LocalStore):
+    """A real LocalStore whose chunk writes wait on a gate: a disk slower than the camera."""
+
+    gate = threading.Event()
+
+    def write_chunk(self, key, data):
+        self.gate.wait(10)
+        return super().write_chunk(key, data)
+
+
+def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
+    import acqwriter.stream as stream_mod
+
+    SlowStore.gate.clear()
+    monkeypatch.setattr(stream_mod, "LocalStore", SlowStore)
+    out = tmp_path / "drop.ome.zarr"
+    _, frames = frames_of((32, 32), "uint16", 10)
+    frame_bytes = 32 * 32 * 2
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "overflow": "drop",
+            "ring_bytes": 3 * frame_bytes, "threads": 1}
+    stream = open_stream(spec)
+    indices = [stream.append(f, metadata={"n": i}) for i, f in enumerate(frames)]
+    assert indices == list(range(10))
+    assert stream.progress()["ring_occupancy"] == 3
+    SlowStore.gate.set()
+    summary = stream.close()
+    assert summary.dropped_indices == list(range(3, 10))
+    assert summary.frames_written == 3 and summary.dropped_by_reason == {"ring_full": 7}
+    assert summary.ring_high_water_frames == 3 and summary.ring_capacity_frames == 3
+    data = read_zarr(out)
+    np.testing.assert_array_equal(data[:3], np.stack(frames[:3]))
+    assert not data[3:].any()
+    records = frame_records(out)
+    assert [r["dropped"] for r in records] == [False] * 3 + [True] * 7
+    assert records[5]["drop_reason"] == "ring_full" and records[5]["metadata"] == {"n": 5}
+
+
+def test_block_policy_waits_instead_of_dropping(tmp_path, monkeypatch):
+    import acqwriter.stream as stream_mod
+
+    SlowStore.gate.clear()
+    monkeypatch.setattr(stream_mod, "LocalStore", SlowStore)
+    out = tmp_path / "block.ome.zarr"
+    _, frames = frames_of((32, 32), "uint16", 8)
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "ring_bytes": 2 * 32 * 32 * 2, "threads": 1}
+    stream = open_stream(spec)
+    done = threading.Event()
+
+    def produce():
+        for frame in frames:
+            stream.append(frame)
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert not done.wait(0.5)  # blocked: ring full, disk gated
+    assert stream.progress()["frames_appended"] <= 3
+    SlowStore.gate.set()
+    assert done.wait(10)
+    producer.join()
+    summary = stream.close()
+    assert summary.ok and summary.frames_written == 8 and summary.frames_dropped == 0
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+
+
+def test_appends_from_two_threads_are_all_written(tmp_path):
+    out = tmp_path / "two.ome.zarr"
+    bank, _ = frames_of((24, 24), "uint16", 0)
+    stream = open_stream({"out": out, "shape": (24, 24), "dtype": "uint16"})
+
+    def produce(offset):
+        for i in range(offset, 200, 2):
+            stream.append(bank.frame(i))
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    summary = stream.close()
+    assert summary.frames_written == 200 and summary.ok
+    data = read_zarr(out)
+    stamps = [read_stamp(f) for f in data]
+    assert sorted(stamps) == list(range(200))
+    for frame, stamp in zip(data, stamps, strict=True):
+        np.testing.assert_array_equal(frame, bank.frame(stamp))
+
+
+def test_output_path_rules(tmp_path):
+    out = tmp_path / "exists.ome.zarr"
+    spec = {"out": out, "shape": (8, 8), "dtype": "uint8"}
+    open_stream(spec).close()
+    with pytest.raises(SpecError, match="already exists"):
+        open_stream(spec)
+    with open_stream({**spec, "overwrite": True}) as stream:
+        stream.append(np.ones((8, 8), np.uint8))
+    assert read_zarr(out).shape == (1, 8, 8)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.docx").write_text("do not delete")
+    with pytest.raises(SpecError, match="not a Zarr dataset; refusing to delete"):
+        open_stream({**spec, "out": precious, "overwrite": True})
+    assert (precious / "thesis.docx").exists()
+
+
+def test_dataset_is_valid_before_first_frame_and_after_empty_close(tmp_path):
+    out = tmp_path / "empty.ome.zarr"
+    stream = open_stream({"out": out, "shape": (16, 16), "dtype": "uint16"})
+    check_dataset(out)
+    assert read_zarr(out).shape == (0, 16, 16)
+    summary = stream.close()
+    assert summary.frames_written == 0 and summary.shape == [0, 16, 16]
+    check_dataset(out)
+
+
+def test_stopped_mid_stack_marks_missing_planes(tmp_path):
+    out = tmp_path / "mid.ome.zarr"
+    _, frames = frames_of((16, 16), "uint16", 7)
+    spec = {"out": out, "shape": (16, 16), "dtype": "uint16", "dims": "tzyx", "sizes": {"z": 3}}
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    s = stream.summary
+    assert s.shape == [3, 3, 16, 16] and s.frames_written == 7
+    assert s.missing_indices == [7, 8] and s.frames_dropped == 0
+    data = read_zarr(out).reshape(-1, 16, 16)
+    np.testing.assert_array_equal(data[:7], np.stack(frames))
+    assert not data[7:].any()
+    records = frame_records(out)
+    assert len(records) == 9 and records[8] == {"index": 8, "dropped": True, "drop_reason": "missing"}
+
+
+def test_summary_accounts_bytes_and_rates(tmp_path):
+    out = tmp_path / "sum.ome.zarr"
+    _, frames = frames_of((128, 128), "uint16", 20)
+    with open_stream({"out": out, "shape": (128, 128), "dtype": "uint16", "pyramid": {"enabled": False}}) as stream:
+        for frame in frames:
+            stream.append(frame)
+    s = stream.summary
+    assert s.raw_bytes == 20 * 128 * 128 * 2
+    chunk_bytes = sum(p.stat().st_size for p in (out / "0" / "c").rglob("*") if p.is_file())
+    assert s.stored_bytes == chunk_bytes
+    assert s.compression_ratio == pytest.approx(s.raw_bytes / chunk_bytes)
+    assert 1.2 < s.compression_ratio < 4  # realistic frames, not zeros
+    assert s.duration_s > 0 and s.throughput_mb_s > 0 and s.frames_per_s > 0
+    root = json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]
+    assert root["state"] == "complete" and root["summary"]["frames_written"] == 20
