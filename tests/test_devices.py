@@ -1,0 +1,131 @@
+"""The devices layer on real pymmcore-plus cores: our Python simulators and the DemoCamera."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acqwriter.devices import (
+    CameraFrame,
+    CameraTimeout,
+    DeviceError,
+    LostFrames,
+    Microscope,
+    SequenceEnded,
+    pixel_dtype,
+)
+from acqwriter.simulators import FRAME_NUMBER_KEY, FrameBank, SimFaults, read_stamp
+
+
+def drain(camera, n, **kw):
+    frames, lost, end = [], [], None
+    for event in camera.sequence(n, **kw):
+        if isinstance(event, CameraFrame):
+            frames.append((event.number, np.array(event.image, copy=True), event.metadata))
+        elif isinstance(event, LostFrames):
+            lost.append(event)
+        elif isinstance(event, SequenceEnded):
+            end = event
+    return frames, lost, end
+
+
+@pytest.fixture
+def sim(collect_cores):
+    scope = Microscope.open("sim", shape=(120, 160), dtype="uint16", seed=5)
+    collect_cores.append(scope)
+    return scope
+
+
+def test_sim_camera_properties(sim):
+    cam = sim.camera
+    assert cam.label == "Camera"
+    assert cam.shape == (120, 160) and cam.sensor_shape == (120, 160)
+    assert cam.dtype == np.uint16 and cam.bit_depth == 16
+    cam.exposure_ms = 2.5
+    assert cam.exposure_ms == 2.5
+    with pytest.raises(DeviceError, match="exposure must be >= 0"):
+        cam.exposure_ms = -1
+    cam.roi = (10, 20, 64, 32)
+    assert cam.roi == (10, 20, 64, 32) and cam.shape == (32, 64)
+    assert cam.sensor_shape == (120, 160) and cam.roi == (10, 20, 64, 32)
+    cam.roi = None
+    cam.binning = 2
+    assert cam.binning == 2 and cam.shape == (60, 80)
+    # Micro-Manager scales the calibrated pixel size by the binning
+    assert sim.pixel_size_um == pytest.approx(1.3)
+
+
+def test_sim_snap_and_sequence_are_stamped_and_exact(sim):
+    cam = sim.camera
+    snap = cam.snap()
+    assert read_stamp(snap) == 0
+    frames, lost, end = drain(cam, 15)
+    assert not lost and end == SequenceEnded(15, 15)
+    bank = FrameBank((120, 160), "uint16", seed=5)
+    for number, image, meta in frames:
+        assert read_stamp(image) == number == int(meta[FRAME_NUMBER_KEY])
+        np.testing.assert_array_equal(image, bank.frame(number))
+    assert [n for n, _, _ in frames] == list(range(15))
+
+
+def test_camera_side_gaps_are_reported_with_numbers(sim):
+    sim.py_devices["Camera"].faults = SimFaults(skip={3, 4, 9})
+    frames, lost, end = drain(sim.camera, 12)
+    assert [n for n, _, _ in frames] == [0, 1, 2, 5, 6, 7, 8, 10, 11]
+    assert [(ev.numbers, ev.reason) for ev in lost] == [([3, 4], "camera"), ([9], "camera")]
+    assert end.delivered == 12
+
+
+def test_silent_camera_times_out_with_clear_error(sim):
+    sim.py_devices["Camera"].faults = SimFaults(stop_after=4)
+    got = []
+    with pytest.raises(CameraTimeout, match=r"delivered no frame for 0.5 s after 4 frame\(s\) of 10"):
+        for event in sim.camera.sequence(10, frame_timeout_s=0.5, first_frame_timeout_s=0.5):
+            if isinstance(event, CameraFrame):
+                got.append(event.number)
+    assert got == [0, 1, 2, 3]
+    assert not sim.core.isSequenceRunning()
+
+
+def test_stages_move_and_wait(collect_cores):
+    scope = Microscope.open("sim", shape=(16, 16))
+    collect_cores.append(scope)
+    scope.xy_stage.move(100.5, -20.0)
+    scope.z_stage.move(12.25)
+    assert scope.xy_stage.position == (100.5, -20.0)
+    assert scope.z_stage.position == 12.25
+    assert scope.positions() == {"x_um": 100.5, "y_um": -20.0, "z_um": 12.25}
+
+
+def test_pixel_type_mapping_refuses_unsupported():
+    assert pixel_dtype(1, 1) == np.uint8
+    assert pixel_dtype(2, 1) == np.uint16
+    assert pixel_dtype(4, 1) == np.uint32
+    with pytest.raises(DeviceError, match="4 components .* not supported"):
+        pixel_dtype(4, 4, "camera 'RGB'")
+    with pytest.raises(DeviceError, match="64-bit pixels are not supported"):
+        pixel_dtype(8, 1)
+
+
+def test_open_refuses_unknown_sources(tmp_path):
+    with pytest.raises(DeviceError, match="neither 'sim', 'demo' nor an existing"):
+        Microscope.open(str(tmp_path / "missing.cfg"))
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("Device,Cam,NoSuchAdapter,NoSuchCamera\n")
+    with pytest.raises(DeviceError, match="cannot load Micro-Manager config"):
+        Microscope.open(str(bad))
+
+
+def test_demo_camera_sequence(collect_cores):
+    scope = Microscope.open("demo")
+    collect_cores.append(scope)
+    cam = scope.camera
+    assert cam.shape == (512, 512) and cam.dtype == np.uint16
+    cam.exposure_ms = 1
+    frames, lost, end = drain(cam, 10)
+    assert not lost and end.delivered == 10
+    assert [n for n, _, _ in frames] == list(range(10))
+    assert all(meta["Camera"] == "Camera" for _, _, meta in frames)
+    assert scope.xy_stage is not None and scope.z_stage is not None
+    scope.z_stage.move(5.0)
+    assert scope.z_stage.position == pytest.approx(5.0)

@@ -1,0 +1,42 @@
+"""A reader in another process, reading while the writer writes, always sees a valid dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from acqwriter import open_stream
+from acqwriter.simulators import FrameBank
+
+
+def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path):
+    out = tmp_path / "live.ome.zarr"
+    shape = (64, 96)
+    bank = FrameBank(shape, "uint16", size=3, seed=11)
+    spec = {
+        "out": out, "shape": shape, "dtype": "uint16", "chunks": {"t": 3, "y": 32, "x": 32},
+        "commit_interval_s": 0.02, "pyramid": {"enabled": False},
+    }
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    stream = open_stream(spec)
+    reader = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "live_reader.py"), str(out), *map(str, shape)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    n = 150
+    for i in range(n):
+        stream.append(bank.frame(i))
+        time.sleep(0.01)
+    summary = stream.close()
+    stdout, stderr = reader.communicate(timeout=60)
+    assert reader.returncode == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["failures"] == []
+    extents = result["extents"]
+    assert extents == sorted(extents) and extents[-1] == n == summary.frames_written
+    assert len(extents) >= 5, extents  # it really watched the array grow
+    assert all(e % 3 == 0 for e in extents[:-1])  # only whole chunks of 3 frames commit
