@@ -22,9 +22,9 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-from acqwriter.spec import Compression, PyramidSpec, SpecError, StreamSpec  # noqa: E402
-from acqwriter.stream import FrameError, FrameStream, StreamError, open_stream  # noqa: E402
-from acqwriter.summary import Summary  # noqa: E402
+from acqwriter.spec import Compression, PyramidSpec, SpecError, StreamSpec
+from acqwriter.stream import FrameError, FrameStream, StreamError, open_stream
+from acqwriter.summary import Summary
 
 __all__ = [
     "Compression",

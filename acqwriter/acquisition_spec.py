@@ -23,8 +23,8 @@ from acqwriter.spec import (
     PositiveFloat,
     PositiveInt,
     StreamSpec,
-    WriterOptions,
     StrictModel,
+    WriterOptions,
     format_validation_error,
 )
 
@@ -97,7 +97,9 @@ class AcquisitionSpec(WriterOptions):
         if value is not None:
             x, y, w, h = value
             if x < 0 or y < 0 or w <= 0 or h <= 0:
-                raise ValueError("expected (x, y, width, height) with x, y >= 0 and width, height > 0")
+                raise ValueError(
+                    "expected (x, y, width, height) with x, y >= 0 and width, height > 0"
+                )
         return value
 
     @model_validator(mode="after")
@@ -125,4 +127,3 @@ class AcquisitionSpec(WriterOptions):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise format_validation_error(exc) from None
-

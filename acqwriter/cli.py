@@ -31,7 +31,9 @@ def _pair(text: str, sep: str = "x") -> list[int]:
     try:
         return [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 2048{sep}2048, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 2048{sep}2048, got {text!r}"
+        ) from None
 
 
 def _shape(text: str) -> list[int]:
@@ -59,7 +61,9 @@ def _axis_map(text: str) -> dict[str, Any]:
         key = key.strip().lower()
         value = value.strip().lower()
         if not key or not value:
-            raise argparse.ArgumentTypeError(f"expected axis=value pairs like t=32,y=256, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected axis=value pairs like t=32,y=256, got {text!r}"
+            )
         try:
             out[key] = None if value in ("none", "null", "unbounded") else int(value)
         except ValueError:
@@ -74,41 +78,72 @@ def _add_acquire(sub: argparse._SubParsersAction) -> None:
         description="Record frames from a camera ('sim', 'demo' or a Micro-Manager config file) "
         "into an OME-Zarr dataset. Options override the fields of --spec.",
     )
-    p.add_argument("--spec", type=Path, help="spec file (.json/.yaml/.toml) with any of the fields below")
+    p.add_argument(
+        "--spec", type=Path, help="spec file (.json/.yaml/.toml) with any of the fields below"
+    )
     p.add_argument("--camera", help="'sim' (default), 'demo', or a Micro-Manager .cfg path")
     p.add_argument("--frames", type=int, help="number of frames")
     p.add_argument("--duration", help="acquisition time, e.g. 10s, 500ms, 2m")
     p.add_argument("--shape", type=_shape, help="frame HEIGHTxWIDTH (sim camera)")
     p.add_argument("--dtype", choices=["uint8", "uint16"], help="pixel type (sim camera)")
-    p.add_argument("--fps", type=float, help="frame rate of the sim camera (default: as fast as possible)")
+    p.add_argument(
+        "--fps", type=float, help="frame rate of the sim camera (default: as fast as possible)"
+    )
     p.add_argument("--exposure", dest="exposure_ms", type=float, help="exposure in ms")
     p.add_argument("--roi", type=_roi, help="camera ROI X,Y,WIDTH,HEIGHT")
     p.add_argument("--binning", type=int, help="camera binning")
     p.add_argument("--out", type=Path, help="output dataset path (e.g. run.ome.zarr)")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing dataset")
+    p.add_argument(
+        "--overwrite", action="store_true", default=None, help="replace an existing dataset"
+    )
     p.add_argument("--dims", help="axes, an ordered subset of tczyx ending in yx (default tyx)")
     p.add_argument("--sizes", type=_axis_map, help="sizes of the non-frame axes, e.g. c=3,z=20")
-    p.add_argument("--chunks", type=_axis_map, help="chunk shape: t=32,y=256,x=256 or 32x256x256 (trailing axes)")
+    p.add_argument(
+        "--chunks",
+        type=_axis_map,
+        help="chunk shape: t=32,y=256,x=256 or 32x256x256 (trailing axes)",
+    )
     p.add_argument("--codec", help="lz4 | blosc-lz4 | blosc-zstd | zstd | none")
     p.add_argument("--clevel", type=int, help="compression level")
-    p.add_argument("--shuffle", choices=["shuffle", "bitshuffle", "noshuffle"], help="blosc shuffle")
+    p.add_argument(
+        "--shuffle", choices=["shuffle", "bitshuffle", "noshuffle"], help="blosc shuffle"
+    )
     p.add_argument("--pixel-size", dest="pixel_size", type=float, help="pixel size (µm by default)")
     p.add_argument("--z-step", dest="z_step", type=float, help="z step")
     p.add_argument("--time-increment", dest="time_increment", type=float, help="time step (s)")
     p.add_argument("--ring-mb", type=float, help="ring buffer size in MiB (default 512)")
     p.add_argument("--overflow", choices=["block", "drop"], help="when the ring is full")
     p.add_argument("--threads", type=int, help="writer threads (default: one per core)")
-    p.add_argument("--sync", choices=["none", "close", "always"], help="fsync policy (default close)")
+    p.add_argument(
+        "--sync", choices=["none", "close", "always"], help="fsync policy (default close)"
+    )
     p.add_argument("--no-pyramid", action="store_true", help="do not build pyramid levels")
     p.add_argument("--pyramid-method", choices=["mean", "nearest"])
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-_PLAIN_FIELDS = (
-    "camera frames duration shape dtype fps exposure_ms roi binning out overwrite dims sizes "
-    "pixel_size z_step time_increment overflow threads sync"
-).split()
+_PLAIN_FIELDS = [
+    "camera",
+    "frames",
+    "duration",
+    "shape",
+    "dtype",
+    "fps",
+    "exposure_ms",
+    "roi",
+    "binning",
+    "out",
+    "overwrite",
+    "dims",
+    "sizes",
+    "pixel_size",
+    "z_step",
+    "time_increment",
+    "overflow",
+    "threads",
+    "sync",
+]
 
 
 def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
@@ -151,7 +186,9 @@ def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
         if trailing is not None:
             dims = str(data.get("dims", "tyx"))
             if len(trailing) > len(dims):
-                raise SpecError(f"chunks: {len(trailing)} values for the {len(dims)} axes of dims {dims!r}")
+                raise SpecError(
+                    f"chunks: {len(trailing)} values for the {len(dims)} axes of dims {dims!r}"
+                )
             chunks = dict(zip(dims[-len(trailing) :], trailing, strict=True))
         data["chunks"] = chunks
     if data.get("camera", "sim") == "sim" and "out" in data:
@@ -187,14 +224,18 @@ class _Progress:
             transient=False,
         )
         total = total_frames if total_frames is not None else duration
-        self.task = self.progress.add_task("acquire", total=total, frames="0", rate=0.0, ring="0/0", drops=0)
+        self.task = self.progress.add_task(
+            "acquire", total=total, frames="0", rate=0.0, ring="0/0", drops=0
+        )
         self.progress.start()
 
     def update(self, snap: dict[str, Any]) -> None:
         if self.progress is None:
             return
         written = snap["frames_written"]
-        done = written if self.total_frames is not None else min(snap["elapsed_s"], self.duration or 0)
+        done = (
+            written if self.total_frames is not None else min(snap["elapsed_s"], self.duration or 0)
+        )
         frames = f"{written}/{self.total_frames}" if self.total_frames else f"{written} frames"
         self.progress.update(
             self.task,
@@ -230,7 +271,9 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             from acqwriter.simulators import SimFaults
 
             faults = spec.sim_faults
-            sim_options["faults"] = SimFaults(dict(faults.stall_ms), set(faults.skip), faults.stop_after)
+            sim_options["faults"] = SimFaults(
+                dict(faults.stall_ms), set(faults.skip), faults.stop_after
+            )
     scope = None
     progress = None
     try:
@@ -251,7 +294,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        progress.console.print(report.summary.describe(), highlight=False)
+        print(report.summary.describe())
     if not report.ok:
         print(f"acqwriter acquire: incomplete: {report.reason()}", file=sys.stderr)
         return EXIT_INCOMPLETE

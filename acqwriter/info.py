@@ -50,7 +50,9 @@ def _codec(meta: dict[str, Any]) -> str:
             continue
         conf = codec.get("configuration", {})
         if codec["name"] == "blosc":
-            names.append(f"blosc {conf.get('cname')} level {conf.get('clevel')} {conf.get('shuffle')}")
+            names.append(
+                f"blosc {conf.get('cname')} level {conf.get('clevel')} {conf.get('shuffle')}"
+            )
         elif codec["name"] == "zstd":
             names.append(f"zstd level {conf.get('level')}")
         else:
@@ -89,7 +91,9 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     stored = _du(root / level0["path"])
     acq = group["attributes"].get("acqwriter", {})
     records = read_frame_metadata(root)
-    dropped = [r["index"] for r in records if r.get("dropped") and r.get("drop_reason") != "missing"]
+    dropped = [
+        r["index"] for r in records if r.get("dropped") and r.get("drop_reason") != "missing"
+    ]
     missing = [r["index"] for r in records if r.get("drop_reason") == "missing"]
     return {
         "path": str(root),
@@ -113,17 +117,22 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
 def format_info(info: dict[str, Any]) -> str:
     ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
     lines = [
-        f"dataset   {info['path']}  (OME-NGFF {info['ome_version']}, state {info['state'] or 'n/a'})",
+        f"dataset   {info['path']}  "
+        f"(OME-NGFF {info['ome_version']}, state {info['state'] or 'n/a'})",
         f"shape     {tuple(info['shape'])} {''.join(info['axes'])} {info['dtype']}",
         f"codec     {info['codec']}",
-        f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, stored {info['stored_bytes'] / 1e6:.1f} MB, ratio {ratio}",
+        f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, "
+        f"stored {info['stored_bytes'] / 1e6:.1f} MB, ratio {ratio}",
         f"levels    {len(info['levels'])}",
     ]
     for level in info["levels"]:
-        lines.append(f"  {level['path']}: shape {tuple(level['shape'])} chunks {tuple(level['chunks'])}")
+        lines.append(
+            f"  {level['path']}: shape {tuple(level['shape'])} chunks {tuple(level['chunks'])}"
+        )
     if info["frames_dropped"] is not None:
         shown = ", ".join(map(str, info["dropped_indices"][:20]))
         lines.append(
-            f"dropped   {info['frames_dropped']}" + (f" (indices {shown}{' …' if info['frames_dropped'] > 20 else ''})" if shown else "")
+            f"dropped   {info['frames_dropped']}"
+            + (f" (indices {shown}{' …' if info['frames_dropped'] > 20 else ''})" if shown else "")
         )
     return "\n".join(lines)

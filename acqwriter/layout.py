@@ -89,7 +89,8 @@ class FrameLayout:
 
     def groups_per_block(self) -> int:
         return math.prod(
-            math.ceil(s / k) for s, k in zip(self.outer_sizes[1:], self.outer_chunks[1:], strict=True)
+            math.ceil(s / k)
+            for s, k in zip(self.outer_sizes[1:], self.outer_chunks[1:], strict=True)
         )
 
     def position_in_group(self, index: int) -> tuple[int, ...]:

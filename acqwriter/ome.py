@@ -116,7 +116,11 @@ def _omero(spec: StreamSpec) -> dict[str, Any]:
         )
     return {
         "channels": channels,
-        "rdefs": {"model": "greyscale" if n_channels == 1 else "color", "defaultT": 0, "defaultZ": 0},
+        "rdefs": {
+            "model": "greyscale" if n_channels == 1 else "color",
+            "defaultT": 0,
+            "defaultZ": 0,
+        },
     }
 
 

@@ -23,6 +23,7 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,55 @@ def _factors(spec: StreamSpec, level: int) -> tuple[int, ...]:
     )
 
 
+def _write_level(
+    store: LocalStore,
+    encoder: Any,
+    spec: StreamSpec,
+    source: Any,
+    prefix: str,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    step: tuple[int, ...],
+    threads: int,
+) -> None:
+    """Compute and write every chunk of one level from the level above it."""
+    grid = [math.ceil(s / c) for s, c in zip(shape, chunks, strict=True)]
+    errors: list[BaseException] = []
+    gate = threading.Semaphore(2 * threads)  # bounded in-flight chunks: bounded memory
+
+    def one_chunk(index: tuple[int, ...]) -> None:
+        try:
+            out_sl = [
+                slice(i * c, min((i + 1) * c, s))
+                for i, c, s in zip(index, chunks, shape, strict=True)
+            ]
+            src_sl = tuple(
+                slice(o.start * f, min(o.stop * f, n))
+                for o, f, n in zip(out_sl, step, source.shape, strict=True)
+            )
+            block = downsample(np.asarray(source[src_sl]), step, spec.pyramid.method)
+            block = block[tuple(slice(0, o.stop - o.start) for o in out_sl)]
+            if block.shape != chunks:  # edge chunk: pad with the fill value
+                padded = np.zeros(chunks, dtype=block.dtype)
+                padded[tuple(slice(0, n) for n in block.shape)] = block
+                block = padded
+            key = prefix + "/".join(map(str, index))
+            store.write_chunk(key, encoder.encode(np.ascontiguousarray(block)))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            gate.release()
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for index in np.ndindex(*grid):
+            if errors:
+                break
+            gate.acquire()
+            pool.submit(one_chunk, tuple(int(i) for i in index))
+    if errors:
+        raise errors[0]
+
+
 def build_pyramid(root: Path, spec: StreamSpec, *, threads: int = 2) -> list[Level]:
     """Write levels 1.. under ``root`` from level 0; returns every level (0 included)."""
     import zarr
@@ -95,50 +145,15 @@ def build_pyramid(root: Path, spec: StreamSpec, *, threads: int = 2) -> list[Lev
     src_shape = tuple(json.loads(store.read_bytes("0/zarr.json"))["shape"])
     levels = [level0(spec)]
     step = tuple(
-        2 if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1 for axis in spec.dims
+        2 if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
+        for axis in spec.dims
     )
     for k, shape in enumerate(plan_levels(spec, src_shape), start=1):
         chunks = tuple(min(c, s) for c, s in zip(base_chunks, shape, strict=True))
         meta = array_metadata(spec, shape, chunks)
         store.write_atomic(f"{k}/zarr.json", encode_array_metadata(meta, shape))
         source = zarr.open_array(store=str(root / str(k - 1)), mode="r")
-        grid = [math.ceil(s / c) for s, c in zip(shape, chunks, strict=True)]
-        errors: list[BaseException] = []
-        gate = threading.Semaphore(2 * threads)  # bounded in-flight chunks: bounded memory
-
-        def one_chunk(
-            index: tuple[int, ...], *, k=k, shape=shape, chunks=chunks, source=source
-        ) -> None:
-            try:
-                out_sl = [
-                    slice(i * c, min((i + 1) * c, s))
-                    for i, c, s in zip(index, chunks, shape, strict=True)
-                ]
-                src_sl = tuple(
-                    slice(o.start * f, min(o.stop * f, n))
-                    for o, f, n in zip(out_sl, step, source.shape, strict=True)
-                )
-                block = downsample(np.asarray(source[src_sl]), step, spec.pyramid.method)
-                block = block[tuple(slice(0, o.stop - o.start) for o in out_sl)]
-                if block.shape != chunks:
-                    padded = np.zeros(chunks, dtype=block.dtype)
-                    padded[tuple(slice(0, n) for n in block.shape)] = block
-                    block = padded
-                key = f"{k}/c/" + "/".join(map(str, index))
-                store.write_chunk(key, encoder.encode(np.ascontiguousarray(block)))
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                gate.release()
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for index in np.ndindex(*grid):
-                if errors:
-                    break
-                gate.acquire()
-                pool.submit(one_chunk, tuple(int(i) for i in index))
-        if errors:
-            raise errors[0]
+        _write_level(store, encoder, spec, source, f"{k}/c/", shape, chunks, step, threads)
         levels.append(Level(str(k), _factors(spec, k), spec.pyramid.method))
     store.flush()
     return levels
@@ -155,10 +170,16 @@ def rebuild_pyramid(root: Path, *, threads: int = 2) -> list[Level]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
     except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)") from exc
-    extra = {k: v for k, v in attrs.items() if k not in ("version", "state", "frame_metadata", "spec")}
+        raise ValueError(
+            f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)"
+        ) from exc
+    extra = {
+        k: v for k, v in attrs.items() if k not in ("version", "state", "frame_metadata", "spec")
+    }
     # First un-list the old levels (the group then points at level 0 only), then delete them.
-    store.write_atomic("zarr.json", group_metadata(spec, [level0(spec)], state="complete", extra=extra))
+    store.write_atomic(
+        "zarr.json", group_metadata(spec, [level0(spec)], state="complete", extra=extra)
+    )
     for child in root.iterdir():
         if child.is_dir() and child.name.isdigit() and child.name != "0":
             shutil.rmtree(child)

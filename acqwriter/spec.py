@@ -54,14 +54,61 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "floa
 
 # Units allowed by OME-NGFF 0.4/0.5 (the UDUNITS-2 names the spec lists).
 SPACE_UNITS = frozenset(
-    "angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer "
-    "inch kilometer megameter meter micrometer mile millimeter nanometer parsec petameter "
-    "picometer terameter yard yoctometer yottameter zeptometer zettameter".split()
+    [
+        "angstrom",
+        "attometer",
+        "centimeter",
+        "decimeter",
+        "exameter",
+        "femtometer",
+        "foot",
+        "gigameter",
+        "hectometer",
+        "inch",
+        "kilometer",
+        "megameter",
+        "meter",
+        "micrometer",
+        "mile",
+        "millimeter",
+        "nanometer",
+        "parsec",
+        "petameter",
+        "picometer",
+        "terameter",
+        "yard",
+        "yoctometer",
+        "yottameter",
+        "zeptometer",
+        "zettameter",
+    ]
 )
 TIME_UNITS = frozenset(
-    "attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour "
-    "kilosecond megasecond microsecond millisecond minute nanosecond petasecond picosecond "
-    "second terasecond yoctosecond yottasecond zeptosecond zettasecond".split()
+    [
+        "attosecond",
+        "centisecond",
+        "day",
+        "decisecond",
+        "exasecond",
+        "femtosecond",
+        "gigasecond",
+        "hectosecond",
+        "hour",
+        "kilosecond",
+        "megasecond",
+        "microsecond",
+        "millisecond",
+        "minute",
+        "nanosecond",
+        "petasecond",
+        "picosecond",
+        "second",
+        "terasecond",
+        "yoctosecond",
+        "yottasecond",
+        "zeptosecond",
+        "zettasecond",
+    ]
 )
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -145,7 +192,9 @@ class Compression(StrictModel):
     def _check_level(self) -> Compression:
         lo, hi = (0, 9) if self.name == "blosc" else (-131072, 22)
         if self.name != "none" and not lo <= self.level <= hi:
-            raise ValueError(f"level: expected {lo}..{hi} for codec {self.name!r}, got {self.level}")
+            raise ValueError(
+                f"level: expected {lo}..{hi} for codec {self.name!r}, got {self.level}"
+            )
         return self
 
     def describe(self) -> str:

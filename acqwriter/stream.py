@@ -90,7 +90,9 @@ def _prepare_output(spec: StreamSpec) -> None:
         if not spec.overwrite:
             raise SpecError(f"out: {str(out)!r} already exists (set overwrite to replace it)")
         if not out.is_dir() or out.is_symlink():
-            raise SpecError(f"out: {str(out)!r} exists and is not a directory; refusing to delete it")
+            raise SpecError(
+                f"out: {str(out)!r} exists and is not a directory; refusing to delete it"
+            )
         if any(out.iterdir()) and not (out / "zarr.json").exists():
             raise SpecError(
                 f"out: {str(out)!r} is a non-empty directory that is not a Zarr dataset; "
@@ -116,7 +118,9 @@ class FrameStream:
         self._levels = [level0(spec)]
         # The array first, then the group that points at it: a reader never finds a
         # multiscale whose dataset is missing.
-        self.store.write_atomic("0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(0)))
+        self.store.write_atomic(
+            "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(0))
+        )
         self.store.write_atomic(FRAME_METADATA_KEY, b"")
         self.store.write_atomic("zarr.json", group_metadata(spec, self._levels, state="acquiring"))
 
@@ -157,7 +161,9 @@ class FrameStream:
             worker.start()
         self._commit_wake = threading.Event()
         self._stop_committer = threading.Event()
-        self._committer = threading.Thread(target=self._commit_loop, name="acqwriter-commit", daemon=True)
+        self._committer = threading.Thread(
+            target=self._commit_loop, name="acqwriter-commit", daemon=True
+        )
         self._committer.start()
 
     # -- public API ---------------------------------------------------------------------
@@ -219,7 +225,9 @@ class FrameStream:
             self._add_to_group(index, slot)
             return index
 
-    def skip(self, count: int = 1, reason: str = "camera", metadata: dict[str, Any] | None = None) -> list[int]:
+    def skip(
+        self, count: int = 1, reason: str = "camera", metadata: dict[str, Any] | None = None
+    ) -> list[int]:
         """Record ``count`` frames the source lost (e.g. a camera gap); returns their indices.
 
         They take their place in the array (fill value) and are flagged as dropped.
@@ -466,7 +474,9 @@ class FrameStream:
                 rows = min(rows, self._final_rows)
             first, end = self._committed_rows * layout.frames_per_row, rows * layout.frames_per_row
             appended = self._next_index
-            records = [self._records.pop(i) for i in range(first, min(end, appended)) if i in self._records]
+            records = [
+                self._records.pop(i) for i in range(first, min(end, appended)) if i in self._records
+            ]
         lines = [json.dumps(_jsonable(r), separators=(",", ":")) for r in records]
         lines += [
             json.dumps({"index": i, "dropped": True, "drop_reason": "missing"})

@@ -55,8 +55,8 @@ class Summary(BaseModel):
             f"shape        {tuple(self.shape)}  ({self.pyramid_levels} level(s))",
             f"frames       received {self.frames_received}, written {self.frames_written}, "
             f"dropped {self.frames_dropped}, missing {self.frames_missing}",
-            f"bytes        raw {self.raw_bytes / 1e6:.1f} MB, stored {self.stored_bytes / 1e6:.1f} MB, "
-            f"ratio {ratio}",
+            f"bytes        raw {self.raw_bytes / 1e6:.1f} MB, "
+            f"stored {self.stored_bytes / 1e6:.1f} MB, ratio {ratio}",
             f"time         {self.duration_s:.2f} s (write {self.write_duration_s:.2f} s, "
             f"pyramid {self.pyramid_duration_s:.2f} s)",
             f"throughput   {self.throughput_mb_s:.1f} MB/s raw, {self.frames_per_s:.1f} frames/s",

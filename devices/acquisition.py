@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from acqwriter.acquisition_spec import AcquisitionSpec
 from acqwriter.devices.camera import (
     CameraFrame,
     DeviceError,
@@ -29,6 +28,8 @@ from acqwriter.devices.camera import (
     SequenceEnded,
 )
 from acqwriter.devices.microscope import Microscope
+
+from acqwriter.acquisition_spec import AcquisitionSpec
 from acqwriter.stream import FrameStream, StreamError, open_stream
 from acqwriter.summary import Summary
 
@@ -46,7 +47,9 @@ class AcquisitionReport:
     @property
     def ok(self) -> bool:
         """Every requested frame was delivered and written; nothing failed."""
-        complete = self.frames_requested is None or self.summary.frames_written == self.frames_requested
+        complete = (
+            self.frames_requested is None or self.summary.frames_written == self.frames_requested
+        )
         return self.error is None and self.summary.ok and complete
 
     def reason(self) -> str | None:
@@ -56,8 +59,13 @@ class AcquisitionReport:
         if self.summary.error:
             return self.summary.error
         if self.summary.frames_dropped:
-            return f"{self.summary.frames_dropped} frame(s) dropped: {self.summary.dropped_by_reason}"
-        if self.frames_requested is not None and self.summary.frames_written != self.frames_requested:
+            return (
+                f"{self.summary.frames_dropped} frame(s) dropped: {self.summary.dropped_by_reason}"
+            )
+        if (
+            self.frames_requested is not None
+            and self.summary.frames_written != self.frames_requested
+        ):
             return f"{self.summary.frames_written} of {self.frames_requested} frames written"
         return None
 
@@ -137,9 +145,16 @@ def run_acquisition(
             elif isinstance(event, LostFrames):
                 lost.extend(event.numbers)
                 stream.skip(len(event.numbers), reason=event.reason)
-            elif isinstance(event, SequenceEnded):
-                if spec.frames is not None and event.delivered < spec.frames and not stop_now():
-                    error = f"camera {camera.label!r} ended the sequence after {event.delivered} of {spec.frames} frames"
+            elif (
+                isinstance(event, SequenceEnded)
+                and spec.frames is not None
+                and event.delivered < spec.frames
+                and not stop_now()
+            ):
+                error = (
+                    f"camera {camera.label!r} ended the sequence after "
+                    f"{event.delivered} of {spec.frames} frames"
+                )
             now = time.monotonic()
             if on_progress is not None and now - last_progress >= progress_interval_s:
                 last_progress = now

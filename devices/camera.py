@@ -104,7 +104,9 @@ class Camera:
     def dtype(self) -> np.dtype:
         self._current()
         return pixel_dtype(
-            self.core.getBytesPerPixel(), self.core.getNumberOfComponents(), f"camera {self.label!r}"
+            self.core.getBytesPerPixel(),
+            self.core.getNumberOfComponents(),
+            f"camera {self.label!r}",
         )
 
     @property
@@ -171,7 +173,8 @@ class Camera:
         allowed = self.core.getAllowedPropertyValues(self.label, "Binning")
         if allowed and str(value) not in allowed:
             raise DeviceError(
-                f"camera {self.label!r}: binning {value} not supported; expected one of {list(allowed)}"
+                f"camera {self.label!r}: binning {value} not supported; "
+                f"expected one of {list(allowed)}"
             )
         try:
             self.core.setProperty(self.label, "Binning", value)
@@ -238,7 +241,8 @@ class Camera:
                     if number > expected:
                         overflow = core_number > core_expected
                         yield LostFrames(
-                            list(range(expected, number)), "buffer_overflow" if overflow else "camera"
+                            list(range(expected, number)),
+                            "buffer_overflow" if overflow else "camera",
                         )
                     elif number < expected:
                         raise DeviceError(

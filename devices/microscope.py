@@ -25,7 +25,9 @@ __all__ = ["Microscope"]
 class Microscope:
     """A core plus typed access to its current camera, XY stage and focus stage."""
 
-    def __init__(self, core: Any, *, source: str = "core", py_devices: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, core: Any, *, source: str = "core", py_devices: dict[str, Any] | None = None
+    ) -> None:
         self.core = core
         self.source = source
         self.py_devices = py_devices or {}
@@ -43,13 +45,16 @@ class Microscope:
             core = sim_core(camera=camera, pixel_size_um=pixel)
             return cls(core, source="sim", py_devices={"Camera": camera})
         if sim_options:
-            raise DeviceError(f"options {sorted(sim_options)} only apply to the simulated camera 'sim'")
+            raise DeviceError(
+                f"options {sorted(sim_options)} only apply to the simulated camera 'sim'"
+            )
         if text == "demo":
             return cls(demo_core(), source="demo")
         path = Path(text)
         if not path.is_file():
             raise DeviceError(
-                f"camera: {text!r} is neither 'sim', 'demo' nor an existing Micro-Manager config file"
+                f"camera: {text!r} is neither 'sim', 'demo' nor an existing "
+                "Micro-Manager config file"
             )
         from pymmcore_plus import CMMCorePlus
 
@@ -115,7 +120,7 @@ class Microscope:
             if core.isSequenceRunning():
                 core.stopSequenceAcquisition()
             core.unloadAllDevices()
-        except Exception:  # noqa: S110 - best effort: the core is being dropped anyway
+        except Exception:
             pass
         self.py_devices = {}
         del core

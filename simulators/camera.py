@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pymmcore_plus.experimental.unicore import CameraDevice
-
 from acqwriter.simulators.frames import FrameBank, write_stamp
+from pymmcore_plus.experimental.unicore import CameraDevice
 
 __all__ = ["FRAME_NUMBER_KEY", "SimCamera", "SimFaults"]
 

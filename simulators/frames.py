@@ -42,7 +42,9 @@ def read_stamp(frame: np.ndarray) -> int:
     return int(np.bitwise_or.reduce(first << _SHIFTS))
 
 
-def _render(shape: tuple[int, int], dtype: np.dtype, rng: np.random.Generator, n: int) -> np.ndarray:
+def _render(
+    shape: tuple[int, int], dtype: np.dtype, rng: np.random.Generator, n: int
+) -> np.ndarray:
     h, w = shape
     top = 4000.0 if dtype.itemsize > 1 else 200.0
     offset = 100.0 if dtype.itemsize > 1 else 10.0
@@ -84,7 +86,11 @@ class FrameBank:
     """
 
     def __init__(
-        self, shape: tuple[int, int], dtype: str | np.dtype = "uint16", *, size: int | None = None,
+        self,
+        shape: tuple[int, int],
+        dtype: str | np.dtype = "uint16",
+        *,
+        size: int | None = None,
         seed: int = 0,
     ) -> None:
         self.shape = (int(shape[0]), int(shape[1]))

@@ -106,3 +106,16 @@ def frame_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (path / "frame_metadata.jsonl").read_text().splitlines()]
 
 
+def run_cli(*args: str, cwd: Path, timeout: float = 120):
+    """Run the installed ``acqwriter`` console script (the one beside this interpreter).
+
+    ``cwd`` is always a scratch directory: ``python -m`` from the repository root would
+    import the source tree instead of the installed package.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "acqwriter"
+    cmd = [str(exe), *args] if exe.exists() else [shutil.which("acqwriter") or "acqwriter", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout)

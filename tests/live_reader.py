@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from helpers import validate_ngff
-
 from acqwriter.simulators import FrameBank, read_stamp
+from helpers import validate_ngff
 
 
 def main() -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from acqwriter.devices import CameraFrame, LostFrames, Microscope, run_acquisition
+from acqwriter.simulators import FrameBank, SimFaults, read_stamp
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 from acqwriter import open_stream
 from acqwriter.acquisition_spec import AcquisitionSpec
-from acqwriter.devices import CameraFrame, LostFrames, Microscope, run_acquisition
-from acqwriter.simulators import FrameBank, SimFaults, read_stamp
 
 
 def test_sim_camera_to_dataset_every_pixel(tmp_path, collect_cores):
@@ -17,8 +17,9 @@ def test_sim_camera_to_dataset_every_pixel(tmp_path, collect_cores):
     scope.xy_stage.move(10.0, 20.0)
     scope.z_stage.move(3.5)
     out = tmp_path / "sim.ome.zarr"
-    spec = AcquisitionSpec.parse({"out": str(out), "frames": 60, "exposure_ms": 1.0,
-                                  "chunks": {"t": 4, "y": 128, "x": 128}})
+    spec = AcquisitionSpec.parse(
+        {"out": str(out), "frames": 60, "exposure_ms": 1.0, "chunks": {"t": 4, "y": 128, "x": 128}}
+    )
     progress = []
     report = run_acquisition(scope, spec, on_progress=progress.append)
     assert report.ok, report.reason()
@@ -37,7 +38,9 @@ def test_sim_camera_to_dataset_every_pixel(tmp_path, collect_cores):
     assert md["camera"] == "Camera" and md["camera_frame_number"] == 7 and md["image_number"] == 7
     assert (md["x_um"], md["y_um"], md["z_um"]) == (10.0, 20.0, 3.5)
     assert md["exposure_ms"] == 1.0 and md["elapsed_ms"] >= 0
-    scale = check_dataset(out)["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
+    scale = check_dataset(out)["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][
+        0
+    ]
     assert scale["scale"][-1] == 0.65  # pixel size taken from the core's calibration
 
 
@@ -93,7 +96,9 @@ def test_demo_camera_pixels_match_what_the_camera_produced(tmp_path, collect_cor
     cam.exposure_ms = 1
     out = tmp_path / "demo.ome.zarr"
     produced = []
-    with open_stream({"out": out, "shape": cam.shape, "dtype": cam.dtype.name, "threads": 2}) as stream:
+    with open_stream(
+        {"out": out, "shape": cam.shape, "dtype": cam.dtype.name, "threads": 2}
+    ) as stream:
         for event in cam.sequence(20):
             assert not isinstance(event, LostFrames)
             if isinstance(event, CameraFrame):
@@ -110,8 +115,9 @@ def test_demo_camera_through_run_acquisition(tmp_path, collect_cores):
     scope = Microscope.open("demo")
     collect_cores.append(scope)
     out = tmp_path / "demo2.ome.zarr"
-    spec = AcquisitionSpec.parse({"camera": "demo", "out": str(out), "frames": 12, "exposure_ms": 1,
-                                  "roi": [0, 0, 256, 128]})
+    spec = AcquisitionSpec.parse(
+        {"camera": "demo", "out": str(out), "frames": 12, "exposure_ms": 1, "roi": [0, 0, 256, 128]}
+    )
     report = run_acquisition(scope, spec)
     assert report.ok, report.reason()
     assert read_zarr(out).shape == (12, 128, 256)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from acqwriter.devices import (
     CameraFrame,
     CameraTimeout,
@@ -79,7 +78,9 @@ def test_camera_side_gaps_are_reported_with_numbers(sim):
 def test_silent_camera_times_out_with_clear_error(sim):
     sim.py_devices["Camera"].faults = SimFaults(stop_after=4)
     got = []
-    with pytest.raises(CameraTimeout, match=r"delivered no frame for 0.5 s after 4 frame\(s\) of 10"):
+    with pytest.raises(
+        CameraTimeout, match=r"delivered no frame for 0.5 s after 4 frame\(s\) of 10"
+    ):
         for event in sim.camera.sequence(10, frame_timeout_s=0.5, first_frame_timeout_s=0.5):
             if isinstance(event, CameraFrame):
                 got.append(event.number)
@@ -101,7 +102,7 @@ def test_pixel_type_mapping_refuses_unsupported():
     assert pixel_dtype(1, 1) == np.uint8
     assert pixel_dtype(2, 1) == np.uint16
     assert pixel_dtype(4, 1) == np.uint32
-    with pytest.raises(DeviceError, match="4 components .* not supported"):
+    with pytest.raises(DeviceError, match=r"4 components .* not supported"):
         pixel_dtype(4, 4, "camera 'RGB'")
     with pytest.raises(DeviceError, match="64-bit pixels are not supported"):
         pixel_dtype(8, 1)

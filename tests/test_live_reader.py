@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from acqwriter import open_stream
 from acqwriter.simulators import FrameBank
+
+from acqwriter import open_stream
 
 
 def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path):
@@ -18,14 +19,21 @@ def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path):
     shape = (64, 96)
     bank = FrameBank(shape, "uint16", size=3, seed=11)
     spec = {
-        "out": out, "shape": shape, "dtype": "uint16", "chunks": {"t": 3, "y": 32, "x": 32},
-        "commit_interval_s": 0.02, "pyramid": {"enabled": False},
+        "out": out,
+        "shape": shape,
+        "dtype": "uint16",
+        "chunks": {"t": 3, "y": 32, "x": 32},
+        "commit_interval_s": 0.02,
+        "pyramid": {"enabled": False},
     }
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     stream = open_stream(spec)
     reader = subprocess.Popen(
         [sys.executable, str(Path(__file__).parent / "live_reader.py"), str(out), *map(str, shape)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     n = 150
     for i in range(n):

@@ -30,8 +30,15 @@ def test_validator_agrees_with_spec_suite(schema, case):
 def test_metadata_of_a_real_dataset_is_valid_and_complete(tmp_path):
     out = tmp_path / "m.ome.zarr"
     spec = {
-        "out": out, "shape": (64, 64), "dtype": "uint16", "dims": "tcyx", "sizes": {"c": 2},
-        "pixel_size": 0.65, "time_increment": 0.1, "time_unit": "millisecond", "name": "run-7",
+        "out": out,
+        "shape": (64, 64),
+        "dtype": "uint16",
+        "dims": "tcyx",
+        "sizes": {"c": 2},
+        "pixel_size": 0.65,
+        "time_increment": 0.1,
+        "time_unit": "millisecond",
+        "name": "run-7",
     }
     with open_stream(spec) as stream:
         stream.append(__import__("numpy").zeros((64, 64), "uint16") + 7)

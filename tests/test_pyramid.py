@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import check_dataset, read_tensorstore, read_zarr
+from acqwriter.simulators import FrameBank
+from helpers import check_dataset, read_tensorstore, read_zarr, run_cli
 
 from acqwriter import open_stream
 from acqwriter.pyramid import downsample
-from acqwriter.simulators import FrameBank
 
 
 def reference_mean_2x(plane: np.ndarray) -> np.ndarray:
@@ -46,8 +44,12 @@ def test_levels_match_numpy_reference(tmp_path, method):
     bank = FrameBank(shape, "uint16", size=2, seed=3)
     frames = [bank.frame(i) for i in range(5)]
     spec = {
-        "out": out, "shape": shape, "dtype": "uint16", "chunks": {"t": 2, "y": 32, "x": 32},
-        "pyramid": {"method": method}, "pixel_size": 0.5,
+        "out": out,
+        "shape": shape,
+        "dtype": "uint16",
+        "chunks": {"t": 2, "y": 32, "x": 32},
+        "pyramid": {"method": method},
+        "pixel_size": 0.5,
     }
     with open_stream(spec) as stream:
         for frame in frames:
@@ -57,7 +59,10 @@ def test_levels_match_numpy_reference(tmp_path, method):
     # 150x133 → 75x67 → 38x34 → 19x17 (fits one 32x32 chunk): 4 levels
     assert [d["path"] for d in datasets] == ["0", "1", "2", "3"]
     assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [
-        [1.0, 0.5, 0.5], [1.0, 1.0, 1.0], [1.0, 2.0, 2.0], [1.0, 4.0, 4.0]
+        [1.0, 0.5, 0.5],
+        [1.0, 1.0, 1.0],
+        [1.0, 2.0, 2.0],
+        [1.0, 4.0, 4.0],
     ]
     assert stream.summary.pyramid_levels == 4
     previous = np.stack(frames)
@@ -80,8 +85,13 @@ def test_downsample_z_and_fixed_level_count(tmp_path):
     bank = FrameBank(shape, "uint8", size=2, seed=4)
     frames = [bank.frame(i) for i in range(2 * 5)]
     spec = {
-        "out": out, "shape": shape, "dtype": "uint8", "dims": "tzyx", "sizes": {"z": 5},
-        "chunks": {"y": 64, "x": 64}, "z_step": 2.0,
+        "out": out,
+        "shape": shape,
+        "dtype": "uint8",
+        "dims": "tzyx",
+        "sizes": {"z": 5},
+        "chunks": {"y": 64, "x": 64},
+        "z_step": 2.0,
         "pyramid": {"levels": 3, "downsample_z": True, "method": "nearest"},
     }
     with open_stream(spec) as stream:
@@ -99,16 +109,19 @@ def test_downsample_z_and_fixed_level_count(tmp_path):
 def test_pyramid_cli_rebuild_is_idempotent(tmp_path):
     out = tmp_path / "r.ome.zarr"
     bank = FrameBank((80, 80), "uint16", size=2)
-    spec = {"out": out, "shape": (80, 80), "dtype": "uint16", "chunks": {"y": 32, "x": 32},
-            "pyramid": {"enabled": False}}
+    spec = {
+        "out": out,
+        "shape": (80, 80),
+        "dtype": "uint16",
+        "chunks": {"y": 32, "x": 32},
+        "pyramid": {"enabled": False},
+    }
     with open_stream(spec) as stream:
         for i in range(3):
             stream.append(bank.frame(i))
     assert len(check_dataset(out)["ome"]["multiscales"][0]["datasets"]) == 1
     for _ in range(2):
-        run = subprocess.run(
-            [sys.executable, "-m", "acqwriter", "pyramid", str(out)], capture_output=True, text=True
-        )
+        run = run_cli("pyramid", str(out), cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         assert "3 level(s)" in run.stdout
         datasets = check_dataset(out)["ome"]["multiscales"][0]["datasets"]
@@ -116,7 +129,5 @@ def test_pyramid_cli_rebuild_is_idempotent(tmp_path):
         np.testing.assert_array_equal(
             read_zarr(out, 1), np.stack([reference_mean_2x(f) for f in read_zarr(out)])
         )
-    bad = subprocess.run(
-        [sys.executable, "-m", "acqwriter", "pyramid", str(tmp_path / "nope")], capture_output=True, text=True
-    )
+    bad = run_cli("pyramid", str(tmp_path / "nope"), cwd=tmp_path)
     assert bad.returncode == 2 and "not a Zarr dataset" in bad.stderr

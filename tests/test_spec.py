@@ -54,7 +54,11 @@ def test_defaults_and_derived_values():
             "channels",
             "expected 2 entries",
         ),
-        ({"dims": "tcyx", "channels": [{"name": "a", "color": "GG0000"}]}, "channels.0.color", "hex"),
+        (
+            {"dims": "tcyx", "channels": [{"name": "a", "color": "GG0000"}]},
+            "channels.0.color",
+            "hex",
+        ),
         ({"pyramid": {"method": "median"}}, "pyramid.method", "mean"),
         ({"pyramid": {"levels": 0}}, "pyramid.levels", "greater than 0"),
     ],
@@ -114,7 +118,7 @@ def test_spec_files_round_trip(tmp_path, suffix):
 def test_spec_file_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("out: x.zarr\nshape: [64, 64]\ndtype: uint16\nchunks: {t: -1}\n")
-    with pytest.raises(SpecError, match="chunks.t"):
+    with pytest.raises(SpecError, match=r"chunks\.t"):
         load_spec(bad, StreamSpec)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
@@ -138,7 +142,7 @@ def test_acquisition_spec_fields():
         AcquisitionSpec.parse({"out": "a.zarr"})
     with pytest.raises(SpecError, match="shape: only the simulated camera"):
         AcquisitionSpec.parse({"out": "a.zarr", "frames": 3, "camera": "demo", "shape": [8, 8]})
-    with pytest.raises(SpecError, match="duration: .*expected a duration"):
+    with pytest.raises(SpecError, match=r"duration: .*expected a duration"):
         AcquisitionSpec.parse({"out": "a.zarr", "duration": "ten seconds"})
     with pytest.raises(SpecError, match="roi"):
         AcquisitionSpec.parse({"out": "a.zarr", "frames": 1, "roi": [0, 0, 0, 5]})
