@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from acqwriter.acquisition_spec import AcquisitionSpec
 from acqwriter.devices.camera import (
     CameraFrame,
     DeviceError,
@@ -28,8 +29,6 @@ from acqwriter.devices.camera import (
     SequenceEnded,
 )
 from acqwriter.devices.microscope import Microscope
-
-from acqwriter.acquisition_spec import AcquisitionSpec
 from acqwriter.stream import FrameStream, StreamError, open_stream
 from acqwriter.summary import Summary
 

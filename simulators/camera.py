@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from acqwriter.simulators.frames import FrameBank, write_stamp
 from pymmcore_plus.experimental.unicore import CameraDevice
+
+from acqwriter.simulators.frames import FrameBank, write_stamp
 
 __all__ = ["FRAME_NUMBER_KEY", "SimCamera", "SimFaults"]
 

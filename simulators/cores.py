@@ -18,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pymmcore_plus import CMMCorePlus
+
 from acqwriter.simulators.camera import SimCamera
 from acqwriter.simulators.stages import SimXYStage, SimZStage
-from pymmcore_plus import CMMCorePlus
 
 __all__ = ["demo_config_path", "demo_core", "sim_core"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
 from acqwriter.simulators import FrameBank, read_stamp
 from helpers import validate_ngff
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from acqwriter.devices import CameraFrame, LostFrames, Microscope, run_acquisition
-from acqwriter.simulators import FrameBank, SimFaults, read_stamp
-from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 from acqwriter import open_stream
 from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.devices import CameraFrame, LostFrames, Microscope, run_acquisition
+from acqwriter.simulators import FrameBank, SimFaults, read_stamp
+from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 
 def test_sim_camera_to_dataset_every_pixel(tmp_path, collect_cores):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from acqwriter.simulators import FrameBank, read_stamp
 from helpers import check_dataset, read_zarr, run_cli
 

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from acqwriter.simulators import FrameBank
-
 from acqwriter import open_stream
+from acqwriter.simulators import FrameBank
 
 
 def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path):

@@ -6,9 +6,9 @@ import json
 
 import jsonschema
 import pytest
-from helpers import SCHEMA_DIR, check_dataset, ngff_validator, validate_ngff
 
 from acqwriter import open_stream
+from helpers import SCHEMA_DIR, check_dataset, ngff_validator, validate_ngff
 
 SUITES = ["image_suite.json", "strict_image_suite.json"]
 

@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from acqwriter.simulators import FrameBank
-from helpers import check_dataset, read_tensorstore, read_zarr, run_cli
 
 from acqwriter import open_stream
 from acqwriter.pyramid import downsample
+from acqwriter.simulators import FrameBank
+from helpers import check_dataset, read_tensorstore, read_zarr, run_cli
 
 
 def reference_mean_2x(plane: np.ndarray) -> np.ndarray:

@@ -7,11 +7,11 @@ import threading
 
 import numpy as np
 import pytest
-from acqwriter.simulators import FrameBank, read_stamp
-from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 from acqwriter import FrameError, SpecError, StreamError, open_stream
+from acqwriter.simulators import FrameBank, read_stamp
 from acqwriter.storage import LocalStore
+from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 
 def frames_of(shape, dtype, n, seed=1):
