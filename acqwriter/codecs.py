@@ -40,7 +40,7 @@ class _Raw:
         return np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
-        return buf
+        return bytes(buf)
 
 
 def chunk_encoder(compression: Compression) -> ChunkEncoder:

@@ -164,6 +164,6 @@ def run_acquisition(
         error = "interrupted"
     finally:
         summary = stream.close()
-    if on_progress is not None:
-        on_progress(stream.progress())
+    if on_progress is not None:  # final state; the rate is the streaming rate, not incl. pyramid
+        on_progress({**stream.progress(), "mb_per_s": summary.throughput_mb_s})
     return AcquisitionReport(summary, spec.frames, delivered, lost, error)

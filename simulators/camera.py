@@ -11,6 +11,13 @@ pixels and as the ``SimCamera-FrameNumber`` metadata tag (a hardware frame count
 like those of real sCMOS adapters). The core numbers frames itself (``ImageNumber``),
 so only this counter reveals frames the *camera* skipped.
 
+Pacing. With ``fps`` (or an exposure) set the camera is *free-running*, like real
+hardware: if the consumer falls behind, the core's circular buffer overflows and the
+loss shows as a gap in the frame numbers. With neither set it runs "as fast as
+possible" but *flow-controlled*: before each frame it asks ``flow_control()`` (wired by
+:func:`~acqwriter.simulators.sim_core` to "the core's buffer has a free slot") and waits
+for room, so it measures how fast the whole pipeline can go without overrunning it.
+
 Fault hooks (:class:`SimFaults`): stall N ms before given frames, skip given frame
 numbers (camera-side drops: the number is consumed, no frame is delivered), and stop
 delivering after N frames (the camera goes silent without ending the sequence, like a
@@ -82,6 +89,8 @@ class SimCamera(CameraDevice):
         self.faults = faults or SimFaults()
         self._interrupt = threading.Event()
         self.frames_generated = 0
+        # "may I produce a frame now?"; only consulted when free-running is off (no fps)
+        self.flow_control: Callable[[], bool] | None = None
 
     # -- mandatory camera API ---------------------------------------------------------
     def get_exposure(self) -> float:
@@ -184,6 +193,10 @@ class SimCamera(CameraDevice):
                 delay = t_next - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
+            elif self.flow_control is not None:
+                while not self.flow_control():
+                    if self._interrupt.wait(0.0005):
+                        return
             buf = get_buffer(shape, dtype)
             self._fill(buf, number)
             self.frames_generated += 1

@@ -5,8 +5,9 @@
 * :func:`sim_core` builds a :class:`UniMMCore` with :class:`SimCamera` as ``Camera``,
   :class:`SimXYStage` as ``XY`` and :class:`SimZStage` as ``Z``, set as the core's
   current devices, with an empty pixel-size config (``definePixelSizeConfig`` cannot
-  reference Python devices) calibrated at ``pixel_size_um``, and auto-shutter off
-  (there is no shutter).
+  reference Python devices) calibrated at ``pixel_size_um``, auto-shutter off (there
+  is no shutter), and the camera's flow control wired to the core's buffer (an
+  unpaced SimCamera waits for a free slot instead of overwriting unread frames).
 
 Both return a core the caller owns; use :func:`acqwriter.devices.Microscope` to get the
 high-level API and a clean shutdown (stop sequences and drop the core before the
@@ -15,6 +16,7 @@ interpreter exits; UniMMCore otherwise aborts at exit).
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -69,4 +71,11 @@ def sim_core(
     core.setPixelSizeUm("Res", pixel_size_um)
     core.setPixelSizeConfig("Res")
     core.setAutoShutter(False)
+    core_ref = weakref.ref(core)  # no camera → core reference cycle
+
+    def has_room() -> bool:
+        live = core_ref()
+        return live is None or live.getRemainingImageCount() < live.getBufferTotalCapacity() - 1
+
+    cam.flow_control = has_room
     return core
