@@ -52,6 +52,7 @@ def sim_core(
     dtype: str = "uint16",
     *,
     pixel_size_um: float = 0.65,
+    buffer_mb: int = 256,
     camera: SimCamera | None = None,
     **camera_kwargs: Any,
 ) -> Any:
@@ -65,6 +66,10 @@ def sim_core(
     core.loadPyDevice("Z", SimZStage())
     core.initializeAllDevices()
     core.setCameraDevice("Camera")
+    # The core's circular buffer is the camera's slack when the consumer hiccups; UniMMCore
+    # defaults to 1 GiB, which would dwarf acqwriter's own ring in the process's memory.
+    # (set after the Python camera is current, or the C++ buffer is resized instead).
+    core.setCircularBufferMemoryFootprint(buffer_mb)
     core.setXYStageDevice("XY")
     core.setFocusDevice("Z")
     core.definePixelSizeConfig("Res")

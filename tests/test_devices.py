@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,34 @@ def test_demo_camera_sequence(collect_cores):
     assert scope.xy_stage is not None and scope.z_stage is not None
     scope.z_stage.move(5.0)
     assert scope.z_stage.position == pytest.approx(5.0)
+
+
+def _slow_drain(camera, n, delay_s):
+    numbers, lost = [], []
+    for event in camera.sequence(n):
+        if isinstance(event, CameraFrame):
+            assert read_stamp(event.image) == event.number
+            numbers.append(event.number)
+            time.sleep(delay_s)
+        elif isinstance(event, LostFrames):
+            lost.append(event)
+    return numbers, lost
+
+
+def test_free_running_camera_overflow_is_reported_as_buffer_overflow(collect_cores):
+    scope = Microscope.open("sim", shape=(256, 256), fps=400)
+    collect_cores.append(scope)
+    scope.core.setCircularBufferMemoryFootprint(1)  # 8 frames of 128 KiB
+    numbers, lost = _slow_drain(scope.camera, 60, 0.02)
+    assert lost, "a consumer 8x slower than the camera must lose frames"
+    assert {ev.reason for ev in lost} == {"buffer_overflow"}
+    missing = sorted(n for ev in lost for n in ev.numbers)
+    assert sorted(numbers + missing) == list(range(max(numbers) + 1))  # every number accounted
+
+
+def test_unpaced_camera_waits_for_room_instead_of_overwriting(collect_cores):
+    scope = Microscope.open("sim", shape=(256, 256))
+    collect_cores.append(scope)
+    scope.core.setCircularBufferMemoryFootprint(1)
+    numbers, lost = _slow_drain(scope.camera, 30, 0.01)
+    assert not lost and numbers == list(range(30))
