@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -217,7 +216,7 @@ def rebuild_pyramid(root: Path, *, threads: int = 2) -> list[Level]:
     )
     for child in root.iterdir():
         if child.is_dir() and child.name.isdigit() and child.name != "0":
-            shutil.rmtree(child)
+            store.remove_tree(child.name)
     levels = build_pyramid(root, spec, threads=threads)
     if "summary" in extra:
         extra["summary"]["pyramid_levels"] = len(levels)

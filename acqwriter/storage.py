@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -53,6 +54,32 @@ _SYNCFS = _load_syncfs()
 
 class LocalStore:
     """A Zarr store rooted at a local directory, with atomic metadata replacement."""
+
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], *, overwrite: bool, sync: str) -> LocalStore:
+        """A new, empty dataset directory. Replaces an existing *Zarr* directory only when
+        ``overwrite``; never deletes a file or a non-empty directory that is not Zarr."""
+        out = Path(root)
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"{str(out)!r} already exists (set overwrite to replace it)")
+            if not out.is_dir() or out.is_symlink():
+                raise FileExistsError(
+                    f"{str(out)!r} exists and is not a directory; refusing to delete it"
+                )
+            if any(out.iterdir()) and not (out / "zarr.json").exists():
+                raise FileExistsError(
+                    f"{str(out)!r} is a non-empty directory that is not a Zarr dataset; "
+                    "refusing to delete it even with overwrite"
+                )
+            shutil.rmtree(out)
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
+            ) from exc
+        return cls(out, sync=sync)
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
         self.root = Path(root)
@@ -114,6 +141,27 @@ class LocalStore:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write {key!r}: {exc.strerror or exc}"
             ) from exc
+
+    def append(self, key: str, data: bytes) -> None:
+        """Append ``data`` to ``key`` in one write (per-frame metadata lines)."""
+        try:
+            fd = os.open(self.root / key, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, data)
+                if self.sync == "always":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot append to {key!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def remove_tree(self, key: str) -> None:
+        """Delete ``key`` and everything under it (a pyramid level being rebuilt)."""
+        shutil.rmtree(self.root / key, ignore_errors=True)
+        with self._dirs_lock:
+            self._dirs = {d for d in self._dirs if not d.is_relative_to(self.root / key)}
 
     def read_bytes(self, key: str) -> bytes:
         return (self.root / key).read_bytes()

@@ -26,9 +26,7 @@ it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
 from __future__ import annotations
 
 import json
-import os
 import queue
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,7 +45,7 @@ from acqwriter.ome import (
 )
 from acqwriter.ring import FrameRing
 from acqwriter.spec import SpecError, StreamSpec
-from acqwriter.storage import LocalStore
+from acqwriter.storage import LocalStore, StorageError
 from acqwriter.summary import Summary
 
 __all__ = ["FrameError", "FrameStream", "StreamError", "open_stream"]
@@ -84,27 +82,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _prepare_output(spec: StreamSpec) -> None:
-    out = spec.out
-    if out.exists() or out.is_symlink():
-        if not spec.overwrite:
-            raise SpecError(f"out: {str(out)!r} already exists (set overwrite to replace it)")
-        if not out.is_dir() or out.is_symlink():
-            raise SpecError(
-                f"out: {str(out)!r} exists and is not a directory; refusing to delete it"
-            )
-        if any(out.iterdir()) and not (out / "zarr.json").exists():
-            raise SpecError(
-                f"out: {str(out)!r} is a non-empty directory that is not a Zarr dataset; "
-                "refusing to delete it even with overwrite"
-            )
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True)
-    except OSError as exc:
-        raise SpecError(f"out: cannot create {str(out)!r}: {exc.strerror or exc}") from exc
-
-
 class FrameStream:
     """One acquisition being written. Create with :func:`open_stream`."""
 
@@ -112,8 +89,12 @@ class FrameStream:
         self.spec = spec
         self.layout = layout = FrameLayout(spec)
         self._t_open = time.perf_counter()
-        _prepare_output(spec)
-        self.store = LocalStore(spec.out, sync=spec.sync)
+        try:
+            self.store = LocalStore.create(spec.out, overwrite=spec.overwrite, sync=spec.sync)
+        except OSError as exc:
+            raise SpecError(
+                f"out: {exc.strerror if isinstance(exc, StorageError) else exc}"
+            ) from None
         self._array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape)
         self._levels = [level0(spec)]
         # The array first, then the group that points at it: a reader never finds a
@@ -483,21 +464,13 @@ class FrameStream:
             for i in range(max(first, appended), end)
         ]
         if lines:
-            self._append_metadata(("\n".join(lines) + "\n").encode())
+            self.store.append(FRAME_METADATA_KEY, ("\n".join(lines) + "\n").encode())
         self.store.write_atomic(
             "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(rows))
         )
         with self._lock:
             self._committed_blocks = blocks
             self._committed_rows = rows
-
-    def _append_metadata(self, data: bytes) -> None:
-        path = self.store.path(FRAME_METADATA_KEY)
-        with open(path, "ab") as fh:
-            fh.write(data)
-            if self.spec.sync == "always":
-                fh.flush()
-                os.fsync(fh.fileno())
 
     # -- summary ----------------------------------------------------------------------------
     def _elapsed(self) -> float:

@@ -12,7 +12,9 @@ rethrown``) in most runs here, which would turn every CLI exit status into 134.
 
 from __future__ import annotations
 
+import atexit
 import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,16 @@ class Microscope:
         self.core = core
         self.source = source
         self.py_devices = py_devices or {}
+        # Safety net: a core still alive at interpreter exit can abort the process.
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _device_core(self) -> Any:
+        """What device wrappers hold: a weak proxy, so that close() really frees the core
+        even while the caller still holds Camera/stage objects (they then raise)."""
+        try:
+            return weakref.proxy(self.core)
+        except AttributeError:
+            raise DeviceError("the microscope is closed") from None
 
     @classmethod
     def open(cls, source: str | Path, **sim_options: Any) -> Microscope:
@@ -68,18 +80,21 @@ class Microscope:
     # -- devices ----------------------------------------------------------------------
     @property
     def camera(self) -> Camera:
-        label = self.core.getCameraDevice()
-        return Camera(self.core, label, self.py_devices.get(label))
+        core = self._device_core()
+        label = core.getCameraDevice()
+        return Camera(core, label, self.py_devices.get(label))
 
     @property
     def xy_stage(self) -> XYStage | None:
-        label = self.core.getXYStageDevice()
-        return XYStage(self.core, label) if label else None
+        core = self._device_core()
+        label = core.getXYStageDevice()
+        return XYStage(core, label) if label else None
 
     @property
     def z_stage(self) -> ZStage | None:
-        label = self.core.getFocusDevice()
-        return ZStage(self.core, label) if label else None
+        core = self._device_core()
+        label = core.getFocusDevice()
+        return ZStage(core, label) if label else None
 
     @property
     def pixel_size_um(self) -> float | None:
@@ -131,3 +146,9 @@ class Microscope:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_at_exit(ref: weakref.ref[Microscope]) -> None:
+    scope = ref()
+    if scope is not None:
+        scope.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -339,3 +340,46 @@ def test_summary_accounts_bytes_and_rates(tmp_path):
     assert s.duration_s > 0 and s.throughput_mb_s > 0 and s.frames_per_s > 0
     root = json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]
     assert root["state"] == "complete" and root["summary"]["frames_written"] == 20
+
+
+class FullDiskStore(LocalStore):
+    """A real LocalStore that fails with ENOSPC after ``budget`` chunks (injected through the
+    storage layer: the real full-disk test with a size-limited filesystem is issue 4's)."""
+
+    budget = 7
+
+    def write_chunk(self, key, data):
+        import errno
+
+        if key.startswith("0/c/"):
+            if FullDiskStore.budget <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            FullDiskStore.budget -= 1
+        return super().write_chunk(key, data)
+
+
+def test_write_error_stops_cleanly_with_valid_dataset(tmp_path, monkeypatch):
+    import acqwriter.stream as stream_mod
+
+    FullDiskStore.budget = 7
+    monkeypatch.setattr(stream_mod, "LocalStore", FullDiskStore)
+    out = tmp_path / "full.ome.zarr"
+    bank, _ = frames_of((32, 32), "uint16", 0)
+    stream = open_stream({"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1})
+    with pytest.raises(StreamError, match="No space left on device"):
+        for i in range(1000):
+            stream.append(bank.frame(i))
+            time.sleep(0.001)
+    summary = stream.close()
+    assert summary.state == "failed" and "No space left on device" in summary.error
+    assert not summary.ok
+    assert summary.frames_written == 7
+    check_dataset(out)
+    data = read_zarr(out)
+    assert data.shape == (7, 32, 32)  # the extent holds exactly the frames on disk
+    for i, frame in enumerate(data):
+        np.testing.assert_array_equal(frame, bank.frame(i))
+    assert (
+        json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]["state"] == "failed"
+    )
+    assert len(frame_records(out)) == 7
