@@ -98,26 +98,30 @@ class LocalStore:
         with self._dirs_lock:
             self._dirs.add(directory)
 
+    def _write_file(self, path: Path, data: bytes | memoryview, flags: int) -> int:
+        """Write all of ``data`` to ``path`` (fsync when sync='always'); bytes written."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+        try:
+            view = memoryview(data).cast("B")
+            written = 0
+            while written < len(view):  # os.write may write less than asked
+                written += os.write(fd, view[written:])
+            if self.sync == "always":
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return written
+
     def write_chunk(self, key: str, data: bytes | memoryview) -> int:
         """Write a chunk under ``key``; returns bytes written. fsyncs when sync='always'."""
         path = self.root / key
         try:
             self._ensure_dir(path.parent)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data).cast("B")
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-                if self.sync == "always":
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            return self._write_file(path, data, os.O_TRUNC)
         except OSError as exc:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
             ) from exc
-        return written
 
     def write_atomic(self, key: str, data: bytes) -> None:
         """Replace ``key`` atomically with ``data`` (temp file + rename)."""
@@ -127,11 +131,7 @@ class LocalStore:
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{self._tmp_counter}.tmp")
         try:
             self._ensure_dir(path.parent)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if self.sync == "always":
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            self._write_file(tmp, data, os.O_TRUNC)
             os.replace(tmp, path)
             if self.sync == "always":
                 self._fsync_dir(path.parent)
@@ -143,15 +143,9 @@ class LocalStore:
             ) from exc
 
     def append(self, key: str, data: bytes) -> None:
-        """Append ``data`` to ``key`` in one write (per-frame metadata lines)."""
+        """Append ``data`` to ``key`` (per-frame metadata lines)."""
         try:
-            fd = os.open(self.root / key, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, data)
-                if self.sync == "always":
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write_file(self.root / key, data, os.O_APPEND)
         except OSError as exc:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot append to {key!r}: {exc.strerror or exc}"

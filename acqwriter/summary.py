@@ -7,6 +7,11 @@ reported with :meth:`FrameStream.skip`). ``frames_missing`` are positions inside
 last, partially acquired step of the first axis that no frame reached (an acquisition
 stopped mid-stack); they read back as the fill value and are flagged in the per-frame
 metadata.
+
+``frames_received`` counts frames handed to ``append`` (including those the ring had no
+room for under ``drop``); ``frames_written`` those on disk inside the extent;
+``throughput_mb_s`` / ``frames_per_s`` are over ``write_duration_s`` (open → data flushed,
+pyramid excluded).
 """
 
 from __future__ import annotations
