@@ -78,6 +78,14 @@ def _add_acquire(sub: argparse._SubParsersAction) -> None:
         description="Record frames from a camera ('sim', 'demo' or a Micro-Manager config file) "
         "into an OME-Zarr dataset. Options override the fields of --spec.",
     )
+    add_spec_options(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_acquire)
+
+
+def add_spec_options(p: argparse.ArgumentParser) -> None:
+    """The acquisition-spec options shared by ``acquire`` and ``ctl configure``."""
     p.add_argument(
         "--spec", type=Path, help="spec file (.json/.yaml/.toml) with any of the fields below"
     )
@@ -119,8 +127,6 @@ def _add_acquire(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-pyramid", action="store_true", help="do not build pyramid levels")
     p.add_argument("--pyramid-method", choices=["mean", "nearest"])
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 _PLAIN_FIELDS = [
@@ -146,9 +152,8 @@ _PLAIN_FIELDS = [
 ]
 
 
-def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
-    """Spec file fields, overridden by the options given on the command line."""
-    from acqwriter.acquisition_spec import AcquisitionSpec
+def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
+    """Spec file fields, overridden by the options given on the command line (unvalidated)."""
     from acqwriter.spec_io import load_mapping
 
     data: dict[str, Any] = load_mapping(args.spec) if args.spec else {}
@@ -196,7 +201,14 @@ def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
         data.setdefault("dtype", "uint16")
     if "out" not in data:
         raise SpecError("out: required (give --out PATH or 'out' in the spec file)")
-    return AcquisitionSpec.parse(data)
+    return data
+
+
+def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
+    """The validated :class:`AcquisitionSpec` from ``--spec`` and the options."""
+    from acqwriter.acquisition_spec import AcquisitionSpec
+
+    return AcquisitionSpec.parse(spec_mapping(args))
 
 
 class _Progress:
@@ -251,6 +263,22 @@ class _Progress:
             self.progress.stop()
 
 
+def sim_camera_options(spec: Any) -> dict[str, Any]:
+    """SimCamera keyword arguments for an AcquisitionSpec with ``camera: sim``."""
+    options: dict[str, Any] = {
+        "shape": tuple(spec.shape or (2048, 2048)),
+        "dtype": spec.dtype or "uint16",
+        "fps": spec.fps,
+        "seed": spec.seed,
+    }
+    if spec.sim_faults is not None:
+        from acqwriter.simulators import SimFaults
+
+        faults = spec.sim_faults
+        options["faults"] = SimFaults(dict(faults.stall_ms), set(faults.skip), faults.stop_after)
+    return options
+
+
 def cmd_acquire(args: argparse.Namespace) -> int:
     from acqwriter.devices import DeviceError, Microscope, run_acquisition
 
@@ -259,21 +287,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(f"acqwriter acquire: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    sim_options: dict[str, Any] = {}
-    if spec.camera == "sim":
-        sim_options = {
-            "shape": tuple(spec.shape or (2048, 2048)),
-            "dtype": spec.dtype or "uint16",
-            "fps": spec.fps,
-            "seed": spec.seed,
-        }
-        if spec.sim_faults is not None:
-            from acqwriter.simulators import SimFaults
-
-            faults = spec.sim_faults
-            sim_options["faults"] = SimFaults(
-                dict(faults.stall_ms), set(faults.skip), faults.stop_after
-            )
+    sim_options = sim_camera_options(spec) if spec.camera == "sim" else {}
     scope = None
     progress = None
     try:
@@ -333,16 +347,20 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
     p.add_argument("path", type=Path)
     p.add_argument("--threads", type=int)
+    p.set_defaults(handler=cmd_pyramid)
     p = sub.add_parser("info", help="shape, levels, codec, ratio and dropped frames of a dataset")
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_info)
+    from acqwriter.control.cli import add_daemon_commands
+
+    add_daemon_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    handler = {"acquire": cmd_acquire, "pyramid": cmd_pyramid, "info": cmd_info}[args.command]
-    return handler(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

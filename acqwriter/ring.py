@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,21 @@ class FrameRing:
         self._cond = threading.Condition()
         self._high_water = 0
         self._closed = False
+
+    def fits(self, layout: Any) -> bool:
+        """Idle, and right for ``layout`` (frame shape, dtype, enough slots)."""
+        return (
+            self.slots.shape[1:] == tuple(layout.frame_shape)
+            and self.slots.dtype == layout.dtype
+            and self.capacity >= layout.min_ring_frames
+            and len(self._free) == self.capacity
+        )
+
+    def reopen(self) -> None:
+        """Make a closed, idle ring usable by a new stream."""
+        with self._cond:
+            self._closed = False
+            self._high_water = 0
 
     @property
     def nbytes(self) -> int:

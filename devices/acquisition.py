@@ -29,7 +29,9 @@ from acqwriter.devices.camera import (
     SequenceEnded,
 )
 from acqwriter.devices.microscope import Microscope
-from acqwriter.stream import FrameStream, StreamError, open_stream
+from acqwriter.ring import FrameRing
+from acqwriter.spec import StreamSpec
+from acqwriter.stream import StreamError, open_stream
 from acqwriter.summary import Summary
 
 __all__ = ["AcquisitionReport", "configure_camera", "run_acquisition"]
@@ -42,12 +44,15 @@ class AcquisitionReport:
     frames_delivered: int
     lost_camera_frames: list[int] = field(default_factory=list)
     error: str | None = None
+    stopped: bool = False  # ended early on request (stop or duration), not by a fault
 
     @property
     def ok(self) -> bool:
         """Every requested frame was delivered and written; nothing failed."""
         complete = (
-            self.frames_requested is None or self.summary.frames_written == self.frames_requested
+            self.stopped
+            or self.frames_requested is None
+            or self.summary.frames_written == self.frames_requested
         )
         return self.error is None and self.summary.ok and complete
 
@@ -62,7 +67,8 @@ class AcquisitionReport:
                 f"{self.summary.frames_dropped} frame(s) dropped: {self.summary.dropped_by_reason}"
             )
         if (
-            self.frames_requested is not None
+            not self.stopped
+            and self.frames_requested is not None
             and self.summary.frames_written != self.frames_requested
         ):
             return f"{self.summary.frames_written} of {self.frames_requested} frames written"
@@ -75,6 +81,7 @@ class AcquisitionReport:
             "frames_requested": self.frames_requested,
             "frames_delivered": self.frames_delivered,
             "lost_camera_frames": self.lost_camera_frames,
+            "stopped": self.stopped,
             "summary": self.summary.model_dump(),
         }
 
@@ -90,13 +97,13 @@ def configure_camera(scope: Microscope, spec: AcquisitionSpec) -> None:
         camera.exposure_ms = spec.exposure_ms
 
 
-def open_stream_for(scope: Microscope, spec: AcquisitionSpec) -> FrameStream:
-    """The writer for this camera's frames; calibration from the core unless set in spec."""
+def stream_spec_for(scope: Microscope, spec: AcquisitionSpec) -> StreamSpec:
+    """The writer spec for this camera's frames; calibration from the core unless set."""
     camera = scope.camera
     stream_spec = spec.stream_spec(camera.shape, camera.dtype.name)
     if "pixel_size" not in spec.model_fields_set and scope.pixel_size_um:
         stream_spec = stream_spec.model_copy(update={"pixel_size": scope.pixel_size_um})
-    return open_stream(stream_spec)
+    return stream_spec
 
 
 def run_acquisition(
@@ -106,11 +113,21 @@ def run_acquisition(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     progress_interval_s: float = 0.2,
     should_stop: Callable[[], bool] | None = None,
+    should_abort: Callable[[], bool] | None = None,
+    on_finalizing: Callable[[], None] | None = None,
+    ring: FrameRing | None = None,
 ) -> AcquisitionReport:
-    """Acquire ``spec.frames`` frames (or for ``spec.duration`` s) into ``spec.out``."""
+    """Acquire ``spec.frames`` frames (or for ``spec.duration`` s) into ``spec.out``.
+
+    ``should_stop()`` true: stop the camera and finish the dataset cleanly (pyramid
+    included). ``should_abort()`` true: stop now and skip the pyramid (the dataset is
+    valid either way). ``on_finalizing()`` is called when acquisition ends and the dataset
+    is being finished. ``ring``: a preallocated ring (:func:`acqwriter.stream.ring_for`)
+    so the first frame does not wait for the ring to be touched.
+    """
     configure_camera(scope, spec)
     camera = scope.camera
-    stream = open_stream_for(scope, spec)
+    stream = open_stream(stream_spec_for(scope, spec), ring=ring)
     base_meta: dict[str, Any] = {"camera": camera.label, **scope.positions()}
     exposure = camera.exposure_ms
     deadline = None if spec.duration is None else time.monotonic() + spec.duration
@@ -121,6 +138,8 @@ def run_acquisition(
 
     def stop_now() -> bool:
         if should_stop is not None and should_stop():
+            return True
+        if should_abort is not None and should_abort():
             return True
         return deadline is not None and time.monotonic() >= deadline
 
@@ -163,7 +182,15 @@ def run_acquisition(
     except KeyboardInterrupt:
         error = "interrupted"
     finally:
-        summary = stream.close()
+        if on_finalizing is not None:
+            on_finalizing()
+        aborted = should_abort is not None and should_abort()
+        summary = stream.close(pyramid=not aborted)
+        if aborted and error is None:
+            error = "aborted"
     if on_progress is not None:  # final state; the rate is the streaming rate, not incl. pyramid
         on_progress({**stream.progress(), "mb_per_s": summary.throughput_mb_s})
-    return AcquisitionReport(summary, spec.frames, delivered, lost, error)
+    by_request = should_stop is not None and should_stop()
+    by_deadline = deadline is not None and time.monotonic() >= deadline
+    stopped = (by_request or by_deadline) and not aborted
+    return AcquisitionReport(summary, spec.frames, delivered, lost, error, stopped)
