@@ -70,8 +70,12 @@ class Client:
         """
         request_id = next(self._ids)
         body = {"id": request_id, "command": command, "params": params or {}}
-        self._sock.send(json.dumps(body, default=str).encode())
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        # A DEALER with no live connection (server down, CURVE handshake refused) blocks on
+        # send: wait for it to become writable, within the same deadline.
+        if not self._sock.poll(max(0, int((deadline - time.monotonic()) * 1000)), zmq.POLLOUT):
+            raise TimeoutError(f"cannot send {command!r} to {self.control}: no connection")
+        self._sock.send(json.dumps(body, default=str).encode(), zmq.NOBLOCK)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sock.poll(int(remaining * 1000)):
