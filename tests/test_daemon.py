@@ -255,3 +255,62 @@ def test_ctl_command_line(daemon, tmp_path):
         "ctl", "--control", "tcp://127.0.0.1:1", "--timeout", "0.5", "ping", cwd=tmp_path
     )
     assert dead.returncode == 3 and "no reply" in dead.stderr
+
+
+def test_drops_warn_and_camera_failure_ends_in_error_state(daemon, tmp_path):
+    recorder = EventRecorder(daemon.local_events)
+    try:
+        with daemon.client() as c:
+            c.configure(**sim_params("drops.ome.zarr", sim_faults={"skip": [3, 4]}))
+            c.start()
+            summary = recorder.wait_for("summary")
+            assert summary["ok"] is False and summary["summary"]["dropped_indices"] == [3, 4]
+            warnings = [e for t, e in recorder.events if t == "warning"]
+            assert any(w["kind"] == "dropped_frames" for w in warnings), warnings
+            assert c.status()["state"] == "idle"
+
+            recorder.events.clear()
+            c.configure(
+                **sim_params("dead.ome.zarr", frame_timeout_s=0.5, sim_faults={"stop_after": 6})
+            )
+            c.start()
+            error = recorder.wait_for("error")
+            assert "delivered no frame" in error["message"]
+            deadline = time.monotonic() + 10
+            while c.status()["state"] != "error" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            status = c.status()
+            assert status["state"] == "error" and "delivered no frame" in status["error"]
+            with pytest.raises(ControlError, match="invalid_state"):
+                c.start()
+            c.configure(**sim_params("again.ome.zarr"))  # configure leaves the error state
+            assert c.status()["state"] == "configured" and c.status()["error"] is None
+    finally:
+        recorder.close()
+    assert read_zarr(tmp_path / "dead.ome.zarr").shape[0] == 6
+    check_dataset(tmp_path / "dead.ome.zarr")
+
+
+def test_ctl_stop_prints_the_summary(daemon, tmp_path):
+    ctl = ["ctl", "--control", daemon.local_control, "--events", daemon.local_events]
+    run = run_cli(
+        *ctl,
+        "configure",
+        "--camera",
+        "sim",
+        "--shape",
+        "32x32",
+        "--frames",
+        "100000",
+        "--fps",
+        "100",
+        "--out",
+        "stopme.ome.zarr",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run_cli(*ctl, "start", cwd=tmp_path).returncode == 0
+    time.sleep(0.5)
+    stop = run_cli(*ctl, "stop", cwd=tmp_path)
+    assert stop.returncode == 0, stop.stderr
+    assert "state        complete" in stop.stdout and "dropped 0" in stop.stdout
