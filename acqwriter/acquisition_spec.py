@@ -119,6 +119,8 @@ class AcquisitionSpec(WriterOptions):
         """The writer spec for a camera that delivers ``shape`` frames of ``dtype``."""
         data = {name: getattr(self, name) for name in WriterOptions.model_fields}
         data.update(shape=shape, dtype=dtype)
+        if data.get("expected_frames") is None and self.frames is not None:
+            data["expected_frames"] = self.frames
         return StreamSpec.parse(data)
 
     @classmethod

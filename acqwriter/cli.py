@@ -327,6 +327,27 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from acqwriter.recover import RecoverError, recover
+
+    try:
+        account = recover(args.path, threads=args.threads or 2, verify=args.verify)
+    except RecoverError as exc:
+        print(f"acqwriter recover: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(account, indent=2))
+    else:
+        print(
+            f"{account['path']}: recovered {account['frames']} frame(s) "
+            f"({account['rows']} along the first axis, was {account['rows_before']}), "
+            f"{account['frames_dropped']} flagged dropped, "
+            f"{account['uncommitted_chunks_removed']} uncommitted chunk(s) removed, "
+            f"{account['pyramid_levels']} level(s)"
+        )
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from acqwriter.info import dataset_info, format_info
 
@@ -348,6 +369,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--threads", type=int)
     p.set_defaults(handler=cmd_pyramid)
+    p = sub.add_parser("recover", help="finish a dataset whose writer crashed (idempotent)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--verify",
+        choices=["new", "all"],
+        default="new",
+        help="decode-check only rows being added (default) or every chunk",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_recover)
     p = sub.add_parser("info", help="shape, levels, codec, ratio and dropped frames of a dataset")
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true")

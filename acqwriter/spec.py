@@ -241,7 +241,14 @@ class PyramidSpec(StrictModel):
 
 
 class WriterOptions(StrictModel):
-    """Fields shared by a stream spec and an acquisition spec (everything but the frame)."""
+    """Fields shared by a stream spec and an acquisition spec (everything but the frame).
+
+    Disk space: with ``disk_check`` (default) opening a stream refuses when the estimate
+    for ``expected_frames`` (uncompressed: the ratio is unknown before the data, plus 5 %)
+    and ``min_free_bytes`` do not fit in the free space; while writing, the stream stops
+    cleanly (``append`` raises, everything received is written) when free space falls
+    below ``min_free_bytes``.
+    """
 
     out: Path
     overwrite: bool = False
@@ -263,6 +270,9 @@ class WriterOptions(StrictModel):
     sync: Literal["none", "close", "always"] = "close"
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     commit_interval_s: PositiveFloat = 0.25
+    expected_frames: PositiveInt | None = None
+    disk_check: bool = True
+    min_free_bytes: Annotated[int, Field(ge=0)] = 256 * 2**20
 
     @field_validator("out", mode="before")
     @classmethod

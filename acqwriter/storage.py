@@ -24,12 +24,28 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import shutil
 import threading
 from pathlib import Path
 
 __all__ = ["LocalStore", "StorageError"]
+
+
+LOCK_NAME = ".acqwriter.lock"
+RESERVE_NAME = ".acqwriter.reserve"
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive flock on ``path`` (created if needed), or None if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 class StorageError(OSError):
@@ -57,9 +73,15 @@ class LocalStore:
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], *, overwrite: bool, sync: str) -> LocalStore:
-        """A new, empty dataset directory. Replaces an existing *Zarr* directory only when
-        ``overwrite``; never deletes a file or a non-empty directory that is not Zarr."""
+        """A new, empty, locked dataset directory. Replaces an existing *Zarr* directory
+        only when ``overwrite`` and no live writer holds it; never deletes a file or a
+        non-empty directory that is not Zarr."""
         out = Path(root)
+        if (out / LOCK_NAME).exists():
+            probe = _try_lock(out / LOCK_NAME)
+            if probe is None:
+                raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
+            os.close(probe)
         if out.exists() or out.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{str(out)!r} already exists (set overwrite to replace it)")
@@ -75,11 +97,18 @@ class LocalStore:
             shutil.rmtree(out)
         try:
             out.mkdir(parents=True)
+            lock_fd = _try_lock(out / LOCK_NAME)
+            if lock_fd is None:
+                raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
+        except FileExistsError:
+            raise
         except OSError as exc:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
             ) from exc
-        return cls(out, sync=sync)
+        store = cls(out, sync=sync)
+        store._lock_fd = lock_fd
+        return store
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
         self.root = Path(root)
@@ -87,6 +116,36 @@ class LocalStore:
         self._dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
         self._tmp_counter = 0
+        self._lock_fd: int | None = None
+
+    # -- lock and reserve ---------------------------------------------------------------
+    def release_lock(self) -> None:
+        """Let other writers open this path (the lock also dies with the process)."""
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                (self.root / LOCK_NAME).unlink()
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def reserve(self, nbytes: int) -> None:
+        """Set aside ``nbytes`` of disk (a real, allocated file) for the metadata writes
+        that must still succeed when the disk fills up; :meth:`free_reserve` gives it back."""
+        path = self.root / RESERVE_NAME
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+            except OSError:  # filesystems without fallocate: write real bytes
+                os.write(fd, b"\0" * nbytes)
+        finally:
+            os.close(fd)
+
+    def free_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.root / RESERVE_NAME).unlink()
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -119,6 +178,8 @@ class LocalStore:
             self._ensure_dir(path.parent)
             return self._write_file(path, data, os.O_TRUNC)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()  # no torn chunk left behind (it is outside the extent anyway)
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
             ) from exc

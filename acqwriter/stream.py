@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class FrameStream:
                 )
             ring.reopen()
             self.ring = ring
+        if spec.disk_check:
+            _preflight_disk_space(spec, layout)
         try:
             self.store = LocalStore.create(spec.out, overwrite=spec.overwrite, sync=spec.sync)
         except OSError as exc:
@@ -114,6 +117,8 @@ class FrameStream:
         )
         self.store.write_atomic(FRAME_METADATA_KEY, b"")
         self.store.write_atomic("zarr.json", group_metadata(spec, self._levels, state="acquiring"))
+        # Disk set aside for the final metadata writes if the disk fills up (freed on error).
+        self.store.reserve(RESERVE_BYTES)
         if ring is None:
             self.ring = ring_for(spec)
 
@@ -136,6 +141,9 @@ class FrameStream:
         self._frames_written = 0
         self._stored_bytes = 0
         self._error: BaseException | None = None
+        self._stop_reason: str | None = None  # a clean stop (low disk): no new frames
+        self._append_t: dict[int, float] = {}
+        self._latencies: list[float] = []
         self._closed = False
         self._summary: Summary | None = None
         self._t0_wall = time.time()
@@ -270,8 +278,8 @@ class FrameStream:
         self._stop_committer.set()
         self._commit_wake.set()
         self._committer.join()
-        self._commit()  # final extent (covers everything written)
         try:
+            self._commit()  # final extent (covers everything written)
             self.store.flush()
         except OSError as exc:
             self._fail(exc)
@@ -292,6 +300,7 @@ class FrameStream:
                 self._fail(exc)
             pyramid_duration = time.perf_counter() - t0
         self.ring.close()
+        self.store.free_reserve()
         state = "complete" if self._error is None else "failed"
         summary = self._make_summary(state=state, duration=self._elapsed())
         summary.write_duration_s = write_duration
@@ -311,6 +320,7 @@ class FrameStream:
             self._fail(exc)
             summary.state, summary.error = "failed", str(self._error)
         self._summary = summary
+        self.store.release_lock()
         if self._owns_ring:  # a finished stream may be kept for its summary: free the ring now
             self.ring.slots = np.empty((0, *self.layout.frame_shape), self.layout.dtype)
         return summary
@@ -321,6 +331,8 @@ class FrameStream:
             raise StreamError("stream is closed; append after close is not allowed")
         if self._error is not None:
             raise StreamError(f"writer failed; no more frames accepted: {self._error}")
+        if self._stop_reason is not None:
+            raise StreamError(f"stream stopped; no more frames accepted: {self._stop_reason}")
         index = self._next_index
         if self.layout.max_frames is not None and index >= self.layout.max_frames:
             first = self.layout.outer_dims[0]
@@ -333,6 +345,7 @@ class FrameStream:
 
     def _record(self, index: int, metadata: dict[str, Any] | None, *, dropped: str | None) -> None:
         record = {"index": index, "received_s": time.time(), "dropped": dropped is not None}
+        self._append_t[index] = time.perf_counter()
         if dropped is not None:
             record["drop_reason"] = dropped
         if metadata:
@@ -437,6 +450,7 @@ class FrameStream:
                 self._error = exc
         self._abort.set()
         self.ring.close()
+        self.store.free_reserve()  # room for the final extent and metadata writes
 
     # -- committer ------------------------------------------------------------------------
     def _commit_loop(self) -> None:
@@ -448,10 +462,21 @@ class FrameStream:
                 return
             try:
                 self._commit()
+                self._check_free_space()
             except BaseException as exc:
                 self._fail(exc)
                 return
             self._stop_committer.wait(interval)  # rate-limit metadata rewrites
+
+    def _check_free_space(self) -> None:
+        if self._stop_reason is not None or self.spec.min_free_bytes == 0:
+            return
+        free = self.store.free_bytes()
+        if free < self.spec.min_free_bytes:
+            self._stop_reason = (
+                f"disk space low: {free / 2**20:.0f} MiB free on {self.spec.out.parent}, below "
+                f"min_free_bytes {self.spec.min_free_bytes / 2**20:.0f} MiB; stopped cleanly"
+            )
 
     def _commit(self) -> None:
         """Advance the extent over blocks whose chunks are all written."""
@@ -483,9 +508,14 @@ class FrameStream:
         self.store.write_atomic(
             "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(rows))
         )
+        now = time.perf_counter()
         with self._lock:
             self._committed_blocks = blocks
             self._committed_rows = rows
+            for i in range(first, min(end, appended)):
+                t = self._append_t.pop(i, None)
+                if t is not None:
+                    self._latencies.append(now - t)
 
     # -- summary ----------------------------------------------------------------------------
     def _elapsed(self) -> float:
@@ -523,7 +553,44 @@ class FrameStream:
             ring_high_water_frames=self.ring.high_water,
             ring_bytes=self.ring.capacity * self.layout.frame_bytes,
             pyramid_levels=len(self._levels),
-            error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+            error=(
+                f"{type(self._error).__name__}: {self._error}"
+                if self._error is not None
+                else self._stop_reason
+            ),
+            **_latency_stats(self._latencies),
+        )
+
+
+RESERVE_BYTES = 4 * 2**20
+
+
+def _latency_stats(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"latency_p50_ms": None, "latency_p99_ms": None, "latency_max_ms": None}
+    arr = np.asarray(latencies) * 1000
+    return {
+        "latency_p50_ms": float(np.percentile(arr, 50)),
+        "latency_p99_ms": float(np.percentile(arr, 99)),
+        "latency_max_ms": float(arr.max()),
+    }
+
+
+def _preflight_disk_space(spec: StreamSpec, layout: FrameLayout) -> None:
+    """Refuse a stream whose estimated size does not fit (see WriterOptions)."""
+    frames = spec.expected_frames or layout.max_frames
+    need = spec.min_free_bytes + RESERVE_BYTES
+    if frames:
+        need += int(frames * layout.frame_bytes * 1.05)
+    probe = spec.out.resolve()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise SpecError(
+            f"out: not enough free space on {probe}: {free / 2**20:.0f} MiB free, "
+            f"{need / 2**20:.0f} MiB needed ({frames or 0} frames uncompressed + 5 % + "
+            "min_free_bytes); free space, lower the estimate, or set disk_check: false"
         )
 
 

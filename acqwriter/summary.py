@@ -44,6 +44,9 @@ class Summary(BaseModel):
     ring_high_water_frames: int = 0
     ring_bytes: int = 0
     pyramid_levels: int = 1
+    latency_p50_ms: float | None = Field(None, description="append → in the committed extent")
+    latency_p99_ms: float | None = None
+    latency_max_ms: float | None = None
     error: str | None = None
 
     @property

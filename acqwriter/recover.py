@@ -1,0 +1,219 @@
+"""Finish a dataset whose writer died (``acqwriter recover PATH``).
+
+What a crash leaves (see :mod:`acqwriter.stream` invariants): a valid dataset whose
+extent covers committed blocks; per-frame metadata lines for every committed frame and
+possibly for a block whose extent rewrite did not happen yet (lines are appended
+*after* the block's chunks are written and *before* the extent covers them, so a line
+proves its chunks were written); chunk files beyond that, written but never committed;
+maybe a torn last metadata line, temporary files and the disk reserve.
+
+Recovery, in order, each step idempotent:
+
+1. refuse what cannot be recovered, with the reason: no ``zarr.json``, unreadable root
+   metadata, not an acqwriter dataset (no ``attributes.acqwriter.spec``), a writer still
+   holding the lock;
+2. keep the longest run of complete, consecutive metadata records (a torn last line is
+   cut off) — the frames whose durability is proven;
+3. extend the extent over those frames' rows, after checking that every chunk they need
+   exists and decodes (``verify="all"`` checks the whole array, not only the new rows);
+   a block whose chunk is missing or torn ends the recovered extent there;
+4. delete what lies beyond: uncommitted chunks, temporary files, the reserve;
+5. rebuild the pyramid and mark the root ``state: "recovered"`` with an account.
+
+Frames whose chunks were written but whose block was not yet committed (at most about
+``commit_interval_s`` of the newest frames) are not recovered: nothing on disk says
+which of their frames were real and which were dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acqwriter.codecs import chunk_encoder
+from acqwriter.layout import FrameLayout
+from acqwriter.ome import (
+    FRAME_METADATA_KEY,
+    array_metadata,
+    encode_array_metadata,
+    group_metadata,
+    level0,
+)
+from acqwriter.spec import StreamSpec
+from acqwriter.storage import LOCK_NAME, RESERVE_NAME, LocalStore, _try_lock
+
+__all__ = ["RecoverError", "recover"]
+
+
+class RecoverError(ValueError):
+    """The dataset cannot be recovered; the message says why."""
+
+
+def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
+    try:
+        text = (root / "zarr.json").read_text()
+    except FileNotFoundError:
+        raise RecoverError(
+            f"{root}: not a Zarr dataset (no zarr.json); nothing to recover"
+        ) from None
+    try:
+        group = json.loads(text)
+        attrs = group["attributes"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RecoverError(f"{root}: root zarr.json is corrupt ({exc}); cannot recover") from None
+    acq = attrs.get("acqwriter") if isinstance(attrs, dict) else None
+    if not isinstance(acq, dict) or "spec" not in acq:
+        raise RecoverError(
+            f"{root}: not written by acqwriter (no attributes.acqwriter.spec); cannot recover"
+        )
+    try:
+        spec = StreamSpec.model_validate({**acq["spec"], "overwrite": True, "disk_check": False})
+    except ValueError as exc:
+        raise RecoverError(
+            f"{root}: the stored spec does not validate ({exc}); cannot recover"
+        ) from None
+    return acq, spec
+
+
+def _consecutive_records(store: LocalStore) -> tuple[list[dict[str, Any]], bool]:
+    """Records 0, 1, 2 … up to the first torn, unparsable or out-of-order line."""
+    try:
+        raw = store.read_bytes(FRAME_METADATA_KEY)
+    except FileNotFoundError:
+        return [], True
+    records: list[dict[str, Any]] = []
+    clean = True
+    for line in raw.split(b"\n"):
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            clean = False
+            break
+        if not isinstance(record, dict) or record.get("index") != len(records):
+            clean = False
+            break
+        records.append(record)
+    clean = clean and (not raw or raw.endswith(b"\n"))
+    return records, clean
+
+
+def _group_ok(
+    store: LocalStore, layout: FrameLayout, decoder: Any, key: tuple[int, ...], all_dropped: bool
+) -> bool:
+    """Every tile chunk of a group exists and decodes to a whole chunk."""
+    for ty in range(layout.tiles_y):
+        for tx in range(layout.tiles_x):
+            try:
+                data = store.read_bytes("0/" + layout.chunk_key(key, ty, tx))
+            except FileNotFoundError:
+                if all_dropped:
+                    continue  # a group of dropped frames is never written: fill value
+                return False
+            try:
+                decoded = np.frombuffer(decoder.decode(data), np.uint8)
+            except Exception:
+                return False
+            if decoded.size != layout.chunk_bytes:
+                return False
+    return True
+
+
+def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[str, Any]:
+    """Recover the dataset at ``path``; returns an account of what was done."""
+    root = Path(path)
+    acq, spec = _load_root(root)
+    lock = root / LOCK_NAME
+    if lock.exists():
+        fd = _try_lock(lock)
+        if fd is None:
+            raise RecoverError(f"{root}: a live writer holds the lock; stop it before recovering")
+        os.close(fd)
+    store = LocalStore(root, sync="close")
+    layout = FrameLayout(spec)
+    try:
+        meta0 = json.loads(store.read_bytes("0/zarr.json"))
+        rows_before = int(meta0["shape"][0])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        meta0, rows_before = None, 0  # regenerated below from the stored spec
+    array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape)
+
+    records, clean = _consecutive_records(store)
+    fpr, rpb = layout.frames_per_row, layout.rows_per_block
+    proven_rows = max(len(records) // fpr, rows_before)
+    decoder = chunk_encoder(spec.codec)
+    first_row = 0 if verify == "all" else rows_before
+    rows = proven_rows
+    for block in range(first_row // rpb, -(-proven_rows // rpb)):
+        lo = block * layout.frames_per_block
+        hi = min(lo + layout.frames_per_block, proven_rows * fpr)
+        by_group: dict[tuple[int, ...], list[bool]] = {}
+        for index in range(lo, hi):
+            dropped = records[index].get("dropped", False) if index < len(records) else False
+            by_group.setdefault(layout.group_of(index), []).append(bool(dropped))
+        if not all(_group_ok(store, layout, decoder, key, all(d)) for key, d in by_group.items()):
+            rows = min(rows, block * rpb)
+            break
+
+    # The metadata file holds exactly the records of the recovered frames.
+    kept = records[: rows * fpr]
+    lines = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
+    if not clean or len(records) != len(kept):
+        store.write_atomic(FRAME_METADATA_KEY, lines)
+    store.write_atomic("0/zarr.json", encode_array_metadata(array_meta, layout.array_shape(rows)))
+
+    # Remove what lies beyond the extent, and leftovers of the crash.
+    removed = 0
+    last_block = -(-rows // rpb)  # blocks [0, last_block) are inside the extent
+    chunk_root = root / "0" / "c"
+    if chunk_root.is_dir():
+        for child in chunk_root.iterdir():
+            if child.name.isdigit() and int(child.name) >= last_block:
+                removed += sum(1 for p in child.rglob("*") if p.is_file()) if child.is_dir() else 1
+                store.remove_tree(f"0/c/{child.name}")
+    for tmp in root.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    (root / RESERVE_NAME).unlink(missing_ok=True)
+
+    levels = [level0(spec)]
+    if spec.pyramid.enabled and rows > 0:
+        from acqwriter.pyramid import build_pyramid
+
+        store.write_atomic(
+            "zarr.json", group_metadata(spec, levels, state="recovering", extra=_extra(acq))
+        )
+        for child in root.iterdir():
+            if child.is_dir() and child.name.isdigit() and child.name != "0":
+                store.remove_tree(child.name)
+        levels = build_pyramid(root, spec, threads=threads)
+    dropped = [r["index"] for r in kept if r.get("dropped")]
+    account = {
+        "path": str(root),
+        "rows_before": rows_before,
+        "rows": rows,
+        "frames": rows * fpr,
+        "frames_dropped": len(dropped),
+        "dropped_indices": dropped,
+        "metadata_records_found": len(records),
+        "metadata_was_torn": not clean,
+        "uncommitted_chunks_removed": removed,
+        "array_metadata_regenerated": meta0 is None,
+        "pyramid_levels": len(levels),
+        "time": time.time(),
+    }
+    store.write_atomic(
+        "zarr.json",
+        group_metadata(spec, levels, state="recovered", extra={**_extra(acq), "recovery": account}),
+    )
+    store.flush()
+    return account
+
+
+def _extra(acq: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in acq.items() if k not in ("version", "state", "frame_metadata", "spec")}

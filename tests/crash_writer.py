@@ -1,0 +1,45 @@
+"""Run as a separate process: stream stamped frames until killed.
+
+Usage: crash_writer.py OUT SEED [sync]. Prints "ready" once the dataset exists. The
+frames are FrameBank((48, 40), uint16, size=3, seed=SEED).frame(i), appended in order,
+so a test can check every frame inside whatever extent the kill leaves.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from acqwriter import open_stream
+from acqwriter.simulators import FrameBank
+
+SHAPE = (48, 40)
+
+
+def main() -> None:
+    out, seed = sys.argv[1], int(sys.argv[2])
+    sync = sys.argv[3] if len(sys.argv) > 3 else "close"
+    bank = FrameBank(SHAPE, "uint16", size=3, seed=seed)
+    frames = [bank.frame(i) for i in range(4000)]
+    stream = open_stream(
+        {
+            "out": out,
+            "shape": SHAPE,
+            "dtype": "uint16",
+            "chunks": {"t": 3, "y": 32, "x": 32},
+            "commit_interval_s": 0.01,
+            "ring_bytes": 8 << 20,
+            "sync": sync,
+            "pyramid": {"levels": 2},
+        }
+    )
+    print("ready", flush=True)
+    for frame in frames:
+        stream.append(frame)
+        time.sleep(0.0005)
+    stream.close()
+    print("closed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
