@@ -153,6 +153,8 @@ class LocalStore:
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._dirs:
             return
+        if not self.root.is_dir():  # never silently recreate a dataset that was removed
+            raise FileNotFoundError(errno.ENOENT, f"dataset directory {self.root} was removed")
         directory.mkdir(parents=True, exist_ok=True)
         with self._dirs_lock:
             self._dirs.add(directory)

@@ -138,10 +138,13 @@ class FrameStream:
         self._dropped: list[tuple[int, str]] = []
         self._missing: list[int] = []
         self._frames_received = 0
-        self._frames_written = 0
+        self._frames_written = 0  # on disk (progress); the summary counts the extent only
+        self._block_live: dict[int, int] = {}  # live frames written per committed-able block
         self._stored_bytes = 0
         self._error: BaseException | None = None
         self._stop_reason: str | None = None  # a clean stop (low disk): no new frames
+        self._bytes_since_space_check = 0
+        self._space_check_every = max(1 << 20, min(spec.min_free_bytes // 8, 64 << 20))
         self._append_t: dict[int, float] = {}
         self._latencies: list[float] = []
         self._closed = False
@@ -430,8 +433,19 @@ class FrameStream:
         return self.store.write_chunk("0/" + layout.chunk_key(group.key, ty, tx), encoded)
 
     def _tile_done(self, group: _Group, nbytes: int, ok: bool) -> None:
+        check_space = False
         with self._lock:
             self._stored_bytes += nbytes
+            self._bytes_since_space_check += nbytes
+            if self._bytes_since_space_check >= self._space_check_every:
+                self._bytes_since_space_check = 0
+                check_space = True
+        if check_space:
+            try:
+                self._check_free_space()
+            except OSError as exc:
+                self._fail(exc)
+        with self._lock:
             group.ok = group.ok and ok
             group.tiles_left -= 1
             if group.tiles_left:
@@ -440,6 +454,7 @@ class FrameStream:
             if group.ok:  # a group with a failed or skipped tile never enters the extent
                 self._frames_written += len(slots)
                 block = group.key[0]
+                self._block_live[block] = self._block_live.get(block, 0) + len(slots)
                 self._block_groups_done[block] = self._block_groups_done.get(block, 0) + 1
         self.ring.release(slots)
         self._commit_wake.set()
@@ -469,13 +484,17 @@ class FrameStream:
             self._stop_committer.wait(interval)  # rate-limit metadata rewrites
 
     def _check_free_space(self) -> None:
+        """Stop taking frames while what the ring still holds can be written with
+        ``min_free_bytes`` to spare (statvfs: microseconds, called every few chunks)."""
         if self._stop_reason is not None or self.spec.min_free_bytes == 0:
             return
         free = self.store.free_bytes()
-        if free < self.spec.min_free_bytes:
+        pending = self.ring.occupancy * self.layout.frame_bytes  # not yet written, raw
+        if free - pending < self.spec.min_free_bytes:
             self._stop_reason = (
-                f"disk space low: {free / 2**20:.0f} MiB free on {self.spec.out.parent}, below "
-                f"min_free_bytes {self.spec.min_free_bytes / 2**20:.0f} MiB; stopped cleanly"
+                f"disk space low: {free / 2**20:.0f} MiB free on {self.spec.out.parent} "
+                f"({pending / 2**20:.0f} MiB still to write), below min_free_bytes "
+                f"{self.spec.min_free_bytes / 2**20:.0f} MiB; stopped cleanly"
             )
 
     def _commit(self) -> None:
@@ -527,7 +546,9 @@ class FrameStream:
             by_reason: dict[str, int] = {}
             for _, reason in dropped:
                 by_reason[reason] = by_reason.get(reason, 0) + 1
-            written = self._frames_written
+            # frames inside the committed extent: a failure can leave later groups written
+            # but outside it
+            written = sum(n for b, n in self._block_live.items() if b < self._committed_blocks)
             stored = self._stored_bytes
             rows = self._committed_rows
         raw = written * self.layout.frame_bytes

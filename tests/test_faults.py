@@ -1,0 +1,413 @@
+"""Real failures: full disk (a size-limited tmpfs), low space, I/O errors, a removed output
+directory, revoked permissions, slow disks, two writers on one path."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from acqwriter import SpecError, StreamError, open_stream
+from acqwriter.simulators import FrameBank, read_stamp
+from acqwriter.storage import LocalStore
+from helpers import check_dataset, frame_records, read_tensorstore, read_zarr, run_cli
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 24 MiB tmpfs mounted for the test (skipped where mounting is not allowed)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    run = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip() or run.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def assert_exact_extent(out: Path, shape, seed: int, bank_size: int | None = None) -> int:
+    check_dataset(out)
+    data = read_zarr(out)
+    np.testing.assert_array_equal(read_tensorstore(out), data)
+    bank = FrameBank(shape, "uint16", size=bank_size, seed=seed)
+    records = frame_records(out)
+    for i, frame in enumerate(data):
+        if records[i]["dropped"]:
+            continue
+        assert read_stamp(frame) == i  # never a silent fill value inside the extent
+        np.testing.assert_array_equal(frame, bank.frame(i))
+    return data.shape[0]
+
+
+def test_disk_full_stops_with_clear_error_and_valid_dataset(small_fs, tmp_path):
+    out = small_fs / "full.ome.zarr"
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "camera": "sim",
+                "shape": [256, 256],
+                "frames": 3000,
+                "codec": "none",
+                "out": str(out),
+                "disk_check": False,
+                "min_free_bytes": 0,
+                "seed": 5,
+                "chunks": {"t": 2},
+            }
+        )
+    )
+    run = run_cli("acquire", "--spec", str(spec), "--json", cwd=tmp_path, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "No space left on device" in run.stderr
+    report = json.loads(run.stdout)
+    summary = report["summary"]
+    assert summary["state"] == "failed" and "No space left on device" in summary["error"]
+    n = assert_exact_extent(out, (256, 256), seed=5)
+    assert n == summary["frames_written"] > 0
+    root = json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]
+    assert root["state"] == "failed"  # the final metadata was written (the reserve)
+    assert not (out / ".acqwriter.reserve").exists()
+
+
+def test_low_space_watermark_stops_cleanly_before_full(small_fs, tmp_path):
+    out = small_fs / "low.ome.zarr"
+    spec = tmp_path / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "camera": "sim",
+                "shape": [256, 256],
+                "frames": 3000,
+                "codec": "none",
+                "out": str(out),
+                "disk_check": False,
+                "min_free_bytes": 10 << 20,
+                "seed": 6,
+            }
+        )
+    )
+    run = run_cli("acquire", "--spec", str(spec), "--json", cwd=tmp_path, timeout=300)
+    assert run.returncode == 1
+    summary = json.loads(run.stdout)["summary"]
+    assert "disk space low" in summary["error"] and summary["state"] == "complete"
+    assert summary["frames_written"] == summary["frames_received"] > 0  # nothing lost
+    assert assert_exact_extent(out, (256, 256), seed=6) == summary["frames_written"]
+    assert shutil.disk_usage(small_fs).free > 4 << 20  # stopped before the disk was full
+
+
+def test_preflight_refuses_what_cannot_fit(small_fs, tmp_path):
+    out = small_fs / "big.ome.zarr"
+    run = run_cli(
+        "acquire", "--shape", "256x256", "--frames", "3000", "--out", str(out), cwd=tmp_path
+    )
+    assert run.returncode == 2
+    assert "not enough free space" in run.stderr and "disk_check" in run.stderr
+    assert not out.exists()
+
+
+def test_disk_full_in_the_daemon_gives_an_error_event(small_fs, tmp_path):
+    from daemon_helpers import Daemon, EventRecorder
+
+    d = Daemon(tmp_path, "--root", str(small_fs))
+    d.wait_ready()
+    recorder = EventRecorder(d.local_events)
+    try:
+        with d.client() as c:
+            c.configure(
+                camera="sim",
+                shape=[256, 256],
+                frames=3000,
+                codec="none",
+                out="d.ome.zarr",
+                disk_check=False,
+                min_free_bytes=0,
+                seed=7,
+            )
+            c.start()
+            error = recorder.wait_for("error", timeout=120)
+            assert "No space left on device" in error["message"]
+            deadline = time.monotonic() + 30
+            while c.status()["state"] != "error" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert c.status()["state"] == "error"
+    finally:
+        recorder.close()
+        assert d.stop() == 0
+    assert_exact_extent(small_fs / "d.ome.zarr", (256, 256), seed=7)
+
+
+class FaultyStore(LocalStore):
+    """A real store with an injected fault: chunk writes after the first ``ok`` fail."""
+
+    ok = 5
+    err = errno.EIO
+
+    def write_chunk(self, key, data):
+        if key.startswith("0/c/"):
+            if FaultyStore.ok <= 0:
+                raise OSError(FaultyStore.err, os.strerror(FaultyStore.err))
+            FaultyStore.ok -= 1
+        return super().write_chunk(key, data)
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC, errno.EROFS])
+def test_injected_io_errors(tmp_path, monkeypatch, err):
+    import acqwriter.stream as stream_mod
+
+    FaultyStore.ok, FaultyStore.err = 6, err
+    monkeypatch.setattr(stream_mod, "LocalStore", FaultyStore)
+    out = tmp_path / "eio.ome.zarr"
+    bank = FrameBank((64, 64), "uint16", size=3, seed=8)
+    stream = open_stream(
+        {"out": out, "shape": (64, 64), "dtype": "uint16", "threads": 1, "chunks": {"t": 2}}
+    )
+    with pytest.raises(StreamError, match=os.strerror(err)):
+        for i in range(500):
+            stream.append(bank.frame(i))
+            time.sleep(0.001)
+    summary = stream.close()
+    assert summary.state == "failed" and os.strerror(err) in summary.error
+    assert summary.frames_written == 12
+    assert assert_exact_extent(out, (64, 64), seed=8, bank_size=3) == 12
+
+
+def test_output_directory_removed_mid_run(tmp_path):
+    out = tmp_path / "gone.ome.zarr"
+    bank = FrameBank((64, 64), "uint16", size=3, seed=9)
+    stream = open_stream({"out": out, "shape": (64, 64), "dtype": "uint16", "chunks": {"t": 2}})
+    for i in range(10):
+        stream.append(bank.frame(i))
+    time.sleep(0.3)
+    shutil.rmtree(out)
+    with pytest.raises(StreamError, match=r"No such file or directory|was removed"):
+        for i in range(10, 2000):
+            stream.append(bank.frame(i))
+            time.sleep(0.002)
+    summary = stream.close()
+    assert summary.state == "failed" and summary.error
+    assert not out.exists()  # never silently recreated as a broken dataset
+
+
+def _revoke(out: Path, how: str, on: bool) -> None:
+    for dirpath, _, _ in os.walk(out):
+        if how == "chmod":
+            os.chmod(dirpath, 0o555 if on else 0o755)
+        else:  # root ignores modes: make the directories immutable instead
+            subprocess.run(["chattr", "+i" if on else "-i", dirpath], check=True)
+
+
+def test_permission_revoked_mid_run(tmp_path):
+    """The writer runs as an unprivileged user and loses write permission on the dataset's
+    directories mid-run. Where this machine cannot run the interpreter as another user,
+    the writer runs as root and the directories are made immutable (chattr +i) instead."""
+    base = Path("/tmp") / f"acqwriter-perm-{os.getpid()}"
+    base.mkdir(mode=0o777, exist_ok=True)
+    base.chmod(0o777)
+    out = base / "perm.ome.zarr"
+    cmd = [sys.executable, str(HERE / "fault_writer.py"), str(out), "4", "5000"]
+    how = "chmod"
+    try:
+        try:
+            if os.geteuid() != 0:
+                raise PermissionError("not root")
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                user=65534,
+                group=65534,
+                cwd=base,
+            )
+            ready = proc.stdout.readline().strip() == "ready"
+            if not ready:
+                proc.wait()
+                raise PermissionError(proc.stderr.read()[-200:])
+        except PermissionError:
+            if shutil.which("chattr") is None or os.geteuid() != 0:
+                pytest.skip("neither another user nor chattr is available to revoke access")
+            how = "chattr"
+            shutil.rmtree(out, ignore_errors=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=base
+            )
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        time.sleep(0.5)
+        try:
+            _revoke(out, how, True)
+        except subprocess.CalledProcessError:
+            proc.kill()
+            pytest.skip("this filesystem does not support chattr +i")
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            _revoke(out, how, False)
+        result = json.loads(stdout.strip().splitlines()[-1])
+        reason = "Permission denied" if how == "chmod" else "Operation not permitted"
+        assert reason in (result["append_error"] or ""), (result, stderr)
+        assert result["summary"]["state"] == "failed"
+        n = assert_exact_extent(out, (64, 64), seed=4, bank_size=3)
+        assert n <= result["summary"]["frames_written"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_writers_on_one_path(tmp_path):
+    out = tmp_path / "shared.ome.zarr"
+    bank = FrameBank((32, 32), "uint16", size=3, seed=10)
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16"}
+    first = open_stream(spec)
+    first.append(bank.frame(0))
+    for overwrite in (False, True):
+        with pytest.raises(SpecError, match="being written by another writer"):
+            open_stream({**spec, "overwrite": overwrite})
+    first.append(bank.frame(1))
+    first.close()
+    np.testing.assert_array_equal(read_zarr(out), np.stack([bank.frame(0), bank.frame(1)]))
+    # from another process too (the lock is an OS file lock)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_writer.py"), str(tmp_path / "p.ome.zarr"), "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(SpecError, match="being written by another writer"):
+            open_stream({**spec, "out": tmp_path / "p.ome.zarr", "overwrite": True})
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+class GatedStore(LocalStore):
+    """A real store whose chunk writes take ``delay`` s each: a disk slower than the camera."""
+
+    delay = 0.02
+
+    def write_chunk(self, key, data):
+        time.sleep(GatedStore.delay)
+        return super().write_chunk(key, data)
+
+
+def _peak_rss_during(fn) -> tuple[int, int]:
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    return base, peak[0]
+
+
+@pytest.mark.parametrize("policy", ["drop", "block"])
+def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
+    import acqwriter.stream as stream_mod
+
+    monkeypatch.setattr(stream_mod, "LocalStore", GatedStore)
+    GatedStore.delay = 0.01
+    ring = 16 << 20
+    shape = (256, 256)  # 128 KiB frames: 2 000 of them are 256 MiB, 16x the ring
+    bank = FrameBank(shape, "uint16", size=3, seed=12)
+    frames = [bank.frame(i) for i in range(3)]
+    out = tmp_path / f"{policy}.ome.zarr"
+    result = {}
+
+    def run():
+        stream = open_stream(
+            {
+                "out": out,
+                "shape": shape,
+                "dtype": "uint16",
+                "overflow": policy,
+                "ring_bytes": ring,
+                "threads": 2,
+                "pyramid": {"enabled": False},
+                "disk_check": False,
+            }
+        )
+        n = 2000 if policy == "drop" else 400
+        for i in range(n):
+            stream.append(frames[i % 3])
+        result["summary"] = stream.close()
+
+    base, peak = _peak_rss_during(run)
+    summary = result["summary"]
+    assert peak - base <= ring + (40 << 20), (base, peak)
+    if policy == "drop":
+        assert summary.frames_dropped > 0
+        assert summary.frames_written + summary.frames_dropped == 2000
+        records = frame_records(out)
+        assert [r["index"] for r in records if r["dropped"]] == summary.dropped_indices
+        data = read_zarr(out)
+        for i in summary.dropped_indices[:50]:
+            assert not data[i].any()  # stored as fill, flagged, never mistaken for data
+    else:
+        assert summary.frames_dropped == 0 and summary.frames_written == 400
+
+
+def test_block_policy_back_pressure_reaches_the_camera(tmp_path, monkeypatch, collect_cores):
+    """A paced camera, a slow disk and a small ring: the camera's circular buffer overflows
+    and every lost frame is counted with its index and flagged in the dataset."""
+    import acqwriter.stream as stream_mod
+    from acqwriter.acquisition_spec import AcquisitionSpec
+    from acqwriter.devices import Microscope, run_acquisition
+
+    monkeypatch.setattr(stream_mod, "LocalStore", GatedStore)
+    GatedStore.delay = 0.03
+    scope = Microscope.open("sim", shape=(128, 128), fps=200, seed=13)
+    collect_cores.append(scope)
+    scope.core.setCircularBufferMemoryFootprint(1)
+    out = tmp_path / "bp.ome.zarr"
+    spec = AcquisitionSpec.parse(
+        {
+            "out": str(out),
+            "frames": 200,
+            "ring_bytes": 8 * 128 * 128 * 2,
+            "threads": 1,
+            "pyramid": {"enabled": False},
+        }
+    )
+    report = run_acquisition(scope, spec)
+    s = report.summary
+    assert s.dropped_by_reason.get("buffer_overflow", 0) > 0
+    assert s.frames_written + s.frames_dropped == 200
+    assert report.lost_camera_frames == s.dropped_indices
+    data = read_zarr(out)
+    bank = FrameBank((128, 128), "uint16", seed=13)
+    dropped = set(s.dropped_indices)
+    for i, frame in enumerate(data):
+        if i in dropped:
+            assert not frame.any()
+        else:
+            assert read_stamp(frame) == i
+            np.testing.assert_array_equal(frame, bank.frame(i))
