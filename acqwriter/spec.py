@@ -128,7 +128,13 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError
     lines = []
     errors = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        loc = ""
+        for part in err["loc"]:
+            text = str(part)
+            if isinstance(part, int) or text.isidentifier():
+                loc += f".{text}" if loc else text
+            else:  # an odd key (e.g. from a hand-edited file): quote it
+                loc += f"[{text!r}]"
         field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "spec")
         given = err.get("input")
         shown = repr(given)
