@@ -1,0 +1,652 @@
+"""acqwriter against the writers users would otherwise pick, side by side, in one run.
+
+Each (scenario, writer, repetition) runs in a fresh child process, interleaved
+(A B C … A B C …), on the same realistic frames (background, cells, shot noise; the
+frame index stamped in; see ``acqwriter.simulators.frames``). The timed region is
+creation → every append → close → ``syncfs`` of the output filesystem, so data still in
+the page cache is not counted as written. The first repetition of each writer is read
+back (tensorstore) and compared bit-exact with the frames appended. Peak RSS is the
+child's ``ru_maxrss``; on-disk size is measured after close.
+
+Scenarios (``--scenarios a,b,c,d,e``):
+
+* a — 2048×2048 uint16, one frame per chunk, blosc lz4 5 shuffle;
+* b — the same with blosc zstd 1 bitshuffle;
+* c — light-sheet: chunks 32×256×256 (t × y × x), blosc lz4;
+* d — small frames 512×512 at a high count (per-frame overhead), blosc lz4;
+* e — t × c × z, 3 channels, 20-plane stacks, 2048×2048, one frame per chunk, blosc lz4.
+
+Writers: acqwriter; tensorstore zarr3 preallocated (8 writes in flight) and resized per
+chunk row; zarr-python 3 preallocated; acquire-zarr; ome-writers with its tensorstore,
+zarr-python and acquire-zarr backends. Peers whose codec presets differ from the
+scenario's are marked in the output (ome-writers offers blosc zstd only at level 3 with
+byte shuffle).
+
+    python benchmarks/bench_peers.py --scenarios a --repeats 3
+    python benchmarks/bench_peers.py --json out.json --markdown table.md --plot plot.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    shape: tuple[int, int]
+    frames: int
+    dims: str = "tyx"
+    sizes: tuple[tuple[str, int], ...] = ()
+    chunk_t: int = 1
+    chunk_yx: tuple[int, int] | None = None  # None: the whole frame
+    codec: str = "lz4"  # "lz4": blosc lz4 5 shuffle; "zstd": blosc zstd 1 bitshuffle
+
+    @property
+    def outer(self) -> tuple[int, ...]:
+        sizes = dict(self.sizes)
+        per_t = int(np.prod([sizes[a] for a in self.dims[1:-2]])) if len(self.dims) > 3 else 1
+        return (self.frames // per_t, *[sizes[a] for a in self.dims[1:-2]])
+
+    @property
+    def full_shape(self) -> tuple[int, ...]:
+        return (*self.outer, *self.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        yx = self.chunk_yx or self.shape
+        return (self.chunk_t, *[1] * (len(self.dims) - 3), *yx)
+
+
+def scenario_from_dict(d: dict[str, Any]) -> Scenario:
+    return Scenario(
+        **{
+            **d,
+            "shape": tuple(d["shape"]),
+            "sizes": tuple(tuple(x) for x in d["sizes"]),
+            "chunk_yx": tuple(d["chunk_yx"]) if d["chunk_yx"] else None,
+        }
+    )
+
+
+def scenarios(frames_scale: float) -> dict[str, Scenario]:
+    def n(count: int) -> int:
+        return max(1, int(count * frames_scale))
+
+    return {
+        "a": Scenario("a", (2048, 2048), n(300)),
+        "b": Scenario("b", (2048, 2048), n(300), codec="zstd"),
+        "c": Scenario(
+            "c", (2048, 2048), 32 * max(1, n(320) // 32), chunk_t=32, chunk_yx=(256, 256)
+        ),
+        "d": Scenario("d", (512, 512), n(20000)),
+        "e": Scenario(
+            "e", (2048, 2048), 60 * max(1, n(300) // 60), dims="tczyx", sizes=(("c", 3), ("z", 20))
+        ),
+    }
+
+
+WRITERS = [
+    "acqwriter",
+    "tensorstore",
+    "tensorstore-resized",
+    "zarr-python",
+    "acquire-zarr",
+    "ome-writers-tensorstore",
+    "ome-writers-zarr-python",
+    "ome-writers-acquire-zarr",
+]
+
+
+# -- the frames --------------------------------------------------------------------------
+def frame_source(sc: Scenario):
+    from acqwriter.simulators import FrameBank
+
+    bank = FrameBank(sc.shape, "uint16", seed=1)
+    frames = [bank.frame(i) for i in range(bank.size)]
+
+    from acqwriter.simulators import write_stamp
+
+    def frame(i: int) -> np.ndarray:
+        out = frames[i % len(frames)]
+        write_stamp(out, i)  # different every frame (stamp), same content cycle for all writers
+        return out
+
+    return frame, bank
+
+
+def syncfs(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+# -- writers (each: create, append every frame, close) ------------------------------------
+def run_acqwriter(sc: Scenario, out: Path, frame) -> dict[str, Any]:
+    from acqwriter import open_stream
+
+    codec = (
+        "lz4"
+        if sc.codec == "lz4"
+        else {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1}
+    )
+    chunks = {"t": sc.chunk_t, "y": sc.chunks[-2], "x": sc.chunks[-1]}
+    spec = {
+        "out": str(out),
+        "shape": sc.shape,
+        "dtype": "uint16",
+        "dims": sc.dims,
+        "sizes": dict(sc.sizes),
+        "chunks": chunks,
+        "codec": codec,
+        "pyramid": {"enabled": False},
+        "sync": "close",
+        "expected_frames": sc.frames,
+    }
+    stream = open_stream(spec)
+    for i in range(sc.frames):
+        stream.append(frame(i))
+    s = stream.close()
+    return {"latency_p50_ms": s.latency_p50_ms, "latency_p99_ms": s.latency_p99_ms, "path0": "0"}
+
+
+def _ts_codecs(sc: Scenario) -> list[dict[str, Any]]:
+    blosc = (
+        {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
+        if sc.codec == "lz4"
+        else {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"}
+    )
+    return [
+        {"name": "bytes", "configuration": {"endian": "little"}},
+        {"name": "blosc", "configuration": {**blosc, "typesize": 2, "blocksize": 0}},
+    ]
+
+
+def _frame_index(sc: Scenario, i: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.unravel_index(i, sc.outer))
+
+
+def run_tensorstore(sc: Scenario, out: Path, frame, resized: bool = False) -> dict[str, Any]:
+    import tensorstore as ts
+
+    shape = list(sc.full_shape)
+    if resized:
+        shape[0] = 0
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(out)},
+        "metadata": {
+            "shape": shape,
+            "data_type": "uint16",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(sc.chunks)}},
+            "codecs": _ts_codecs(sc),
+            "dimension_names": list(sc.dims),
+            "fill_value": 0,
+        },
+        "create": True,
+        "delete_existing": True,
+    }
+    arr = ts.open(spec).result()
+    pending: list[Any] = []
+    rows = 0
+    if sc.chunk_t > 1:  # whole chunks along t (single frames would read-modify-write them)
+        buf = np.empty((sc.chunk_t, *sc.shape), np.uint16)
+        for i in range(sc.frames):
+            buf[i % sc.chunk_t] = frame(i)
+            if i % sc.chunk_t == sc.chunk_t - 1:
+                t0 = i - sc.chunk_t + 1
+                if resized:
+                    arr = arr.resize(
+                        exclusive_max=[i + 1, *sc.full_shape[1:]], expand_only=True
+                    ).result()
+                pending.append(arr[t0 : i + 1].write(buf.copy()))
+                if len(pending) >= 2:
+                    pending.pop(0).result()
+        for f in pending:
+            f.result()
+        return {}
+    for i in range(sc.frames):
+        idx = _frame_index(sc, i)
+        if resized and idx[0] >= rows:
+            rows = min(sc.outer[0], rows + sc.chunk_t)
+            for f in pending:
+                f.result()
+            pending.clear()
+            arr = arr.resize(exclusive_max=[rows, *sc.full_shape[1:]], expand_only=True).result()
+        # tensorstore reads the source while the write is in flight: give it its own copy
+        pending.append(arr[idx].write(frame(i).copy()))
+        if len(pending) >= 8:
+            pending.pop(0).result()
+    for f in pending:
+        f.result()
+    return {}
+
+
+def run_zarr_python(sc: Scenario, out: Path, frame) -> dict[str, Any]:
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    comp = (
+        BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        if sc.codec == "lz4"
+        else BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
+    )
+    arr = zarr.create_array(
+        str(out),
+        shape=sc.full_shape,
+        chunks=sc.chunks,
+        dtype="uint16",
+        compressors=[comp],
+        fill_value=0,
+        dimension_names=list(sc.dims),
+        overwrite=True,
+    )
+    if sc.chunk_t == 1:
+        for i in range(sc.frames):
+            arr[_frame_index(sc, i)] = frame(i)
+    else:  # whole chunks along t: buffer chunk_t frames, write once (partial writes re-read)
+        buf = np.empty((sc.chunk_t, *sc.shape), np.uint16)
+        for i in range(sc.frames):
+            buf[i % sc.chunk_t] = frame(i)
+            if i % sc.chunk_t == sc.chunk_t - 1:
+                arr[i - sc.chunk_t + 1 : i + 1] = buf
+    return {}
+
+
+def run_acquire_zarr(sc: Scenario, out: Path, frame) -> dict[str, Any]:
+    import acquire_zarr as az
+
+    kinds = {
+        "t": az.DimensionType.TIME,
+        "c": az.DimensionType.CHANNEL,
+        "z": az.DimensionType.SPACE,
+        "y": az.DimensionType.SPACE,
+        "x": az.DimensionType.SPACE,
+    }
+    dims = []
+    for axis, size, chunk in zip(sc.dims, sc.full_shape, sc.chunks, strict=True):
+        dims.append(
+            az.Dimension(
+                name=axis,
+                kind=kinds[axis],
+                array_size_px=size if axis != "t" else 0,
+                chunk_size_px=chunk,
+                shard_size_chunks=1,
+            )
+        )
+    codec = az.CompressionCodec.BLOSC_LZ4 if sc.codec == "lz4" else az.CompressionCodec.BLOSC_ZSTD
+    settings = az.StreamSettings(
+        store_path=str(out),
+        overwrite=True,
+        arrays=[
+            az.ArraySettings(
+                dimensions=dims,
+                data_type=np.uint16,
+                compression=az.CompressionSettings(
+                    compressor=az.Compressor.BLOSC1,
+                    codec=codec,
+                    level=5 if sc.codec == "lz4" else 1,
+                    shuffle=1 if sc.codec == "lz4" else 2,
+                ),
+            )
+        ],
+    )
+    stream = az.ZarrStream(settings)
+    for i in range(sc.frames):
+        stream.append(frame(i))
+    stream.close()
+    return {"path0": "."}
+
+
+def run_ome_writers(sc: Scenario, out: Path, frame, backend: str) -> dict[str, Any]:
+    from ome_writers import (
+        AcquisitionSettings,
+        OmeZarrFormat,
+        create_stream,
+        dims_from_standard_axes,
+    )
+
+    sizes = {a: n for a, n in zip(sc.dims, sc.full_shape, strict=True)}
+    sizes["t"] = None if backend != "zarr-python" else sizes["t"]
+    chunk_shapes = dict(zip(sc.dims, sc.chunks, strict=True))
+    settings = AcquisitionSettings(
+        root_path=str(out),
+        dimensions=dims_from_standard_axes(sizes, chunk_shapes=chunk_shapes),
+        dtype="uint16",
+        overwrite=True,
+        compression="blosc-lz4" if sc.codec == "lz4" else "blosc-zstd",
+        format=OmeZarrFormat(backend=backend),
+    )
+    with create_stream(settings) as stream:
+        for i in range(sc.frames):
+            stream.append(frame(i).copy())  # ome-writers does not copy: give it its own buffer
+    return {"codec_differs": sc.codec != "lz4"}
+
+
+RUNNERS = {
+    "acqwriter": run_acqwriter,
+    "tensorstore": run_tensorstore,
+    "tensorstore-resized": lambda sc, out, fr: run_tensorstore(sc, out, fr, resized=True),
+    "zarr-python": run_zarr_python,
+    "acquire-zarr": run_acquire_zarr,
+    "ome-writers-tensorstore": lambda sc, out, fr: run_ome_writers(sc, out, fr, "tensorstore"),
+    "ome-writers-zarr-python": lambda sc, out, fr: run_ome_writers(sc, out, fr, "zarr-python"),
+    "ome-writers-acquire-zarr": lambda sc, out, fr: run_ome_writers(sc, out, fr, "acquire-zarr"),
+}
+
+
+def _find_array(out: Path, sc: Scenario) -> Path | None:
+    for meta in sorted(out.rglob("zarr.json"), key=lambda p: len(p.parts)):
+        doc = json.loads(meta.read_text())
+        if doc.get("node_type") == "array" and len(doc.get("shape", [])) == len(sc.dims):
+            return meta.parent
+    return None
+
+
+def verify(sc: Scenario, out: Path, frame) -> str:
+    import tensorstore as ts
+
+    path = _find_array(out, sc)
+    if path is None:
+        return "no array found"
+    arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}).result()
+    data = arr.read().result().reshape(-1, *sc.shape)
+    if data.shape[0] < sc.frames:
+        return f"only {data.shape[0]} of {sc.frames} frames"
+    for i in range(sc.frames):
+        if not np.array_equal(data[i], frame(i)):
+            return f"frame {i} differs"
+    return "exact"
+
+
+def child(args: argparse.Namespace) -> None:
+    sc = scenario_from_dict(json.loads(args.scenario_json))
+    frame, _ = frame_source(sc)
+    for i in range(min(sc.frames, 16)):  # warm the frame cycle outside the timed region
+        frame(i)
+    out = Path(args.workdir) / f"{args.writer}.ome.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    extra = RUNNERS[args.writer](sc, out, frame)
+    syncfs(Path(args.workdir))
+    elapsed = time.perf_counter() - t0
+    raw = sc.frames * sc.shape[0] * sc.shape[1] * 2
+    disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    result = {
+        "writer": args.writer,
+        "scenario": sc.name,
+        "elapsed_s": elapsed,
+        "mb_s": raw / 1e6 / elapsed,
+        "fps": sc.frames / elapsed,
+        "disk_mb": disk / 1e6,
+        "ratio": raw / disk if disk else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
+    if args.verify:
+        result["readback"] = verify(sc, out, frame)
+    shutil.rmtree(out, ignore_errors=True)
+    print(json.dumps(result, default=str))
+
+
+def measure_ceiling(sc: Scenario, workdir: Path) -> dict[str, float]:
+    """Compression on all cores with numcodecs, disk bandwidth buffered+syncfs and O_DIRECT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numcodecs import Blosc
+
+    _, bank = frame_source(sc)
+    frames = [bank.frame(i) for i in range(bank.size)] * 4
+    codec = (
+        Blosc("lz4", 5, Blosc.SHUFFLE) if sc.codec == "lz4" else Blosc("zstd", 1, Blosc.BITSHUFFLE)
+    )
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        encoded = list(pool.map(codec.encode, frames))
+    compress = sum(f.nbytes for f in frames) / 1e6 / (time.perf_counter() - t0)
+    ratio = sum(f.nbytes for f in frames) / sum(len(e) for e in encoded)
+    blob = b"".join(encoded)
+    target = workdir / "ceiling.bin"
+    total = 1 << 30
+    t0 = time.perf_counter()
+    with open(target, "wb") as fh:
+        written = 0
+        while written < total:
+            fh.write(blob)
+            written += len(blob)
+    syncfs(workdir)
+    buffered = written / 1e6 / (time.perf_counter() - t0)
+    target.unlink()
+    direct = float("nan")
+    try:
+        import mmap
+
+        buf = mmap.mmap(-1, 8 << 20)  # page-aligned
+        buf.write(blob[: 8 << 20].ljust(8 << 20, b"\0"))
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        t0 = time.perf_counter()
+        for _ in range(total // (8 << 20)):
+            os.write(fd, buf)
+        os.fsync(fd)
+        direct = total / 1e6 / (time.perf_counter() - t0)
+        os.close(fd)
+    except OSError:
+        pass
+    target.unlink(missing_ok=True)
+    return {
+        "compress_mb_s_raw": compress,
+        "ratio": ratio,
+        "disk_buffered_mb_s": buffered,
+        "disk_direct_mb_s": direct,
+        "ceiling_buffered_mb_s_raw": min(compress, buffered * ratio),
+        "ceiling_direct_mb_s_raw": min(compress, direct * ratio),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenarios", default="a,b,c,d,e")
+    p.add_argument("--writers", default=",".join(WRITERS))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--frames-scale", type=float, default=1.0, help="scale every frame count")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--writer", help=argparse.SUPPRESS)
+    p.add_argument("--scenario-json", help=argparse.SUPPRESS)
+    p.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="acqwriter-peers-", dir="."))
+    workdir.mkdir(parents=True, exist_ok=True)
+    table = scenarios(args.frames_scale)
+    writers = args.writers.split(",")
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "scenarios": {}}
+    try:
+        for name in args.scenarios.split(","):
+            sc = table[name]
+            runs: dict[str, list[dict[str, Any]]] = {w: [] for w in writers}
+            for rep in range(args.repeats):
+                for writer in writers:  # interleaved A B C …
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        "--writer",
+                        writer,
+                        "--workdir",
+                        str(workdir),
+                        "--scenario-json",
+                        json.dumps(asdict(sc)),
+                    ]
+                    if rep == 0:
+                        cmd.append("--verify")
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+                    if proc.returncode != 0:
+                        runs[writer].append({"error": proc.stderr.strip().splitlines()[-1:]})
+                        print(
+                            f"{name} {writer}: FAILED {proc.stderr.strip()[-300:]}", file=sys.stderr
+                        )
+                        continue
+                    r = json.loads(proc.stdout.strip().splitlines()[-1])
+                    runs[writer].append(r)
+                    print(
+                        f"{name} rep {rep} {writer:26s} {r['mb_s']:8.1f} MB/s {r['fps']:8.1f} fps "
+                        f"rss {r['peak_rss_mb']:6.0f} MB {r.get('readback', '')}",
+                        file=sys.stderr,
+                    )
+            ceiling = measure_ceiling(sc, workdir)
+            results["scenarios"][name] = {
+                "scenario": asdict(sc),
+                "runs": runs,
+                "ceiling": ceiling,
+                "summary": summarize(runs, ceiling),
+            }
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    text = markdown(results)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    if args.markdown:
+        args.markdown.write_text(text)
+    if args.plot:
+        plot(results, args.plot)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], ceiling: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ours = [r["mb_s"] for r in runs.get("acqwriter", []) if "mb_s" in r]
+    ours_med = statistics.median(ours) if ours else None
+    for writer, rs in runs.items():
+        ok = [r for r in rs if "mb_s" in r]
+        if not ok:
+            out[writer] = {"failed": rs[0].get("error") if rs else "no runs"}
+            continue
+        mb = [r["mb_s"] for r in ok]
+        med = statistics.median(mb)
+        out[writer] = {
+            "mb_s": med,
+            "mb_s_min": min(mb),
+            "mb_s_max": max(mb),
+            "fps": statistics.median(r["fps"] for r in ok),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
+            "disk_mb": statistics.median(r["disk_mb"] for r in ok),
+            "readback": ok[0].get("readback"),
+            "latency_p50_ms": ok[0].get("latency_p50_ms"),
+            "latency_p99_ms": ok[0].get("latency_p99_ms"),
+            "codec_differs": ok[0].get("codec_differs", False),
+            "acqwriter_ratio": (ours_med / med) if ours_med else None,
+        }
+    if ours_med:
+        out["acqwriter_fraction_of_ceiling"] = {
+            "buffered": ours_med / ceiling["ceiling_buffered_mb_s_raw"],
+            "direct": ours_med / ceiling["ceiling_direct_mb_s_raw"],
+        }
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    nan = float("nan")
+    lines = []
+    for name, sc in results["scenarios"].items():
+        s = sc["scenario"]
+        c = sc["ceiling"]
+        lines += [
+            f"\n### Scenario {name}: {s['frames']} frames {s['shape'][0]}×{s['shape'][1]} uint16, "
+            f"dims {s['dims']}, chunks {scenario_from_dict(s).chunks}, "
+            f"blosc {'lz4 5 shuffle' if s['codec'] == 'lz4' else 'zstd 1 bitshuffle'}",
+            "",
+            "| writer | MB/s raw median [min–max] | frames/s | peak RSS MB | on disk MB "
+            "| read back | acqwriter ÷ writer |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for writer, row in sc["summary"].items():
+            if writer == "acqwriter_fraction_of_ceiling":
+                continue
+            if "failed" in row:
+                lines.append(f"| {writer} | failed: {row['failed']} | | | | | |")
+                continue
+            mark = " (codec preset differs)" if row["codec_differs"] else ""
+            ratio = f"{row['acqwriter_ratio']:.2f}×" if row["acqwriter_ratio"] else ""
+            spread = f"{row['mb_s']:.0f} [{row['mb_s_min']:.0f}–{row['mb_s_max']:.0f}]"
+            cells = [
+                f"{writer}{mark}",
+                spread,
+                f"{row['fps']:.1f}",
+                f"{row['peak_rss_mb']:.0f}",
+                f"{row['disk_mb']:.0f}",
+                str(row["readback"]),
+                ratio,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        ours = sc["summary"].get("acqwriter", {})
+        frac = sc["summary"].get("acqwriter_fraction_of_ceiling", {})
+        lines += [
+            "",
+            f"Ceiling (same run): compression {c['compress_mb_s_raw']:.0f} MB/s raw on all "
+            f"cores (ratio {c['ratio']:.2f}); disk buffered+syncfs "
+            f"{c['disk_buffered_mb_s']:.0f} MB/s, O_DIRECT {c['disk_direct_mb_s']:.0f} MB/s "
+            f"→ ceiling {c['ceiling_buffered_mb_s_raw']:.0f} (buffered) / "
+            f"{c['ceiling_direct_mb_s_raw']:.0f} (direct) MB/s raw. acqwriter: "
+            f"{100 * frac.get('buffered', nan):.0f} % / {100 * frac.get('direct', nan):.0f} %; "
+            f"latency append→committed p50 {ours.get('latency_p50_ms') or nan:.0f} ms, "
+            f"p99 {ours.get('latency_p99_ms') or nan:.0f} ms.",
+        ]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["scenarios"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        summary = results["scenarios"][name]["summary"]
+        writers = [w for w, r in summary.items() if isinstance(r, dict) and "mb_s" in r]
+        values = [summary[w]["mb_s"] for w in writers]
+        errs = [
+            [summary[w]["mb_s"] - summary[w]["mb_s_min"] for w in writers],
+            [summary[w]["mb_s_max"] - summary[w]["mb_s"] for w in writers],
+        ]
+        ax.barh(
+            writers,
+            values,
+            xerr=errs,
+            color=["tab:red" if w == "acqwriter" else "tab:gray" for w in writers],
+        )
+        ax.set_title(f"scenario {name}")
+        ax.set_xlabel("MB/s raw (median, min–max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
