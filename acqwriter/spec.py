@@ -249,6 +249,10 @@ class PyramidSpec(StrictModel):
 class WriterOptions(StrictModel):
     """Fields shared by a stream spec and an acquisition spec (everything but the frame).
 
+    ``io``: ``"buffered"`` (default) writes chunks through the page cache; ``"direct"``
+    writes them with O_DIRECT (an error where the filesystem refuses it, e.g. tmpfs);
+    ``"auto"`` uses direct I/O where accepted. See benchmarks/RESULTS.md for when it pays.
+
     Disk space: with ``disk_check`` (default) opening a stream refuses when the estimate
     for ``expected_frames`` (uncompressed: the ratio is unknown before the data, plus 5 %)
     and ``min_free_bytes`` do not fit in the free space; while writing, the stream stops
@@ -274,6 +278,7 @@ class WriterOptions(StrictModel):
     overflow: Literal["block", "drop"] = "block"
     threads: PositiveInt | None = None
     sync: Literal["none", "close", "always"] = "close"
+    io: Literal["auto", "direct", "buffered"] = "buffered"
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     commit_interval_s: PositiveFloat = 0.25
     expected_frames: PositiveInt | None = None

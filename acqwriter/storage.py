@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import mmap
 import os
 import shutil
 import threading
@@ -33,6 +34,7 @@ from pathlib import Path
 __all__ = ["LocalStore", "StorageError"]
 
 
+DIRECT_ALIGN = 4096  # O_DIRECT alignment that satisfies 512-byte and 4K-sector devices
 LOCK_NAME = ".acqwriter.lock"
 RESERVE_NAME = ".acqwriter.reserve"
 
@@ -117,6 +119,68 @@ class LocalStore:
         self._dirs_lock = threading.Lock()
         self._tmp_counter = 0
         self._lock_fd: int | None = None
+        self.direct = False  # chunk writes bypass the page cache (see enable_direct_io)
+        self._aligned = threading.local()
+
+    # -- direct I/O ---------------------------------------------------------------------
+    def enable_direct_io(self, mode: str) -> bool:
+        """``"direct"``: chunk files are written with O_DIRECT (bypassing the page cache,
+        whose write-back capped buffered writes at a fraction of the disk's bandwidth
+        here); ``"auto"``: the same where the filesystem accepts O_DIRECT (not tmpfs),
+        buffered otherwise; ``"buffered"``: never. Returns whether direct I/O is on."""
+        if mode == "buffered" or not hasattr(os, "O_DIRECT"):
+            if mode == "direct":
+                raise StorageError(errno.EINVAL, "io: direct I/O is not available on this OS")
+            return False
+        probe = self.root / ".acqwriter.direct-probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+            try:
+                os.write(fd, self._aligned_view(b"\0" * DIRECT_ALIGN, DIRECT_ALIGN))
+            finally:
+                os.close(fd)
+            self.direct = True
+        except OSError as exc:
+            if mode == "direct":
+                raise StorageError(
+                    exc.errno or errno.EINVAL,
+                    f"io: this filesystem does not accept direct I/O ({exc.strerror or exc})",
+                ) from exc
+            self.direct = False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+        return self.direct
+
+    def _aligned_view(self, data: bytes | memoryview, padded: int) -> memoryview:
+        """``data`` copied into this thread's page-aligned buffer, zero-padded to
+        ``padded`` bytes (O_DIRECT needs aligned memory, offsets and lengths)."""
+        buf = getattr(self._aligned, "buf", None)
+        if buf is None or len(buf) < padded:
+            buf = mmap.mmap(-1, max(padded, 1 << 20))  # anonymous mmap: page-aligned
+            self._aligned.buf = buf
+        view = memoryview(buf)
+        n = len(data)
+        view[:n] = data
+        view[n:padded] = bytes(padded - n) if padded > n else b""
+        return view[:padded]
+
+    def _write_direct(self, path: Path, data: bytes | memoryview) -> int:
+        src = memoryview(data).cast("B")
+        n = len(src)
+        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
+        aligned = self._aligned_view(src, padded)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        try:
+            written = 0
+            while written < padded:
+                written += os.write(fd, aligned[written:])
+            os.ftruncate(fd, n)  # drop the alignment padding: the file is exactly the chunk
+            if self.sync == "always":
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return n
 
     # -- lock and reserve ---------------------------------------------------------------
     def release_lock(self) -> None:
@@ -178,6 +242,8 @@ class LocalStore:
         path = self.root / key
         try:
             self._ensure_dir(path.parent)
+            if self.direct:
+                return self._write_direct(path, data)
             return self._write_file(path, data, os.O_TRUNC)
         except OSError as exc:
             with contextlib.suppress(OSError):

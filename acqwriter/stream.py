@@ -108,6 +108,12 @@ class FrameStream:
             raise SpecError(
                 f"out: {exc.strerror if isinstance(exc, StorageError) else exc}"
             ) from None
+        try:
+            self.store.enable_direct_io(spec.io)
+        except OSError as exc:  # io: direct on a filesystem that refuses it
+            self.store.release_lock()
+            shutil.rmtree(spec.out, ignore_errors=True)
+            raise SpecError(f"io: {exc.strerror}") from None
         self._array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape)
         self._levels = [level0(spec)]
         # The array first, then the group that points at it: a reader never finds a

@@ -160,6 +160,7 @@ def run_acqwriter(sc: Scenario, out: Path, frame) -> dict[str, Any]:
         "codec": codec,
         "pyramid": {"enabled": False},
         "sync": "close",
+        "io": os.environ.get("ACQWRITER_BENCH_IO", "buffered"),
         "expected_frames": sc.frames,
     }
     stream = open_stream(spec)

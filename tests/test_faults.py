@@ -411,3 +411,34 @@ def test_block_policy_back_pressure_reaches_the_camera(tmp_path, monkeypatch, co
         else:
             assert read_stamp(frame) == i
             np.testing.assert_array_equal(frame, bank.frame(i))
+
+
+def _accepts_o_direct(directory: Path) -> bool:
+    probe = directory / "probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
+        os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def test_direct_io_where_refused_errors_or_falls_back(small_fs):
+    """tmpfs refuses O_DIRECT on older kernels (accepted since Linux 6.6): io=direct then
+    fails with a clear error and leaves nothing; io=auto falls back to buffered writes."""
+    spec = {"shape": (32, 32), "dtype": "uint16", "disk_check": False, "min_free_bytes": 0}
+    accepts = _accepts_o_direct(small_fs)
+    if accepts:
+        with open_stream({**spec, "out": small_fs / "d.ome.zarr", "io": "direct"}) as stream:
+            stream.append(np.full((32, 32), 5, np.uint16))
+        assert stream.store.direct and read_zarr(small_fs / "d.ome.zarr")[0, 0, 0] == 5
+    else:
+        with pytest.raises(SpecError, match="io: this filesystem does not accept direct I/O"):
+            open_stream({**spec, "out": small_fs / "d.ome.zarr", "io": "direct"})
+        assert not (small_fs / "d.ome.zarr").exists()
+    with open_stream({**spec, "out": small_fs / "a.ome.zarr", "io": "auto"}) as stream:
+        stream.append(np.full((32, 32), 7, np.uint16))
+    assert stream.store.direct == accepts
+    assert read_zarr(small_fs / "a.ome.zarr")[0, 0, 0] == 7

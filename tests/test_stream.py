@@ -383,3 +383,28 @@ def test_write_error_stops_cleanly_with_valid_dataset(tmp_path, monkeypatch):
         json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]["state"] == "failed"
     )
     assert len(frame_records(out)) == 7
+
+
+@pytest.mark.parametrize("io", ["direct", "auto"])
+def test_direct_io_roundtrip(tmp_path, io):
+    out = tmp_path / f"{io}.ome.zarr"
+    _, frames = frames_of((100, 90), "uint16", 9)  # odd sizes: compressed chunks unaligned
+    spec = {
+        "out": out,
+        "shape": (100, 90),
+        "dtype": "uint16",
+        "chunks": {"t": 2, "y": 64},
+        "io": io,
+        "codec": "zstd",
+    }
+    try:
+        stream = open_stream(spec)
+    except SpecError as exc:
+        pytest.skip(f"this filesystem refuses O_DIRECT: {exc}")
+    with stream:
+        for frame in frames:
+            stream.append(frame)
+    assert stream.store.direct
+    np.testing.assert_array_equal(read_tensorstore(out), np.stack(frames))
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+    check_dataset(out)
