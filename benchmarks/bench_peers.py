@@ -103,6 +103,7 @@ def scenarios(frames_scale: float) -> dict[str, Scenario]:
 
 WRITERS = [
     "acqwriter",
+    "acqwriter-buffered",
     "tensorstore",
     "tensorstore-resized",
     "zarr-python",
@@ -141,7 +142,7 @@ def syncfs(path: Path) -> None:
 
 
 # -- writers (each: create, append every frame, close) ------------------------------------
-def run_acqwriter(sc: Scenario, out: Path, frame) -> dict[str, Any]:
+def run_acqwriter(sc: Scenario, out: Path, frame, io: str = "auto") -> dict[str, Any]:
     from acqwriter import open_stream
 
     codec = (
@@ -160,7 +161,7 @@ def run_acqwriter(sc: Scenario, out: Path, frame) -> dict[str, Any]:
         "codec": codec,
         "pyramid": {"enabled": False},
         "sync": "close",
-        "io": os.environ.get("ACQWRITER_BENCH_IO", "buffered"),
+        "io": io,
         "expected_frames": sc.frames,
     }
     stream = open_stream(spec)
@@ -345,6 +346,7 @@ def run_ome_writers(sc: Scenario, out: Path, frame, backend: str) -> dict[str, A
 
 RUNNERS = {
     "acqwriter": run_acqwriter,
+    "acqwriter-buffered": lambda sc, out, fr: run_acqwriter(sc, out, fr, io="buffered"),
     "tensorstore": run_tensorstore,
     "tensorstore-resized": lambda sc, out, fr: run_tensorstore(sc, out, fr, resized=True),
     "zarr-python": run_zarr_python,
