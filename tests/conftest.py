@@ -17,3 +17,14 @@ def collect_cores():
         scope.close()
     scopes.clear()
     gc.collect()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A real ``acqwriter serve`` process on free loopback ports, confined to tmp_path."""
+    from daemon_helpers import Daemon
+
+    d = Daemon(tmp_path, "--root", str(tmp_path))
+    d.wait_ready()
+    yield d
+    assert d.stop() == 0

@@ -15,14 +15,6 @@ from acqwriter.simulators import FrameBank, read_stamp
 from helpers import check_dataset, read_zarr, run_cli
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path, "--root", str(tmp_path))
-    d.wait_ready()
-    yield d
-    assert d.stop() == 0
-
-
 def sim_params(out, **kw):
     return {
         "camera": "sim",

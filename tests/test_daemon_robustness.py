@@ -18,14 +18,6 @@ from acqwriter.simulators import FrameBank, read_stamp
 from helpers import check_dataset, read_zarr, run_cli
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path, "--root", str(tmp_path))
-    d.wait_ready()
-    yield d
-    assert d.stop() == 0
-
-
 def raw_request(endpoint: str, frames: list[bytes], *, req: bool = False, timeout_ms: int = 5000):
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ if req else zmq.DEALER)
