@@ -350,6 +350,20 @@ class WriterOptions(StrictModel):
                 )
         return self
 
+    # -- files ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """Load and validate a JSON/YAML/TOML spec file (by extension)."""
+        from acqwriter.spec_io import load_spec
+
+        return load_spec(path, cls)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save to a JSON/YAML/TOML file (by extension)."""
+        from acqwriter.spec_io import dump_spec
+
+        dump_spec(self, path)
+
     # -- derived, after validation ------------------------------------------------------
     @property
     def outer_dims(self) -> str:

@@ -164,3 +164,13 @@ def test_unpaced_camera_waits_for_room_instead_of_overwriting(collect_cores):
     scope.core.setCircularBufferMemoryFootprint(1)
     numbers, lost = _slow_drain(scope.camera, 30, 0.01)
     assert not lost and numbers == list(range(30))
+
+
+def test_demo_camera_colour_pixel_type_is_refused(collect_cores):
+    scope = Microscope.open("demo")
+    collect_cores.append(scope)
+    scope.core.setProperty("Camera", "PixelType", "32bitRGB")
+    with pytest.raises(DeviceError, match=r"components .* not supported; expected 8, 16 or 32-bit"):
+        _ = scope.camera.dtype
+    scope.core.setProperty("Camera", "PixelType", "8bit")
+    assert scope.camera.dtype == np.uint8 and scope.camera.bit_depth == 8

@@ -153,3 +153,13 @@ def test_acquisition_spec_fields():
 )
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_load_and_save_methods(tmp_path):
+    spec = StreamSpec.parse({**BASE, "codec": "zstd", "chunks": {"t": 4}})
+    for name in ("s.json", "s.yaml", "s.toml"):
+        spec.save(tmp_path / name)
+        assert StreamSpec.load(tmp_path / name) == spec
+    acq = AcquisitionSpec.parse({"out": "a.zarr", "frames": 7, "camera": "demo"})
+    acq.save(tmp_path / "a.yaml")
+    assert AcquisitionSpec.load(tmp_path / "a.yaml") == acq
