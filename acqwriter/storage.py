@@ -310,12 +310,3 @@ class LocalStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-    def disk_usage(self) -> int:
-        """Bytes stored under the root (files only)."""
-        total = 0
-        for dirpath, _, files in os.walk(self.root):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.stat(os.path.join(dirpath, name)).st_size
-        return total
