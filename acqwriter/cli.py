@@ -263,24 +263,8 @@ class _Progress:
             self.progress.stop()
 
 
-def sim_camera_options(spec: Any) -> dict[str, Any]:
-    """SimCamera keyword arguments for an AcquisitionSpec with ``camera: sim``."""
-    options: dict[str, Any] = {
-        "shape": tuple(spec.shape or (2048, 2048)),
-        "dtype": spec.dtype or "uint16",
-        "fps": spec.fps,
-        "seed": spec.seed,
-    }
-    if spec.sim_faults is not None:
-        from acqwriter.simulators import SimFaults
-
-        faults = spec.sim_faults
-        options["faults"] = SimFaults(dict(faults.stall_ms), set(faults.skip), faults.stop_after)
-    return options
-
-
 def cmd_acquire(args: argparse.Namespace) -> int:
-    from acqwriter.devices import DeviceError, Microscope, run_acquisition
+    from acqwriter.devices import DeviceError, Microscope, run_acquisition, sim_camera_options
 
     try:
         spec = build_acquisition_spec(args)

@@ -172,6 +172,13 @@ def group_metadata(
     return json.dumps(doc, indent=2).encode()
 
 
+def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The ``attributes.acqwriter`` entries that :func:`group_metadata` does not generate
+    itself (summary, recovery account …): what a rewrite of the group must carry over."""
+    own = ("version", "state", "frame_metadata", "spec")
+    return {k: v for k, v in acqwriter_attrs.items() if k not in own}
+
+
 def array_metadata(
     spec: StreamSpec, shape: tuple[int, ...], chunks: tuple[int, ...]
 ) -> dict[str, Any]:

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from acqwriter.codecs import chunk_encoder
-from acqwriter.ome import Level, array_metadata, encode_array_metadata, group_metadata, level0
+from acqwriter.ome import (
+    Level,
+    array_metadata,
+    carried_attrs,
+    encode_array_metadata,
+    group_metadata,
+    level0,
+)
 from acqwriter.reader import LevelReader
 from acqwriter.spec import StreamSpec
 from acqwriter.storage import LocalStore
@@ -193,6 +200,18 @@ def build_pyramid(root: Path, spec: StreamSpec, *, threads: int = 2) -> list[Lev
     return levels
 
 
+def replace_pyramid(
+    store: LocalStore, spec: StreamSpec, *, state: str, extra: dict[str, Any], threads: int
+) -> list[Level]:
+    """Drop levels 1.. and build them again. The group is first rewritten to list level 0
+    only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
+    store.write_atomic("zarr.json", group_metadata(spec, [level0(spec)], state=state, extra=extra))
+    for child in store.root.iterdir():
+        if child.is_dir() and child.name.isdigit() and child.name != "0":
+            store.remove_tree(child.name)
+    return build_pyramid(store.root, spec, threads=threads)
+
+
 def rebuild_pyramid(root: Path, *, threads: int = 2) -> list[Level]:
     """Drop and rebuild the pyramid of an acqwriter dataset (``acqwriter pyramid PATH``)."""
     root = Path(root)
@@ -207,17 +226,8 @@ def rebuild_pyramid(root: Path, *, threads: int = 2) -> list[Level]:
         raise ValueError(
             f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)"
         ) from exc
-    extra = {
-        k: v for k, v in attrs.items() if k not in ("version", "state", "frame_metadata", "spec")
-    }
-    # First un-list the old levels (the group then points at level 0 only), then delete them.
-    store.write_atomic(
-        "zarr.json", group_metadata(spec, [level0(spec)], state="complete", extra=extra)
-    )
-    for child in root.iterdir():
-        if child.is_dir() and child.name.isdigit() and child.name != "0":
-            store.remove_tree(child.name)
-    levels = build_pyramid(root, spec, threads=threads)
+    extra = carried_attrs(attrs)
+    levels = replace_pyramid(store, spec, state="complete", extra=extra, threads=threads)
     if "summary" in extra:
         extra["summary"]["pyramid_levels"] = len(levels)
     store.write_atomic("zarr.json", group_metadata(spec, levels, state="complete", extra=extra))

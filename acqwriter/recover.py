@@ -40,6 +40,7 @@ from acqwriter.layout import FrameLayout
 from acqwriter.ome import (
     FRAME_METADATA_KEY,
     array_metadata,
+    carried_attrs,
     encode_array_metadata,
     group_metadata,
     level0,
@@ -183,15 +184,11 @@ def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[
 
     levels = [level0(spec)]
     if spec.pyramid.enabled and rows > 0:
-        from acqwriter.pyramid import build_pyramid
+        from acqwriter.pyramid import replace_pyramid
 
-        store.write_atomic(
-            "zarr.json", group_metadata(spec, levels, state="recovering", extra=_extra(acq))
+        levels = replace_pyramid(
+            store, spec, state="recovering", extra=carried_attrs(acq), threads=threads
         )
-        for child in root.iterdir():
-            if child.is_dir() and child.name.isdigit() and child.name != "0":
-                store.remove_tree(child.name)
-        levels = build_pyramid(root, spec, threads=threads)
     dropped = [r["index"] for r in kept if r.get("dropped")]
     account = {
         "path": str(root),
@@ -209,11 +206,9 @@ def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[
     }
     store.write_atomic(
         "zarr.json",
-        group_metadata(spec, levels, state="recovered", extra={**_extra(acq), "recovery": account}),
+        group_metadata(
+            spec, levels, state="recovered", extra={**carried_attrs(acq), "recovery": account}
+        ),
     )
     store.flush()
     return account
-
-
-def _extra(acq: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in acq.items() if k not in ("version", "state", "frame_metadata", "spec")}

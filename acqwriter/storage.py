@@ -153,8 +153,9 @@ class LocalStore:
         return self.direct
 
     def _aligned_view(self, data: bytes | memoryview, padded: int) -> memoryview:
-        """``data`` copied into this thread's page-aligned buffer, zero-padded to
-        ``padded`` bytes (O_DIRECT needs aligned memory, offsets and lengths)."""
+        """``data`` copied into this thread's page-aligned buffer, padded to ``padded``
+        bytes (O_DIRECT needs aligned memory, offsets and lengths). The padding is left as
+        it is: the file is truncated to ``len(data)`` after the write."""
         buf = getattr(self._aligned, "buf", None)
         if buf is None or len(buf) < padded:
             buf = mmap.mmap(-1, max(padded, 1 << 20))  # anonymous mmap: page-aligned
@@ -162,7 +163,6 @@ class LocalStore:
         view = memoryview(buf)
         n = len(data)
         view[:n] = data
-        view[n:padded] = bytes(padded - n) if padded > n else b""
         return view[:padded]
 
     def _write_direct(self, path: Path, data: bytes | memoryview) -> int:

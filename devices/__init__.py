@@ -17,7 +17,7 @@ from acqwriter.devices.camera import (
     SequenceEnded,
     pixel_dtype,
 )
-from acqwriter.devices.microscope import Microscope
+from acqwriter.devices.microscope import Microscope, sim_camera_options
 from acqwriter.devices.stages import XYStage, ZStage
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "configure_camera",
     "pixel_dtype",
     "run_acquisition",
+    "sim_camera_options",
 ]

@@ -21,7 +21,7 @@ from typing import Any
 from acqwriter.devices.camera import Camera, DeviceError
 from acqwriter.devices.stages import XYStage, ZStage
 
-__all__ = ["Microscope"]
+__all__ = ["Microscope", "sim_camera_options"]
 
 
 class Microscope:
@@ -152,3 +152,19 @@ def _close_at_exit(ref: weakref.ref[Microscope]) -> None:
     scope = ref()
     if scope is not None:
         scope.close()
+
+
+def sim_camera_options(spec: Any) -> dict[str, Any]:
+    """SimCamera keyword arguments for an AcquisitionSpec with ``camera: sim``."""
+    options: dict[str, Any] = {
+        "shape": tuple(spec.shape or (2048, 2048)),
+        "dtype": spec.dtype or "uint16",
+        "fps": spec.fps,
+        "seed": spec.seed,
+    }
+    if spec.sim_faults is not None:
+        from acqwriter.simulators import SimFaults
+
+        faults = spec.sim_faults
+        options["faults"] = SimFaults(dict(faults.stall_ms), set(faults.skip), faults.stop_after)
+    return options

@@ -259,7 +259,7 @@ def test_curve_only_listed_clients_get_answers(tmp_path):
     assert d.proc.returncode == 0
 
 
-def test_stop_with_wait_times_out_cleanly(daemon):
+def test_stop_with_an_invalid_timeout_is_refused(daemon):
     with daemon.client() as c:
         c.configure(camera="sim", shape=[32, 32], frames=100000, fps=20, out="slow.ome.zarr")
         c.start()

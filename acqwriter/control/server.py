@@ -323,7 +323,7 @@ class Server:
         spec = spec.model_copy(update={"out": self._check_out(spec)})
         sim_options: dict[str, Any] = {}
         if spec.camera == "sim":
-            from acqwriter.cli import sim_camera_options
+            from acqwriter.devices import sim_camera_options
 
             sim_options = sim_camera_options(spec)
         key = (spec.camera, repr(sorted(sim_options.items())))
