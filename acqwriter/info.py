@@ -43,9 +43,20 @@ def _du(path: Path) -> int:
     return total
 
 
+def _inner(meta: dict[str, Any]) -> tuple[list[Any], list[int], list[int] | None]:
+    """(codecs, chunk shape, shard shape or None) of an array, looking inside a
+    ``sharding_indexed`` codec: users think in chunks and codecs, shards are storage."""
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    codecs = meta.get("codecs", [])
+    if codecs and codecs[0]["name"] == "sharding_indexed":
+        conf = codecs[0]["configuration"]
+        return conf["codecs"], conf["chunk_shape"], grid
+    return codecs, grid, None
+
+
 def _codec(meta: dict[str, Any]) -> str:
     names = []
-    for codec in meta.get("codecs", []):
+    for codec in _inner(meta)[0]:
         if codec["name"] in ("bytes", "transpose"):
             continue
         conf = codec.get("configuration", {})
@@ -80,7 +91,8 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
             {
                 "path": dataset["path"],
                 "shape": meta["shape"],
-                "chunks": meta["chunk_grid"]["configuration"]["chunk_shape"],
+                "chunks": _inner(meta)[1],
+                "shards": _inner(meta)[2],
                 "dtype": meta["data_type"],
                 "scale": scale,
                 "codec": _codec(meta),
@@ -126,8 +138,10 @@ def format_info(info: dict[str, Any]) -> str:
         f"levels    {len(info['levels'])}",
     ]
     for level in info["levels"]:
+        shards = f" in shards {tuple(level['shards'])}" if level["shards"] else ""
         lines.append(
-            f"  {level['path']}: shape {tuple(level['shape'])} chunks {tuple(level['chunks'])}"
+            f"  {level['path']}: shape {tuple(level['shape'])} "
+            f"chunks {tuple(level['chunks'])}{shards}"
         )
     if info["frames_dropped"] is not None:
         shown = ", ".join(map(str, info["dropped_indices"][:20]))

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from acqwriter.shards import ShardPlan
+
 if TYPE_CHECKING:
     from acqwriter.spec import StreamSpec
 
@@ -40,9 +42,16 @@ class FrameLayout:
         self.tile_shape: tuple[int, int] = self.chunk_shape[n_outer:]  # type: ignore[assignment]
         self.tiles_y = math.ceil(self.frame_shape[0] / self.tile_shape[0])
         self.tiles_x = math.ceil(self.frame_shape[1] / self.tile_shape[1])
+        self.tiles_per_group = self.tiles_y * self.tiles_x
         # frames per step of the first (growing) axis
         self.frames_per_row = math.prod(s for s in self.outer_sizes[1:] if s is not None)
-        self.rows_per_block = self.outer_chunks[0]
+        # Zarr v3 shards (None: one file per chunk). A *block* — the unit by which the
+        # extent grows — is one chunk, or one shard, along the first axis.
+        self.shard_factors = spec.shard_factors()
+        self.shards = (
+            ShardPlan(self, self.shard_factors) if any(f > 1 for f in self.shard_factors) else None
+        )
+        self.rows_per_block = self.outer_chunks[0] * self.shard_factors[0]
         self.frames_per_block = self.frames_per_row * self.rows_per_block
         self.frames_per_chunk = math.prod(self.outer_chunks)
         self.frame_bytes = math.prod(self.frame_shape) * self.dtype.itemsize
@@ -55,6 +64,11 @@ class FrameLayout:
             all(c == 1 for c in self.outer_chunks) and self.tile_shape == self.frame_shape
         )
         self.min_ring_frames = self._min_ring_frames()
+
+    @property
+    def shard_shape(self) -> tuple[int, ...] | None:
+        """The shard (the array's stored chunk) shape, or None when not sharded."""
+        return None if self.shards is None else self.shards.shape
 
     # -- coordinates ------------------------------------------------------------------
     def coords(self, index: int) -> tuple[int, ...]:
@@ -88,7 +102,7 @@ class FrameLayout:
         return count
 
     def groups_per_block(self) -> int:
-        return math.prod(
+        return self.shard_factors[0] * math.prod(
             math.ceil(s / k)
             for s, k in zip(self.outer_sizes[1:], self.outer_chunks[1:], strict=True)
         )

@@ -2,19 +2,23 @@
 
 Used after acquisition (pyramid building), where zarr-python's per-call overhead made
 pyramids slower than the acquisition itself (a 500-frame 2048² demo: ~12 s). It only
-handles what acqwriter writes — regular grid, default ``c/…`` keys, one numcodecs codec —
-and decodes with numcodecs, which releases the GIL, so pyramid threads scale.
-A missing chunk reads as the fill value, as in Zarr.
+handles what acqwriter writes — regular grid, default ``c/…`` keys, one numcodecs codec,
+optionally inside ``sharding_indexed`` shards (index at the end, see
+:mod:`acqwriter.shards`) — and decodes with numcodecs, which releases the GIL, so pyramid
+threads scale. A missing chunk (or an empty inner chunk) reads as the fill value, as in
+Zarr.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from typing import Any
 
 import numpy as np
 
+from acqwriter.shards import read_inner_chunk
 from acqwriter.storage import LocalStore
 
 __all__ = ["LevelReader"]
@@ -30,6 +34,12 @@ class LevelReader:
         self.decoder = decoder
         self.shape = tuple(meta["shape"])
         self.chunks = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        self.shard: tuple[int, ...] | None = None  # inner chunks per shard, per axis
+        first = meta["codecs"][0]
+        if first["name"] == "sharding_indexed":
+            inner = tuple(first["configuration"]["chunk_shape"])
+            self.shard = tuple(s // c for s, c in zip(self.chunks, inner, strict=True))
+            self.chunks = inner
         self.dtype = np.dtype(meta["data_type"])
         self.fill_value = meta["fill_value"]
 
@@ -44,10 +54,8 @@ class LevelReader:
             for (lo, hi), c in zip(bounds, self.chunks, strict=True)
         ]
         for index in itertools.product(*ranges):
-            key = f"{self.path}/c/" + "/".join(map(str, index))
-            try:
-                data = self.store.read_bytes(key)
-            except FileNotFoundError:
+            data = self.read_chunk(index)
+            if data is None:
                 continue  # never written: fill value
             chunk = np.frombuffer(self.decoder.decode(data), self.dtype).reshape(self.chunks)
             src, dst = [], []
@@ -58,3 +66,19 @@ class LevelReader:
                 dst.append(slice(a - lo, b - lo))
             out[tuple(dst)] = chunk[tuple(src)]
         return out
+
+    def read_chunk(self, index: tuple[int, ...]) -> bytes | None:
+        """Encoded bytes of (inner) chunk ``index``, or None where nothing was written."""
+        try:
+            if self.shard is None:
+                return self.store.read_bytes(f"{self.path}/c/" + "/".join(map(str, index)))
+            outer = tuple(i // f for i, f in zip(index, self.shard, strict=True))
+            position = int(
+                np.ravel_multi_index(
+                    tuple(i % f for i, f in zip(index, self.shard, strict=True)), self.shard
+                )
+            )
+            path = self.store.path(f"{self.path}/c/" + "/".join(map(str, outer)))
+            return read_inner_chunk(path, position, math.prod(self.shard))
+        except FileNotFoundError:
+            return None

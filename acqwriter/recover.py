@@ -45,6 +45,7 @@ from acqwriter.ome import (
     group_metadata,
     level0,
 )
+from acqwriter.shards import read_inner_chunk
 from acqwriter.spec import StreamSpec
 from acqwriter.storage import LOCK_NAME, RESERVE_NAME, LocalStore, _try_lock
 
@@ -108,11 +109,22 @@ def _consecutive_records(store: LocalStore) -> tuple[list[dict[str, Any]], bool]
 def _group_ok(
     store: LocalStore, layout: FrameLayout, decoder: Any, key: tuple[int, ...], all_dropped: bool
 ) -> bool:
-    """Every tile chunk of a group exists and decodes to a whole chunk."""
+    """Every tile chunk of a group exists and decodes to a whole chunk (inside a shard
+    whose index is whole and passes its checksum, when sharded)."""
+    plan = layout.shards
     for ty in range(layout.tiles_y):
         for tx in range(layout.tiles_x):
             try:
-                data = store.read_bytes("0/" + layout.chunk_key(key, ty, tx))
+                if plan is None:
+                    data = store.read_bytes("0/" + layout.chunk_key(key, ty, tx))
+                else:
+                    path = store.path("0/" + plan.key(plan.shard_of(key)))
+                    found = read_inner_chunk(path, plan.position(key, ty, tx), plan.n_inner)
+                    if found is None:
+                        raise FileNotFoundError(path)
+                    data = found
+            except ValueError:
+                return False  # torn shard: its index never got written
             except FileNotFoundError:
                 if all_dropped:
                     continue  # a group of dropped frames is never written: fill value
@@ -143,7 +155,7 @@ def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[
         rows_before = int(meta0["shape"][0])
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         meta0, rows_before = None, 0  # regenerated below from the stored spec
-    array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape)
+    array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape)
 
     records, clean = _consecutive_records(store)
     fpr, rpb = layout.frames_per_row, layout.rows_per_block

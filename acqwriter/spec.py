@@ -255,6 +255,11 @@ class WriterOptions(StrictModel):
     buffered rate here (benchmarks/RESULTS.md): the page cache's write-back, not
     compression, was the limit.
 
+    ``shards`` (Zarr v3 ``sharding_indexed``; see :meth:`StreamSpec.shard_factors`):
+    ``"auto"`` (default) packs small chunks into shard files, ``"none"`` writes one file
+    per chunk, or ``{"t": 64}``-style sizes along non-frame axes, each a multiple of the
+    chunk size there (a shard always spans the whole frame in y and x).
+
     Disk space: with ``disk_check`` (default) opening a stream refuses when the estimate
     for ``expected_frames`` (uncompressed: the ratio is unknown before the data, plus 5 %)
     and ``min_free_bytes`` do not fit in the free space; while writing, the stream stops
@@ -281,6 +286,7 @@ class WriterOptions(StrictModel):
     threads: PositiveInt | None = None
     sync: Literal["none", "close", "always"] = "close"
     io: Literal["auto", "direct", "buffered"] = "auto"
+    shards: Literal["auto", "none"] | dict[str, PositiveInt] = "auto"
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     commit_interval_s: PositiveFloat = 0.25
     expected_frames: PositiveInt | None = None
@@ -334,6 +340,18 @@ class WriterOptions(StrictModel):
         for key in self.chunks:
             if key not in self.dims:
                 raise ValueError(f"chunks.{key}: axis {key!r} is not in dims {self.dims!r}")
+        if isinstance(self.shards, dict):
+            for key in self.shards:
+                if key in ("y", "x"):
+                    raise ValueError(
+                        f"shards.{key}: a shard always spans whole frames in y and x; "
+                        "give shard sizes for the non-frame axes only"
+                    )
+                if key not in outer:
+                    raise ValueError(
+                        f"shards.{key}: axis {key!r} is not one of the non-frame axes "
+                        f"{list(outer)} of dims {self.dims!r}"
+                    )
         for axis in outer[1:]:
             if self.sizes.get(axis) is None and not (axis == "c" and self.channels):
                 raise ValueError(
@@ -375,6 +393,10 @@ class WriterOptions(StrictModel):
         if self.channels and sizes.get("c") is None:
             sizes["c"] = len(self.channels)
         return tuple(sizes.get(a) for a in self.outer_dims)
+
+
+AUTO_SHARD_BELOW_BYTES = 2 << 20  # "auto" shards chunks smaller than this (raw)
+AUTO_SHARD_BYTES = 16 << 20  # … into shards of about this much raw data
 
 
 class StreamSpec(WriterOptions):
@@ -437,8 +459,58 @@ class StreamSpec(WriterOptions):
             out.append(chunk)
         return tuple(out)
 
+    def shard_factors(self) -> tuple[int, ...]:
+        """Inner chunks per shard along each non-frame axis (all 1: no sharding).
+
+        ``"auto"`` shards only chunks smaller than :data:`AUTO_SHARD_BELOW_BYTES` (larger
+        chunks make large files already; measured: per-file kernel work was ~40 % of CPU
+        for 512 KiB chunks, negligible for 8 MiB ones). It grows a shard from the fastest
+        bounded non-frame axis outwards (z, then c) up to :data:`AUTO_SHARD_BYTES` of raw
+        data, covering an axis fully before growing the next — but never along the first
+        (growing) axis: the extent only covers finished shards, so a shard spanning N
+        steps of t would let the dataset, a live viewer and a crash's survivors lag by up
+        to N steps. Ask for that explicitly (``shards: {"t": 32}``) for small frames at
+        high rates, where it pays most (benchmarks/RESULTS.md, scenario d).
+        """
+        chunks = self.resolved_chunks()
+        n_outer = len(self.outer_dims)
+        outer_chunks = chunks[:n_outer]
+        sizes = self.outer_sizes()
+        if self.shards == "none":
+            return (1,) * n_outer
+        if isinstance(self.shards, dict):
+            out = []
+            for axis, c in zip(self.outer_dims, outer_chunks, strict=True):
+                size = self.shards.get(axis, c)
+                if size % c:
+                    raise SpecError(
+                        f"shards.{axis}: expected a multiple of the chunk size {c} along "
+                        f"{axis!r}, got {size}"
+                    )
+                out.append(size // c)
+            return tuple(out)
+        tiles = math.ceil(self.shape[0] / chunks[-2]) * math.ceil(self.shape[1] / chunks[-1])
+        group_bytes = math.prod(chunks) * np.dtype(self.dtype).itemsize * tiles
+        if math.prod(chunks) * np.dtype(self.dtype).itemsize >= AUTO_SHARD_BELOW_BYTES:
+            return (1,) * n_outer
+        factors = [1] * n_outer
+        for axis_i in reversed(range(n_outer)):
+            size, c = sizes[axis_i], outer_chunks[axis_i]
+            if axis_i == 0:
+                break
+            limit = math.ceil(size / c)  # type: ignore[operator]
+            room = AUTO_SHARD_BYTES // (group_bytes * math.prod(factors))
+            factors[axis_i] = max(1, min(limit, room))
+            if factors[axis_i] < limit:
+                break
+        return tuple(factors)
+
     def writer_threads(self) -> int:
-        return self.threads or max(1, len(os.sched_getaffinity(0)))
+        """``threads``, or one per core plus one: a writer thread blocks in its (direct,
+        synchronous) chunk write for a third of its time on this class of disk, and the
+        extra thread keeps both cores compressing meanwhile (measured: 1 642 vs 1 342 MB/s
+        raw for 2048² lz4 frames on two cores, benchmarks/RESULTS.md)."""
+        return self.threads or max(1, len(os.sched_getaffinity(0))) + 1
 
     @classmethod
     def parse(cls, data: Any) -> StreamSpec:

@@ -152,24 +152,40 @@ class LocalStore:
                 probe.unlink()
         return self.direct
 
-    def _aligned_view(self, data: bytes | memoryview, padded: int) -> memoryview:
-        """``data`` copied into this thread's page-aligned buffer, padded to ``padded``
-        bytes (O_DIRECT needs aligned memory, offsets and lengths). The padding is left as
-        it is: the file is truncated to ``len(data)`` after the write."""
+    def scratch(self, size: int) -> tuple[mmap.mmap, int]:
+        """This thread's page-aligned scratch buffer of at least ``size`` bytes (+ padding
+        room for O_DIRECT) and its address: encoders compress straight into it and
+        :meth:`write_chunk_from` writes it, with no copy in between."""
+        need = -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
         buf = getattr(self._aligned, "buf", None)
-        if buf is None or len(buf) < padded:
-            buf = mmap.mmap(-1, max(padded, 1 << 20))  # anonymous mmap: page-aligned
+        if buf is None or len(buf) < need:
+            if buf is not None:
+                buf.close()
+            buf = mmap.mmap(-1, max(need, 1 << 20))  # anonymous mmap: page-aligned
             self._aligned.buf = buf
+            self._aligned.address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        return buf, self._aligned.address
+
+    def _aligned_view(self, data: bytes | memoryview, padded: int) -> memoryview:
+        """``data`` copied into this thread's scratch buffer, ``padded`` bytes long
+        (O_DIRECT needs aligned memory, offsets and lengths)."""
+        buf, _ = self.scratch(padded)
         view = memoryview(buf)
-        n = len(data)
-        view[:n] = data
+        view[: len(data)] = data
         return view[:padded]
 
     def _write_direct(self, path: Path, data: bytes | memoryview) -> int:
         src = memoryview(data).cast("B")
         n = len(src)
         padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
-        aligned = self._aligned_view(src, padded)
+        return self._write_direct_aligned(path, self._aligned_view(src, padded), n)
+
+    def _write_direct_aligned(self, path: Path, aligned: memoryview, n: int) -> int:
+        """Write the first ``n`` bytes of page-aligned ``aligned`` (``n`` rounded up to the
+        alignment is readable in it) with O_DIRECT; the padding is truncated away, so it
+        is never zeroed."""
+        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
+        aligned = aligned[:padded]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         try:
             written = 0
@@ -251,6 +267,64 @@ class LocalStore:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
             ) from exc
+
+    def write_chunk_from(self, key: str, n: int) -> int:
+        """Write the first ``n`` bytes of this thread's :meth:`scratch` buffer as chunk
+        ``key`` (the zero-copy twin of :meth:`write_chunk`)."""
+        path = self.root / key
+        buf, _ = self.scratch(n)
+        try:
+            self._ensure_dir(path.parent)
+            if self.direct:
+                return self._write_direct_aligned(path, memoryview(buf), n)
+            return self._write_file(path, memoryview(buf)[:n], os.O_TRUNC)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
+            ) from exc
+
+    # -- shard files (acqwriter.shards.ShardWriter drives these) -------------------------
+    def open_shard(self, key: str) -> int:
+        """A new shard file under ``key``, opened for :meth:`write_segment`."""
+        path = self.root / key
+        try:
+            self._ensure_dir(path.parent)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct else 0)
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot write shard {key!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def write_segment(self, fd: int, segment: mmap.mmap, n: int, offset: int) -> int:
+        """Write ``segment[:n]`` at ``offset`` of a shard file; returns how far the file
+        position advanced (``n`` padded to the O_DIRECT alignment when direct)."""
+        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self.direct else n
+        view = memoryview(segment)[:padded]
+        try:
+            written = 0
+            while written < padded:
+                written += os.pwrite(fd, view[written:], offset + written)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot write shard data: {exc.strerror or exc}"
+            ) from exc
+        return padded
+
+    def finish_shard(self, fd: int, end: int) -> None:
+        """Cut a shard file at ``end`` (its index is the last bytes) and close it."""
+        try:
+            os.ftruncate(fd, end)
+            if self.sync == "always":
+                os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot finish shard: {exc.strerror or exc}"
+            ) from exc
+        finally:
+            os.close(fd)
 
     def write_atomic(self, key: str, data: bytes) -> None:
         """Replace ``key`` atomically with ``data`` (temp file + rename)."""

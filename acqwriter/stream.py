@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.codecs import chunk_encoder
+from acqwriter.compress_into import IntoEncoder, max_compressed_size
 from acqwriter.layout import FrameLayout, GroupKey
 from acqwriter.ome import (
     FRAME_METADATA_KEY,
@@ -45,6 +45,7 @@ from acqwriter.ome import (
     level0,
 )
 from acqwriter.ring import FrameRing
+from acqwriter.shards import ShardWriter
 from acqwriter.spec import SpecError, StreamSpec
 from acqwriter.storage import LocalStore, StorageError
 from acqwriter.summary import Summary
@@ -114,7 +115,9 @@ class FrameStream:
             self.store.release_lock()
             shutil.rmtree(spec.out, ignore_errors=True)
             raise SpecError(f"io: {exc.strerror}") from None
-        self._array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape)
+        self._array_meta = array_metadata(
+            spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape
+        )
         self._levels = [level0(spec)]
         # The array first, then the group that points at it: a reader never finds a
         # multiscale whose dataset is missing.
@@ -128,13 +131,15 @@ class FrameStream:
         if ring is None:
             self.ring = ring_for(spec)
 
-        self._encoder = chunk_encoder(spec.codec)
+        self._encoder = IntoEncoder(spec.codec, layout.dtype)
+        self._max_encoded = max_compressed_size(layout.chunk_bytes)
 
         self._lock = threading.Lock()  # counters, block accounting, metadata records
         self._append_lock = threading.Lock()  # appends from several threads stay ordered
         self._abort = threading.Event()
         self._next_index = 0
         self._groups: dict[GroupKey, _Group] = {}
+        self._shards: dict[tuple[int, ...], ShardWriter] = {}
         self._block_groups_done: dict[int, int] = {}
         self._block_groups_expected: dict[int, int] = {}
         self._committed_blocks = 0
@@ -284,6 +289,8 @@ class FrameStream:
             self._jobs.put(None)
         for worker in self._workers:
             worker.join()
+        if self.layout.shards is not None:
+            self._finish_open_shards()
         self._stop_committer.set()
         self._commit_wake.set()
         self._committer.join()
@@ -435,8 +442,72 @@ class FrameStream:
                 pos = layout.position_in_group(index)
                 staging[(*pos, slice(0, h), slice(0, w))] = self.ring.slots[slot][ys, xs]
             data = staging
-        encoded = self._encoder.encode(data)
-        return self.store.write_chunk("0/" + layout.chunk_key(group.key, ty, tx), encoded)
+        # compress straight into this thread's aligned scratch buffer, write it from there
+        buf, address = self.store.scratch(self._max_encoded)
+        n = self._encoder.encode_into(data, buf, address)
+        if layout.shards is not None:
+            shard = self._shard_for(group.key)
+            shard.put(layout.shards.position(group.key, ty, tx), memoryview(buf)[:n])
+            return n
+        return self.store.write_chunk_from("0/" + layout.chunk_key(group.key, ty, tx), n)
+
+    # -- shards -----------------------------------------------------------------------------
+    def _shard_for(self, key: GroupKey) -> ShardWriter:
+        plan = self.layout.shards
+        assert plan is not None
+        coords = plan.shard_of(key)
+        with self._lock:
+            shard = self._shards.get(coords)
+            if shard is None:
+                expected = sum(1 for _ in plan.groups(coords)) * self.layout.tiles_per_group
+                shard = ShardWriter(self.store, plan.key(coords), plan.n_inner, expected)
+                self._shards[coords] = shard
+            return shard
+
+    def _shard_job_done(self, group: _Group, live: int, group_complete: bool) -> None:
+        """Count a finished tile of ``group`` in its shard; finish the shard when it is
+        complete (last segment + index written), and only then let its groups count for
+        the extent."""
+        shard = self._shard_for(group.key)
+        if group_complete:
+            with shard.lock:
+                shard.groups.append((group, live))
+        if shard.job_done():
+            self._finish_shard(shard)
+
+    def _finish_shard(self, shard: ShardWriter) -> None:
+        plan = self.layout.shards
+        assert plan is not None
+        if self._error is not None:
+            shard.abandon()
+            return
+        try:
+            shard.finish()
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        with self._lock:
+            for coords, open_shard in list(self._shards.items()):
+                if open_shard is shard:
+                    del self._shards[coords]
+            for group, live in shard.groups:
+                if group.ok:
+                    self._account_group(group.key[0] // plan.factors[0], live)
+        self._commit_wake.set()
+
+    def _finish_open_shards(self) -> None:
+        """At close: shards that will get no more chunks are finished as they are (their
+        missing inner chunks stay empty and read as fill)."""
+        with self._lock:
+            remaining = list(self._shards.values())
+        for shard in remaining:
+            self._finish_shard(shard)
+
+    def _account_group(self, block: int, live: int) -> None:
+        """A written group's frames count for the extent (caller holds ``_lock``)."""
+        self._frames_written += live
+        self._block_live[block] = self._block_live.get(block, 0) + live
+        self._block_groups_done[block] = self._block_groups_done.get(block, 0) + 1
 
     def _tile_done(self, group: _Group, nbytes: int, ok: bool) -> None:
         check_space = False
@@ -451,19 +522,22 @@ class FrameStream:
                 self._check_free_space()
             except OSError as exc:
                 self._fail(exc)
+        sharded = self.layout.shards is not None
         with self._lock:
             group.ok = group.ok and ok
             group.tiles_left -= 1
-            if group.tiles_left:
-                return
-            slots = [slot for _, slot in group.entries if slot is not None]
-            if group.ok:  # a group with a failed or skipped tile never enters the extent
-                self._frames_written += len(slots)
-                block = group.key[0]
-                self._block_live[block] = self._block_live.get(block, 0) + len(slots)
-                self._block_groups_done[block] = self._block_groups_done.get(block, 0) + 1
-        self.ring.release(slots)
-        self._commit_wake.set()
+            complete = group.tiles_left == 0
+            slots = [slot for _, slot in group.entries if slot is not None] if complete else []
+            # a group with a failed or skipped tile never enters the extent; a sharded
+            # group enters it when its shard is finished (see _finish_shard)
+            if complete and group.ok and not sharded:
+                self._account_group(group.key[0] // self.layout.shard_factors[0], len(slots))
+        if complete:
+            self.ring.release(slots)  # its chunks are encoded and on their way to disk
+        if sharded and ok:
+            self._shard_job_done(group, len(slots), complete)
+        if complete:
+            self._commit_wake.set()
 
     def _fail(self, exc: BaseException) -> None:
         with self._lock:

@@ -161,12 +161,12 @@ class FaultyStore(LocalStore):
     ok = 5
     err = errno.EIO
 
-    def write_chunk(self, key, data):
+    def write_chunk_from(self, key, n):
         if key.startswith("0/c/"):
             if FaultyStore.ok <= 0:
                 raise OSError(FaultyStore.err, os.strerror(FaultyStore.err))
             FaultyStore.ok -= 1
-        return super().write_chunk(key, data)
+        return super().write_chunk_from(key, n)
 
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC, errno.EROFS])
@@ -303,9 +303,9 @@ class GatedStore(LocalStore):
 
     delay = 0.02
 
-    def write_chunk(self, key, data):
+    def write_chunk_from(self, key, n):
         time.sleep(GatedStore.delay)
-        return super().write_chunk(key, data)
+        return super().write_chunk_from(key, n)
 
 
 def _peak_rss_during(fn) -> tuple[int, int]:

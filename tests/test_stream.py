@@ -180,9 +180,9 @@ class SlowStore(LocalStore):
 
     gate = threading.Event()
 
-    def write_chunk(self, key, data):
+    def write_chunk_from(self, key, n):
         self.gate.wait(10)
-        return super().write_chunk(key, data)
+        return super().write_chunk_from(key, n)
 
 
 def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
@@ -348,14 +348,14 @@ class FullDiskStore(LocalStore):
 
     budget = 7
 
-    def write_chunk(self, key, data):
+    def write_chunk_from(self, key, n):
         import errno
 
         if key.startswith("0/c/"):
             if FullDiskStore.budget <= 0:
                 raise OSError(errno.ENOSPC, "No space left on device")
             FullDiskStore.budget -= 1
-        return super().write_chunk(key, data)
+        return super().write_chunk_from(key, n)
 
 
 def test_write_error_stops_cleanly_with_valid_dataset(tmp_path, monkeypatch):

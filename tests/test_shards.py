@@ -1,0 +1,248 @@
+"""Zarr v3 sharding (``sharding_indexed``, index at the end, crc32c): what readers see,
+how many files land on disk, what the extent covers, crash recovery, bad specs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from acqwriter import SpecError, StreamError, open_stream
+from acqwriter.recover import recover
+from acqwriter.shards import EMPTY, decode_index, encode_index, index_nbytes
+from acqwriter.simulators import FrameBank, read_stamp
+from acqwriter.spec import StreamSpec
+from acqwriter.storage import LocalStore
+from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
+
+
+def _frames(shape, n, seed=1):
+    bank = FrameBank(shape, "uint16", size=5, seed=seed)
+    return [bank.frame(i) for i in range(n)]  # stamped, different every frame
+
+
+def _write(out, frames, **spec):
+    stream = open_stream(
+        {"out": out, "shape": frames[0].shape, "dtype": "uint16", "pyramid": {"enabled": False}}
+        | spec
+    )
+    for f in frames:
+        stream.append(f)
+    return stream.close()
+
+
+def _shard_files(out):
+    return sorted(p for p in (out / "0" / "c").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("io", ["auto", "buffered"])
+def test_explicit_t_shards_read_back_exact_in_few_files(tmp_path, io):
+    out = tmp_path / "s.ome.zarr"
+    frames = _frames((96, 80), 29)
+    summary = _write(out, frames, shards={"t": 8}, io=io)
+    assert summary.frames_written == 29 and summary.state == "complete"
+    check_dataset(out)
+    expected = np.stack(frames)
+    np.testing.assert_array_equal(read_zarr(out), expected)
+    np.testing.assert_array_equal(read_tensorstore(out), expected)
+    meta = json.loads((out / "0" / "zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [8, 96, 80]
+    codec = meta["codecs"][0]
+    assert codec["name"] == "sharding_indexed"
+    conf = codec["configuration"]
+    assert conf["chunk_shape"] == [1, 96, 80] and conf["index_location"] == "end"
+    assert [c["name"] for c in conf["index_codecs"]] == ["bytes", "crc32c"]
+    files = _shard_files(out)
+    assert len(files) == 4  # 29 frames in shards of 8 (the last one partial), not 29 files
+    # the index is the last bytes of each file and passes its checksum
+    for path in files:
+        tail = path.read_bytes()[-index_nbytes(8) :]
+        index = decode_index(tail, 8)
+        assert index is not None
+    last = decode_index(files[-1].read_bytes()[-index_nbytes(8) :], 8)
+    assert int((last[:, 0] != EMPTY).sum()) == 5  # frames 24-28; the rest empty
+
+
+def test_auto_shards_span_bounded_axes_but_never_t(tmp_path):
+    out = tmp_path / "tcz.ome.zarr"
+    frames = _frames((64, 48), 2 * 3 * 4)
+    spec = {"dims": "tczyx", "sizes": {"c": 3, "z": 4}, "chunks": {"y": 32, "x": 32}}
+    assert StreamSpec.parse({"out": out, "shape": (64, 48), "dtype": "uint16"} | spec)
+    _write(out, frames, **spec)
+    meta = json.loads((out / "0" / "zarr.json").read_text())
+    # a shard: one t, all channels and planes, whole frames (tiles rounded up)
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 3, 4, 64, 64]
+    assert meta["codecs"][0]["configuration"]["chunk_shape"] == [1, 1, 1, 32, 32]
+    assert len(_shard_files(out)) == 2
+    expected = np.stack(frames).reshape(2, 3, 4, 64, 48)
+    np.testing.assert_array_equal(read_zarr(out), expected)
+    np.testing.assert_array_equal(read_tensorstore(out), expected)
+
+
+def test_auto_leaves_large_chunks_and_tyx_streams_unsharded(tmp_path):
+    big = StreamSpec.parse({"out": tmp_path / "a", "shape": (1024, 1024), "dtype": "uint16"})
+    assert big.shard_factors() == (1,)
+    small = StreamSpec.parse(
+        {
+            "out": tmp_path / "b",
+            "shape": (64, 64),
+            "dtype": "uint16",
+            "dims": "tzyx",
+            "sizes": {"z": 5},
+        }
+    )
+    assert small.shard_factors() == (1, 5)
+    none = small.model_copy(update={"shards": "none"})
+    assert none.shard_factors() == (1, 1)
+
+
+def test_pyramid_and_info_on_sharded_level0(tmp_path):
+    from acqwriter.info import dataset_info
+
+    out = tmp_path / "p.ome.zarr"
+    frames = _frames((128, 96), 12)
+    _write(out, frames, shards={"t": 4}, pyramid={"enabled": True, "levels": 2})
+    check_dataset(out)
+    level1 = read_zarr(out, 1)
+    assert level1.shape == (12, 64, 48)
+    ref = np.stack(frames).astype(np.uint32).reshape(12, 64, 2, 48, 2).sum(axis=(2, 4))
+    np.testing.assert_array_equal(level1, ((ref + 2) // 4).astype(np.uint16))
+    info = dataset_info(out)
+    assert info["levels"][0]["chunks"] == [1, 128, 96]
+    assert info["levels"][0]["shards"] == [4, 128, 96]
+    assert info["codec"].startswith("blosc lz4")
+
+
+def test_extent_only_covers_finished_shards(tmp_path):
+    out = tmp_path / "e.ome.zarr"
+    frames = _frames((64, 64), 10)
+    stream = open_stream(
+        {
+            "out": out,
+            "shape": (64, 64),
+            "dtype": "uint16",
+            "shards": {"t": 4},
+            "commit_interval_s": 0.01,
+        }
+    )
+    for f in frames[:6]:
+        stream.append(f)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        extent = json.loads((out / "0" / "zarr.json").read_text())["shape"][0]
+        if extent >= 4:
+            break
+        time.sleep(0.01)
+    assert extent == 4  # frames 4-5 sit in an unfinished shard: outside the extent
+    data = read_zarr(out)
+    assert [read_stamp(f) for f in data] == [0, 1, 2, 3]
+    for f in frames[6:]:
+        stream.append(f)
+    stream.close()
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+
+
+def test_skipped_frames_inside_a_shard_read_as_fill_and_are_flagged(tmp_path):
+    out = tmp_path / "d.ome.zarr"
+    frames = _frames((32, 32), 8)
+    stream = open_stream({"out": out, "shape": (32, 32), "dtype": "uint16", "shards": {"t": 4}})
+    for i in range(8):
+        if i in (2, 5):
+            stream.skip(1, reason="camera")
+        else:
+            stream.append(frames[i])
+    stream.close()
+    data = read_zarr(out)
+    np.testing.assert_array_equal(read_tensorstore(out), data)
+    records = frame_records(out)
+    for i in range(8):
+        if i in (2, 5):
+            assert records[i]["dropped"] and not data[i].any()
+        else:
+            np.testing.assert_array_equal(data[i], frames[i])
+
+
+def test_torn_shard_index_ends_the_recovered_extent(tmp_path):
+    out = tmp_path / "t.ome.zarr"
+    frames = _frames((48, 40), 12)
+    _write(out, frames, shards={"t": 4})
+    meta = json.loads((out / "0" / "zarr.json").read_text())
+    meta["shape"][0] = 0  # as if the crash came before any extent rewrite
+    (out / "0" / "zarr.json").write_text(json.dumps(meta))
+    torn = out / "0" / "c" / "2" / "0" / "0"  # frames 8-11: its index cut off
+    torn.write_bytes(torn.read_bytes()[:-10])
+    account = recover(out)
+    assert account["rows"] == 8
+    check_dataset(out)
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames[:8]))
+    assert not torn.exists()
+
+
+def test_shard_write_error_fails_cleanly_with_valid_dataset(tmp_path, monkeypatch):
+    import acqwriter.stream as stream_mod
+
+    class FailingSegments(LocalStore):
+        """A real store whose shard segment writes fail after the first ``ok``."""
+
+        ok = 3
+
+        def write_segment(self, fd, segment, n, offset):
+            if FailingSegments.ok <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            FailingSegments.ok -= 1
+            return super().write_segment(fd, segment, n, offset)
+
+    monkeypatch.setattr(stream_mod, "LocalStore", FailingSegments)
+    out = tmp_path / "f.ome.zarr"
+    frames = _frames((64, 64), 5)
+    stream = open_stream(
+        {"out": out, "shape": (64, 64), "dtype": "uint16", "shards": {"t": 2}, "threads": 1}
+    )
+    with pytest.raises(StreamError, match="No space left"):
+        for i in range(200):
+            stream.append(frames[i % 5])
+            time.sleep(0.002)
+    summary = stream.close()
+    assert summary.state == "failed" and "No space left" in summary.error
+    check_dataset(out)
+    data = read_zarr(out)
+    assert data.shape[0] == summary.frames_written == 6  # three finished shards of two
+    for i in range(6):
+        np.testing.assert_array_equal(data[i], frames[i % 5])
+
+
+@pytest.mark.parametrize(
+    ("shards", "field"),
+    [
+        ({"y": 64}, "shards.y"),
+        ({"q": 2}, "shards.q"),
+        ({"t": 3}, "shards.t"),  # chunks.t is 2: not a multiple
+        ("sometimes", "shards"),
+    ],
+)
+def test_bad_shard_specs_name_the_field(tmp_path, shards, field):
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        StreamSpec.parse(
+            {
+                "out": tmp_path / "x",
+                "shape": (64, 64),
+                "dtype": "uint16",
+                "chunks": {"t": 2},
+                "shards": shards,
+            }
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_index_codec_roundtrip_and_torn_detection():
+    entries = np.array([[0, 10], [EMPTY, EMPTY], [4096, 7]], dtype="<u8")
+    blob = encode_index(entries)
+    assert len(blob) == index_nbytes(3)
+    np.testing.assert_array_equal(decode_index(blob, 3), entries)
+    assert decode_index(blob[:-1], 3) is None
+    flipped = bytes([blob[0] ^ 1]) + blob[1:]
+    assert decode_index(flipped, 3) is None
