@@ -18,8 +18,8 @@ Scenarios (``--scenarios a,b,c,d,e``):
 
 Writers: acqwriter (defaults), acqwriter-sharded (explicit ~16 MiB shards along t),
 acqwriter-buffered (page cache); tensorstore zarr3 preallocated (8 writes in flight)
-and resized per chunk row; zarr-python 3 preallocated; acquire-zarr; ome-writers with its tensorstore,
-zarr-python and acquire-zarr backends. Peers whose codec presets differ from the
+and resized per chunk row; zarr-python 3 preallocated; acquire-zarr; ome-writers with
+its tensorstore, zarr-python and acquire-zarr backends. Peers whose codec presets differ from the
 scenario's are marked in the output (ome-writers offers blosc zstd only at level 3 with
 byte shuffle).
 
