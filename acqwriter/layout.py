@@ -84,6 +84,10 @@ class FrameLayout:
     def group_of(self, index: int) -> GroupKey:
         return tuple(c // k for c, k in zip(self.coords(index), self.outer_chunks, strict=True))
 
+    def block_of(self, group: GroupKey) -> int:
+        """The block (unit of extent growth: a chunk or shard along the first axis)."""
+        return group[0] // self.shard_factors[0]
+
     def group_frame_count(self, group: GroupKey, total_rows: int | None = None) -> int:
         """Frames a group holds when complete (edges clipped to bounded sizes).
 

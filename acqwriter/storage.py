@@ -136,7 +136,8 @@ class LocalStore:
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
             try:
-                os.write(fd, self._aligned_view(b"\0" * DIRECT_ALIGN, DIRECT_ALIGN))
+                buf, _ = self.scratch(DIRECT_ALIGN)
+                os.write(fd, memoryview(buf)[:DIRECT_ALIGN])
             finally:
                 os.close(fd)
             self.direct = True
@@ -165,20 +166,6 @@ class LocalStore:
             self._aligned.buf = buf
             self._aligned.address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         return buf, self._aligned.address
-
-    def _aligned_view(self, data: bytes | memoryview, padded: int) -> memoryview:
-        """``data`` copied into this thread's scratch buffer, ``padded`` bytes long
-        (O_DIRECT needs aligned memory, offsets and lengths)."""
-        buf, _ = self.scratch(padded)
-        view = memoryview(buf)
-        view[: len(data)] = data
-        return view[:padded]
-
-    def _write_direct(self, path: Path, data: bytes | memoryview) -> int:
-        src = memoryview(data).cast("B")
-        n = len(src)
-        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
-        return self._write_direct_aligned(path, self._aligned_view(src, padded), n)
 
     def _write_direct_aligned(self, path: Path, aligned: memoryview, n: int) -> int:
         """Write the first ``n`` bytes of page-aligned ``aligned`` (``n`` rounded up to the
@@ -254,19 +241,13 @@ class LocalStore:
         return written
 
     def write_chunk(self, key: str, data: bytes | memoryview) -> int:
-        """Write a chunk under ``key``; returns bytes written. fsyncs when sync='always'."""
-        path = self.root / key
-        try:
-            self._ensure_dir(path.parent)
-            if self.direct:
-                return self._write_direct(path, data)
-            return self._write_file(path, data, os.O_TRUNC)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                path.unlink()  # no torn chunk left behind (it is outside the extent anyway)
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
-            ) from exc
+        """Write a chunk under ``key``; returns bytes written. fsyncs when sync='always'.
+        (Copies ``data`` into the scratch buffer: for callers off the hot path, such as
+        the pyramid; the stream encodes into the scratch buffer and skips the copy.)"""
+        src = memoryview(data).cast("B")
+        buf, _ = self.scratch(len(src))
+        memoryview(buf)[: len(src)] = src
+        return self.write_chunk_from(key, len(src))
 
     def write_chunk_from(self, key: str, n: int) -> int:
         """Write the first ``n`` bytes of this thread's :meth:`scratch` buffer as chunk
@@ -280,7 +261,7 @@ class LocalStore:
             return self._write_file(path, memoryview(buf)[:n], os.O_TRUNC)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                path.unlink()
+                path.unlink()  # no torn chunk left behind (it is outside the extent anyway)
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
             ) from exc

@@ -492,7 +492,7 @@ class FrameStream:
                     del self._shards[coords]
             for group, live in shard.groups:
                 if group.ok:
-                    self._account_group(group.key[0] // plan.factors[0], live)
+                    self._account_group(self.layout.block_of(group.key), live)
         self._commit_wake.set()
 
     def _finish_open_shards(self) -> None:
@@ -531,7 +531,7 @@ class FrameStream:
             # a group with a failed or skipped tile never enters the extent; a sharded
             # group enters it when its shard is finished (see _finish_shard)
             if complete and group.ok and not sharded:
-                self._account_group(group.key[0] // self.layout.shard_factors[0], len(slots))
+                self._account_group(self.layout.block_of(group.key), len(slots))
         if complete:
             self.ring.release(slots)  # its chunks are encoded and on their way to disk
         if sharded and ok:

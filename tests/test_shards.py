@@ -71,7 +71,8 @@ def test_auto_shards_span_bounded_axes_but_never_t(tmp_path):
     out = tmp_path / "tcz.ome.zarr"
     frames = _frames((64, 48), 2 * 3 * 4)
     spec = {"dims": "tczyx", "sizes": {"c": 3, "z": 4}, "chunks": {"y": 32, "x": 32}}
-    assert StreamSpec.parse({"out": out, "shape": (64, 48), "dtype": "uint16"} | spec)
+    parsed = StreamSpec.parse({"out": out, "shape": (64, 48), "dtype": "uint16"} | spec)
+    assert parsed.shard_factors() == (1, 3, 4)
     _write(out, frames, **spec)
     meta = json.loads((out / "0" / "zarr.json").read_text())
     # a shard: one t, all channels and planes, whole frames (tiles rounded up)
