@@ -162,7 +162,8 @@ class LocalStore:
         if buf is None or len(buf) < need:
             if buf is not None:
                 buf.close()
-            buf = mmap.mmap(-1, max(need, 1 << 20))  # anonymous mmap: page-aligned
+            # private anonymous memory: page-aligned (and not shmem, as mmap(-1, n) is)
+            buf = mmap.mmap(-1, max(need, 1 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             self._aligned.buf = buf
             self._aligned.address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         return buf, self._aligned.address

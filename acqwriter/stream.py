@@ -45,7 +45,7 @@ from acqwriter.ome import (
     level0,
 )
 from acqwriter.ring import FrameRing
-from acqwriter.shards import ShardWriter
+from acqwriter.shards import SegmentPool, ShardWriter
 from acqwriter.spec import SpecError, StreamSpec
 from acqwriter.storage import LocalStore, StorageError
 from acqwriter.summary import Summary
@@ -140,6 +140,7 @@ class FrameStream:
         self._next_index = 0
         self._groups: dict[GroupKey, _Group] = {}
         self._shards: dict[tuple[int, ...], ShardWriter] = {}
+        self._segments = SegmentPool()  # staging memory reused from shard to shard
         self._block_groups_done: dict[int, int] = {}
         self._block_groups_expected: dict[int, int] = {}
         self._committed_blocks = 0
@@ -291,6 +292,7 @@ class FrameStream:
             worker.join()
         if self.layout.shards is not None:
             self._finish_open_shards()
+            self._segments.close()
         self._stop_committer.set()
         self._commit_wake.set()
         self._committer.join()
@@ -460,7 +462,9 @@ class FrameStream:
             shard = self._shards.get(coords)
             if shard is None:
                 expected = sum(1 for _ in plan.groups(coords)) * self.layout.tiles_per_group
-                shard = ShardWriter(self.store, plan.key(coords), plan.n_inner, expected)
+                shard = ShardWriter(
+                    self.store, plan.key(coords), plan.n_inner, expected, self._segments
+                )
                 self._shards[coords] = shard
             return shard
 
