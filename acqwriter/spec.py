@@ -395,6 +395,8 @@ class WriterOptions(StrictModel):
         return tuple(sizes.get(a) for a in self.outer_dims)
 
 
+BIG_CHUNK_BYTES = 2 << 20  # chunks this big get more writer threads (see writer_threads)
+THREAD_BUFFER_BYTES = 256 << 20  # cap on the writer threads' own buffers together
 AUTO_SHARD_BELOW_BYTES = 2 << 20  # "auto" shards chunks smaller than this (raw)
 AUTO_SHARD_BYTES = 16 << 20  # … into shards of about this much raw data
 
@@ -506,11 +508,25 @@ class StreamSpec(WriterOptions):
         return tuple(factors)
 
     def writer_threads(self) -> int:
-        """``threads``, or one per core plus one: a writer thread blocks in its (direct,
-        synchronous) chunk write for a third of its time on this class of disk, and the
-        extra thread keeps both cores compressing meanwhile (measured: 1 642 vs 1 342 MB/s
-        raw for 2048² lz4 frames on two cores, benchmarks/RESULTS.md)."""
-        return self.threads or max(1, len(os.sched_getaffinity(0))) + 1
+        """``threads``, or by chunk size: a writer thread compresses a chunk, then blocks
+        in its (direct, synchronous) write while the disk takes it. With big chunks
+        (≥ 2 MiB raw) those blocks are long, and four threads per core keep every core
+        compressing meanwhile (2048² lz4 frames on two cores: 1 440 MB/s raw with 3
+        threads, 1 620 with 5, 1 650–1 760 with 8; benchmarks/RESULTS.md). Small chunks
+        block briefly and more threads only add lock traffic (512² frames: 960 MB/s
+        with 3, 952 with 8 and 40 % more kernel time), so one per core plus one."""
+        if self.threads:
+            return self.threads
+        from acqwriter.layout import FrameLayout  # local: layout depends on this module
+
+        cores = max(1, len(os.sched_getaffinity(0)))
+        layout = FrameLayout(self)
+        chunk_bytes = math.prod(layout.chunk_shape) * layout.dtype.itemsize
+        if chunk_bytes < BIG_CHUNK_BYTES:
+            return cores + 1
+        # each thread holds up to two chunks (staging + compressed scratch): keep that
+        # under THREAD_BUFFER_BYTES so huge chunks do not multiply memory
+        return max(cores + 1, min(4 * cores, THREAD_BUFFER_BYTES // (2 * chunk_bytes)))
 
     @classmethod
     def parse(cls, data: Any) -> StreamSpec:

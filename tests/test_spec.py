@@ -163,3 +163,20 @@ def test_load_and_save_methods(tmp_path):
     acq = AcquisitionSpec.parse({"out": "a.zarr", "frames": 7, "camera": "demo"})
     acq.save(tmp_path / "a.yaml")
     assert AcquisitionSpec.load(tmp_path / "a.yaml") == acq
+
+
+def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    base = {"out": "/nonexistent.ome.zarr", "dtype": "uint16"}
+    small = StreamSpec.parse({**base, "shape": (512, 512)})  # 512 KiB chunks
+    big = StreamSpec.parse({**base, "shape": (2048, 2048)})  # 8 MiB chunks
+    huge = StreamSpec.parse(
+        {**base, "shape": (2048, 2048), "chunks": {"t": 16, "y": 2048, "x": 2048}}  # 128 MiB
+    )
+    assert small.writer_threads() == cores + 1
+    assert big.writer_threads() == 4 * cores
+    # two 128 MiB buffers per thread: memory caps the count at the floor
+    assert huge.writer_threads() == cores + 1
+    assert StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2}).writer_threads() == 2
