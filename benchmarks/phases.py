@@ -1,0 +1,81 @@
+"""Where one acqwriter run of a bench_peers scenario spends its time: open, appends, close.
+
+The same frames and spec as ``bench_peers.py``'s ``acqwriter`` writer, one run in this
+process, split into the open (ring population, metadata), the append loop and the
+close (draining the ring, final extent, fsync), with the process's user and kernel CPU
+seconds. Use it to measure a fast-path step before and after (interleave the two
+variants; the disk's speed drifts by tens of percent over minutes)::
+
+    python benchmarks/phases.py a
+    python benchmarks/phases.py a threads=3            # any spec field=value
+    SCALE=0.5 python benchmarks/phases.py d 'shards={"t":32}'
+
+A ring high water equal to its capacity means the writer, not the producer, was the
+bottleneck.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_peers
+
+from acqwriter import open_stream
+
+
+def main() -> None:
+    name = sys.argv[1] if len(sys.argv) > 1 else "a"
+    sc = bench_peers.scenarios(float(os.environ.get("SCALE", "1")))[name]
+    frame, _ = bench_peers.frame_source(sc)
+    for i in range(min(sc.frames, 16)):
+        frame(i)
+    workdir = Path(tempfile.mkdtemp(prefix="acqwriter-phases-", dir="."))
+    spec = {
+        "out": str(workdir / "p.ome.zarr"),
+        "shape": sc.shape,
+        "dtype": "uint16",
+        "dims": sc.dims,
+        "sizes": dict(sc.sizes),
+        "chunks": {"t": sc.chunk_t, "y": sc.chunks[-2], "x": sc.chunks[-1]},
+        "codec": "lz4"
+        if sc.codec == "lz4"
+        else {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1},
+        "pyramid": {"enabled": False},
+        "sync": "close",
+        "expected_frames": sc.frames,
+    }
+    for arg in sys.argv[2:]:
+        key, value = arg.split("=", 1)
+        spec[key] = json.loads(value) if value[:1] in "{[0123456789" else value
+    try:
+        c0, t0 = os.times(), time.perf_counter()
+        stream = open_stream(spec)
+        t1 = time.perf_counter()
+        for i in range(sc.frames):
+            stream.append(frame(i))
+        t2 = time.perf_counter()
+        summary = stream.close()
+        bench_peers.syncfs(workdir)
+        t3, c1 = time.perf_counter(), os.times()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    raw = sc.frames * sc.shape[0] * sc.shape[1] * 2
+    print(
+        f"{name}: open {t1 - t0:.3f} s, append {t2 - t1:.3f} s, close+sync {t3 - t2:.3f} s, "
+        f"total {t3 - t0:.3f} s = {raw / 1e6 / (t3 - t0):.0f} MB/s raw "
+        f"({sc.frames / (t3 - t0):.0f} frames/s); CPU user {c1.user - c0.user:.2f} s, "
+        f"kernel {c1.system - c0.system:.2f} s; ring high water "
+        f"{summary.ring_high_water_frames}/{summary.ring_capacity_frames}"
+    )
+
+
+if __name__ == "__main__":
+    main()
