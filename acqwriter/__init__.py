@@ -15,13 +15,7 @@ committer) → ``codecs`` / ``storage`` (bytes to disk) → ``ome`` (metadata do
 ``acqwriter.devices``, simulators in ``acqwriter.simulators``, the CLI in ``cli``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("acqwriter")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+unknown"
-
+from acqwriter._version import __version__
 from acqwriter.spec import Compression, PyramidSpec, SpecError, StreamSpec
 from acqwriter.stream import FrameError, FrameStream, StreamError, open_stream
 from acqwriter.summary import Summary

@@ -7,15 +7,21 @@ it when one frame is one chunk) and release it once its chunk is on disk.
 
 Slots are released out of order (chunks finish out of order on several threads), so
 this is a pool with a free list rather than a head/tail ring; it is still bounded in
-bytes: ``capacity = ring_bytes // frame_bytes`` slots, all allocated and *touched*
-before acquisition so no page fault lands on the hot path (an untouched 2 GiB
-``np.empty`` ran an MDA at a third of the warm speed here).
+bytes: ``capacity = ring_bytes // frame_bytes`` slots, all backed by memory before the
+hot path needs them (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm
+speed here). On Linux the first slots are populated before ``FrameRing`` returns and the
+rest by a background thread (``madvise(MADV_POPULATE_WRITE)``, GIL released), in the
+order slots are handed out: populating 512 MiB up front took 0.14 s before the first
+frame could be taken, an eighth of a 300-frame acquisition. Populating never touches
+bytes already written, so a producer that overtakes the thread only page-faults.
 
 Occupancy and its high-water mark are reported for progress bars and the summary.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import mmap
 import threading
 import time
@@ -25,6 +31,10 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FrameRing"]
+
+
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module does not name it
+_EAGER_SLOTS = 4  # populated before FrameRing returns (the first frames need them at once)
 
 
 def _populated(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -51,6 +61,52 @@ def _populated(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return arr
 
 
+def _madvise_populate(address: int, nbytes: int) -> bool:
+    """``madvise(MADV_POPULATE_WRITE)`` through ctypes, which releases the GIL (the mmap
+    module's ``madvise`` holds it). False where the kernel does not offer it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.madvise(address, nbytes, _MADV_POPULATE_WRITE) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS):
+        return False
+    raise OSError(ctypes.get_errno(), "madvise(MADV_POPULATE_WRITE) failed")
+
+
+def _reserved(
+    shape: tuple[int, ...], dtype: np.dtype
+) -> tuple[np.ndarray, threading.Thread | None]:
+    """The slots array, its first :data:`_EAGER_SLOTS` slots populated, and the thread
+    populating the rest (None when everything is populated already)."""
+    slot_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+    nbytes = shape[0] * slot_bytes
+    if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return _populated(shape, dtype), None
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        slots = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        address = slots.ctypes.data
+        eager = min(shape[0], _EAGER_SLOTS) * slot_bytes
+        if not _madvise_populate(address, eager):
+            return _populated(shape, dtype), None
+    except OSError:
+        return _populated(shape, dtype), None
+    if eager == nbytes:
+        return slots, None
+
+    def populate_rest() -> None:
+        step = max(slot_bytes, 8 << 20)
+        for start in range(eager, nbytes, step):
+            try:
+                _madvise_populate(address + start, min(step, nbytes - start))
+            except OSError:
+                return  # the producer's own page faults back the rest
+
+    thread = threading.Thread(target=populate_rest, name="acqwriter-ring-populate", daemon=True)
+    thread.start()
+    return slots, thread
+
+
 class FrameRing:
     """``capacity`` slots of one frame each, with blocking or non-blocking acquire."""
 
@@ -58,7 +114,7 @@ class FrameRing:
         if capacity < 1:
             raise ValueError("ring capacity must be at least one frame")
         self.capacity = capacity
-        self.slots = _populated((capacity, *frame_shape), np.dtype(dtype))
+        self.slots, self._populator = _reserved((capacity, *frame_shape), np.dtype(dtype))
         self._free: deque[int] = deque(range(capacity))
         self._cond = threading.Condition()
         self._high_water = 0
@@ -78,6 +134,13 @@ class FrameRing:
         with self._cond:
             self._closed = False
             self._high_water = 0
+
+    def wait_populated(self, timeout: float | None = None) -> bool:
+        """Wait until every slot is backed by memory; True when it is."""
+        if self._populator is not None:
+            self._populator.join(timeout)
+            return not self._populator.is_alive()
+        return True
 
     @property
     def nbytes(self) -> int:

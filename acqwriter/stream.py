@@ -129,7 +129,7 @@ class FrameStream:
         # Disk set aside for the final metadata writes if the disk fills up (freed on error).
         self.store.reserve(RESERVE_BYTES)
         if ring is None:
-            self.ring = ring_for(spec)
+            self.ring = _new_ring(spec)
 
         self._encoder = IntoEncoder(spec.codec, layout.dtype)
         self._max_encoded = max_compressed_size(layout.chunk_bytes)
@@ -706,6 +706,14 @@ def ring_for(spec: StreamSpec) -> FrameRing:
     :func:`open_stream` so that touching a large ring (seen: 1.1 s for 512 MiB of memory
     fresh from the host) does not delay the first frame.
     """
+    ring = _new_ring(spec)
+    ring.wait_populated()  # allocated ahead: fully backed by memory before it is used
+    return ring
+
+
+def _new_ring(spec: StreamSpec) -> FrameRing:
+    """A ring for ``spec`` whose first slots are ready and the rest populating in the
+    background (see :mod:`acqwriter.ring`): what a stream allocates for itself."""
     layout = FrameLayout(spec)
     return FrameRing(ring_capacity(spec), layout.frame_shape, layout.dtype)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -73,7 +74,9 @@ def main() -> None:
         f"total {t3 - t0:.3f} s = {raw / 1e6 / (t3 - t0):.0f} MB/s raw "
         f"({sc.frames / (t3 - t0):.0f} frames/s); CPU user {c1.user - c0.user:.2f} s, "
         f"kernel {c1.system - c0.system:.2f} s; ring high water "
-        f"{summary.ring_high_water_frames}/{summary.ring_capacity_frames}"
+        f"{summary.ring_high_water_frames}/{summary.ring_capacity_frames}; peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+        f"(ring {summary.ring_bytes / 2**20:.0f} MiB)"
     )
 
 
