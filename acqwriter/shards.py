@@ -203,7 +203,7 @@ class ShardWriter:
         self.lock = threading.Lock()
         self._writes_done = threading.Condition(self.lock)
         self._segment = self.pool.take()  # page-aligned
-        self._spares: list[mmap.mmap] = []  # written segments, reused
+        self._released = False  # the segment went back to the pool (finished/abandoned)
         self._in_flight = 0  # segments being written outside the lock
         self._used = 0
         self._file_offset = 0  # where the current segment will go (aligned)
@@ -264,18 +264,13 @@ class ShardWriter:
 
     def _swap_locked(self, room: int) -> tuple[mmap.mmap, int, int]:
         """Take the current segment out for writing (its bytes, their file offset) and
-        put a spare of at least ``room`` bytes in its place."""
+        put a pooled one of at least ``room`` bytes in its place."""
         if self._fd is None:
             self._fd = self.store.open_shard("0/" + self.key)
         full = (self._segment, self._used, self._file_offset)
         padded = -(-self._used // DIRECT_ALIGN) * DIRECT_ALIGN if self.store.direct else self._used
         self._file_offset += padded
-        spare = self._spares.pop() if self._spares else None
-        if spare is None or len(spare) < room:
-            if spare is not None:
-                self.pool.give(spare)
-            spare = self.pool.take(room)
-        self._segment, self._used = spare, 0
+        self._segment, self._used = self.pool.take(room), 0
         self._in_flight += 1
         return full
 
@@ -286,8 +281,8 @@ class ShardWriter:
             if n:
                 self.store.write_segment(self._fd, segment, n, offset)  # type: ignore[arg-type]
         finally:
+            self.pool.give(segment)
             with self.lock:
-                self._spares.append(segment)
                 self._in_flight -= 1
                 self._writes_done.notify_all()
 
@@ -296,11 +291,12 @@ class ShardWriter:
             if n:
                 self.store.write_segment(self._fd, segment, n, offset)  # type: ignore[arg-type]
         finally:
-            self._spares.append(segment)
+            self.pool.give(segment)
             self._in_flight -= 1
 
     def _release_buffers_locked(self) -> None:
-        for buf in (self._segment, *self._spares):
-            if not buf.closed:
-                self.pool.give(buf)
-        self._spares.clear()
+        """Give the segment back to the pool, once (finish and abandon may both run
+        after a failure; a segment given twice would be handed to two shards)."""
+        if not self._released:
+            self._released = True
+            self.pool.give(self._segment)

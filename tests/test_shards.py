@@ -265,3 +265,17 @@ def test_many_segments_written_concurrently_read_back_exact(tmp_path, monkeypatc
     np.testing.assert_array_equal(read_tensorstore(out), expected)
     assert len(_shard_files(out)) == 5  # 70 frames in shards of 16
     check_dataset(out)
+
+
+def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tmp_path):
+    from acqwriter.shards import SegmentPool, ShardWriter
+
+    store = LocalStore.create(tmp_path / "p.ome.zarr", overwrite=False, sync="none")
+    (tmp_path / "p.ome.zarr" / "0").mkdir()
+    pool = SegmentPool(keep=4)
+    shard = ShardWriter(store, "c/0/0/0", n_inner=2, expected=2, pool=pool)
+    shard.put(0, memoryview(b"abc"))
+    shard.finish()
+    shard.abandon()  # a failure path may abandon a shard that was finished
+    taken = [pool.take() for _ in range(4)]  # everything pooled, and then some
+    assert len({id(buf) for buf in taken}) == 4  # never one buffer handed out twice
