@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import mmap
 import threading
 import time
@@ -61,12 +62,17 @@ def _populated(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return arr
 
 
+@functools.cache
+def _libc_madvise() -> Any:
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
+
+
 def _madvise_populate(address: int, nbytes: int) -> bool:
     """``madvise(MADV_POPULATE_WRITE)`` through ctypes, which releases the GIL (the mmap
     module's ``madvise`` holds it). False where the kernel does not offer it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if libc.madvise(address, nbytes, _MADV_POPULATE_WRITE) == 0:
+    if _libc_madvise()(address, nbytes, _MADV_POPULATE_WRITE) == 0:
         return True
     if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS):
         return False

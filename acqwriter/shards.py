@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 import numpy as np
 
-from acqwriter.storage import DIRECT_ALIGN
+from acqwriter.storage import DIRECT_ALIGN, private_memory
 
 if TYPE_CHECKING:
     from acqwriter.layout import FrameLayout, GroupKey
@@ -140,12 +140,6 @@ class ShardPlan:
         return itertools.product(*ranges)
 
 
-def _anonymous(nbytes: int) -> mmap.mmap:
-    """Page-aligned private memory (``mmap(-1, n)`` alone is *shared* anonymous memory,
-    i.e. shmem, whose page faults cost ~2× more)."""
-    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-
-
 class SegmentPool:
     """Staging segments reused from shard to shard for the life of a stream.
 
@@ -165,7 +159,7 @@ class SegmentPool:
             for i, buf in enumerate(self._free):
                 if len(buf) >= size:
                     return self._free.pop(i)
-        return _anonymous(size)
+        return private_memory(size)
 
     def give(self, buf: mmap.mmap) -> None:
         with self._lock:
@@ -202,6 +196,7 @@ class ShardWriter:
         self.index = np.full((n_inner, 2), EMPTY, dtype="<u8")
         self.lock = threading.Lock()
         self._writes_done = threading.Condition(self.lock)
+        self._open_lock = threading.Lock()  # the file is opened by the first write
         self._segment = self.pool.take()  # page-aligned
         self._released = False  # the segment went back to the pool (finished/abandoned)
         self._in_flight = 0  # segments being written outside the lock
@@ -218,12 +213,19 @@ class ShardWriter:
         with self.lock:
             if self._used + n > len(self._segment):
                 full = self._swap_locked(max(n, SEGMENT_BYTES))
+                self._in_flight += 1
             self._segment[self._used : self._used + n] = data
             self.index[position] = (self._file_offset + self._used, n)
             self._used += n
             self.stored_bytes += n
         if full is not None:
-            self._write_out(*full)
+            try:
+                self._write(*full)  # positional: segments may land in any order
+            finally:
+                self.pool.give(full[0])
+                with self.lock:
+                    self._in_flight -= 1
+                    self._writes_done.notify_all()
 
     def job_done(self) -> bool:
         """Count one finished inner-chunk job; True when the shard is complete."""
@@ -242,11 +244,15 @@ class ShardWriter:
                     return 0
                 index = encode_index(self.index)
                 if self._used + len(index) > len(self._segment):
-                    self._write_locked(*self._swap_locked(len(index)))
+                    full = self._swap_locked(len(index))
+                    try:
+                        self._write(*full)
+                    finally:
+                        self.pool.give(full[0])
                 self._segment[self._used : self._used + len(index)] = index
                 self._used += len(index)
                 end = self._file_offset + self._used
-                self._write_locked(*self._swap_locked(SEGMENT_BYTES))
+                self._write(self._segment, self._used, self._file_offset)
                 self.store.finish_shard(self._fd, end)  # type: ignore[arg-type]
                 self._fd = None
                 return self.stored_bytes
@@ -265,34 +271,21 @@ class ShardWriter:
     def _swap_locked(self, room: int) -> tuple[mmap.mmap, int, int]:
         """Take the current segment out for writing (its bytes, their file offset) and
         put a pooled one of at least ``room`` bytes in its place."""
-        if self._fd is None:
-            self._fd = self.store.open_shard("0/" + self.key)
         full = (self._segment, self._used, self._file_offset)
         padded = -(-self._used // DIRECT_ALIGN) * DIRECT_ALIGN if self.store.direct else self._used
         self._file_offset += padded
         self._segment, self._used = self.pool.take(room), 0
-        self._in_flight += 1
         return full
 
-    def _write_out(self, segment: mmap.mmap, n: int, offset: int) -> None:
-        """Write a swapped-out segment without holding the lock (positional: segments
-        may land in any order)."""
-        try:
-            if n:
-                self.store.write_segment(self._fd, segment, n, offset)  # type: ignore[arg-type]
-        finally:
-            self.pool.give(segment)
-            with self.lock:
-                self._in_flight -= 1
-                self._writes_done.notify_all()
-
-    def _write_locked(self, segment: mmap.mmap, n: int, offset: int) -> None:
-        try:
-            if n:
-                self.store.write_segment(self._fd, segment, n, offset)  # type: ignore[arg-type]
-        finally:
-            self.pool.give(segment)
-            self._in_flight -= 1
+    def _write(self, segment: mmap.mmap, n: int, offset: int) -> None:
+        """Write ``segment[:n]`` at ``offset`` of the shard file (opened on first use)."""
+        if not n:
+            return
+        if self._fd is None:
+            with self._open_lock:
+                if self._fd is None:
+                    self._fd = self.store.open_shard("0/" + self.key)
+        self.store.write_segment(self._fd, segment, n, offset)
 
     def _release_buffers_locked(self) -> None:
         """Give the segment back to the pool, once (finish and abandon may both run

@@ -520,8 +520,7 @@ class StreamSpec(WriterOptions):
         from acqwriter.layout import FrameLayout  # local: layout depends on this module
 
         cores = max(1, len(os.sched_getaffinity(0)))
-        layout = FrameLayout(self)
-        chunk_bytes = math.prod(layout.chunk_shape) * layout.dtype.itemsize
+        chunk_bytes = FrameLayout(self).chunk_bytes
         if chunk_bytes < BIG_CHUNK_BYTES:
             return cores + 1
         # each thread holds up to two chunks (staging + compressed scratch): keep that
