@@ -395,8 +395,9 @@ class WriterOptions(StrictModel):
         return tuple(sizes.get(a) for a in self.outer_dims)
 
 
-BIG_CHUNK_BYTES = 2 << 20  # chunks this big get more writer threads (see writer_threads)
+BIG_CHUNK_BYTES = 2 << 20  # chunks this big are pipelined or get more writer threads
 THREAD_BUFFER_BYTES = 256 << 20  # cap on the writer threads' own buffers together
+IO_THREADS = 4  # threads that write big encoded chunks (see io_threads)
 AUTO_SHARD_BELOW_BYTES = 2 << 20  # "auto" shards chunks smaller than this (raw)
 AUTO_SHARD_BYTES = 16 << 20  # … into shards of about this much raw data
 
@@ -508,24 +509,46 @@ class StreamSpec(WriterOptions):
         return tuple(factors)
 
     def writer_threads(self) -> int:
-        """``threads``, or by chunk size: a writer thread compresses a chunk, then blocks
-        in its (direct, synchronous) write while the disk takes it. With big chunks
-        (≥ 2 MiB raw) those blocks are long, and four threads per core keep every core
-        compressing meanwhile (2048² lz4 frames on two cores: 1 440 MB/s raw with 3
-        threads, 1 620 with 5, 1 650–1 760 with 8; benchmarks/RESULTS.md). Small chunks
-        block briefly and more threads only add lock traffic (512² frames: 960 MB/s
-        with 3, 952 with 8 and 40 % more kernel time), so one per core plus one."""
+        """Threads that compress chunks: ``threads``, or by chunk size and layout.
+
+        Unsharded chunks of 2 MiB or more go through a pipeline: one compressing thread
+        per core hands each encoded chunk to the I/O threads (:meth:`io_threads`), so a
+        core never waits for the disk. (Before, one thread per chunk compressed then
+        blocked in its 2–3 ms direct write, and eight of them time-sliced on two cores
+        finished their compressions together and left the disk idle in between: 2048²
+        lz4 frames, 1 870 MB/s raw; pipelined 2 + 4 threads, 2 250; benchmarks/RESULTS.md,
+        step 9.) Sharded big chunks: each writer also writes its shard's full segments,
+        so four per core keep the cores busy meanwhile (capped so the threads' own
+        buffers stay under THREAD_BUFFER_BYTES). Small chunks block briefly and more
+        threads only add lock traffic (512² frames: 960 MB/s with 3, 952 with 8 and 40 %
+        more kernel time), so one per core plus one."""
         if self.threads:
             return self.threads
         from acqwriter.layout import FrameLayout  # local: layout depends on this module
 
         cores = max(1, len(os.sched_getaffinity(0)))
-        chunk_bytes = FrameLayout(self).chunk_bytes
-        if chunk_bytes < BIG_CHUNK_BYTES:
+        layout = FrameLayout(self)
+        if layout.chunk_bytes < BIG_CHUNK_BYTES:
             return cores + 1
-        # each thread holds up to two chunks (staging + compressed scratch): keep that
-        # under THREAD_BUFFER_BYTES so huge chunks do not multiply memory
-        return max(cores + 1, min(4 * cores, THREAD_BUFFER_BYTES // (2 * chunk_bytes)))
+        if layout.shards is None:
+            return cores
+        # each thread holds up to two chunks (staging + compressed scratch)
+        return max(cores + 1, min(4 * cores, THREAD_BUFFER_BYTES // (2 * layout.chunk_bytes)))
+
+    def io_threads(self) -> int:
+        """Threads that only write encoded chunks (0: the compressing threads write).
+
+        Four for unsharded chunks of 2 MiB or more: direct writes block a thread for
+        2–3 ms each while using little CPU, and the disk measured the same 1.4–1.7 GB/s
+        with 1 to 8 writers (2 + 4 and 2 + 6 threads gave the same speed). Small chunks
+        are dominated by file creation, which is CPU in the kernel: a separate I/O stage
+        measured no faster (512² frames: 1 018 vs 1 040 MB/s)."""
+        from acqwriter.layout import FrameLayout
+
+        layout = FrameLayout(self)
+        if layout.shards is None and layout.chunk_bytes >= BIG_CHUNK_BYTES:
+            return IO_THREADS
+        return 0
 
     @classmethod
     def parse(cls, data: Any) -> StreamSpec:

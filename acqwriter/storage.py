@@ -255,11 +255,13 @@ class LocalStore:
         memoryview(buf)[: len(src)] = src
         return self.write_chunk_from(key, len(src))
 
-    def write_chunk_from(self, key: str, n: int) -> int:
-        """Write the first ``n`` bytes of this thread's :meth:`scratch` buffer as chunk
+    def write_chunk_from(self, key: str, n: int, buf: mmap.mmap | None = None) -> int:
+        """Write the first ``n`` bytes of ``buf`` (page-aligned, e.g. from
+        :func:`private_memory`; default this thread's :meth:`scratch` buffer) as chunk
         ``key`` (the zero-copy twin of :meth:`write_chunk`)."""
         path = self.root / key
-        buf, _ = self.scratch(n)
+        if buf is None:
+            buf, _ = self.scratch(n)
         try:
             self._ensure_dir(path.parent)
             if self.direct:

@@ -25,6 +25,7 @@ it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import queue
 import shutil
@@ -46,8 +47,8 @@ from acqwriter.ome import (
 )
 from acqwriter.ring import FrameRing
 from acqwriter.shards import SegmentPool, ShardWriter
-from acqwriter.spec import SpecError, StreamSpec
-from acqwriter.storage import LocalStore, StorageError
+from acqwriter.spec import THREAD_BUFFER_BYTES, SpecError, StreamSpec
+from acqwriter.storage import DIRECT_ALIGN, LocalStore, StorageError, private_memory
 from acqwriter.summary import Summary
 
 __all__ = ["FrameError", "FrameStream", "StreamError", "open_stream"]
@@ -169,7 +170,20 @@ class FrameStream:
             threading.Thread(target=self._worker, name=f"acqwriter-writer-{i}", daemon=True)
             for i in range(self._n_threads)
         ]
-        for worker in self._workers:
+        # Big unsharded chunks are pipelined: the writer threads only compress, each
+        # into a buffer taken from a bounded pool, and hand it to the I/O threads, which
+        # write it and give the buffer back (see StreamSpec.io_threads for why).
+        self._io_jobs: queue.SimpleQueue[tuple[_Group, str, Any, int] | None] = queue.SimpleQueue()
+        self._encoded_pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        n_io = spec.io_threads()
+        buffer_bytes = -(-self._max_encoded // DIRECT_ALIGN) * DIRECT_ALIGN  # O_DIRECT pads
+        for _ in range(_encoded_buffers(self._n_threads, n_io, buffer_bytes) if n_io else 0):
+            self._encoded_pool.put(private_memory(buffer_bytes))
+        self._io_workers = [
+            threading.Thread(target=self._io_worker, name=f"acqwriter-io-{i}", daemon=True)
+            for i in range(n_io)
+        ]
+        for worker in self._workers + self._io_workers:
             worker.start()
         self._commit_wake = threading.Event()
         self._stop_committer = threading.Event()
@@ -289,6 +303,10 @@ class FrameStream:
         for _ in self._workers:
             self._jobs.put(None)
         for worker in self._workers:
+            worker.join()
+        for _ in self._io_workers:
+            self._io_jobs.put(None)
+        for worker in self._io_workers:
             worker.join()
         if self.layout.shards is not None:
             self._finish_open_shards()
@@ -426,6 +444,25 @@ class FrameStream:
                     nbytes, ok = self._write_tile(group, ty, tx, staging), True
                 except BaseException as exc:
                     self._fail(exc)
+            if nbytes < 0:
+                continue  # handed to an I/O thread, which finishes the tile
+            self._tile_done(group, nbytes, ok)
+
+    def _io_worker(self) -> None:
+        """Write encoded chunks handed over by the compressing threads."""
+        while True:
+            item = self._io_jobs.get()
+            if item is None:
+                return
+            group, key, buf, n = item
+            nbytes, ok = 0, False
+            try:
+                if self._error is None:
+                    nbytes, ok = self.store.write_chunk_from(key, n, buf), True
+            except BaseException as exc:
+                self._fail(exc)
+            finally:
+                self._encoded_pool.put(buf)
             self._tile_done(group, nbytes, ok)
 
     def _write_tile(self, group: _Group, ty: int, tx: int, staging: np.ndarray) -> int:
@@ -444,6 +481,17 @@ class FrameStream:
                 pos = layout.position_in_group(index)
                 staging[(*pos, slice(0, h), slice(0, w))] = self.ring.slots[slot][ys, xs]
             data = staging
+        if self._io_workers:
+            # compress into a pooled aligned buffer (waits for one: memory stays bounded)
+            # and let an I/O thread write it; -1: the tile is not finished here
+            buf = self._encoded_pool.get()
+            try:
+                n = self._encoder.encode_into(data, buf, _address_of(buf))
+            except BaseException:
+                self._encoded_pool.put(buf)
+                raise
+            self._io_jobs.put((group, "0/" + layout.chunk_key(group.key, ty, tx), buf, n))
+            return -1
         # compress straight into this thread's aligned scratch buffer, write it from there
         buf, address = self.store.scratch(self._max_encoded)
         n = self._encoder.encode_into(data, buf, address)
@@ -668,6 +716,19 @@ class FrameStream:
 
 
 RESERVE_BYTES = 4 * 2**20
+
+
+def _address_of(buf: Any) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def _encoded_buffers(compressors: int, writers: int, buffer_bytes: int) -> int:
+    """Size of the pool of encoded-chunk buffers: one per compressing thread and two per
+    I/O thread (one being written, one queued), fewer for huge chunks (the pool stays
+    under THREAD_BUFFER_BYTES) but never fewer than compressors + 1: the pool bounds
+    the memory between compression and disk as the ring bounds it before."""
+    wanted = compressors + 2 * writers
+    return max(compressors + 1, min(wanted, THREAD_BUFFER_BYTES // buffer_bytes))
 
 
 def _latency_stats(latencies: list[float]) -> dict[str, float | None]:

@@ -10,6 +10,9 @@ variants; the disk's speed drifts by tens of percent over minutes)::
     python benchmarks/phases.py a threads=3            # any spec field=value
     SCALE=0.5 python benchmarks/phases.py d 'shards={"t":32}'
 
+``PHASES_PAUSE=1`` prints ``READY <pid>`` and waits 1.5 s before the timed region, for
+``perf record -p <pid>`` to attach after the frames are rendered.
+
 A ring high water equal to its capacity means the writer, not the producer, was the
 bottleneck.
 """
@@ -56,6 +59,9 @@ def main() -> None:
     for arg in sys.argv[2:]:
         key, value = arg.split("=", 1)
         spec[key] = json.loads(value) if value[:1] in "{[0123456789" else value
+    if os.environ.get("PHASES_PAUSE"):  # let a profiler attach to the timed region only
+        print("READY", os.getpid(), flush=True)
+        time.sleep(1.5)
     try:
         c0, t0 = os.times(), time.perf_counter()
         stream = open_stream(spec)

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from acqwriter.codecs import chunk_encoder
-from acqwriter.compress_into import IntoEncoder, max_compressed_size
+from acqwriter.compress_into import (
+    IntoEncoder,
+    _compress_ctx,
+    _python_blosc_library,
+    _same_output,
+    blosc_compressor,
+    max_compressed_size,
+)
 from acqwriter.simulators import FrameBank
 from acqwriter.spec import Compression
 from acqwriter.storage import LocalStore
@@ -63,3 +70,25 @@ def test_too_small_destination_is_refused_before_writing(tmp_path):
     address = np.frombuffer(small, np.uint8).ctypes.data
     with pytest.raises(ValueError, match="too small"):
         encoder.encode_into(noise, small, address)
+
+
+def test_python_blosc_simd_library_is_chosen_when_it_matches_numcodecs():
+    """python-blosc is a dependency: its AVX2 build of c-blosc must be the one in use
+    (the speed of scenario (a) depends on it), and only because it agreed with numcodecs."""
+    import numcodecs.blosc
+
+    library = _python_blosc_library()
+    assert library is not None and "libblosc" in library
+    assert blosc_compressor()[1] == library
+    assert _same_output(_compress_ctx(library), _compress_ctx(numcodecs.blosc.__file__))
+
+
+def test_a_library_whose_bytes_differ_is_refused():
+    import numcodecs.blosc
+
+    reference = _compress_ctx(numcodecs.blosc.__file__)
+
+    def other_level(clevel, *args):  # a "library" that compresses differently
+        return reference(clevel + 4, *args)
+
+    assert not _same_output(other_level, reference)

@@ -168,15 +168,34 @@ def test_load_and_save_methods(tmp_path):
 def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
     import os
 
+    from acqwriter.stream import _encoded_buffers
+
     cores = len(os.sched_getaffinity(0))
     base = {"out": "/nonexistent.ome.zarr", "dtype": "uint16"}
     small = StreamSpec.parse({**base, "shape": (512, 512)})  # 512 KiB chunks
     big = StreamSpec.parse({**base, "shape": (2048, 2048)})  # 8 MiB chunks
+    big_sharded = StreamSpec.parse({**base, "shape": (2048, 2048), "shards": {"t": 4}})
     huge = StreamSpec.parse(
         {**base, "shape": (2048, 2048), "chunks": {"t": 16, "y": 2048, "x": 2048}}  # 128 MiB
     )
-    assert small.writer_threads() == cores + 1
-    assert big.writer_threads() == 4 * cores
-    # two 128 MiB buffers per thread: memory caps the count at the floor
-    assert huge.writer_threads() == cores + 1
+    huge_sharded = StreamSpec.parse(
+        {
+            **base,
+            "shape": (2048, 2048),
+            "chunks": {"t": 16, "y": 2048, "x": 2048},
+            "shards": {"t": 32},
+        }
+    )
+    # small chunks: writers compress and write, one per core plus one
+    assert (small.writer_threads(), small.io_threads()) == (cores + 1, 0)
+    # big unsharded chunks: pipelined, one compressor per core and four I/O threads
+    assert (big.writer_threads(), big.io_threads()) == (cores, 4)
+    assert (huge.writer_threads(), huge.io_threads()) == (cores, 4)
+    # ... whose encoded-chunk pool stays bounded (256 MiB) but keeps every compressor busy
+    assert _encoded_buffers(cores, 4, 8 << 20) == cores + 8
+    assert _encoded_buffers(cores, 4, 128 << 20) == cores + 1
+    # big sharded chunks: writers also write segments, four per core, memory-capped
+    assert big_sharded.io_threads() == 0
+    assert big_sharded.writer_threads() == 4 * cores
+    assert huge_sharded.writer_threads() == cores + 1  # two 128 MiB buffers per thread
     assert StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2}).writer_threads() == 2
