@@ -21,20 +21,35 @@ same shard while it is on its way to disk (holding the lock across the write
 serialised every thread behind each 8 MiB write: 16 % of scenario (d)'s samples waited
 there, ``py-spy``). When every inner chunk of the shard has
 arrived, the last segment and the index are written and the file is truncated to end
-exactly at the index. Only then does the shard count as written: the stream's extent
-never covers a shard without its index, so a crash leaves any unfinished shard outside
-the extent (``acqwriter recover`` removes it). Memory: one segment per open shard plus
-one per write in flight.
+exactly at the index. The file is written under a temporary name (``.N.shard.tmp``
+beside the shard's key) and renamed into place when finished, so the key never holds a
+torn shard. Only then does the shard count as written: the stream's extent never covers
+a shard without its index, so a crash leaves any unfinished shard outside the extent
+(``acqwriter recover`` removes its temporary file). Memory: one segment per open shard
+plus one per write in flight.
+
+Sealing (shards along the first axis, t): a shard of 32 time points fills in 10 ms at
+3 000 frames/s, but in 32 s at 1 frame/s, and until it is finished its frames would be
+outside the dataset. :meth:`ShardWriter.seal` publishes what the shard holds so far —
+the bytes already in the temporary file, the current segment, and an index in which
+the chunks not yet received are empty — atomically at the shard's key (temp file +
+rename), and the stream extends its extent over the leading time points whose chunks
+are all in it. The temporary file goes on growing; a later seal or the finish replaces
+the published copy, again atomically. A seal rewrites at most one shard (≤ 16 MiB raw
+by the automatic choice) and happens at most once per ``shard_seal_s`` and only for a
+shard that old: a fast stream never seals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import mmap
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -171,7 +186,8 @@ class SegmentPool:
     def close(self) -> None:
         with self._lock:
             for buf in self._free:
-                buf.close()
+                with contextlib.suppress(BufferError):  # still viewed: unmapped when freed
+                    buf.close()
             self._free.clear()
 
 
@@ -189,6 +205,8 @@ class ShardWriter:
         self.store = store
         self.pool = pool if pool is not None else SegmentPool(keep=0)
         self.key = key
+        head, _, name = key.rpartition("/")
+        self.tmp_key = f"{head}/.{name}.shard.tmp" if head else f".{name}.shard.tmp"
         self.n_inner = n_inner
         self.expected = expected  # inner-chunk jobs (written or empty) before it is complete
         self.received = 0
@@ -204,6 +222,12 @@ class ShardWriter:
         self._file_offset = 0  # where the current segment will go (aligned)
         self._fd: int | None = None
         self.stored_bytes = 0
+        # seal() and finish() publish in turn: a stale seal never lands after the finish
+        self._publish_lock = threading.Lock()
+        self._finished = False
+        self.opened_at = time.monotonic()
+        self.sealed_at: float | None = None
+        self.sealed_groups = 0  # len(groups) when last sealed
 
     def put(self, position: int, data: memoryview) -> None:
         """Pack an inner chunk's encoded bytes; a segment that fills is written out by
@@ -234,38 +258,72 @@ class ShardWriter:
             return self.received >= self.expected
 
     def finish(self) -> int:
-        """Write the last segment and the index; the shard is then readable. Returns the
-        bytes stored. An all-empty shard is not written at all (reads as fill)."""
-        with self.lock:
-            while self._in_flight:
-                self._writes_done.wait()
-            try:
-                if self._fd is None and self._used == 0:
-                    return 0
-                index = encode_index(self.index)
-                if self._used + len(index) > len(self._segment):
-                    full = self._swap_locked(len(index))
-                    try:
-                        self._write(*full)
-                    finally:
-                        self.pool.give(full[0])
-                self._segment[self._used : self._used + len(index)] = index
-                self._used += len(index)
-                end = self._file_offset + self._used
-                self._write(self._segment, self._used, self._file_offset)
-                self.store.finish_shard(self._fd, end)  # type: ignore[arg-type]
-                self._fd = None
-                return self.stored_bytes
-            finally:
-                self._release_buffers_locked()
+        """Write the last segment and the index, then rename the file into place: the
+        shard is then readable. Returns the bytes stored. An all-empty shard is not
+        written at all (reads as fill)."""
+        with self._publish_lock:  # before self.lock, as in seal()
+            self._finished = True
+            with self.lock:
+                while self._in_flight:
+                    self._writes_done.wait()
+                try:
+                    if self._fd is None and self._used == 0:
+                        return 0
+                    index = encode_index(self.index)
+                    if self._used + len(index) > len(self._segment):
+                        full = self._swap_locked(len(index))
+                        try:
+                            self._write(*full)
+                        finally:
+                            self.pool.give(full[0])
+                    self._segment[self._used : self._used + len(index)] = index
+                    self._used += len(index)
+                    end = self._file_offset + self._used
+                    self._write(self._segment, self._used, self._file_offset)
+                    self.store.finish_shard(self._fd, end)  # type: ignore[arg-type]
+                    self._fd = None
+                finally:
+                    self._release_buffers_locked()
+            self.store.publish("0/" + self.tmp_key, "0/" + self.key)
+            return self.stored_bytes
+
+    def seal(self) -> list[Any] | None:
+        """Publish the chunks received so far as a valid shard at the key (see the
+        module docstring); returns the groups it holds, or None if the shard was
+        finished meanwhile (its groups count through the finish)."""
+        with self._publish_lock:
+            if self._finished:
+                return None
+            with self.lock:
+                while self._in_flight:
+                    self._writes_done.wait()
+                groups = list(self.groups)
+                blob = None
+                if self._used or self._file_offset:
+                    written = (
+                        self.store.read_range("0/" + self.tmp_key, 0, self._file_offset)
+                        if self._file_offset
+                        else b""
+                    )
+                    blob = written + bytes(self._segment[: self._used]) + encode_index(self.index)
+                self.sealed_at = time.monotonic()
+                self.sealed_groups = len(groups)
+            if blob is not None:  # else only empty chunks so far: absent reads as fill
+                self.store.write_atomic("0/" + self.key, blob)
+            return groups
 
     def abandon(self) -> None:
-        with self.lock:
+        """Stop without finishing: the temporary file goes; a sealed copy stays (the
+        extent may cover it)."""
+        with self._publish_lock, self.lock:
+            self._finished = True
             while self._in_flight:
                 self._writes_done.wait()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+                with contextlib.suppress(OSError):
+                    os.unlink(self.store.path("0/" + self.tmp_key))
             self._release_buffers_locked()
 
     def _swap_locked(self, room: int) -> tuple[mmap.mmap, int, int]:
@@ -284,7 +342,7 @@ class ShardWriter:
         if self._fd is None:
             with self._open_lock:
                 if self._fd is None:
-                    self._fd = self.store.open_shard("0/" + self.key)
+                    self._fd = self.store.open_shard("0/" + self.tmp_key)
         self.store.write_segment(self._fd, segment, n, offset)
 
     def _release_buffers_locked(self) -> None:

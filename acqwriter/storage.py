@@ -291,15 +291,18 @@ class LocalStore:
         """Write ``segment[:n]`` at ``offset`` of a shard file; returns how far the file
         position advanced (``n`` padded to the O_DIRECT alignment when direct)."""
         padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self.direct else n
-        view = memoryview(segment)[:padded]
-        try:
-            written = 0
-            while written < padded:
-                written += os.pwrite(fd, view[written:], offset + written)
-        except OSError as exc:
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot write shard data: {exc.strerror or exc}"
-            ) from exc
+        # the views are released even on error: a traceback kept with the stream's error
+        # would otherwise pin an export of the segment and the pool could not unmap it
+        with memoryview(segment) as whole, whole[:padded] as view:
+            try:
+                written = 0
+                while written < padded:
+                    with view[written:] as rest:
+                        written += os.pwrite(fd, rest, offset + written)
+            except OSError as exc:
+                raise StorageError(
+                    exc.errno or errno.EIO, f"cannot write shard data: {exc.strerror or exc}"
+                ) from exc
         return padded
 
     def finish_shard(self, fd: int, end: int) -> None:
@@ -312,6 +315,32 @@ class LocalStore:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot finish shard: {exc.strerror or exc}"
             ) from exc
+        finally:
+            os.close(fd)
+
+    def publish(self, tmp_key: str, key: str) -> None:
+        """Rename ``tmp_key`` over ``key`` atomically (a finished shard replacing its
+        sealed snapshot): readers see the old file or the new one, never a torn one."""
+        try:
+            os.replace(self.root / tmp_key, self.root / key)
+            if self.sync == "always":
+                self._fsync_dir((self.root / key).parent)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot publish {key!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def read_range(self, key: str, offset: int, n: int) -> bytes:
+        """``n`` bytes of ``key`` from ``offset`` (through the page cache)."""
+        fd = os.open(self.root / key, os.O_RDONLY)
+        try:
+            out = bytearray()
+            while len(out) < n:
+                part = os.pread(fd, n - len(out), offset + len(out))
+                if not part:
+                    raise StorageError(errno.EIO, f"{key!r}: shorter than {offset + n} bytes")
+                out += part
+            return bytes(out)
         finally:
             os.close(fd)
 

@@ -146,6 +146,8 @@ class FrameStream:
         self._block_groups_expected: dict[int, int] = {}
         self._committed_blocks = 0
         self._committed_rows = 0
+        self._sealed_rows: dict[int, int] = {}  # block -> leading rows in sealed shards
+        self._finished_groups: dict[int, list[tuple[_Group, int]]] = {}  # ... for sealing
         self._final_rows: int | None = None
         self._records: dict[int, dict[str, Any]] = {}
         self._dropped: list[tuple[int, str]] = []
@@ -545,6 +547,10 @@ class FrameStream:
             for group, live in shard.groups:
                 if group.ok:
                     self._account_group(self.layout.block_of(group.key), live)
+            if plan.factors[0] > 1 and shard.groups:  # a partly finished block may be sealed
+                block = self.layout.block_of(shard.groups[0][0].key)
+                if block >= self._committed_blocks:
+                    self._finished_groups.setdefault(block, []).extend(shard.groups)
         self._commit_wake.set()
 
     def _finish_open_shards(self) -> None:
@@ -608,6 +614,7 @@ class FrameStream:
             if self._stop_committer.is_set():
                 return
             try:
+                self._seal_front_block()
                 self._commit()
                 self._check_free_space()
             except BaseException as exc:
@@ -629,8 +636,59 @@ class FrameStream:
                 f"{self.spec.min_free_bytes / 2**20:.0f} MiB; stopped cleanly"
             )
 
+    def _seal_front_block(self) -> None:
+        """Shards along the first axis: publish the unfinished shards of the first block
+        not yet in the extent when they have held chunks for ``shard_seal_s`` without a
+        seal, and remember how many of the block's leading rows they now hold whole
+        (see :mod:`acqwriter.shards`, "Sealing")."""
+        plan = self.layout.shards
+        if plan is None or plan.factors[0] == 1:
+            return
+        now = time.monotonic()
+        with self._lock:
+            block = self._committed_blocks
+            shards = [sh for coords, sh in self._shards.items() if coords[0] == block]
+        due = [
+            sh
+            for sh in shards
+            if len(sh.groups) > sh.sealed_groups
+            and now - (sh.sealed_at or sh.opened_at) >= self.spec.shard_seal_s
+        ]
+        if not due:
+            return
+        with self._lock:  # groups of the block's shards that are finished already
+            groups = list(self._finished_groups.get(block, []))
+        for shard in shards:  # every open shard of the block: a row needs all of them
+            if len(shard.groups) > shard.sealed_groups or shard.sealed_at is None:
+                sealed = shard.seal()
+                if sealed is None:
+                    return  # finished meanwhile: the block commits the usual way
+            else:
+                sealed = shard.groups[: shard.sealed_groups]
+            groups += sealed
+        rows = self._leading_whole_rows(block, groups)
+        with self._lock:
+            if rows > self._sealed_rows.get(block, 0):
+                self._sealed_rows[block] = rows
+        self._commit_wake.set()
+
+    def _leading_whole_rows(self, block: int, groups: list[tuple[_Group, int]]) -> int:
+        """Rows from the start of ``block`` whose every chunk group is in ``groups``."""
+        layout = self.layout
+        per_chunk_row = layout.groups_per_block() // layout.shard_factors[0]
+        done: dict[int, int] = {}
+        for group, _live in groups:
+            if group.ok:
+                done[group.key[0]] = done.get(group.key[0], 0) + 1
+        first = block * layout.shard_factors[0]
+        whole = 0
+        while whole < layout.shard_factors[0] and done.get(first + whole, 0) >= per_chunk_row:
+            whole += 1
+        return whole * layout.outer_chunks[0]
+
     def _commit(self) -> None:
-        """Advance the extent over blocks whose chunks are all written."""
+        """Advance the extent over blocks whose chunks are all written (and the sealed
+        leading rows of the next one)."""
         layout = self.layout
         with self._lock:
             blocks = self._committed_blocks
@@ -638,12 +696,16 @@ class FrameStream:
                 expected = self._block_groups_expected.get(blocks, layout.groups_per_block())
                 if self._block_groups_done.get(blocks, 0) < expected:
                     break
+                self._sealed_rows.pop(blocks, None)
+                self._finished_groups.pop(blocks, None)
                 blocks += 1
-            if blocks == self._committed_blocks:
-                return
-            rows = blocks * layout.rows_per_block
+            rows = blocks * layout.rows_per_block + self._sealed_rows.get(blocks, 0)
             if self._final_rows is not None:
                 rows = min(rows, self._final_rows)
+            if rows <= self._committed_rows:
+                # a sealed block that finished adds blocks but no rows: count it
+                self._committed_blocks = max(self._committed_blocks, blocks)
+                return
             first, end = self._committed_rows * layout.frames_per_row, rows * layout.frames_per_row
             appended = self._next_index
             records = [

@@ -19,6 +19,7 @@ SHAPE = (48, 40)
 def main() -> None:
     out, seed = sys.argv[1], int(sys.argv[2])
     sync = sys.argv[3] if len(sys.argv) > 3 else "close"
+    shards = sys.argv[4] if len(sys.argv) > 4 else "none"  # "auto": t-shards, sealed often
     bank = FrameBank(SHAPE, "uint16", size=3, seed=seed)
     frames = [bank.frame(i) for i in range(4000)]
     stream = open_stream(
@@ -31,6 +32,8 @@ def main() -> None:
             "ring_bytes": 8 << 20,
             "sync": sync,
             "pyramid": {"levels": 2},
+            "shards": shards,
+            "shard_seal_s": 0.02,
         }
     )
     print("ready", flush=True)

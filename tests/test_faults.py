@@ -161,12 +161,12 @@ class FaultyStore(LocalStore):
     ok = 5
     err = errno.EIO
 
-    def write_chunk_from(self, key, n):
+    def write_chunk_from(self, key, n, buf=None):
         if key.startswith("0/c/"):
             if FaultyStore.ok <= 0:
                 raise OSError(FaultyStore.err, os.strerror(FaultyStore.err))
             FaultyStore.ok -= 1
-        return super().write_chunk_from(key, n)
+        return super().write_chunk_from(key, n, buf)
 
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC, errno.EROFS])
@@ -178,7 +178,14 @@ def test_injected_io_errors(tmp_path, monkeypatch, err):
     out = tmp_path / "eio.ome.zarr"
     bank = FrameBank((64, 64), "uint16", size=3, seed=8)
     stream = open_stream(
-        {"out": out, "shape": (64, 64), "dtype": "uint16", "threads": 1, "chunks": {"t": 2}}
+        {
+            "out": out,
+            "shape": (64, 64),
+            "dtype": "uint16",
+            "threads": 1,
+            "chunks": {"t": 2},
+            "shards": "none",  # the fault is injected into chunk-file writes
+        }
     )
     with pytest.raises(StreamError, match=os.strerror(err)):
         for i in range(500):
@@ -303,9 +310,9 @@ class GatedStore(LocalStore):
 
     delay = 0.02
 
-    def write_chunk_from(self, key, n):
+    def write_chunk_from(self, key, n, buf=None):
         time.sleep(GatedStore.delay)
-        return super().write_chunk_from(key, n)
+        return super().write_chunk_from(key, n, buf)
 
 
 def _peak_rss_during(fn) -> tuple[int, int]:
@@ -351,6 +358,7 @@ def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
                 "overflow": policy,
                 "ring_bytes": ring,
                 "threads": 2,
+                "shards": "none",  # GatedStore slows chunk-file writes
                 "pyramid": {"enabled": False},
                 "disk_check": False,
             }
@@ -394,6 +402,7 @@ def test_block_policy_back_pressure_reaches_the_camera(tmp_path, monkeypatch, co
             "frames": 200,
             "ring_bytes": 8 * 128 * 128 * 2,
             "threads": 1,
+            "shards": "none",  # GatedStore slows chunk-file writes
             "pyramid": {"enabled": False},
         }
     )

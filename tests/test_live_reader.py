@@ -9,11 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from acqwriter import open_stream
 from acqwriter.simulators import FrameBank
 
 
-def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path):
+@pytest.mark.parametrize("shards", ["none", "auto"])
+def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path, shards):
+    """``auto`` packs the frames into shards along t; the reader sees them grow through
+    the sealed, republished shard."""
     out = tmp_path / "live.ome.zarr"
     shape = (64, 96)
     bank = FrameBank(shape, "uint16", size=3, seed=11)
@@ -23,6 +28,8 @@ def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path):
         "dtype": "uint16",
         "chunks": {"t": 3, "y": 32, "x": 32},
         "commit_interval_s": 0.02,
+        "shards": shards,
+        "shard_seal_s": 0.05,
         "pyramid": {"enabled": False},
     }
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}

@@ -38,9 +38,10 @@ def _spec(out, **extra):
 def test_pipelined_chunks_read_back_exactly(tmp_path, io):
     out = tmp_path / f"{io}.ome.zarr"
     bank = FrameBank(SHAPE, "uint16", size=4, seed=21)
+    before = set(threading.enumerate())
     stream = open_stream(_spec(out, io=io))
-    names = {t.name for t in threading.enumerate()}
-    assert sum(n.startswith("acqwriter-io-") for n in names) == 4  # the pipeline is in use
+    started = [t.name for t in set(threading.enumerate()) - before]
+    assert sum(n.startswith("acqwriter-io-") for n in started) == 4  # the pipeline is in use
     for i in range(40):
         stream.append(bank.frame(i), metadata={"i": i})
     summary = stream.close()
@@ -56,7 +57,7 @@ def test_pipelined_chunks_read_back_exactly(tmp_path, io):
     assert [r["metadata"]["i"] for r in frame_records(out)] == list(range(40))
     # every thread of the stream is gone after close
     time.sleep(0.05)
-    assert not [t for t in threading.enumerate() if t.name.startswith("acqwriter-")]
+    assert not set(threading.enumerate()) - before
 
 
 class FailingChunkWrites(LocalStore):
@@ -85,6 +86,7 @@ def test_a_failed_pipelined_write_stops_cleanly_with_an_exact_extent(tmp_path, m
     monkeypatch.setattr(stream_mod, "LocalStore", FailingChunkWrites)
     out = tmp_path / "fail.ome.zarr"
     bank = FrameBank(SHAPE, "uint16", size=3, seed=22)
+    before = set(threading.enumerate())
     stream = open_stream(_spec(out))
     with pytest.raises(StreamError, match=os.strerror(err)):
         for i in range(400):
@@ -98,4 +100,4 @@ def test_a_failed_pipelined_write_stops_cleanly_with_an_exact_extent(tmp_path, m
     for i, frame in enumerate(data):
         np.testing.assert_array_equal(frame, bank.frame(i))
     time.sleep(0.05)
-    assert not [t for t in threading.enumerate() if t.name.startswith("acqwriter-")]
+    assert not set(threading.enumerate()) - before

@@ -67,24 +67,25 @@ def test_explicit_t_shards_read_back_exact_in_few_files(tmp_path, io):
     assert int((last[:, 0] != EMPTY).sum()) == 5  # frames 24-28; the rest empty
 
 
-def test_auto_shards_span_bounded_axes_but_never_t(tmp_path):
+def test_auto_shards_span_bounded_axes_then_t(tmp_path):
     out = tmp_path / "tcz.ome.zarr"
     frames = _frames((64, 48), 2 * 3 * 4)
     spec = {"dims": "tczyx", "sizes": {"c": 3, "z": 4}, "chunks": {"y": 32, "x": 32}}
     parsed = StreamSpec.parse({"out": out, "shape": (64, 48), "dtype": "uint16"} | spec)
-    assert parsed.shard_factors() == (1, 3, 4)
+    # 8 KiB groups (4 tiles of 32² uint16), 12 per t: 170 t per 16 MiB shard
+    assert parsed.shard_factors() == (170, 3, 4)
     _write(out, frames, **spec)
     meta = json.loads((out / "0" / "zarr.json").read_text())
-    # a shard: one t, all channels and planes, whole frames (tiles rounded up)
-    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 3, 4, 64, 64]
+    # a shard: 170 t, all channels and planes, whole frames (tiles rounded up)
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [170, 3, 4, 64, 64]
     assert meta["codecs"][0]["configuration"]["chunk_shape"] == [1, 1, 1, 32, 32]
-    assert len(_shard_files(out)) == 2
+    assert len(_shard_files(out)) == 1
     expected = np.stack(frames).reshape(2, 3, 4, 64, 48)
     np.testing.assert_array_equal(read_zarr(out), expected)
     np.testing.assert_array_equal(read_tensorstore(out), expected)
 
 
-def test_auto_leaves_large_chunks_and_tyx_streams_unsharded(tmp_path):
+def test_auto_leaves_large_chunks_unsharded_and_shards_small_ones_along_t(tmp_path):
     big = StreamSpec.parse({"out": tmp_path / "a", "shape": (1024, 1024), "dtype": "uint16"})
     assert big.shard_factors() == (1,)
     small = StreamSpec.parse(
@@ -96,7 +97,7 @@ def test_auto_leaves_large_chunks_and_tyx_streams_unsharded(tmp_path):
             "sizes": {"z": 5},
         }
     )
-    assert small.shard_factors() == (1, 5)
+    assert small.shard_factors() == (409, 5)  # 40 KiB per t: 409 t per 16 MiB shard
     none = small.model_copy(update={"shards": "none"})
     assert none.shard_factors() == (1, 1)
 
@@ -279,3 +280,67 @@ def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tm
     shard.abandon()  # a failure path may abandon a shard that was finished
     taken = [pool.take() for _ in range(4)]  # everything pooled, and then some
     assert len({id(buf) for buf in taken}) == 4  # never one buffer handed out twice
+
+
+def _extent(out) -> int:
+    return json.loads((out / "0" / "zarr.json").read_text())["shape"][0]
+
+
+def _wait_extent(out, rows, timeout=10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while _extent(out) < rows and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _extent(out)
+
+
+def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tmp_path):
+    """64×64 frames go 2 048 to an automatic t-shard; at a slow rate the frames so far
+    enter the dataset within shard_seal_s by sealing the unfinished shard."""
+    out = tmp_path / "slow.ome.zarr"
+    bank = FrameBank((64, 64), "uint16", size=3, seed=31)
+    spec = {"out": out, "shape": (64, 64), "dtype": "uint16", "shard_seal_s": 0.1}
+    stream = open_stream(spec)
+    assert stream.layout.shard_shape == (2048, 64, 64)
+    for i in range(10):
+        stream.append(bank.frame(i), metadata={"i": i})
+    t0 = time.monotonic()
+    assert _wait_extent(out, 10) == 10
+    assert time.monotonic() - t0 < 2.0  # seal 0.1 s + commit interval, with slack
+    # a reader in the middle of the stream: valid, bit-exact, both readers
+    check_dataset(out)
+    mid = read_zarr(out)
+    np.testing.assert_array_equal(read_tensorstore(out), mid)
+    for i, frame in enumerate(mid):
+        np.testing.assert_array_equal(frame, bank.frame(i))
+    assert [r["metadata"]["i"] for r in frame_records(out)] == list(range(10))
+    assert _shard_files(out) == [out / "0" / "c" / "0" / "0" / "0"]  # published at its key
+    # the shard keeps growing: later frames are republished, the earlier ones kept
+    for i in range(10, 25):
+        stream.append(bank.frame(i))
+    assert _wait_extent(out, 25) == 25
+    np.testing.assert_array_equal(read_zarr(out)[24], bank.frame(24))
+    summary = stream.close()
+    assert summary.ok and summary.frames_written == 25
+    data = read_zarr(out)
+    assert data.shape == (25, 64, 64)
+    assert [read_stamp(f) for f in data] == list(range(25))
+    assert not list(out.rglob("*.tmp"))  # the shard's temporary file was renamed into place
+
+
+def test_a_fast_stream_never_seals(tmp_path, monkeypatch):
+    from acqwriter.shards import ShardWriter
+
+    seals = []
+    real_seal = ShardWriter.seal
+
+    def counting_seal(self):  # the real seal, counted
+        seals.append(self.key)
+        return real_seal(self)
+
+    monkeypatch.setattr(ShardWriter, "seal", counting_seal)
+    out = tmp_path / "fast.ome.zarr"
+    frames = _frames((64, 64), 3000)
+    _write(out, frames, shard_seal_s=30.0, shards={"t": 256})
+    assert seals == []
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+    assert len(_shard_files(out)) == 12  # 3 000 / 256, the last one partial

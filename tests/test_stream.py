@@ -55,7 +55,13 @@ def test_chunks_spanning_frames_with_padding(tmp_path):
     out = tmp_path / "c.ome.zarr"
     shape = (100, 90)
     _, frames = frames_of(shape, "uint16", 10)
-    spec = {"out": out, "shape": shape, "dtype": "uint16", "chunks": {"t": 4, "y": 48, "x": 40}}
+    spec = {
+        "out": out,
+        "shape": shape,
+        "dtype": "uint16",
+        "chunks": {"t": 4, "y": 48, "x": 40},
+        "shards": "none",  # chunk files (test_shards covers the same inside shards)
+    }
     with open_stream(spec) as stream:
         for frame in frames:
             stream.append(frame)
@@ -180,9 +186,9 @@ class SlowStore(LocalStore):
 
     gate = threading.Event()
 
-    def write_chunk_from(self, key, n):
+    def write_chunk_from(self, key, n, buf=None):
         self.gate.wait(10)
-        return super().write_chunk_from(key, n)
+        return super().write_chunk_from(key, n, buf)
 
 
 def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
@@ -231,6 +237,7 @@ def test_block_policy_waits_instead_of_dropping(tmp_path, monkeypatch):
         "dtype": "uint16",
         "ring_bytes": 2 * 32 * 32 * 2,
         "threads": 1,
+        "shards": "none",  # SlowStore gates chunk-file writes
     }
     stream = open_stream(spec)
     done = threading.Event()
@@ -327,7 +334,13 @@ def test_summary_accounts_bytes_and_rates(tmp_path):
     out = tmp_path / "sum.ome.zarr"
     _, frames = frames_of((128, 128), "uint16", 20)
     with open_stream(
-        {"out": out, "shape": (128, 128), "dtype": "uint16", "pyramid": {"enabled": False}}
+        {
+            "out": out,
+            "shape": (128, 128),
+            "dtype": "uint16",
+            "pyramid": {"enabled": False},
+            "shards": "none",  # stored bytes == the chunk files' sizes
+        }
     ) as stream:
         for frame in frames:
             stream.append(frame)
@@ -348,14 +361,14 @@ class FullDiskStore(LocalStore):
 
     budget = 7
 
-    def write_chunk_from(self, key, n):
+    def write_chunk_from(self, key, n, buf=None):
         import errno
 
         if key.startswith("0/c/"):
             if FullDiskStore.budget <= 0:
                 raise OSError(errno.ENOSPC, "No space left on device")
             FullDiskStore.budget -= 1
-        return super().write_chunk_from(key, n)
+        return super().write_chunk_from(key, n, buf)
 
 
 def test_write_error_stops_cleanly_with_valid_dataset(tmp_path, monkeypatch):
@@ -365,7 +378,9 @@ def test_write_error_stops_cleanly_with_valid_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(stream_mod, "LocalStore", FullDiskStore)
     out = tmp_path / "full.ome.zarr"
     bank, _ = frames_of((32, 32), "uint16", 0)
-    stream = open_stream({"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1})
+    stream = open_stream(
+        {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1, "shards": "none"}
+    )
     with pytest.raises(StreamError, match="No space left on device"):
         for i in range(1000):
             stream.append(bank.frame(i))
