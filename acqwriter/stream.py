@@ -4,11 +4,13 @@ Data flow::
 
     append(frame) ──copy once──▶ FrameRing slot ──▶ chunk group (frames sharing
     t/c/z chunk coordinates) ──complete──▶ job queue ──▶ writer threads: assemble the
-    (y, x) tile, compress (numcodecs, GIL released), write the chunk file
+    (y, x) tile, compress (c-blosc, GIL released), write the chunk file — or, for big
+    unsharded chunks, hand the encoded chunk (pooled buffer) to the I/O threads that
+    write it; or pack it into its shard (:mod:`acqwriter.shards`)
     ──▶ committer: when every chunk of a block of the first axis is on disk, append the
     block's per-frame metadata and atomically rewrite ``0/zarr.json`` with the larger
-    extent ──▶ close: pad and write partial chunks, final extent, fsync, pyramid,
-    summary.
+    extent (a block's leading rows too, once its unfinished t-shard is sealed) ──▶ close:
+    pad and write partial chunks, final extent, fsync, pyramid, summary.
 
 Invariants (what a reader, or a crash, can rely on):
 

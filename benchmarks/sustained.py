@@ -47,7 +47,8 @@ def main() -> None:
         f"{args.fps:g} frames/s, core buffer {args.core_buffer_mb} MiB, ring {args.ring_mb} MiB: "
         f"written {s.frames_written}, dropped {s.frames_dropped} {s.dropped_by_reason}, "
         f"ring high water {s.ring_high_water_frames}/{s.ring_capacity_frames}, "
-        f"{s.throughput_mb_s:.0f} MB/s raw; dropped at {s.dropped_indices[:3]}…{s.dropped_indices[-3:]}"
+        f"{s.throughput_mb_s:.0f} MB/s raw; "
+        f"dropped at {s.dropped_indices[:3]}…{s.dropped_indices[-3:]}"
     )
 
 
