@@ -298,18 +298,17 @@ class ShardWriter:
                 while self._in_flight:
                     self._writes_done.wait()
                 groups = list(self.groups)
-                blob = None
-                if self._used or self._file_offset:
-                    written = (
-                        self.store.read_range("0/" + self.tmp_key, 0, self._file_offset)
-                        if self._file_offset
-                        else b""
-                    )
-                    blob = written + bytes(self._segment[: self._used]) + encode_index(self.index)
+                written_end = self._file_offset
+                tail = bytes(self._segment[: self._used]) + encode_index(self.index)
+                has_data = bool(self._used or written_end)
                 self.sealed_at = time.monotonic()
                 self.sealed_groups = len(groups)
-            if blob is not None:  # else only empty chunks so far: absent reads as fill
-                self.store.write_atomic("0/" + self.key, blob)
+            if has_data:  # else only empty chunks so far: absent reads as fill
+                # bytes before written_end are on disk and never rewritten (later
+                # segments land after it; finish and abandon wait for _publish_lock), so
+                # they are read without holding up the writers packing into the shard
+                head = self.store.read_range("0/" + self.tmp_key, 0, written_end)
+                self.store.write_atomic("0/" + self.key, head + tail)
             return groups
 
     def abandon(self) -> None:

@@ -540,7 +540,7 @@ class StreamSpec(WriterOptions):
         layout = FrameLayout(self)
         if layout.chunk_bytes < BIG_CHUNK_BYTES:
             return cores + 1
-        if layout.shards is None:
+        if self.io_threads():  # pipelined: the I/O threads write
             return cores
         # each thread holds up to two chunks (staging + compressed scratch)
         return max(cores + 1, min(4 * cores, THREAD_BUFFER_BYTES // (2 * layout.chunk_bytes)))

@@ -45,6 +45,11 @@ def private_memory(nbytes: int) -> mmap.mmap:
     return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
+def address_of(buf: mmap.mmap) -> int:
+    """The address of ``buf``'s first byte (for C calls that write into it)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
 def _try_lock(path: Path) -> int | None:
     """An exclusive flock on ``path`` (created if needed), or None if another holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -170,7 +175,7 @@ class LocalStore:
                 buf.close()
             buf = private_memory(max(need, 1 << 20))
             self._aligned.buf = buf
-            self._aligned.address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            self._aligned.address = address_of(buf)
         return buf, self._aligned.address
 
     def _write_direct_aligned(self, path: Path, aligned: memoryview, n: int) -> int:
@@ -332,6 +337,8 @@ class LocalStore:
 
     def read_range(self, key: str, offset: int, n: int) -> bytes:
         """``n`` bytes of ``key`` from ``offset`` (through the page cache)."""
+        if n == 0:
+            return b""  # the file may not exist yet
         fd = os.open(self.root / key, os.O_RDONLY)
         try:
             out = bytearray()

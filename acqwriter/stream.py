@@ -27,7 +27,6 @@ it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import queue
 import shutil
@@ -50,7 +49,13 @@ from acqwriter.ome import (
 from acqwriter.ring import FrameRing
 from acqwriter.shards import SegmentPool, ShardWriter
 from acqwriter.spec import THREAD_BUFFER_BYTES, SpecError, StreamSpec
-from acqwriter.storage import DIRECT_ALIGN, LocalStore, StorageError, private_memory
+from acqwriter.storage import (
+    DIRECT_ALIGN,
+    LocalStore,
+    StorageError,
+    address_of,
+    private_memory,
+)
 from acqwriter.summary import Summary
 
 __all__ = ["FrameError", "FrameStream", "StreamError", "open_stream"]
@@ -176,13 +181,15 @@ class FrameStream:
         ]
         # Big unsharded chunks are pipelined: the writer threads only compress, each
         # into a buffer taken from a bounded pool, and hand it to the I/O threads, which
-        # write it and give the buffer back (see StreamSpec.io_threads for why).
+        # write it and give the buffer back (see StreamSpec.io_threads for why). The pool
+        # holds (buffer, address) pairs: the address is taken once, not per chunk.
         self._io_jobs: queue.SimpleQueue[tuple[_Group, str, Any, int] | None] = queue.SimpleQueue()
-        self._encoded_pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._encoded_pool: queue.SimpleQueue[tuple[Any, int]] = queue.SimpleQueue()
         n_io = spec.io_threads()
         buffer_bytes = -(-self._max_encoded // DIRECT_ALIGN) * DIRECT_ALIGN  # O_DIRECT pads
         for _ in range(_encoded_buffers(self._n_threads, n_io, buffer_bytes) if n_io else 0):
-            self._encoded_pool.put(private_memory(buffer_bytes))
+            buf = private_memory(buffer_bytes)
+            self._encoded_pool.put((buf, address_of(buf)))
         self._io_workers = [
             threading.Thread(target=self._io_worker, name=f"acqwriter-io-{i}", daemon=True)
             for i in range(n_io)
@@ -458,15 +465,15 @@ class FrameStream:
             item = self._io_jobs.get()
             if item is None:
                 return
-            group, key, buf, n = item
+            group, key, pooled, n = item
             nbytes, ok = 0, False
             try:
                 if self._error is None:
-                    nbytes, ok = self.store.write_chunk_from(key, n, buf), True
+                    nbytes, ok = self.store.write_chunk_from(key, n, pooled[0]), True
             except BaseException as exc:
                 self._fail(exc)
             finally:
-                self._encoded_pool.put(buf)
+                self._encoded_pool.put(pooled)
             self._tile_done(group, nbytes, ok)
 
     def _write_tile(self, group: _Group, ty: int, tx: int, staging: np.ndarray) -> int:
@@ -488,13 +495,13 @@ class FrameStream:
         if self._io_workers:
             # compress into a pooled aligned buffer (waits for one: memory stays bounded)
             # and let an I/O thread write it; -1: the tile is not finished here
-            buf = self._encoded_pool.get()
+            pooled = self._encoded_pool.get()
             try:
-                n = self._encoder.encode_into(data, buf, _address_of(buf))
+                n = self._encoder.encode_into(data, *pooled)
             except BaseException:
-                self._encoded_pool.put(buf)
+                self._encoded_pool.put(pooled)
                 raise
-            self._io_jobs.put((group, "0/" + layout.chunk_key(group.key, ty, tx), buf, n))
+            self._io_jobs.put((group, "0/" + layout.chunk_key(group.key, ty, tx), pooled, n))
             return -1
         # compress straight into this thread's aligned scratch buffer, write it from there
         buf, address = self.store.scratch(self._max_encoded)
@@ -780,10 +787,6 @@ class FrameStream:
 
 
 RESERVE_BYTES = 4 * 2**20
-
-
-def _address_of(buf: Any) -> int:
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
 def _encoded_buffers(compressors: int, writers: int, buffer_bytes: int) -> int:

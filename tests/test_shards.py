@@ -340,7 +340,7 @@ def test_a_fast_stream_never_seals(tmp_path, monkeypatch):
     monkeypatch.setattr(ShardWriter, "seal", counting_seal)
     out = tmp_path / "fast.ome.zarr"
     frames = _frames((64, 64), 3000)
-    _write(out, frames, shard_seal_s=30.0, shards={"t": 256})
+    _write(out, frames, shards={"t": 256})  # default shard_seal_s: 1 s
     assert seals == []
     np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
     assert len(_shard_files(out)) == 12  # 3 000 / 256, the last one partial
