@@ -119,3 +119,18 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120):
     exe = Path(sys.executable).parent / "acqwriter"
     cmd = [str(exe), *args] if exe.exists() else [shutil.which("acqwriter") or "acqwriter", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def resident_fraction(arr: np.ndarray) -> float:
+    """Fraction of ``arr``'s pages backed by memory (Linux ``mincore``)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    start = arr.ctypes.data - arr.ctypes.data % page
+    length = arr.ctypes.data + arr.nbytes - start
+    vec = (ctypes.c_ubyte * (-(-length // page)))()
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    assert libc.mincore(ctypes.c_void_p(start), length, vec) == 0, ctypes.get_errno()
+    return sum(v & 1 for v in vec) / len(vec)

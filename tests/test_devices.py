@@ -70,6 +70,38 @@ def test_sim_snap_and_sequence_are_stamped_and_exact(sim):
     assert [n for n, _, _ in frames] == list(range(15))
 
 
+def test_sim_camera_faults_in_its_output_buffer_before_its_clock_starts():
+    """A free-running simulated camera writing into fresh memory ran at a third of its rate
+    until the core's buffer was faulted in, then burst and overflowed it: the camera faults
+    in the whole pool behind its first slot before pacing starts."""
+    import mmap
+
+    from acqwriter.simulators import SimCamera
+    from helpers import resident_fraction
+
+    pool = np.frombuffer(
+        mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8
+    )
+    offset = 0
+
+    def get_buffer(shape, dtype):
+        nonlocal offset
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        out = pool[offset : offset + nbytes].view(dtype).reshape(shape)
+        offset += nbytes
+        return out
+
+    cam = SimCamera((256, 256), "uint16", fps=1000.0, seed=2)
+    frames = cam.start_sequence(3, get_buffer)
+    next(frames)
+    assert resident_fraction(pool) == pytest.approx(1.0)  # all 32 MiB, not the first 128 KiB
+    rest = list(frames)
+    assert len(rest) == 2 and offset == 3 * 256 * 256 * 2  # one slot per frame, none wasted
+    for number in range(3):
+        got = pool[number * 131072 : (number + 1) * 131072].view(np.uint16).reshape(256, 256)
+        np.testing.assert_array_equal(got, cam.expected_frame(number))
+
+
 def test_camera_side_gaps_are_reported_with_numbers(sim):
     sim.py_devices["Camera"].faults = SimFaults(skip={3, 4, 9})
     frames, lost, end = drain(sim.camera, 12)

@@ -7,21 +7,7 @@ import numpy as np
 import pytest
 
 from acqwriter.ring import FrameRing
-
-
-def _resident_fraction(arr: np.ndarray) -> float:
-    """Fraction of ``arr``'s pages backed by memory (Linux ``mincore``)."""
-    import ctypes
-    import mmap
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    page = mmap.PAGESIZE
-    start = arr.ctypes.data - arr.ctypes.data % page
-    length = arr.ctypes.data + arr.nbytes - start
-    vec = (ctypes.c_ubyte * (-(-length // page)))()
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    assert libc.mincore(ctypes.c_void_p(start), length, vec) == 0, ctypes.get_errno()
-    return sum(v & 1 for v in vec) / len(vec)
+from helpers import resident_fraction
 
 
 def test_frames_written_while_the_ring_populates_survive() -> None:
@@ -42,7 +28,7 @@ def test_frames_written_while_the_ring_populates_survive() -> None:
 def test_every_slot_is_backed_by_memory_once_populated() -> None:
     ring = FrameRing(40, (1024, 1024), np.dtype("uint16"))  # 80 MiB, never written
     assert ring.wait_populated(timeout=30)
-    assert _resident_fraction(ring.slots) == pytest.approx(1.0)
+    assert resident_fraction(ring.slots) == pytest.approx(1.0)
 
 
 def test_ring_occupancy_and_high_water_are_counted() -> None:
@@ -53,3 +39,40 @@ def test_ring_occupancy_and_high_water_are_counted() -> None:
     assert ring.occupancy == 1 and ring.high_water == 2
     ring.release([b])
     assert ring.occupancy == 0
+
+
+def _fresh_pool(nbytes: int) -> np.ndarray:
+    import mmap
+
+    return np.frombuffer(
+        mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8
+    )
+
+
+@pytest.mark.parametrize("madvise", [True, False], ids=["madvise", "touch-fallback"])
+def test_populate_backing_faults_in_the_whole_pool_under_a_view(monkeypatch, madvise) -> None:
+    import acqwriter.ring as ring_module
+
+    if not madvise:
+        monkeypatch.setattr(ring_module, "_madvise_populate", lambda address, nbytes: False)
+    pool = _fresh_pool(32 << 20)
+    pool[:5000] = 7  # written before: must survive
+    pool[-3:] = 9
+    view = pool[(8 << 20) + 6 : (16 << 20) + 6].view(np.uint16).reshape(2048, 2048)
+    assert resident_fraction(pool) < 0.1
+    ring_module.populate_backing(view)
+    assert resident_fraction(pool) == pytest.approx(1.0)
+    assert (pool[:5000] == 7).all() and (pool[-3:] == 9).all()
+    assert not pool[5000:-3].any()
+
+
+def test_populate_backing_leaves_what_it_cannot_name_alone() -> None:
+    from acqwriter.ring import populate_backing
+
+    strided = np.zeros((64, 64), np.uint16)[:, ::2]  # not one contiguous allocation
+    populate_backing(strided)
+    populate_backing(np.empty((0, 4), np.uint8))
+    readonly = np.zeros(4096 * 4, np.uint8)
+    readonly.flags.writeable = False
+    populate_backing(readonly)
+    assert not readonly.any()
