@@ -79,35 +79,44 @@ def _madvise_populate(address: int, nbytes: int) -> bool:
     raise OSError(ctypes.get_errno(), "madvise(MADV_POPULATE_WRITE) failed")
 
 
-def populate_backing(array: np.ndarray) -> None:
-    """Back every page of the allocation under ``array`` with memory, contents unchanged.
+def populate_backing(array: np.ndarray, nbytes: int | None = None) -> None:
+    """Back the pages of the allocation under ``array`` with memory, contents unchanged.
 
-    Walks ``array.base`` to the outermost numpy array (a view into a larger pool populates
-    the whole pool) and asks the kernel to fault it in (``MADV_POPULATE_WRITE``, GIL
-    released; pages already present cost a page-table walk). Where the kernel does not
-    offer that, every page is rewritten in place with its own first byte. For a buffer
-    someone else owns and fills on a hot path, e.g. the core's circular buffer that a
-    simulated camera writes into: its first pass would otherwise page-fault at the
-    host's pace (0.5 s for 256 MiB here, enough to throw a free-running camera off its
-    schedule).
+    Walks ``array.base`` to the outermost numpy array (a view into a larger pool) and asks
+    the kernel to fault in that whole allocation, or with ``nbytes`` only the ``nbytes``
+    from ``array``'s first byte on (capped at the allocation's end), via
+    ``MADV_POPULATE_WRITE`` (GIL released; pages already present cost a page-table walk).
+    Where the kernel does not offer that, each page is rewritten in place with its own
+    byte. For a buffer someone else owns and fills on a hot path, e.g. the core's
+    circular buffer that a simulated camera writes into: its first pass would otherwise
+    page-fault at the host's pace (0.5 s for 256 MiB here, enough to throw a
+    free-running camera off its schedule).
     """
+    view_start = array.ctypes.data
     while isinstance(array.base, np.ndarray):
         array = array.base
-    nbytes = array.nbytes
-    if nbytes == 0 or not array.flags.c_contiguous:
+    if array.nbytes == 0 or not array.flags.c_contiguous:
         return  # nothing to populate, or not one allocation we can name
+    base_start = array.ctypes.data
+    base_end = base_start + array.nbytes
+    start = base_start if nbytes is None else view_start
+    end = base_end if nbytes is None else min(base_end, view_start + max(nbytes, 0))
+    if end <= start:
+        return
     page = mmap.PAGESIZE
-    start = array.ctypes.data
     aligned = start - start % page
     try:
-        if hasattr(mmap, "MAP_ANONYMOUS") and _madvise_populate(aligned, nbytes + start - aligned):
+        if hasattr(mmap, "MAP_ANONYMOUS") and _madvise_populate(aligned, end - aligned):
             return
     except OSError:
         pass  # e.g. a file-backed or read-only mapping: fall through to touching
     if array.flags.writeable:
-        first = (-start) % page
-        pages = array.reshape(-1).view(np.uint8)[first::page]
+        flat = array.reshape(-1).view(np.uint8)
+        offset = start - base_start
+        first = offset + (-start) % page  # the first page boundary at or after start
+        pages = flat[first : end - base_start : page]
         np.bitwise_or(pages, 0, out=pages)
+        flat[offset : offset + 1] |= 0  # the page holding start, when not on a boundary
 
 
 def _reserved(

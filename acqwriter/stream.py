@@ -27,6 +27,7 @@ it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import queue
 import shutil
@@ -161,7 +162,6 @@ class FrameStream:
         self._missing: list[int] = []
         self._frames_received = 0
         self._frames_written = 0  # on disk (progress); the summary counts the extent only
-        self._block_live: dict[int, int] = {}  # live frames written per committed-able block
         self._stored_bytes = 0
         self._error: BaseException | None = None
         self._stop_reason: str | None = None  # a clean stop (low disk): no new frames
@@ -281,7 +281,8 @@ class FrameStream:
     def progress(self) -> dict[str, Any]:
         """A cheap live snapshot for progress bars and status replies."""
         elapsed = self._elapsed()
-        written = self._frames_written
+        with self._lock:  # finished groups, or frames readers already see in sealed shards
+            written = max(self._frames_written, self._frames_in_extent())
         return {
             "frames_appended": self._next_index,
             "frames_received": self._frames_received,
@@ -573,7 +574,6 @@ class FrameStream:
     def _account_group(self, block: int, live: int) -> None:
         """A written group's frames count for the extent (caller holds ``_lock``)."""
         self._frames_written += live
-        self._block_live[block] = self._block_live.get(block, 0) + live
         self._block_groups_done[block] = self._block_groups_done.get(block, 0) + 1
 
     def _tile_done(self, group: _Group, nbytes: int, ok: bool) -> None:
@@ -743,15 +743,20 @@ class FrameStream:
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t_open
 
+    def _frames_in_extent(self) -> int:
+        """Frames inside the committed extent that are not dropped: exactly what readers
+        get (whole blocks and sealed rows alike; a failure can leave later groups written
+        but outside it). Drops are recorded in index order. Caller holds ``_lock``."""
+        end = min(self._committed_rows * self.layout.frames_per_row, self._next_index)
+        return end - bisect.bisect_left(self._dropped, (end,))
+
     def _make_summary(self, *, state: str, duration: float) -> Summary:
         with self._lock:
             dropped = sorted(self._dropped)
             by_reason: dict[str, int] = {}
             for _, reason in dropped:
                 by_reason[reason] = by_reason.get(reason, 0) + 1
-            # frames inside the committed extent: a failure can leave later groups written
-            # but outside it
-            written = sum(n for b, n in self._block_live.items() if b < self._committed_blocks)
+            written = self._frames_in_extent()
             stored = self._stored_bytes
             rows = self._committed_rows
         raw = written * self.layout.frame_bytes

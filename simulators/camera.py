@@ -26,6 +26,7 @@ hung camera, until the sequence is stopped or :meth:`SimCamera.interrupt` is cal
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -175,13 +176,17 @@ class SimCamera(CameraDevice):
         self._interrupt.clear()
         faults = self.faults
         period = max(1.0 / self.fps if self.fps else 0.0, self._exposure / 1000.0)
-        # The first slot is taken before the clock starts, and the memory behind it (the
-        # core's whole circular buffer) is faulted in: written for the first time, 256 MiB
-        # took 0.5 s here, so a 150 frames/s camera ran at 50 frames/s for its first
-        # 40 frames and then burst to catch up, overflowing the core's buffer.
+        # The first slot is taken before the clock starts, and the memory the camera will
+        # write in its first second (at most the core's whole circular buffer behind that
+        # slot) is faulted in: written for the first time, 256 MiB took 0.5 s here, so a
+        # 150 frames/s camera of 2048² ran at 50 frames/s for 40 frames, then burst to
+        # catch up and overflowed the core's buffer. Small or slow frames fault in little.
         pending = get_buffer(shape, dtype) if n is None or n > 0 else None
         if pending is not None:
-            populate_backing(pending)
+            ahead = None if not period else max(1, math.ceil(1.0 / period))
+            if n is not None:
+                ahead = n if ahead is None else min(ahead, n)
+            populate_backing(pending, None if ahead is None else ahead * pending.nbytes)
         t_next = time.perf_counter()
         number = 0
         delivered = 0

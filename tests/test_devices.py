@@ -70,36 +70,45 @@ def test_sim_snap_and_sequence_are_stamped_and_exact(sim):
     assert [n for n, _, _ in frames] == list(range(15))
 
 
-def test_sim_camera_faults_in_its_output_buffer_before_its_clock_starts():
+@pytest.mark.parametrize(
+    ("fps", "n", "populated_frames"),
+    [(100.0, None, 100), (100.0, 3, 3), (None, None, 256), (None, 5, 5)],
+    ids=["paced-first-second", "paced-n-frames", "unpaced-whole-pool", "unpaced-n-frames"],
+)
+def test_sim_camera_faults_in_what_it_will_write_before_its_clock_starts(fps, n, populated_frames):
     """A free-running simulated camera writing into fresh memory ran at a third of its rate
-    until the core's buffer was faulted in, then burst and overflowed it: the camera faults
-    in the whole pool behind its first slot before pacing starts."""
+    until the core's buffer was faulted in, then burst and overflowed it: before pacing
+    starts, the camera faults in the pool behind its first slot, as far as its first
+    second of frames (or its n frames) reaches; the whole pool when it is unpaced."""
     import mmap
 
     from acqwriter.simulators import SimCamera
     from helpers import resident_fraction
 
+    frame_bytes = 256 * 256 * 2
     pool = np.frombuffer(
-        mmap.mmap(-1, 32 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8
+        mmap.mmap(-1, 256 * frame_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), np.uint8
     )
     offset = 0
 
     def get_buffer(shape, dtype):
         nonlocal offset
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        out = pool[offset : offset + nbytes].view(dtype).reshape(shape)
-        offset += nbytes
+        out = pool[offset : offset + frame_bytes].view(dtype).reshape(shape)
+        offset += frame_bytes
         return out
 
-    cam = SimCamera((256, 256), "uint16", fps=1000.0, seed=2)
-    frames = cam.start_sequence(3, get_buffer)
+    cam = SimCamera((256, 256), "uint16", fps=fps, seed=2)
+    frames = cam.start_sequence(n, get_buffer)
     next(frames)
-    assert resident_fraction(pool) == pytest.approx(1.0)  # all 32 MiB, not the first 128 KiB
-    rest = list(frames)
-    assert len(rest) == 2 and offset == 3 * 256 * 256 * 2  # one slot per frame, none wasted
+    assert resident_fraction(pool[: populated_frames * frame_bytes]) == pytest.approx(1.0)
+    if populated_frames < 256:  # and not more than that (one frame: the one just written)
+        assert resident_fraction(pool[(populated_frames + 1) * frame_bytes :]) < 0.05
+    rest = [next(frames), next(frames)]
+    frames.close()
+    assert len(rest) == 2 and offset == 3 * frame_bytes  # one slot per frame, none wasted
     for number in range(3):
-        got = pool[number * 131072 : (number + 1) * 131072].view(np.uint16).reshape(256, 256)
-        np.testing.assert_array_equal(got, cam.expected_frame(number))
+        got = pool[number * frame_bytes : (number + 1) * frame_bytes].view(np.uint16)
+        np.testing.assert_array_equal(got.reshape(256, 256), cam.expected_frame(number))
 
 
 def test_camera_side_gaps_are_reported_with_numbers(sim):

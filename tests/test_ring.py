@@ -66,6 +66,24 @@ def test_populate_backing_faults_in_the_whole_pool_under_a_view(monkeypatch, mad
     assert not pool[5000:-3].any()
 
 
+@pytest.mark.parametrize("madvise", [True, False], ids=["madvise", "touch-fallback"])
+def test_populate_backing_can_stop_after_nbytes_from_the_view(monkeypatch, madvise) -> None:
+    import acqwriter.ring as ring_module
+
+    if not madvise:
+        monkeypatch.setattr(ring_module, "_madvise_populate", lambda address, nbytes: False)
+    page = 4096
+    pool = _fresh_pool(64 * page)
+    pool[10 * page + 5] = 3
+    ring_module.populate_backing(pool[10 * page + 100 :], 8 * page)  # pages 10..18
+    resident = [resident_fraction(pool[i * page : (i + 1) * page]) for i in range(64)]
+    assert resident[10:19] == [1.0] * 9
+    assert sum(resident[:10]) + sum(resident[19:]) == 0
+    ring_module.populate_backing(pool[page:], 0)  # nothing asked, nothing touched
+    assert resident_fraction(pool[page : 2 * page]) == 0
+    assert pool[10 * page + 5] == 3 and pool.sum() == 3  # (reading maps the zero page)
+
+
 def test_populate_backing_leaves_what_it_cannot_name_alone() -> None:
     from acqwriter.ring import populate_backing
 

@@ -314,16 +314,28 @@ def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tm
         np.testing.assert_array_equal(frame, bank.frame(i))
     assert [r["metadata"]["i"] for r in frame_records(out)] == list(range(10))
     assert _shard_files(out) == [out / "0" / "c" / "0" / "0" / "0"]  # published at its key
+    # progress and the live summary count what readers already see, not finished shards
+    assert stream.progress()["frames_written"] == 10
+    assert stream.summary.frames_written == 10
     # the shard keeps growing: later frames are republished, the earlier ones kept
     for i in range(10, 25):
         stream.append(bank.frame(i))
     assert _wait_extent(out, 25) == 25
     np.testing.assert_array_equal(read_zarr(out)[24], bank.frame(24))
+    stream.skip(2)  # frames 25 and 26 lost by the camera: in the extent, not written
+    for i in range(27, 30):
+        stream.append(bank.frame(i))
+    assert _wait_extent(out, 30) == 30
+    assert stream.progress()["frames_written"] == 28
+    assert stream.summary.frames_written == 28
     summary = stream.close()
-    assert summary.ok and summary.frames_written == 25
+    assert summary.error is None and summary.state == "complete"
+    assert summary.frames_written == 28 and summary.dropped_indices == [25, 26]
     data = read_zarr(out)
-    assert data.shape == (25, 64, 64)
-    assert [read_stamp(f) for f in data] == list(range(25))
+    assert data.shape == (30, 64, 64)
+    assert [read_stamp(f) for f in data[:25]] == list(range(25))
+    assert not data[25:27].any()  # fill value where the camera lost frames
+    assert [read_stamp(f) for f in data[27:]] == [27, 28, 29]
     assert not list(out.rglob("*.tmp"))  # the shard's temporary file was renamed into place
 
 
