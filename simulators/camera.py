@@ -4,7 +4,9 @@ It behaves like a sequence-capable Micro-Manager camera: ``start_sequence`` fill
 core's circular-buffer slots in place (``get_buffer`` returns a view into the core's
 buffer; no extra copy) from a precomputed :class:`~acqwriter.simulators.frames.FrameBank`
 and yields per-frame metadata, paced to ``fps`` (or the exposure time, whichever is
-slower; neither set: as fast as possible).
+slower; neither set: as fast as possible). Before its clock starts it faults in the part
+of the core's buffer its first second of frames will write, so that a first pass over
+fresh memory does not slow it below its rate (and then burst to catch up).
 
 Each frame carries its camera frame number twice: as the frame stamp in its first
 pixels and as the ``SimCamera-FrameNumber`` metadata tag (a hardware frame counter,
