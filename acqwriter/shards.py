@@ -251,6 +251,22 @@ class ShardWriter:
                     self._in_flight -= 1
                     self._writes_done.notify_all()
 
+    def unwritten_bytes(self) -> int:
+        """Bytes this shard still has to put on disk: packed but unwritten chunks (the
+        current segment and those being written) and its index. An estimate from above,
+        for free-space checks."""
+        with self.lock:
+            if self._finished:
+                return 0
+            in_flight = self._in_flight * max(len(self._segment), SEGMENT_BYTES)
+            return self._used + in_flight + self.n_inner * 16 + 4
+
+    def seal_bytes(self) -> int:
+        """Bytes a seal would write now (a whole copy of the shard so far, beside the
+        temporary file until the finish renames that over it)."""
+        with self.lock:
+            return 0 if self._finished else self._file_offset + self._used + self.n_inner * 16 + 4
+
     def job_done(self) -> bool:
         """Count one finished inner-chunk job; True when the shard is complete."""
         with self.lock:

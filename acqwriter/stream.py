@@ -631,19 +631,29 @@ class FrameStream:
                 return
             self._stop_committer.wait(interval)  # rate-limit metadata rewrites
 
-    def _check_free_space(self) -> None:
-        """Stop taking frames while what the ring still holds can be written with
-        ``min_free_bytes`` to spare (statvfs: microseconds, called every few chunks)."""
-        if self._stop_reason is not None or self.spec.min_free_bytes == 0:
-            return
+    def _check_free_space(self, extra: int = 0) -> bool:
+        """Stop taking frames while what is still to be written fits with
+        ``min_free_bytes`` to spare (statvfs: microseconds, called every few chunks):
+        the ring's frames (raw), the bytes packed into open shards but not yet on disk
+        with their indexes, and ``extra`` (a seal's copy of its shards). False when the
+        stream has stopped for low space (a seal then does not write)."""
+        if self.spec.min_free_bytes == 0:
+            return True
+        if self._stop_reason is not None:
+            return False
         free = self.store.free_bytes()
+        with self._lock:
+            shards = list(self._shards.values())
         pending = self.ring.occupancy * self.layout.frame_bytes  # not yet written, raw
+        pending += sum(shard.unwritten_bytes() for shard in shards) + extra
         if free - pending < self.spec.min_free_bytes:
             self._stop_reason = (
                 f"disk space low: {free / 2**20:.0f} MiB free on {self.spec.out.parent} "
                 f"({pending / 2**20:.0f} MiB still to write), below min_free_bytes "
                 f"{self.spec.min_free_bytes / 2**20:.0f} MiB; stopped cleanly"
             )
+            return False
+        return True
 
     def _seal_front_block(self) -> None:
         """Shards along the first axis: publish the unfinished shards of the first block
@@ -665,6 +675,8 @@ class FrameStream:
         ]
         if not due:
             return
+        if not self._check_free_space(extra=sum(shard.seal_bytes() for shard in shards)):
+            return  # no room for the copies: the shards appear when finished
         with self._lock:  # groups of the block's shards that are finished already
             groups = list(self._finished_groups.get(block, []))
         for shard in shards:  # every open shard of the block: a row needs all of them
