@@ -259,13 +259,15 @@ class ShardWriter:
             if self._finished:
                 return 0
             in_flight = self._in_flight * max(len(self._segment), SEGMENT_BYTES)
-            return self._used + in_flight + self.n_inner * 16 + 4
+            return self._used + in_flight + index_nbytes(self.n_inner)
 
     def seal_bytes(self) -> int:
         """Bytes a seal would write now (a whole copy of the shard so far, beside the
         temporary file until the finish renames that over it)."""
         with self.lock:
-            return 0 if self._finished else self._file_offset + self._used + self.n_inner * 16 + 4
+            if self._finished:
+                return 0
+            return self._file_offset + self._used + index_nbytes(self.n_inner)
 
     def job_done(self) -> bool:
         """Count one finished inner-chunk job; True when the shard is complete."""

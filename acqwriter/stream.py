@@ -632,10 +632,10 @@ class FrameStream:
             self._stop_committer.wait(interval)  # rate-limit metadata rewrites
 
     def _check_free_space(self, extra: int = 0) -> bool:
-        """Stop taking frames while what is still to be written fits with
-        ``min_free_bytes`` to spare (statvfs: microseconds, called every few chunks):
-        the ring's frames (raw), the bytes packed into open shards but not yet on disk
-        with their indexes, and ``extra`` (a seal's copy of its shards). False when the
+        """Stop taking frames once what is still to be written would leave less than
+        ``min_free_bytes`` free (statvfs: microseconds, called every few chunks): the
+        ring's frames (raw), the bytes packed into open shards but not yet on disk with
+        their indexes, and ``extra`` (a seal's copy of its shards). False when the
         stream has stopped for low space (a seal then does not write)."""
         if self.spec.min_free_bytes == 0:
             return True
@@ -764,7 +764,7 @@ class FrameStream:
 
     def _make_summary(self, *, state: str, duration: float) -> Summary:
         with self._lock:
-            dropped = sorted(self._dropped)
+            dropped = list(self._dropped)  # in index order (see _record)
             by_reason: dict[str, int] = {}
             for _, reason in dropped:
                 by_reason[reason] = by_reason.get(reason, 0) + 1

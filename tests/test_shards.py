@@ -282,6 +282,24 @@ def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tm
     assert len({id(buf) for buf in taken}) == 4  # never one buffer handed out twice
 
 
+def test_a_shard_counts_what_it_still_has_to_write_for_the_free_space_check(tmp_path):
+    """The low-space stop adds these to the ring's frames: bytes packed but not on disk
+    plus the index, and for a seal the whole copy; nothing once finished."""
+    from acqwriter.shards import SEGMENT_BYTES, SegmentPool, ShardWriter, index_nbytes
+
+    store = LocalStore.create(tmp_path / "q.ome.zarr", overwrite=False, sync="none")
+    (tmp_path / "q.ome.zarr" / "0").mkdir()
+    shard = ShardWriter(store, "c/0/0/0", n_inner=4, expected=4, pool=SegmentPool(keep=2))
+    assert shard.unwritten_bytes() == shard.seal_bytes() == index_nbytes(4)
+    shard.put(0, memoryview(b"x" * 1000))
+    assert shard.unwritten_bytes() == shard.seal_bytes() == 1000 + index_nbytes(4)
+    shard.put(1, memoryview(b"y" * SEGMENT_BYTES))  # fills the segment: 1000 B go to disk
+    assert shard.unwritten_bytes() == SEGMENT_BYTES + index_nbytes(4)
+    assert shard.seal_bytes() >= 1000 + SEGMENT_BYTES + index_nbytes(4)  # the copy: all so far
+    shard.finish()
+    assert shard.unwritten_bytes() == shard.seal_bytes() == 0
+
+
 def _extent(out) -> int:
     return json.loads((out / "0" / "zarr.json").read_text())["shape"][0]
 
