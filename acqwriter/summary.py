@@ -43,6 +43,11 @@ class Summary(BaseModel):
     ring_capacity_frames: int = 0
     ring_high_water_frames: int = 0
     ring_bytes: int = 0
+    frames_inline: int = Field(
+        0,
+        description="frames the producer compressed on its own thread because the ring "
+        "was full (block policy): the writer, not the source, set the pace",
+    )
     pyramid_levels: int = 1
     latency_p50_ms: float | None = Field(None, description="append → in the committed extent")
     latency_p99_ms: float | None = None
@@ -69,7 +74,12 @@ class Summary(BaseModel):
             f"pyramid {self.pyramid_duration_s:.2f} s)",
             f"throughput   {self.throughput_mb_s:.1f} MB/s raw, {self.frames_per_s:.1f} frames/s",
             f"ring         high water {self.ring_high_water_frames}/{self.ring_capacity_frames} "
-            f"frames ({self.ring_bytes / 2**20:.0f} MiB)",
+            f"frames ({self.ring_bytes / 2**20:.0f} MiB)"
+            + (
+                f", {self.frames_inline} frames compressed by the producer (ring full)"
+                if self.frames_inline
+                else ""
+            ),
         ]
         if self.dropped_indices:
             shown = ", ".join(map(str, self.dropped_indices[:20]))

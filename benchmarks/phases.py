@@ -82,7 +82,8 @@ def main() -> None:
         f"kernel {c1.system - c0.system:.2f} s; ring high water "
         f"{summary.ring_high_water_frames}/{summary.ring_capacity_frames}; peak RSS "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
-        f"(ring {summary.ring_bytes / 2**20:.0f} MiB)"
+        f"(ring {summary.ring_bytes / 2**20:.0f} MiB); "
+        f"{summary.frames_inline} frames compressed by the producer (ring full)"
     )
 
 

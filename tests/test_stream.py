@@ -423,3 +423,112 @@ def test_direct_io_roundtrip(tmp_path, io):
     np.testing.assert_array_equal(read_tensorstore(out), np.stack(frames))
     np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
     check_dataset(out)
+
+
+class SlowWriterThreads:
+    """Timing only (the real encoder still runs): the stream's writer threads take
+    ``delay`` s per chunk, so a producer outruns them and finds the ring full, as it
+    does when compression is slower than the camera."""
+
+    def __init__(self, monkeypatch, delay: float = 0.01) -> None:
+        from acqwriter.compress_into import IntoEncoder
+
+        real = IntoEncoder.encode_into
+
+        def encode_into(encoder, data, *args):
+            if threading.current_thread().name.startswith("acqwriter-writer"):
+                time.sleep(delay)
+            return real(encoder, data, *args)
+
+        monkeypatch.setattr(IntoEncoder, "encode_into", encode_into)
+
+
+@pytest.mark.parametrize(
+    ("shape", "extra"),
+    [
+        ((64, 48), {"shards": "none"}),  # the producer writes the chunk file itself
+        ((64, 48), {}),  # small frames: packed into shards ("auto")
+        ((64, 48), {"shards": {"t": 4}, "sync": "always"}),
+        ((1024, 1024), {}),  # big chunks: handed to the I/O threads
+    ],
+    ids=["files", "shards", "t-shards-sync", "io-threads"],
+)
+def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, shape, extra):
+    SlowWriterThreads(monkeypatch)
+    out = tmp_path / "inline.ome.zarr"
+    bank, _ = frames_of(shape, "uint16", 0)
+    frame_bytes = shape[0] * shape[1] * 2
+    buffer = np.empty(shape, np.uint16)
+    n = 24
+    spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
+    spec |= {"ring_bytes": 2 * frame_bytes, **extra}
+    with open_stream(spec) as stream:
+        for i in range(n):
+            bank.fill(buffer, i)  # one buffer, refilled at once: nothing may keep it
+            assert stream.append(buffer, metadata={"i": i}) == i
+        live = stream.progress()["frames_inline"]
+        buffer[...] = 0xFFFF
+    summary = stream.summary
+    assert summary.ok and summary.frames_written == n and summary.frames_dropped == 0
+    assert 0 < summary.frames_inline == live < n  # some frames went through the ring
+    assert summary.ring_high_water_frames == 2
+    assert "compressed by the producer (ring full)" in summary.describe()
+    check_dataset(out)
+    for reader in (read_zarr, read_tensorstore):
+        data = reader(out)
+        assert data.shape == (n, *shape)
+        for i, frame in enumerate(data):
+            np.testing.assert_array_equal(frame, bank.frame(i))
+    assert [r["metadata"] for r in frame_records(out)] == [{"i": i} for i in range(n)]
+
+
+def test_chunks_spanning_frames_wait_for_a_slot_instead(tmp_path, monkeypatch):
+    """A frame that is only part of a chunk cannot be compressed alone: it waits."""
+    SlowWriterThreads(monkeypatch)
+    out = tmp_path / "span.ome.zarr"
+    _, frames = frames_of((32, 32), "uint16", 12)
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
+    spec |= {"chunks": {"t": 2}, "ring_bytes": 4 * 32 * 32 * 2, "shards": "none"}
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    assert stream.summary.ok and stream.summary.frames_inline == 0
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+
+
+def test_drop_policy_never_compresses_on_the_producer(tmp_path, monkeypatch):
+    """Under ``drop`` the producer must never be held up: a full ring drops the frame."""
+    SlowWriterThreads(monkeypatch, delay=0.05)
+    out = tmp_path / "dropfast.ome.zarr"
+    _, frames = frames_of((32, 32), "uint16", 10)
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
+    spec |= {"ring_bytes": 2 * 32 * 32 * 2, "overflow": "drop"}
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    summary = stream.summary
+    assert summary.frames_inline == 0 and summary.frames_dropped > 0
+    assert summary.frames_written + summary.frames_dropped == 10
+
+
+def test_a_failure_while_compressing_on_the_producer_is_raised(tmp_path, monkeypatch):
+    import acqwriter.stream as stream_mod
+
+    SlowWriterThreads(monkeypatch)
+    FullDiskStore.budget = 5
+    monkeypatch.setattr(stream_mod, "LocalStore", FullDiskStore)
+    out = tmp_path / "inlinefail.ome.zarr"
+    bank, _ = frames_of((32, 32), "uint16", 0)
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
+    spec |= {"ring_bytes": 2 * 32 * 32 * 2, "shards": "none"}
+    stream = open_stream(spec)
+    with pytest.raises(StreamError, match="No space left on device"):
+        for i in range(100):
+            stream.append(bank.frame(i))
+    summary = stream.close()
+    assert summary.state == "failed" and "No space left on device" in summary.error
+    check_dataset(out)
+    data = read_zarr(out)
+    assert data.shape[0] == summary.frames_written <= 5
+    for i, frame in enumerate(data):
+        np.testing.assert_array_equal(frame, bank.frame(i))
