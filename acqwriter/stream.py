@@ -290,14 +290,7 @@ class FrameStream:
         self._frames_inline += 1
         self._record(index, metadata, dropped=None)
         group = _Group(self.layout.group_of(index), 1, [(index, _INLINE)], tiles_left=1)
-        nbytes, ok = 0, False
-        try:
-            nbytes, ok = self._write_tile(group, 0, 0, None, frame), True
-        except BaseException as exc:
-            self._fail(exc)
-        if nbytes >= 0:  # < 0: handed to an I/O thread, which finishes the tile
-            self._tile_done(group, nbytes, ok)
-        if not ok:
+        if not self._process_tile(group, 0, 0, None, frame):
             raise StreamError(f"writer failed on frame {index}: {self._error}")
         return index
 
@@ -489,16 +482,27 @@ class FrameStream:
             job = self._jobs.get()
             if job is None:
                 return
-            group, ty, tx = job
-            nbytes, ok = 0, False
-            if self._error is None:
-                try:
-                    nbytes, ok = self._write_tile(group, ty, tx, staging), True
-                except BaseException as exc:
-                    self._fail(exc)
-            if nbytes < 0:
-                continue  # handed to an I/O thread, which finishes the tile
+            self._process_tile(*job, staging)
+
+    def _process_tile(
+        self,
+        group: _Group,
+        ty: int,
+        tx: int,
+        staging: np.ndarray | None,
+        frame: np.ndarray | None = None,
+    ) -> bool:
+        """Write one tile (see :meth:`_write_tile`) and account for it; a failure fails
+        the stream. False when the tile was not written (failed, or the stream had)."""
+        nbytes, ok = 0, False
+        if self._error is None:
+            try:
+                nbytes, ok = self._write_tile(group, ty, tx, staging, frame), True
+            except BaseException as exc:
+                self._fail(exc)
+        if nbytes >= 0:  # < 0: handed to an I/O thread, which finishes the tile
             self._tile_done(group, nbytes, ok)
+        return ok
 
     def _io_worker(self) -> None:
         """Write encoded chunks handed over by the compressing threads."""
