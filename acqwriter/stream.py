@@ -16,6 +16,9 @@ When the ring is full under the ``block`` policy the producer would only wait; a
 that is one whole chunk is then compressed on the producer's own thread, straight from
 its buffer, and handed on like a writer thread's chunk (no ring copy: the writer gets
 faster exactly when it cannot keep up; ``frames_inline`` in the summary counts them).
+For such streams one writer thread fewer than cores is started, leaving that core to
+the producer (:meth:`StreamSpec.writer_threads`), and at close the closing thread
+compresses the ring's backlog beside the writer threads instead of waiting for them.
 
 Invariants (what a reader, or a crash, can rely on):
 
@@ -198,7 +201,9 @@ class FrameStream:
         self._encoded_pool: queue.SimpleQueue[tuple[Any, int]] = queue.SimpleQueue()
         n_io = spec.io_threads()
         buffer_bytes = -(-self._max_encoded // DIRECT_ALIGN) * DIRECT_ALIGN  # O_DIRECT pads
-        for _ in range(_encoded_buffers(self._n_threads, n_io, buffer_bytes) if n_io else 0):
+        # the producer compresses into the pool too when the ring is full (_write_inline)
+        compressors = self._n_threads + (spec.overflow == "block" and layout.frame_is_chunk)
+        for _ in range(_encoded_buffers(compressors, n_io, buffer_bytes) if n_io else 0):
             buf = private_memory(buffer_bytes)
             self._encoded_pool.put((buf, address_of(buf)))
         self._io_workers = [
@@ -347,6 +352,7 @@ class FrameStream:
             self._submit_remaining(total_rows)
         for _ in self._workers:
             self._jobs.put(None)
+        self._help_drain()
         for worker in self._workers:
             worker.join()
         for _ in self._io_workers:
@@ -482,6 +488,25 @@ class FrameStream:
             job = self._jobs.get()
             if job is None:
                 return
+            self._process_tile(*job, staging)
+
+    def _help_drain(self) -> None:
+        """At close, the closing thread compresses queued chunks beside the writer
+        threads instead of waiting for them: the ring's backlog (64 frames of 2048² lz4
+        at the end of a fast stream) otherwise leaves the caller's core idle for its last
+        tenth of a second. Stops at the first end marker, which it puts back for the
+        writer thread it was meant for."""
+        staging: np.ndarray | None = None
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is None:
+                self._jobs.put(None)
+                return
+            if staging is None and not self.layout.frame_is_chunk:
+                staging = np.empty(self.layout.chunk_shape, dtype=self.layout.dtype)
             self._process_tile(*job, staging)
 
     def _process_tile(

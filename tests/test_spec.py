@@ -188,9 +188,16 @@ def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
     )
     # small chunks: writers compress and write, one per core plus one
     assert (small.writer_threads(), small.io_threads()) == (cores + 1, 0)
-    # big unsharded chunks: pipelined, one compressor per core and four I/O threads
-    assert (big.writer_threads(), big.io_threads()) == (cores, 4)
+    # big unsharded chunks: pipelined, one compressor per core and four I/O threads ...
+    assert (big.writer_threads(), big.io_threads()) == (cores, 4)  # 4 chunks per frame
     assert (huge.writer_threads(), huge.io_threads()) == (cores, 4)
+    frame_chunks = {**base, "shape": (2048, 2048), "chunks": {"y": 2048, "x": 2048}}
+    frame_drop = StreamSpec.parse({**frame_chunks, "overflow": "drop"})
+    assert (frame_drop.writer_threads(), frame_drop.io_threads()) == (cores, 4)
+    # ... less one when a frame is a chunk under "block": the producer compresses the
+    # frames that find the ring full, on the core left to it
+    frame_block = StreamSpec.parse(frame_chunks)
+    assert (frame_block.writer_threads(), frame_block.io_threads()) == (max(1, cores - 1), 4)
     # ... whose encoded-chunk pool stays bounded (256 MiB) but keeps every compressor busy
     assert _encoded_buffers(cores, 4, 8 << 20) == cores + 8
     assert _encoded_buffers(cores, 4, 128 << 20) == cores + 1

@@ -496,6 +496,40 @@ def test_chunks_spanning_frames_wait_for_a_slot_instead(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
 
 
+@pytest.mark.parametrize("chunks", [{}, {"t": 2, "y": 16, "x": 16}])
+def test_close_compresses_the_backlog_beside_the_writer_threads(tmp_path, monkeypatch, chunks):
+    """At close the ring's backlog is compressed by the closing thread too (it would
+    otherwise only wait), whole-frame chunks and chunks assembled from several frames
+    alike; the data reads back exact."""
+    from acqwriter.stream import FrameStream
+
+    SlowWriterThreads(monkeypatch, delay=0.02)
+    closers: list[str] = []
+    real = FrameStream._process_tile
+
+    def process_tile(stream, *args):
+        name = threading.current_thread().name
+        if not name.startswith("acqwriter-"):
+            closers.append(name)
+        return real(stream, *args)
+
+    monkeypatch.setattr(FrameStream, "_process_tile", process_tile)
+    out = tmp_path / "backlog.ome.zarr"
+    _, frames = frames_of((32, 32), "uint16", 16)
+    spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1, "chunks": chunks}
+    spec |= {"ring_bytes": 16 * 32 * 32 * 2, "shards": "none"}
+    stream = open_stream(spec)
+    for frame in frames:
+        stream.append(frame)
+    assert stream.summary.frames_inline == 0  # the ring held every frame: a backlog
+    summary = stream.close()
+    assert summary.ok and summary.frames_written == 16
+    assert closers and set(closers) == {threading.current_thread().name}
+    check_dataset(out)
+    for reader in (read_zarr, read_tensorstore):
+        np.testing.assert_array_equal(reader(out), np.stack(frames))
+
+
 def test_drop_policy_never_compresses_on_the_producer(tmp_path, monkeypatch):
     """Under ``drop`` the producer must never be held up: a full ring drops the frame."""
     SlowWriterThreads(monkeypatch, delay=0.05)
