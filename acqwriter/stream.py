@@ -13,7 +13,7 @@ Data flow::
     pad and write partial chunks, final extent, fsync, pyramid, summary.
 
 When the ring is full under the ``block`` policy the producer would only wait; a frame
-that is one whole chunk is then compressed on the producer's own thread, straight from
+that is one whole chunk (unsharded) is then compressed on the producer's own thread, straight from
 its buffer, and handed on like a writer thread's chunk (no ring copy: the writer gets
 faster exactly when it cannot keep up; ``frames_inline`` in the summary counts them).
 For such streams one writer thread fewer than cores is started, leaving that core to
@@ -154,6 +154,15 @@ class FrameStream:
             self.ring = _new_ring(spec)
 
         self._encoder = IntoEncoder(spec.codec, layout.dtype)
+        # May a frame that finds the ring full be compressed on the producer's thread
+        # (_write_inline)? Only under "block", only when one frame is one whole chunk, and
+        # not into shards: the producer's frames are a whole ring ahead of the writer
+        # threads, so each would open a shard (and its 8 MiB staging segment) of its own
+        # while the writers still fill the older ones: 512² frames with a 512 MiB ring
+        # peaked at 930 MB RSS, over the ring + 300 MB bound (648 MB without).
+        self._inline_ok = (
+            spec.overflow == "block" and layout.frame_is_chunk and layout.shards is None
+        )
         self._max_encoded = max_compressed_size(layout.chunk_bytes)
 
         self._lock = threading.Lock()  # counters, block accounting, metadata records
@@ -202,7 +211,7 @@ class FrameStream:
         n_io = spec.io_threads()
         buffer_bytes = -(-self._max_encoded // DIRECT_ALIGN) * DIRECT_ALIGN  # O_DIRECT pads
         # the producer compresses into the pool too when the ring is full (_write_inline)
-        compressors = self._n_threads + (spec.overflow == "block" and layout.frame_is_chunk)
+        compressors = self._n_threads + self._inline_ok
         for _ in range(_encoded_buffers(compressors, n_io, buffer_bytes) if n_io else 0):
             buf = private_memory(buffer_bytes)
             self._encoded_pool.put((buf, address_of(buf)))
@@ -247,11 +256,11 @@ class FrameStream:
         """Copy ``frame`` into the ring and queue it; returns its frame index.
 
         The caller may reuse ``frame``'s buffer as soon as this returns. When the ring is
-        full, under the ``block`` overflow policy, a frame that is one whole chunk is
-        compressed and written on the caller's thread straight from ``frame`` (see
-        :meth:`_write_inline`), any other frame waits for a free slot; under ``drop`` a
-        frame that finds the ring full is recorded as dropped (fill value on disk,
-        flagged in the per-frame metadata) and its index is still returned.
+        full, under the ``block`` overflow policy, a frame that is one whole chunk of an
+        unsharded array is compressed and written on the caller's thread straight from
+        ``frame`` (see :meth:`_write_inline`), any other frame waits for a free slot;
+        under ``drop`` a frame that finds the ring full is recorded as dropped (fill
+        value on disk, flagged in the per-frame metadata) and its index is still returned.
         """
         arr = frame if isinstance(frame, np.ndarray) else np.asarray(frame)
         if arr.shape != self.layout.frame_shape:
@@ -268,7 +277,7 @@ class FrameStream:
             index = self._claim_index()
             slot = self.ring.acquire(0)
             if slot is None and self.spec.overflow == "block":
-                if self.layout.frame_is_chunk and arr.flags.c_contiguous:
+                if self._inline_ok and arr.flags.c_contiguous:
                     return self._write_inline(index, arr, metadata)
                 slot = self.ring.acquire(None, abort=self._abort)
                 if slot is None:
@@ -289,7 +298,7 @@ class FrameStream:
         ring; compressing here costs the same CPU minus the copy into the ring (15 % of
         the CPU of a 2048² lz4 stream, perf), so a writer that cannot keep up gets
         faster exactly when it must. The frame's buffer is no longer read once this
-        returns (its encoded bytes are in a pooled buffer or in its shard). Caller holds
+        returns (its encoded bytes are in a pooled buffer or written). Caller holds
         ``_append_lock``."""
         self._frames_received += 1
         self._frames_inline += 1

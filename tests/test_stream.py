@@ -447,11 +447,10 @@ class SlowWriterThreads:
     ("shape", "extra"),
     [
         ((64, 48), {"shards": "none"}),  # the producer writes the chunk file itself
-        ((64, 48), {}),  # small frames: packed into shards ("auto")
-        ((64, 48), {"shards": {"t": 4}, "sync": "always"}),
+        ((64, 48), {"shards": "none", "sync": "always"}),
         ((1024, 1024), {}),  # big chunks: handed to the I/O threads
     ],
-    ids=["files", "shards", "t-shards-sync", "io-threads"],
+    ids=["files", "files-sync", "io-threads"],
 )
 def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, shape, extra):
     SlowWriterThreads(monkeypatch)
@@ -480,6 +479,28 @@ def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, 
         for i, frame in enumerate(data):
             np.testing.assert_array_equal(frame, bank.frame(i))
     assert [r["metadata"] for r in frame_records(out)] == [{"i": i} for i in range(n)]
+
+
+@pytest.mark.parametrize("shards", ["auto", {"t": 4}], ids=["auto-shards", "t-shards"])
+def test_sharded_frames_wait_for_a_slot_instead(tmp_path, monkeypatch, shards):
+    """Into shards the producer does not compress: its frames are a whole ring ahead of
+    the writer threads and would each open a shard (and its staging) of their own, so
+    memory would grow with the ring. They wait for a slot; nothing is lost."""
+    SlowWriterThreads(monkeypatch)
+    out = tmp_path / "sharded.ome.zarr"
+    _, frames = frames_of((64, 48), "uint16", 24)
+    spec = {"out": out, "shape": (64, 48), "dtype": "uint16", "threads": 1, "shards": shards}
+    spec |= {"ring_bytes": 2 * 64 * 48 * 2, "sync": "always"}
+    with open_stream(spec) as stream:
+        for i, frame in enumerate(frames):
+            stream.append(frame, metadata={"i": i})
+    summary = stream.summary
+    assert summary.ok and summary.frames_inline == 0 and summary.frames_written == 24
+    assert summary.ring_high_water_frames == 2
+    check_dataset(out)
+    for reader in (read_zarr, read_tensorstore):
+        np.testing.assert_array_equal(reader(out), np.stack(frames))
+    assert [r["metadata"] for r in frame_records(out)] == [{"i": i} for i in range(24)]
 
 
 def test_chunks_spanning_frames_wait_for_a_slot_instead(tmp_path, monkeypatch):
