@@ -13,8 +13,8 @@ Data flow::
     pad and write partial chunks, final extent, fsync, pyramid, summary.
 
 When the ring is full under the ``block`` policy the producer would only wait; a frame
-that is one whole chunk (unsharded) is then compressed on the producer's own thread, straight from
-its buffer, and handed on like a writer thread's chunk (no ring copy: the writer gets
+that is one whole chunk (unsharded) is then compressed on the producer's own thread,
+straight from its buffer, and handed on like a writer thread's chunk (no ring copy: the writer gets
 faster exactly when it cannot keep up; ``frames_inline`` in the summary counts them).
 For such streams one writer thread fewer than cores is started, leaving that core to
 the producer (:meth:`StreamSpec.writer_threads`), and at close the closing thread
@@ -154,15 +154,7 @@ class FrameStream:
             self.ring = _new_ring(spec)
 
         self._encoder = IntoEncoder(spec.codec, layout.dtype)
-        # May a frame that finds the ring full be compressed on the producer's thread
-        # (_write_inline)? Only under "block", only when one frame is one whole chunk, and
-        # not into shards: the producer's frames are a whole ring ahead of the writer
-        # threads, so each would open a shard (and its 8 MiB staging segment) of its own
-        # while the writers still fill the older ones: 512² frames with a 512 MiB ring
-        # peaked at 930 MB RSS, over the ring + 300 MB bound (648 MB without).
-        self._inline_ok = (
-            spec.overflow == "block" and layout.frame_is_chunk and layout.shards is None
-        )
+        self._inline_ok = spec.producer_compresses()  # may _write_inline run
         self._max_encoded = max_compressed_size(layout.chunk_bytes)
 
         self._lock = threading.Lock()  # counters, block accounting, metadata records

@@ -206,6 +206,7 @@ def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
         "overflow": "drop",
         "ring_bytes": 3 * frame_bytes,
         "threads": 1,
+        "shards": "none",  # chunk files: the gate holds every write (shards would not wait)
     }
     stream = open_stream(spec)
     indices = [stream.append(f, metadata={"n": i}) for i, f in enumerate(frames)]
