@@ -7,7 +7,8 @@ it when one frame is one chunk) and release it once its chunk is on disk.
 
 Slots are released out of order (chunks finish out of order on several threads), so
 this is a pool with a free list rather than a head/tail ring; it is still bounded in
-bytes: ``capacity = ring_bytes // frame_bytes`` slots, all backed by memory before the
+bytes: ``capacity = ring_bytes // frame_bytes`` slots (at most ``RING_MAX_FRAMES``,
+see :func:`acqwriter.stream.ring_capacity`), all backed by memory before the
 hot path needs them (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm
 speed here). On Linux the first slots are populated before ``FrameRing`` returns and the
 rest by a background thread (``madvise(MADV_POPULATE_WRITE)``, GIL released), in the

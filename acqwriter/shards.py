@@ -275,32 +275,50 @@ class ShardWriter:
             self.received += 1
             return self.received >= self.expected
 
+    @property
+    def finished(self) -> bool:
+        """Finished, abandoned, or past the point where a failed finish can be retried."""
+        return self._finished
+
     def finish(self) -> int:
         """Write the last segment and the index, then rename the file into place: the
         shard is then readable. Returns the bytes stored. An all-empty shard is not
-        written at all (reads as fill)."""
+        written at all (reads as fill).
+
+        A write that fails (a full disk) leaves the shard as it was: the caller may free
+        space and call ``finish`` again (:attr:`finished` is still False; the stream
+        does so at close, see ``FrameStream._salvage_shards``). Once the file is being
+        cut and closed there is no retry, and a finished or abandoned shard (its buffers
+        went back to the pool) raises ``RuntimeError``."""
         with self._publish_lock:  # before self.lock, as in seal()
-            self._finished = True
+            if self._finished:
+                raise RuntimeError(f"shard {self.key!r} was already finished or abandoned")
             with self.lock:
                 while self._in_flight:
                     self._writes_done.wait()
-                try:
-                    if self._fd is None and self._used == 0:
-                        return 0
-                    index = encode_index(self.index)
-                    if self._used + len(index) > len(self._segment):
-                        full = self._swap_locked(len(index))
-                        try:
-                            self._write(*full)
-                        finally:
-                            self.pool.give(full[0])
-                    self._segment[self._used : self._used + len(index)] = index
-                    self._used += len(index)
-                    end = self._file_offset + self._used
+                if self._fd is None and self._used == 0:
+                    self._finished = True
+                    self._release_buffers_locked()
+                    return 0
+                index = encode_index(self.index)
+                if self._used + len(index) > len(self._segment):
+                    # the index does not fit behind the chunks: write them first, from
+                    # this segment (reused only once they are on disk: a failed write
+                    # changes nothing)
                     self._write(self._segment, self._used, self._file_offset)
+                    self._file_offset += self._padded(self._used)
+                    self._used = 0
+                    if len(index) > len(self._segment):
+                        self.pool.give(self._segment)
+                        self._segment = self.pool.take(len(index))
+                end = self._file_offset + self._used + len(index)
+                self._segment[self._used : self._used + len(index)] = index
+                self._write(self._segment, self._used + len(index), self._file_offset)
+                self._finished = True  # the file is cut and closed next: no retry after this
+                try:
                     self.store.finish_shard(self._fd, end)  # type: ignore[arg-type]
-                    self._fd = None
                 finally:
+                    self._fd = None
                     self._release_buffers_locked()
             self.store.publish("0/" + self.tmp_key, "0/" + self.key)
             return self.stored_bytes
@@ -347,10 +365,13 @@ class ShardWriter:
         """Take the current segment out for writing (its bytes, their file offset) and
         put a pooled one of at least ``room`` bytes in its place."""
         full = (self._segment, self._used, self._file_offset)
-        padded = -(-self._used // DIRECT_ALIGN) * DIRECT_ALIGN if self.store.direct else self._used
-        self._file_offset += padded
+        self._file_offset += self._padded(self._used)
         self._segment, self._used = self.pool.take(room), 0
         return full
+
+    def _padded(self, n: int) -> int:
+        """Where the next segment starts after ``n`` bytes (O_DIRECT writes whole blocks)."""
+        return -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self.store.direct else n
 
     def _write(self, segment: mmap.mmap, n: int, offset: int) -> None:
         """Write ``segment[:n]`` at ``offset`` of the shard file (opened on first use)."""

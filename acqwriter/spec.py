@@ -408,6 +408,11 @@ THREAD_BUFFER_BYTES = 256 << 20  # cap on the writer threads' own buffers togeth
 IO_THREADS = 4  # threads that write big encoded chunks (see io_threads)
 AUTO_SHARD_BELOW_BYTES = 2 << 20  # "auto" shards chunks smaller than this (raw)
 AUTO_SHARD_BYTES = 16 << 20  # … into shards of about this much raw data
+# … and of at most this many inner chunks: a shard's index takes 16 bytes per inner chunk
+# in memory and on disk, and the ring is sized by simulating one block of frames; only
+# chunks under 1 KiB reach it (a 1×1 float32 frame made shards of 4 Mi chunks: a 64 MiB
+# index per open shard, and 8 s to validate the spec)
+AUTO_SHARD_MAX_INNER = 16384
 
 
 class StreamSpec(WriterOptions):
@@ -477,9 +482,10 @@ class StreamSpec(WriterOptions):
         chunks make large files already; measured: per-file kernel work was ~40 % of CPU
         for 512 KiB chunks, negligible for 8 MiB ones). It grows a shard from the fastest
         non-frame axis outwards (z, then c, then the first axis, t) up to
-        :data:`AUTO_SHARD_BYTES` of raw data, covering an axis fully before growing the
-        next. Along the first axis that means 512² uint16 frames go 32 to a shard: 20 000
-        frames make 625 files instead of 20 000 (scenario d: ~2× the frames/s,
+        :data:`AUTO_SHARD_BYTES` of raw data (and :data:`AUTO_SHARD_MAX_INNER` inner
+        chunks), covering an axis fully before growing the next. Along the first axis
+        that means 512² uint16 frames go 32 to a shard: 20 000 frames make 625 files
+        instead of 20 000 (scenario d: ~2× the frames/s,
         benchmarks/RESULTS.md). The price would be a dataset, live viewers and a crash's
         survivors lagging by a whole shard at slow rates; ``shard_seal_s`` bounds that
         lag in time instead (an unfinished shard is sealed, see :mod:`acqwriter.shards`).
@@ -508,7 +514,10 @@ class StreamSpec(WriterOptions):
         factors = [1] * n_outer
         for axis_i in reversed(range(n_outer)):
             size, c = sizes[axis_i], outer_chunks[axis_i]
-            room = AUTO_SHARD_BYTES // (group_bytes * math.prod(factors))
+            room = min(
+                AUTO_SHARD_BYTES // (group_bytes * math.prod(factors)),
+                AUTO_SHARD_MAX_INNER // (tiles * math.prod(factors)),
+            )
             if size is None:  # the first axis, unbounded
                 factors[axis_i] = max(1, room)
                 break

@@ -81,6 +81,14 @@ class FrameError(ValueError):
 # The slot of a frame compressed on the producer's thread straight from its own buffer
 # (see FrameStream._write_inline): it holds no ring slot to release.
 _INLINE = -1
+# Most slots a ring has, whatever ring_bytes allows: each slot costs a Python int in the
+# free list (~36 bytes), so tiny frames in a 512 MiB ring (a 1×1 float32 frame: 134 M
+# slots) took 13 s and gigabytes to set up; 2^18 slots absorb a burst of over a second
+# at any frame rate a camera delivers.
+RING_MAX_FRAMES = 1 << 18
+# Room kept free when shards are salvaged after a failure: for the final extent, the
+# per-frame metadata lines and the root group's summary (a few hundred KiB at most).
+_SALVAGE_MARGIN = 1 << 20
 
 
 @dataclass
@@ -621,21 +629,28 @@ class FrameStream:
         if shard.job_done():
             self._finish_shard(shard)
 
-    def _finish_shard(self, shard: ShardWriter) -> None:
+    def _finish_shard(self, shard: ShardWriter, *, salvage: bool = False) -> bool:
+        """Finish ``shard`` and let its groups count for the extent; True when it is on
+        disk. Once the stream has failed, a shard is left as it is for the salvage at
+        close (:meth:`_salvage_shards`, which passes ``salvage``); so is a shard whose
+        own finish failed in a way it can retry (a full disk: the salvage frees later
+        shards first). Otherwise a shard that failed is abandoned and forgotten (its
+        temporary file freed: room for the final metadata)."""
         plan = self.layout.shards
         assert plan is not None
-        if self._error is not None:
-            shard.abandon()
-            return
+        if self._error is not None and not salvage:
+            return False
         try:
             shard.finish()
         except BaseException as exc:
             self._fail(exc)
-            return
+            if shard.finished:  # else kept: the salvage at close (re)tries it
+                shard.abandon()
+                with self._lock:
+                    self._forget_shard_locked(shard)
+            return False
         with self._lock:
-            for coords, open_shard in list(self._shards.items()):
-                if open_shard is shard:
-                    del self._shards[coords]
+            self._forget_shard_locked(shard)
             for group, live in shard.groups:
                 if group.ok:
                     self._account_group(self.layout.block_of(group.key), live)
@@ -644,14 +659,82 @@ class FrameStream:
                 if block >= self._committed_blocks:
                     self._finished_groups.setdefault(block, []).extend(shard.groups)
         self._commit_wake.set()
+        return True
 
     def _finish_open_shards(self) -> None:
         """At close: shards that will get no more chunks are finished as they are (their
-        missing inner chunks stay empty and read as fill)."""
+        missing inner chunks stay empty and read as fill); after a failure, what can
+        still extend the extent is salvaged."""
         with self._lock:
-            remaining = list(self._shards.values())
-        for shard in remaining:
+            remaining = sorted(self._shards.items())
+        if self._error is not None:
+            self._salvage_shards(remaining)
+            return
+        for _, shard in remaining:
             self._finish_shard(shard)
+
+    def _salvage_shards(self, shards: list[tuple[tuple[int, ...], ShardWriter]]) -> None:
+        """After a failure (most often a full disk): finish the open shards that can still
+        extend the extent, oldest block first, and abandon the rest.
+
+        Why: writer threads pack several shards at once, and the one whose segment hit
+        ENOSPC is often a later one, while the front shard holds every chunk of its
+        frames but its last segment and index (seen: 538 frames received, 0 written on a
+        24 MiB disk, 1 run in 4 under load). The extent only grows from the front, so a
+        later shard is worth nothing while an earlier one is unfinished: each failed
+        attempt to finish the front shard abandons the newest other one (freeing its
+        temporary file) and tries again, and a margin for the final metadata is then
+        freed the same way; the front block's leading whole rows enter the extent as a
+        seal's would. The first shard that cannot be finished ends the salvage.
+        ``shards``: (coordinates, shard) in coordinate order, so block first."""
+        layout = self.layout
+        pending = list(shards)
+        # a shard behind a block that can no longer be whole stays outside the extent
+        while pending and pending[0][0][0] <= self._front_block():
+            (block, *_), shard = pending.pop(0)
+            while not (done := self._finish_shard(shard, salvage=True)):
+                if shard.finished or not pending:
+                    break
+                pending.pop()[1].abandon()
+            while pending and self._free_bytes() < _SALVAGE_MARGIN:
+                pending.pop()[1].abandon()
+            if not done:
+                shard.abandon()
+                break
+            if pending and pending[0][0][0] == block:
+                continue  # the block's other shards first
+            if self._front_block() > block:
+                continue  # the block is whole: the next one may be too
+            if layout.shard_factors[0] > 1 and block == self._committed_blocks:
+                with self._lock:
+                    groups = list(self._finished_groups.get(block, []))
+                rows = self._leading_whole_rows(block, groups)
+                with self._lock:
+                    self._sealed_rows[block] = max(self._sealed_rows.get(block, 0), rows)
+            break
+        for _, rest in pending:
+            rest.abandon()
+
+    def _front_block(self) -> int:
+        """The first block not wholly written: the extent cannot grow past it."""
+        with self._lock:
+            block = self._committed_blocks
+            while self._block_groups_done.get(block, 0) >= self._block_groups_expected.get(
+                block, self.layout.groups_per_block()
+            ):
+                block += 1
+            return block
+
+    def _forget_shard_locked(self, shard: ShardWriter) -> None:
+        for coords, open_shard in list(self._shards.items()):
+            if open_shard is shard:
+                del self._shards[coords]
+
+    def _free_bytes(self) -> int:
+        try:
+            return self.store.free_bytes()
+        except OSError:
+            return 0
 
     def _account_group(self, block: int, live: int) -> None:
         """A written group's frames count for the extent (caller holds ``_lock``)."""
@@ -947,9 +1030,13 @@ def _new_ring(spec: StreamSpec) -> FrameRing:
 
 
 def ring_capacity(spec: StreamSpec) -> int:
-    """Frames the ring holds: ``ring_bytes // frame_bytes``, capped at a bounded stream's size."""
+    """Frames the ring holds: ``ring_bytes // frame_bytes``, capped at a bounded stream's
+    size and at :data:`RING_MAX_FRAMES` (never below what one block of chunks needs)."""
     layout = FrameLayout(spec)
-    capacity = spec.ring_bytes // layout.frame_bytes
+    # (the spec was refused if ring_bytes holds fewer than min_ring_frames)
+    capacity = max(
+        min(spec.ring_bytes // layout.frame_bytes, RING_MAX_FRAMES), layout.min_ring_frames
+    )
     if layout.max_frames is not None:
         capacity = max(min(capacity, layout.max_frames), layout.min_ring_frames)
     return capacity

@@ -249,6 +249,26 @@ def test_ctl_command_line(daemon, tmp_path):
     assert dead.returncode == 3 and "no reply" in dead.stderr
 
 
+def test_ctl_watch_after_the_acquisition_ended_reports_it(daemon, tmp_path):
+    # A short acquisition can end before `watch` subscribes (its summary event is then
+    # never delivered to it): watch must report the finished acquisition, not wait forever.
+    ctl = ["ctl", "--control", daemon.local_control, "--events", daemon.local_events]
+    with daemon.client() as c:
+        c.configure(**sim_params("ended.ome.zarr", frames=7))
+        c.start()
+        deadline = time.monotonic() + 60
+        while c.status()["state"] != "idle" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.status()["state"] == "idle"
+    watch = run_cli(*ctl, "watch", cwd=tmp_path, timeout=30)
+    assert watch.returncode == 0, watch.stderr
+    assert "written 7, dropped 0" in watch.stdout
+    as_json = run_cli(*ctl, "watch", "--json", cwd=tmp_path, timeout=30)
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True and report["summary"]["frames_written"] == 7
+
+
 def test_drops_warn_and_camera_failure_ends_in_error_state(daemon, tmp_path):
     recorder = EventRecorder(daemon.local_events)
     try:

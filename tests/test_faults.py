@@ -88,6 +88,121 @@ def test_disk_full_stops_with_clear_error_and_valid_dataset(small_fs, tmp_path):
     assert not (out / ".acqwriter.reserve").exists()
 
 
+class HeldBack:
+    """Timing only (the real code runs): ``hold(stream)`` is called where a writer
+    thread would proceed, and waits there until the stream has failed (a later shard
+    filled the disk), so the out-of-order failure seen under load happens every time."""
+
+    def __init__(self) -> None:
+        self.stream = None
+        self.held = 0
+
+    def hold(self) -> None:
+        self.held += 1
+        deadline = time.monotonic() + 60
+        while self.stream is None or self.stream.error is None:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+
+
+def _fill_small_fs_with_shards(small_fs, seed):
+    """256² uint16 frames, no compression, chunks of 2 frames: automatic shards along t of
+    128 frames (16 MiB), so the 24 MiB disk holds one shard and fills in the second."""
+    out = small_fs / "salvage.ome.zarr"
+    bank = FrameBank((256, 256), "uint16", size=8, seed=seed)
+    stream = open_stream(
+        {
+            "out": out,
+            "shape": (256, 256),
+            "dtype": "uint16",
+            "codec": "none",
+            "chunks": {"t": 2},
+            "disk_check": False,
+            "min_free_bytes": 0,
+            "pyramid": {"enabled": False},
+        }
+    )
+    assert stream.layout.shard_factors[0] == 64
+    return out, bank, stream
+
+
+def _append_until_failed(stream, bank) -> int:
+    """Append until the stream refuses (the ring may hold all 1 000 frames first: then
+    wait for the writer to fail); frames appended."""
+    for i in range(1000):
+        try:
+            stream.append(bank.frame(i))
+        except StreamError as exc:
+            assert "No space left on device" in str(exc)
+            break
+    deadline = time.monotonic() + 60
+    while stream.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "No space left on device" in str(stream.error)
+    return stream.frames_appended
+
+
+def test_disk_full_in_a_later_shard_keeps_the_finished_front_shard(small_fs, tmp_path, monkeypatch):
+    # The front shard (frames 0-127) has every chunk but is finished only after a later
+    # shard has filled the disk: its last segment and index then need room the later
+    # shards took. The writer frees those (they cannot enter the extent before it) and
+    # finishes the front shard: 128 frames, not 0 (seen 1 run in 4 under load).
+    from acqwriter.shards import ShardWriter
+
+    gate = HeldBack()
+    real_finish = ShardWriter.finish
+
+    def finish(shard):
+        if shard.key == "c/0/0/0" and threading.current_thread().name.startswith("acqwriter"):
+            gate.hold()
+        return real_finish(shard)
+
+    monkeypatch.setattr(ShardWriter, "finish", finish)
+    out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=11)
+    gate.stream = stream
+    appended = _append_until_failed(stream, bank)
+    summary = stream.close()
+    assert gate.held == 1
+    assert summary.state == "failed" and "No space left on device" in summary.error
+    assert appended > 128
+    assert summary.frames_written == 128
+    assert assert_exact_extent(out, (256, 256), seed=11, bank_size=8) == 128
+    later = [p for p in (out / "0" / "c").rglob("*") if p.is_file() and p.parts[-3] != "0"]
+    assert later == []  # the later shards' files were freed
+    assert not list(out.rglob("*.tmp"))
+    root = json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]
+    assert root["state"] == "failed" and root["summary"]["frames_written"] == 128
+
+
+def test_disk_full_salvages_the_front_shards_leading_whole_rows(small_fs, tmp_path, monkeypatch):
+    # The chunk of frames 100-101 is still queued when a later shard fills the disk; the
+    # stream has failed, so it is never written. The front shard's other chunks are on
+    # disk or in memory: it is finished with that chunk empty, and the extent covers its
+    # leading whole rows (frames 0-99), every one real data.
+    from acqwriter.stream import FrameStream
+
+    gate = HeldBack()
+    real_process = FrameStream._process_tile
+
+    def process_tile(stream, group, *args):
+        if any(index == 100 for index, _ in group.entries):
+            gate.hold()
+        return real_process(stream, group, *args)
+
+    monkeypatch.setattr(FrameStream, "_process_tile", process_tile)
+    out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=12)
+    gate.stream = stream
+    _append_until_failed(stream, bank)
+    summary = stream.close()
+    assert gate.held == 1
+    assert summary.state == "failed"
+    assert summary.frames_written == 100
+    assert assert_exact_extent(out, (256, 256), seed=12, bank_size=8) == 100
+    assert [r["index"] for r in frame_records(out)] == list(range(100))
+    assert not list(out.rglob("*.tmp"))
+
+
 def test_low_space_watermark_stops_cleanly_before_full(small_fs, tmp_path):
     out = small_fs / "low.ome.zarr"
     spec = tmp_path / "spec.json"

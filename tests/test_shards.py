@@ -102,6 +102,36 @@ def test_auto_leaves_large_chunks_unsharded_and_shards_small_ones_along_t(tmp_pa
     assert none.shard_factors() == (1, 1)
 
 
+def test_tiny_frames_cap_shards_and_ring_slots(tmp_path):
+    # a 1×1 float32 frame is 4 bytes: 16 MiB of them would be 4 Mi inner chunks (a 64 MiB
+    # index per open shard); the cap keeps it at AUTO_SHARD_MAX_INNER, and parsing fast
+    from acqwriter.spec import AUTO_SHARD_MAX_INNER
+    from acqwriter.stream import RING_MAX_FRAMES
+
+    tiny = StreamSpec.parse({"out": tmp_path / "t", "shape": (1, 1), "dtype": "float32"})
+    assert tiny.shard_factors() == (AUTO_SHARD_MAX_INNER,)
+    tiled = StreamSpec.parse(
+        {
+            "out": tmp_path / "u",
+            "shape": (64, 64),
+            "dtype": "uint8",
+            "dims": "tczyx",
+            "sizes": {"c": 3, "z": 4},
+            "chunks": {"y": 32, "x": 32},
+        }
+    )
+    # 1 KiB chunks, 4 tiles and 12 (c, z) groups per t: 341 t = 16 368 inner chunks
+    assert tiled.shard_factors() == (341, 3, 4)
+    out = tmp_path / "tiny.ome.zarr"
+    frames = [np.full((1, 1), i, np.float32) for i in range(50)]
+    with open_stream({"out": out, "shape": (1, 1), "dtype": "float32"}) as stream:
+        assert stream.ring.capacity == RING_MAX_FRAMES  # not 512 MiB / 4 B = 134 M slots
+        for frame in frames:
+            stream.append(frame)
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+    np.testing.assert_array_equal(read_tensorstore(out), np.stack(frames))
+
+
 def test_pyramid_and_info_on_sharded_level0(tmp_path):
     from acqwriter.info import dataset_info
 

@@ -195,7 +195,12 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 
 def _watch(client: Any, args: argparse.Namespace) -> int:
-    """Follow events until a summary arrives (Ctrl-C to leave earlier)."""
+    """Follow events until a summary arrives (Ctrl-C to leave earlier).
+
+    An acquisition may end before the subscription reaches the server (a short one
+    ends while ``watch`` starts), and its summary event is then never seen: every
+    half second of silence, the server's status is asked, and an acquisition that is
+    over is reported from its ``last_report`` (the same report the event carries)."""
     from acqwriter.cli import _Progress
     from acqwriter.summary import Summary
 
@@ -206,8 +211,28 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
     )
     if progress is not None:
         progress.console.print(f"state: {status['state']}", highlight=False)
+
+    def finished(report: dict[str, Any]) -> int:
+        if progress is not None:
+            progress.stop()
+            print(Summary.model_validate(report["summary"]).describe())
+        return EXIT_OK if report.get("ok") else EXIT_SERVER_ERROR
+
     try:
-        for topic, event in client.events():
+        for topic, event in client.events(tick_s=0.5):
+            if not topic:  # silence: did it end before we subscribed?
+                status = client.status()
+                if status["state"] in ("acquiring", "finalizing", "configured"):
+                    continue
+                if status.get("last_report") is not None:
+                    if args.json:
+                        print(json.dumps(status["last_report"]), flush=True)
+                    return finished(status["last_report"])
+                if status["state"] == "error":
+                    if progress is not None:
+                        progress.console.print(f"error: {status.get('error')}", highlight=False)
+                    return EXIT_SERVER_ERROR
+                continue
             if args.json:
                 print(json.dumps(event), flush=True)
             elif topic == "progress":
@@ -215,10 +240,7 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
             elif topic in ("warning", "error"):
                 progress.console.print(f"{topic}: {event.get('message')}", highlight=False)
             if topic == "summary":
-                if progress is not None:
-                    progress.stop()
-                    print(Summary.model_validate(event["summary"]).describe())
-                return EXIT_OK if event.get("ok") else EXIT_SERVER_ERROR
+                return finished(event)
             if topic == "state" and event.get("state") == "shutdown":
                 return EXIT_OK
     except KeyboardInterrupt:

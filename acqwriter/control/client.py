@@ -126,9 +126,18 @@ class Client:
 
     # -- events --------------------------------------------------------------------------
     def events(
-        self, topics: tuple[str, ...] = ("",), *, timeout_s: float | None = None
+        self,
+        topics: tuple[str, ...] = ("",),
+        *,
+        timeout_s: float | None = None,
+        tick_s: float | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(topic, event)`` from the PUB endpoint; stops after ``timeout_s`` of silence."""
+        """Yield ``(topic, event)`` from the PUB endpoint; stops after ``timeout_s`` of
+        silence. With ``tick_s``, every ``tick_s`` of silence yields ``("", {})`` instead,
+        so the caller can ask :meth:`status` about what it may have missed (a subscriber
+        only gets what is published after its subscription reached the server)."""
+        if tick_s is not None:
+            timeout_s = tick_s
         sub = self.context.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         if self._curve:
@@ -139,7 +148,10 @@ class Client:
         try:
             while True:
                 if not sub.poll(None if timeout_s is None else int(timeout_s * 1000)):
-                    return
+                    if tick_s is None:
+                        return
+                    yield "", {}
+                    continue
                 topic, payload = sub.recv_multipart()
                 yield topic.decode(), json.loads(payload)
         finally:
