@@ -30,6 +30,7 @@ byte shuffle).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -152,6 +153,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def settle(seconds: float) -> None:
+    """Start the next writer from the same memory state as every other: write back and
+    drop the page cache (as root; skipped otherwise), then wait ``seconds``.
+
+    Why: on this VM a buffered writer runs at 2.8 GB/s into memory freed less than ~2 s
+    before and at ~375 MB/s once the host has taken it back (FIELD-NOTES); without this,
+    a writer's speed depends on what ran just before it (the previous child's exit frees
+    its ring and page cache), and the order of the interleaving biases the ratios."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(seconds)
+
+
 def syncfs(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -164,8 +179,8 @@ def syncfs(path: Path) -> None:
 
 # -- writers (each: create, append every frame, close) ------------------------------------
 def _t_shard(sc: Scenario) -> dict[str, int]:
-    """Shards along t of about 16 MiB raw (at least two chunks): what a user asks for with
-    small frames at high rates (acqwriter's "auto" never shards along t by itself)."""
+    """Shards along t of about 16 MiB raw (at least two chunks), set explicitly (acqwriter's
+    "auto" shards only chunks under 2 MiB; this variant shards big frames too)."""
     frame_bytes = sc.shape[0] * sc.shape[1] * 2
     chunks_per_shard = max(2, (16 << 20) // (frame_bytes * sc.chunk_t))
     return {sc.dims[0]: sc.chunk_t * chunks_per_shard}
@@ -510,6 +525,13 @@ def main() -> None:
     p.add_argument("--writers", default=",".join(WRITERS))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--frames-scale", type=float, default=1.0, help="scale every frame count")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="before every run: sync, drop the page cache (root), wait S seconds (see settle)",
+    )
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
@@ -526,13 +548,19 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     table = scenarios(args.frames_scale)
     writers = args.writers.split(",")
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "scenarios": {}}
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "protocol": {"settle_s": args.settle, "repeats": args.repeats, "order": writers},
+        "scenarios": {},
+    }
     try:
         for name in args.scenarios.split(","):
             sc = table[name]
             runs: dict[str, list[dict[str, Any]]] = {w: [] for w in writers}
             for rep in range(args.repeats):
                 for writer in writers:  # interleaved A B C …
+                    if args.settle is not None:
+                        settle(args.settle)
                     cmd = [
                         sys.executable,
                         __file__,
@@ -617,6 +645,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]], ceiling: dict[str, float]) 
 def markdown(results: dict[str, Any]) -> str:
     nan = float("nan")
     lines = []
+    settle_s = results.get("protocol", {}).get("settle_s")
+    if settle_s is not None:
+        lines.append(
+            f"\nEvery run started after sync + drop_caches + {settle_s:g} s (--settle): the same "
+            "memory state for every writer."
+        )
     for name, sc in results["scenarios"].items():
         s = sc["scenario"]
         c = sc["ceiling"]
