@@ -716,14 +716,19 @@ class FrameStream:
             rest.abandon()
 
     def _front_block(self) -> int:
-        """The first block not wholly written: the extent cannot grow past it."""
         with self._lock:
-            block = self._committed_blocks
-            while self._block_groups_done.get(block, 0) >= self._block_groups_expected.get(
-                block, self.layout.groups_per_block()
-            ):
-                block += 1
-            return block
+            return self._front_block_locked()
+
+    def _front_block_locked(self) -> int:
+        """The first block not wholly written: the extent cannot grow past it (the last
+        block's expected group count is settled at close, and no block after it has any
+        groups done)."""
+        block = self._committed_blocks
+        while self._block_groups_done.get(block, 0) >= self._block_groups_expected.get(
+            block, self.layout.groups_per_block()
+        ):
+            block += 1
+        return block
 
     def _forget_shard_locked(self, shard: ShardWriter) -> None:
         for coords, open_shard in list(self._shards.items()):
@@ -877,14 +882,10 @@ class FrameStream:
         leading rows of the next one)."""
         layout = self.layout
         with self._lock:
-            blocks = self._committed_blocks
-            while self._final_rows is None or blocks * layout.rows_per_block < self._final_rows:
-                expected = self._block_groups_expected.get(blocks, layout.groups_per_block())
-                if self._block_groups_done.get(blocks, 0) < expected:
-                    break
-                self._sealed_rows.pop(blocks, None)
-                self._finished_groups.pop(blocks, None)
-                blocks += 1
+            blocks = self._front_block_locked()
+            for block in range(self._committed_blocks, blocks):
+                self._sealed_rows.pop(block, None)
+                self._finished_groups.pop(block, None)
             rows = blocks * layout.rows_per_block + self._sealed_rows.get(blocks, 0)
             if self._final_rows is not None:
                 rows = min(rows, self._final_rows)
@@ -1033,13 +1034,10 @@ def ring_capacity(spec: StreamSpec) -> int:
     """Frames the ring holds: ``ring_bytes // frame_bytes``, capped at a bounded stream's
     size and at :data:`RING_MAX_FRAMES` (never below what one block of chunks needs)."""
     layout = FrameLayout(spec)
-    # (the spec was refused if ring_bytes holds fewer than min_ring_frames)
-    capacity = max(
-        min(spec.ring_bytes // layout.frame_bytes, RING_MAX_FRAMES), layout.min_ring_frames
-    )
+    limits = [spec.ring_bytes // layout.frame_bytes, RING_MAX_FRAMES]
     if layout.max_frames is not None:
-        capacity = max(min(capacity, layout.max_frames), layout.min_ring_frames)
-    return capacity
+        limits.append(layout.max_frames)
+    return max(min(limits), layout.min_ring_frames)
 
 
 def open_stream(spec: StreamSpec | dict[str, Any], *, ring: FrameRing | None = None) -> FrameStream:

@@ -89,9 +89,9 @@ def test_disk_full_stops_with_clear_error_and_valid_dataset(small_fs, tmp_path):
 
 
 class HeldBack:
-    """Timing only (the real code runs): ``hold(stream)`` is called where a writer
-    thread would proceed, and waits there until the stream has failed (a later shard
-    filled the disk), so the out-of-order failure seen under load happens every time."""
+    """Timing only (the real code runs): ``hold()`` is called where a writer thread would
+    proceed, and waits there until ``stream`` has failed (a later shard filled the disk),
+    so the out-of-order failure seen under load happens every time."""
 
     def __init__(self) -> None:
         self.stream = None
