@@ -4,9 +4,14 @@ Each (scenario, writer, repetition) runs in a fresh child process, interleaved
 (A B C … A B C …), on the same realistic frames (background, cells, shot noise; the
 frame index stamped in; see ``acqwriter.simulators.frames``). The timed region is
 creation → every append → close → ``syncfs`` of the output filesystem, so data still in
-the page cache is not counted as written. The first repetition of each writer is read
+the page cache is not counted as written. The first successful run of each writer is read
 back (tensorstore) and compared bit-exact with the frames appended. Peak RSS is the
-child's ``ru_maxrss``; on-disk size is measured after close.
+child's ``VmHWM`` (see :func:`peak_rss_mb`); on-disk size is measured after close.
+
+Ratios are acqwriter ÷ peer twice over: of the medians, and pair by pair (repetition i
+of acqwriter against repetition i of the peer, which ran next to it), reported as the
+median and range of those pairs. A peer whose package is not installed is reported as
+such and not run (``pip install ".[bench]"`` installs them all).
 
 Scenarios (``--scenarios a,b,c,d,e``):
 
@@ -32,7 +37,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import importlib.util
 import json
+import math
 import os
 import resource
 import shutil
@@ -121,6 +128,17 @@ WRITERS = [
 # for a while after a call: 2.6 % of a run's CPU (perf), stolen from whichever writer ran
 # next. One BLAS thread for every child: the same for all writers.
 CHILD_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+
+# the module each writer needs, to report a missing peer instead of running it to fail
+WRITER_MODULES = {
+    "tensorstore": "tensorstore",
+    "tensorstore-resized": "tensorstore",
+    "zarr-python": "zarr",
+    "acquire-zarr": "acquire_zarr",
+    "ome-writers-tensorstore": "ome_writers",
+    "ome-writers-zarr-python": "ome_writers",
+    "ome-writers-acquire-zarr": "ome_writers",
+}
 
 
 # -- the frames --------------------------------------------------------------------------
@@ -459,8 +477,10 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result, default=str))
 
 
-def measure_ceiling(sc: Scenario, workdir: Path) -> dict[str, float]:
-    """Compression on all cores with numcodecs, disk bandwidth buffered+syncfs and O_DIRECT."""
+def measure_ceiling(sc: Scenario, workdir: Path, total: int = 1 << 30) -> dict[str, Any]:
+    """Compression on all cores with numcodecs, disk bandwidth buffered+syncfs and O_DIRECT
+    (``total`` bytes each; ``disk_direct_mb_s`` is None where the filesystem refuses
+    O_DIRECT)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from numcodecs import Blosc
@@ -483,7 +503,6 @@ def measure_ceiling(sc: Scenario, workdir: Path) -> dict[str, float]:
     ratio = sum(f.nbytes for f in frames) / sum(len(e) for e in encoded)
     blob = b"".join(encoded)
     target = workdir / "ceiling.bin"
-    total = 1 << 30
     t0 = time.perf_counter()
     with open(target, "wb") as fh:
         written = 0
@@ -493,19 +512,21 @@ def measure_ceiling(sc: Scenario, workdir: Path) -> dict[str, float]:
     syncfs(workdir)
     buffered = written / 1e6 / (time.perf_counter() - t0)
     target.unlink()
-    direct = float("nan")
+    direct: float | None = None  # None: the filesystem refuses O_DIRECT (tmpfs)
     try:
         import mmap
 
         buf = mmap.mmap(-1, 8 << 20)  # page-aligned
         buf.write(blob[: 8 << 20].ljust(8 << 20, b"\0"))
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
-        t0 = time.perf_counter()
-        for _ in range(total // (8 << 20)):
-            os.write(fd, buf)
-        os.fsync(fd)
-        direct = total / 1e6 / (time.perf_counter() - t0)
-        os.close(fd)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(total // (8 << 20)):
+                os.write(fd, buf)
+            os.fsync(fd)
+            direct = total / 1e6 / (time.perf_counter() - t0)
+        finally:
+            os.close(fd)
     except OSError:
         pass
     target.unlink(missing_ok=True)
@@ -515,15 +536,21 @@ def measure_ceiling(sc: Scenario, workdir: Path) -> dict[str, float]:
         "disk_buffered_mb_s": buffered,
         "disk_direct_mb_s": direct,
         "ceiling_buffered_mb_s_raw": min(compress, buffered * ratio),
-        "ceiling_direct_mb_s_raw": min(compress, direct * ratio),
+        "ceiling_direct_mb_s_raw": None if direct is None else min(compress, direct * ratio),
     }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: every wrong value is named with what was expected
+    before anything runs (a typo must not cost a 35-minute run)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenarios", default="a,b,c,d,e")
-    p.add_argument("--writers", default=",".join(WRITERS))
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated, of a,b,c,d,e")
+    p.add_argument(
+        "--writers",
+        default=",".join(WRITERS),
+        help=f"comma-separated, must include acqwriter; of {','.join(WRITERS)}",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (≥ 3)")
     p.add_argument("--frames-scale", type=float, default=1.0, help="scale every frame count")
     p.add_argument(
         "--settle",
@@ -540,25 +567,85 @@ def main() -> None:
     p.add_argument("--writer", help=argparse.SUPPRESS)
     p.add_argument("--scenario-json", help=argparse.SUPPRESS)
     p.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.child:
+        return args
+    known = list(scenarios(1.0))
+    args.scenario_list = _checked_list(p, "--scenarios", args.scenarios, known)
+    args.writer_list = _checked_list(p, "--writers", args.writers, WRITERS)
+    if "acqwriter" not in args.writer_list:
+        p.error("--writers: must include acqwriter (every ratio is acqwriter ÷ writer)")
+    if args.repeats < 1:
+        p.error(
+            f"--repeats: expected an integer ≥ 1 (3 or more for the protocol), got {args.repeats}"
+        )
+    if not (args.frames_scale > 0 and math.isfinite(args.frames_scale)):
+        p.error(f"--frames-scale: expected a positive number, got {args.frames_scale}")
+    if args.settle is not None and not (args.settle >= 0 and math.isfinite(args.settle)):
+        p.error(f"--settle: expected seconds ≥ 0, got {args.settle}")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        p.error('--plot: needs matplotlib (pip install ".[bench]")')
+    return args
+
+
+def _checked_list(
+    p: argparse.ArgumentParser, flag: str, value: str, allowed: list[str]
+) -> list[str]:
+    choices = ",".join(allowed)
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        p.error(f"{flag}: expected a comma-separated subset of {choices}, got {value!r}")
+    for item in items:
+        if item not in allowed:
+            p.error(
+                f"{flag}: unknown {item!r}; expected a comma-separated list of {','.join(allowed)}"
+            )
+    if len(set(items)) != len(items):
+        p.error(f"{flag}: {value!r} names one entry twice")
+    return items
+
+
+def missing_package(writer: str) -> str | None:
+    """The module a peer needs when it is not installed, else None."""
+    module = WRITER_MODULES.get(writer)
+    if module is not None and importlib.util.find_spec(module) is None:
+        return module
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.child:
         child(args)
         return
+    if args.repeats < 3:
+        print(
+            f"note: {args.repeats} repetition(s); the protocol's medians need 3 or more",
+            file=sys.stderr,
+        )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="acqwriter-peers-", dir="."))
     workdir.mkdir(parents=True, exist_ok=True)
     table = scenarios(args.frames_scale)
-    writers = args.writers.split(",")
+    writers = args.writer_list
+    missing = {w: m for w in writers if (m := missing_package(w))}
+    for writer, module in missing.items():
+        print(f"{writer}: not installed (no module {module!r}); skipped", file=sys.stderr)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count()},
         "protocol": {"settle_s": args.settle, "repeats": args.repeats, "order": writers},
         "scenarios": {},
     }
     try:
-        for name in args.scenarios.split(","):
+        for name in args.scenario_list:
             sc = table[name]
             runs: dict[str, list[dict[str, Any]]] = {w: [] for w in writers}
             for rep in range(args.repeats):
                 for writer in writers:  # interleaved A B C …
+                    if writer in missing:
+                        runs[writer].append(
+                            {"error": f"not installed (no module {missing[writer]!r})"}
+                        )
+                        continue
                     if args.settle is not None:
                         settle(args.settle)
                     cmd = [
@@ -572,13 +659,14 @@ def main() -> None:
                         "--scenario-json",
                         json.dumps(asdict(sc)),
                     ]
-                    if rep == 0:
-                        cmd.append("--verify")
+                    if not any("readback" in r for r in runs[writer]):
+                        cmd.append("--verify")  # the writer's first successful run
                     proc = subprocess.run(
                         cmd, capture_output=True, text=True, timeout=3600, env=CHILD_ENV
                     )
                     if proc.returncode != 0:
-                        runs[writer].append({"error": proc.stderr.strip().splitlines()[-1:]})
+                        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+                        runs[writer].append({"error": tail[0]})
                         print(
                             f"{name} {writer}: FAILED {proc.stderr.strip()[-300:]}", file=sys.stderr
                         )
@@ -590,7 +678,9 @@ def main() -> None:
                         f"rss {r['peak_rss_mb']:6.0f} MB {r.get('readback', '')}",
                         file=sys.stderr,
                     )
-            ceiling = measure_ceiling(sc, workdir)
+            # 1 GiB per disk measurement at full scale, less for a scaled-down smoke run
+            ceiling_bytes = (8 << 20) * max(8, min(128, round(128 * args.frames_scale)))
+            ceiling = measure_ceiling(sc, workdir, ceiling_bytes)
             results["scenarios"][name] = {
                 "scenario": asdict(sc),
                 "runs": runs,
@@ -610,17 +700,31 @@ def main() -> None:
         plot(results, args.plot)
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]], ceiling: dict[str, float]) -> dict[str, Any]:
+def summarize(runs: dict[str, list[dict[str, Any]]], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """Per writer: median and range of MB/s over its successful runs, median frames/s,
+    the highest peak RSS, the read-back verdict, acqwriter's append→durable latency, and
+    the ratio acqwriter ÷ writer, of the medians and pair by pair (repetition i against
+    repetition i; a pair with a failed run is left out)."""
     out: dict[str, Any] = {}
-    ours = [r["mb_s"] for r in runs.get("acqwriter", []) if "mb_s" in r]
+    ours_runs = runs.get("acqwriter", [])
+    ours = [r["mb_s"] for r in ours_runs if "mb_s" in r]
     ours_med = statistics.median(ours) if ours else None
     for writer, rs in runs.items():
         ok = [r for r in rs if "mb_s" in r]
+        failed = [r.get("error") for r in rs if "mb_s" not in r]
         if not ok:
-            out[writer] = {"failed": rs[0].get("error") if rs else "no runs"}
+            out[writer] = {"failed": failed[0] if failed else "no runs", "failed_runs": len(failed)}
             continue
         mb = [r["mb_s"] for r in ok]
         med = statistics.median(mb)
+        pairs = [
+            a["mb_s"] / b["mb_s"]
+            for a, b in zip(ours_runs, rs, strict=False)
+            if "mb_s" in a and "mb_s" in b
+        ]
+        p50 = [r["latency_p50_ms"] for r in ok if r.get("latency_p50_ms") is not None]
+        p99 = [r["latency_p99_ms"] for r in ok if r.get("latency_p99_ms") is not None]
+        verdicts = [r["readback"] for r in ok if "readback" in r]
         out[writer] = {
             "mb_s": med,
             "mb_s_min": min(mb),
@@ -628,16 +732,23 @@ def summarize(runs: dict[str, list[dict[str, Any]]], ceiling: dict[str, float]) 
             "fps": statistics.median(r["fps"] for r in ok),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
             "disk_mb": statistics.median(r["disk_mb"] for r in ok),
-            "readback": ok[0].get("readback"),
-            "latency_p50_ms": ok[0].get("latency_p50_ms"),
-            "latency_p99_ms": ok[0].get("latency_p99_ms"),
+            "readback": next(
+                (v for v in verdicts if v != "exact"), verdicts[0] if verdicts else None
+            ),
+            "latency_p50_ms": statistics.median(p50) if p50 else None,
+            "latency_p99_ms": max(p99) if p99 else None,
             "codec_differs": ok[0].get("codec_differs", False),
+            "runs": len(ok),
+            "failed_runs": len(failed),
             "acqwriter_ratio": (ours_med / med) if ours_med else None,
+            "acqwriter_ratio_pairs": pairs,
+            "acqwriter_ratio_paired_median": statistics.median(pairs) if pairs else None,
         }
     if ours_med:
+        direct = ceiling.get("ceiling_direct_mb_s_raw")
         out["acqwriter_fraction_of_ceiling"] = {
             "buffered": ours_med / ceiling["ceiling_buffered_mb_s_raw"],
-            "direct": ours_med / ceiling["ceiling_direct_mb_s_raw"],
+            "direct": ours_med / direct if direct else None,
         }
     return out
 
@@ -660,17 +771,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"blosc {'lz4 5 shuffle' if s['codec'] == 'lz4' else 'zstd 1 bitshuffle'}",
             "",
             "| writer | MB/s raw median [min–max] | frames/s | peak RSS MB | on disk MB "
-            "| read back | acqwriter ÷ writer |",
-            "|---|---|---|---|---|---|---|",
+            "| read back | acqwriter ÷ writer | pair by pair [min–max] |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for writer, row in sc["summary"].items():
             if writer == "acqwriter_fraction_of_ceiling":
                 continue
             if "failed" in row:
-                lines.append(f"| {writer} | failed: {row['failed']} | | | | | |")
+                lines.append(f"| {writer} | failed: {row['failed']} | | | | | | |")
                 continue
             mark = " (codec preset differs)" if row["codec_differs"] else ""
+            if row.get("failed_runs"):
+                mark += f" ({row['failed_runs']} of {row['failed_runs'] + row['runs']} runs failed)"
             ratio = f"{row['acqwriter_ratio']:.2f}×" if row["acqwriter_ratio"] else ""
+            pairs = row.get("acqwriter_ratio_pairs") or []
+            paired = (
+                f"{row['acqwriter_ratio_paired_median']:.2f}× [{min(pairs):.2f}–{max(pairs):.2f}]"
+                if pairs and writer != "acqwriter"
+                else ""
+            )
             spread = f"{row['mb_s']:.0f} [{row['mb_s_min']:.0f}–{row['mb_s_max']:.0f}]"
             cells = [
                 f"{writer}{mark}",
@@ -680,18 +799,23 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{row['disk_mb']:.0f}",
                 str(row["readback"]),
                 ratio,
+                paired,
             ]
             lines.append("| " + " | ".join(cells) + " |")
         ours = sc["summary"].get("acqwriter", {})
         frac = sc["summary"].get("acqwriter_fraction_of_ceiling", {})
+        direct_disk = c["disk_direct_mb_s"]
+        direct_ceiling = c["ceiling_direct_mb_s_raw"]
         lines += [
             "",
             f"Ceiling (same run): compression {c['compress_mb_s_raw']:.0f} MB/s raw on all "
             f"cores (ratio {c['ratio']:.2f}); disk buffered+syncfs "
-            f"{c['disk_buffered_mb_s']:.0f} MB/s, O_DIRECT {c['disk_direct_mb_s']:.0f} MB/s "
+            f"{c['disk_buffered_mb_s']:.0f} MB/s, O_DIRECT "
+            f"{'unsupported' if direct_disk is None else f'{direct_disk:.0f} MB/s'} "
             f"→ ceiling {c['ceiling_buffered_mb_s_raw']:.0f} (buffered) / "
-            f"{c['ceiling_direct_mb_s_raw']:.0f} (direct) MB/s raw. acqwriter: "
-            f"{100 * frac.get('buffered', nan):.0f} % / {100 * frac.get('direct', nan):.0f} %; "
+            f"{'–' if direct_ceiling is None else f'{direct_ceiling:.0f}'} (direct) MB/s raw. "
+            f"acqwriter: {100 * (frac.get('buffered') or nan):.0f} % / "
+            f"{100 * (frac.get('direct') or nan):.0f} %; "
             f"latency append→committed p50 {ours.get('latency_p50_ms') or nan:.0f} ms, "
             f"p99 {ours.get('latency_p99_ms') or nan:.0f} ms.",
         ]

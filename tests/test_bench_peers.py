@@ -1,0 +1,244 @@
+"""The side-by-side benchmark's one command, run for real at a small scale.
+
+``benchmarks/bench_peers.py`` is how issue 5's numbers are produced; a broken benchmark
+would silently stop producing them. This runs the real command (child processes, real
+stores on disk, the ceiling measurement) on a few frames, with the peers the test extra
+installs (tensorstore, zarr-python), and checks what it must report: medians with their
+spread, ratios of the medians and pair by pair, peak RSS, on-disk size, bit-exact read
+back, acqwriter's append→durable latency, the ceiling and acqwriter's fraction of it, in
+JSON, Markdown and a PNG. Speeds themselves are not asserted (the machine is shared):
+only that they were measured and are consistent with each other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_peers.py"
+WRITERS = ["acqwriter", "tensorstore", "zarr-python"]
+
+
+def _bench(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCH), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def _load_bench_module():
+    spec = importlib.util.spec_from_file_location("bench_peers_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
+    return module
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("bench")
+    proc = _bench(
+        "--scenarios",
+        "a,c",
+        "--writers",
+        ",".join(WRITERS),
+        "--repeats",
+        "3",
+        "--frames-scale",
+        "0.02",
+        "--workdir",
+        str(tmp / "work"),
+        "--json",
+        str(tmp / "out.json"),
+        "--markdown",
+        str(tmp / "out.md"),
+        "--plot",
+        str(tmp / "out.png"),
+        cwd=tmp,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {
+        "json": json.loads((tmp / "out.json").read_text()),
+        "markdown": (tmp / "out.md").read_text(),
+        "png": (tmp / "out.png").read_bytes(),
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "workdir": tmp / "work",
+    }
+
+
+def test_every_writer_runs_interleaved_and_reads_back_exact(small_run: dict) -> None:
+    results = small_run["json"]
+    assert results["protocol"]["repeats"] == 3
+    assert set(results["scenarios"]) == {"a", "c"}
+    # interleaved A B C A B C …: the log lists the runs in the order they ran
+    order = [
+        tuple(line.split()[:4])
+        for line in small_run["stderr"].splitlines()
+        if line.startswith(("a rep", "c rep"))
+    ]
+    expected = [
+        (sc, "rep", str(rep), writer) for sc in "ac" for rep in range(3) for writer in WRITERS
+    ]
+    assert order == expected
+    for name, scenario in results["scenarios"].items():
+        for writer in WRITERS:
+            runs = scenario["runs"][writer]
+            assert len(runs) == 3 and all("mb_s" in r for r in runs), (name, writer, runs)
+            row = scenario["summary"][writer]
+            assert row["readback"] == "exact", (name, writer, row)
+            assert row["runs"] == 3 and row["failed_runs"] == 0
+
+
+def test_summary_reports_medians_spread_ratios_memory_and_size(small_run: dict) -> None:
+    for name, scenario in small_run["json"]["scenarios"].items():
+        sc = scenario["scenario"]
+        raw_mb = sc["frames"] * sc["shape"][0] * sc["shape"][1] * 2 / 1e6
+        ours = scenario["summary"]["acqwriter"]
+        for writer in WRITERS:
+            row = scenario["summary"][writer]
+            speeds = sorted(r["mb_s"] for r in scenario["runs"][writer])
+            assert row["mb_s"] == pytest.approx(speeds[1])  # the median of three
+            assert (row["mb_s_min"], row["mb_s_max"]) == pytest.approx((speeds[0], speeds[2]))
+            assert row["fps"] == pytest.approx(row["mb_s"] / raw_mb * sc["frames"], rel=1e-6)
+            assert row["peak_rss_mb"] > 50
+            # realistic frames compress (ratio ~1.8), but not to nothing
+            assert raw_mb / 4 < row["disk_mb"] < raw_mb, (name, writer, row["disk_mb"])
+            assert row["acqwriter_ratio"] == pytest.approx(ours["mb_s"] / row["mb_s"])
+            pairs = [
+                a["mb_s"] / b["mb_s"]
+                for a, b in zip(
+                    scenario["runs"]["acqwriter"], scenario["runs"][writer], strict=True
+                )
+            ]
+            assert row["acqwriter_ratio_pairs"] == pytest.approx(pairs)
+        assert ours["acqwriter_ratio"] == pytest.approx(1.0)
+        # append → durable latency is acqwriter's own (peers have no such hook)
+        assert 0 < ours["latency_p50_ms"] <= ours["latency_p99_ms"]
+
+
+def test_ceiling_and_fraction_are_measured(small_run: dict) -> None:
+    for scenario in small_run["json"]["scenarios"].values():
+        c = scenario["ceiling"]
+        assert c["compress_mb_s_raw"] > 0 and 1.2 < c["ratio"] < 4
+        assert c["disk_buffered_mb_s"] > 0
+        assert c["ceiling_buffered_mb_s_raw"] == pytest.approx(
+            min(c["compress_mb_s_raw"], c["disk_buffered_mb_s"] * c["ratio"])
+        )
+        if c["disk_direct_mb_s"] is not None:  # None where the filesystem refuses O_DIRECT
+            assert c["ceiling_direct_mb_s_raw"] == pytest.approx(
+                min(c["compress_mb_s_raw"], c["disk_direct_mb_s"] * c["ratio"])
+            )
+        frac = scenario["summary"]["acqwriter_fraction_of_ceiling"]
+        ours = scenario["summary"]["acqwriter"]["mb_s"]
+        assert frac["buffered"] == pytest.approx(ours / c["ceiling_buffered_mb_s_raw"])
+
+
+def test_markdown_table_and_plot_are_written(small_run: dict) -> None:
+    text = small_run["markdown"]
+    assert text == small_run["stdout"].rstrip("\n")  # what was printed is what was saved
+    for name in ("a", "c"):
+        assert f"### Scenario {name}:" in text
+    for writer in WRITERS:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {writer} |"))
+        assert row.count("|") == 9 and "exact" in row
+    assert "pair by pair" in text and "Ceiling (same run)" in text
+    assert "latency append→committed p50" in text
+    assert "nan" not in text  # every figure was measured
+    assert small_run["png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_outputs_are_cleaned_from_the_workdir(small_run: dict) -> None:
+    # every run deletes its store after measuring it; only the (empty) workdir is left
+    assert list(small_run["workdir"].iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenarios", "q"], "--scenarios: unknown 'q'"),
+        (["--scenarios", "a,a"], "--scenarios: 'a,a' names one entry twice"),
+        (["--writers", "tensorstore,foo"], "--writers: unknown 'foo'"),
+        (["--writers", "tensorstore"], "--writers: must include acqwriter"),
+        (["--repeats", "0"], "--repeats: expected an integer ≥ 1"),
+        (["--frames-scale", "-1"], "--frames-scale: expected a positive number"),
+        (["--settle", "-2"], "--settle: expected seconds ≥ 0"),
+    ],
+)
+def test_bad_arguments_are_named_before_anything_runs(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = _bench(*args, "--workdir", str(tmp_path / "work"), cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "work").exists()  # rejected before any run or directory
+
+
+def test_summary_pairs_skip_failed_runs_and_flag_a_bad_read_back() -> None:
+    bench = _load_bench_module()
+    run = {"fps": 1.0, "peak_rss_mb": 100.0, "disk_mb": 10.0}
+    runs = {
+        "acqwriter": [
+            {**run, "mb_s": 200.0, "readback": "exact", "latency_p50_ms": 5, "latency_p99_ms": 9},
+            {**run, "mb_s": 300.0, "latency_p50_ms": 7, "latency_p99_ms": 12},
+            {**run, "mb_s": 250.0, "latency_p50_ms": 6, "latency_p99_ms": 8},
+        ],
+        "peer": [
+            {"error": "RuntimeError: boom"},
+            {**run, "mb_s": 100.0, "readback": "frame 3 differs"},
+            {**run, "mb_s": 150.0},
+        ],
+        "absent": [{"error": "not installed ('absent')"}] * 3,
+    }
+    ceiling = {"ceiling_buffered_mb_s_raw": 500.0, "ceiling_direct_mb_s_raw": None}
+    summary = bench.summarize(runs, ceiling)
+    ours, peer = summary["acqwriter"], summary["peer"]
+    assert ours["mb_s"] == 250.0 and ours["latency_p50_ms"] == 6 and ours["latency_p99_ms"] == 12
+    assert peer["runs"] == 2 and peer["failed_runs"] == 1
+    assert peer["mb_s"] == 125.0 and peer["acqwriter_ratio"] == 2.0
+    assert peer["acqwriter_ratio_pairs"] == [3.0, 250.0 / 150.0]  # repetition 0 left out
+    assert peer["readback"] == "frame 3 differs"
+    assert summary["absent"] == {"failed": "not installed ('absent')", "failed_runs": 3}
+    assert summary["acqwriter_fraction_of_ceiling"] == {"buffered": 0.5, "direct": None}
+    text = bench.markdown(
+        {
+            "protocol": {},
+            "scenarios": {
+                "a": {
+                    "scenario": {
+                        "name": "a",
+                        "shape": [8, 8],
+                        "frames": 3,
+                        "dims": "tyx",
+                        "sizes": [],
+                        "chunk_t": 1,
+                        "chunk_yx": None,
+                        "codec": "lz4",
+                    },
+                    "ceiling": {
+                        "compress_mb_s_raw": 900.0,
+                        "ratio": 1.8,
+                        "disk_buffered_mb_s": 400.0,
+                        "disk_direct_mb_s": None,
+                        **ceiling,
+                    },
+                    "summary": summary,
+                }
+            },
+        }
+    )
+    assert "O_DIRECT unsupported" in text
+    assert "(1 of 3 runs failed)" in text
+    assert "| absent | failed: not installed ('absent') |" in text
