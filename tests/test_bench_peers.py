@@ -242,3 +242,26 @@ def test_summary_pairs_skip_failed_runs_and_flag_a_bad_read_back() -> None:
     assert "O_DIRECT unsupported" in text
     assert "(1 of 3 runs failed)" in text
     assert "| absent | failed: not installed ('absent') |" in text
+
+
+def test_read_back_check_catches_a_wrong_frame_and_invalid_metadata(tmp_path: Path) -> None:
+    """The benchmark's own verdict must be able to fail: a frame that differs and a root
+    group that breaks the NGFF schema are both named."""
+    bench = _load_bench_module()
+    sc = bench.Scenario("tiny", (64, 96), 6)
+    frame, _ = bench.frame_source(sc)
+    out = tmp_path / "tiny.ome.zarr"
+    bench.run_acqwriter(sc, out, frame)
+    assert bench.verify(sc, out, frame, "acqwriter") == "exact"
+
+    def shifted(i: int):
+        return frame(i + 1) if i == 4 else frame(i)
+
+    assert bench.verify(sc, out, shifted, "acqwriter") == "tensorstore: frame 4 differs"
+    longer = bench.Scenario("tiny", (64, 96), 7)
+    assert bench.verify(longer, out, frame, "acqwriter") == "tensorstore: only 6 of 7 frames"
+    root = json.loads((out / "zarr.json").read_text())
+    del root["attributes"]["ome"]["multiscales"][0]["axes"]
+    (out / "zarr.json").write_text(json.dumps(root))
+    verdict = bench.verify(sc, out, frame, "acqwriter")
+    assert verdict.startswith("NGFF 0.5 image schema:") and "axes" in verdict
