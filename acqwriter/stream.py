@@ -368,6 +368,8 @@ class FrameStream:
             self._io_jobs.put(None)
         for worker in self._io_workers:
             worker.join()
+        if self._owns_ring:  # every frame has left the ring: unmap it beside the fsyncs
+            self.ring.release_memory()
         if self.layout.shards is not None:
             self._finish_open_shards()
             self._segments.close()
@@ -417,8 +419,6 @@ class FrameStream:
             summary.state, summary.error = "failed", str(self._error)
         self._summary = summary
         self.store.release_lock()
-        if self._owns_ring:  # a finished stream may be kept for its summary: free the ring now
-            self.ring.slots = np.empty((0, *self.layout.frame_shape), self.layout.dtype)
         return summary
 
     # -- append-side internals ------------------------------------------------------------
@@ -985,12 +985,23 @@ def _encoded_buffers(compressors: int, writers: int, buffer_bytes: int) -> int:
 def _latency_stats(latencies: list[float]) -> dict[str, float | None]:
     if not latencies:
         return {"latency_p50_ms": None, "latency_p99_ms": None, "latency_max_ms": None}
-    arr = np.asarray(latencies) * 1000
+    arr = np.sort(np.asarray(latencies, dtype=np.float64)) * 1000
     return {
-        "latency_p50_ms": float(np.percentile(arr, 50)),
-        "latency_p99_ms": float(np.percentile(arr, 99)),
-        "latency_max_ms": float(arr.max()),
+        "latency_p50_ms": percentile_of_sorted(arr, 50),
+        "latency_p99_ms": percentile_of_sorted(arr, 99),
+        "latency_max_ms": float(arr[-1]),
     }
+
+
+def percentile_of_sorted(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (its default, linear interpolation) for an already
+    sorted, non-empty array. Written out because numpy's first ``percentile`` call in a
+    process costs ~7 ms of lazy setup, paid inside every stream's close (300 frames of
+    2048² take ~1.1 s; this was 0.6 % of it, on the closing thread, serial)."""
+    position = (len(values) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return float(values[low] + (values[high] - values[low]) * (position - low))
 
 
 def _preflight_disk_space(spec: StreamSpec, layout: FrameLayout) -> None:

@@ -94,3 +94,68 @@ def test_populate_backing_leaves_what_it_cannot_name_alone() -> None:
     readonly.flags.writeable = False
     populate_backing(readonly)
     assert not readonly.any()
+
+
+def _is_mapped(address: int, nbytes: int) -> bool:
+    """Whether [address, address + nbytes) is mapped in this process (Linux ``mincore``
+    fails with ENOMEM on an unmapped range)."""
+    import ctypes
+    import errno
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    start = address - address % page
+    length = address + nbytes - start
+    vec = (ctypes.c_ubyte * (-(-length // page)))()
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    if libc.mincore(ctypes.c_void_p(start), length, vec) == 0:
+        return True
+    assert ctypes.get_errno() == errno.ENOMEM
+    return False
+
+
+def test_release_memory_unmaps_the_slots_and_keeps_the_counters() -> None:
+    from acqwriter.ring import wait_for_releases
+
+    ring = FrameRing(20, (1024, 1024), np.dtype("uint16"))  # 40 MiB
+    a, b = ring.acquire(0), ring.acquire(0)
+    ring.release([a, b])
+    address, nbytes = ring.slots.ctypes.data, ring.slots.nbytes
+    assert _is_mapped(address, nbytes)
+    ring.release_memory()
+    assert ring.slots.shape == (0, 1024, 1024) and ring.slots.dtype == np.uint16
+    assert wait_for_releases(timeout=30)
+    assert not _is_mapped(address, nbytes)
+    assert ring.capacity == 20 and ring.high_water == 2  # still reported in summaries
+    assert ring.acquire(0) is None  # released means closed
+
+
+def test_release_memory_while_the_ring_still_populates() -> None:
+    from acqwriter.ring import wait_for_releases
+
+    ring = FrameRing(128, (1024, 1024), np.dtype("uint16"))  # 256 MiB, populating
+    address, nbytes = ring.slots.ctypes.data, ring.slots.nbytes
+    ring.release_memory()  # stops the populating thread first, then unmaps
+    assert ring.wait_populated(timeout=0)  # the populating thread is gone
+    assert wait_for_releases(timeout=30)
+    assert not _is_mapped(address, nbytes)
+
+
+def test_a_new_ring_waits_for_releases_in_flight(monkeypatch) -> None:
+    """Memory stays bounded: a ring is never allocated while another one's memory is
+    still being unmapped. The release here is a stand-in thread (a sleep), named as
+    such, so that it lasts long enough to be seen."""
+    import threading
+    import time
+
+    import acqwriter.ring as ring_module
+
+    stand_in = threading.Thread(target=time.sleep, args=(0.3,), name="stand-in release")
+    monkeypatch.setattr(ring_module, "_releases", [stand_in])
+    stand_in.start()
+    t0 = time.monotonic()
+    FrameRing(2, (64, 64), np.dtype("uint16"))
+    assert not stand_in.is_alive()
+    assert time.monotonic() - t0 >= 0.25
+    assert ring_module._releases == []

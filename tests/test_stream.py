@@ -588,3 +588,70 @@ def test_a_failure_while_compressing_on_the_producer_is_raised(tmp_path, monkeyp
     assert data.shape[0] == summary.frames_written <= 5
     for i, frame in enumerate(data):
         np.testing.assert_array_equal(frame, bank.frame(i))
+
+
+def _mapped(address: int, nbytes: int) -> bool:
+    from test_ring import _is_mapped
+
+    return _is_mapped(address, nbytes)
+
+
+@pytest.mark.parametrize("shards", ["none", "auto"])
+def test_close_gives_the_ring_memory_back_and_keeps_every_frame(tmp_path, shards):
+    """The stream's own ring is unmapped once every frame has left it (in the background,
+    beside the close's fsyncs); what was appended reads back whole and the summary still
+    reports the ring."""
+    from acqwriter.ring import wait_for_releases
+
+    shape = (512, 512)
+    _, frames = frames_of(shape, "uint16", 40, seed=21)
+    out = tmp_path / f"{shards}.ome.zarr"
+    stream = open_stream(
+        {
+            "out": out,
+            "shape": shape,
+            "dtype": "uint16",
+            "ring_bytes": 16 << 20,
+            "shards": shards,
+            "pyramid": {"enabled": False},
+        }
+    )
+    address, nbytes = stream.ring.slots.ctypes.data, stream.ring.slots.nbytes
+    for frame in frames:
+        stream.append(frame)
+    summary = stream.close()
+    assert wait_for_releases(timeout=30)
+    assert not _mapped(address, nbytes)
+    assert summary.frames_written == 40 and summary.ring_capacity_frames == 32
+    assert 1 <= summary.ring_high_water_frames <= 32
+    np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+    check_dataset(out)
+
+
+def test_a_ring_given_to_the_stream_outlives_it_and_serves_the_next(tmp_path):
+    from acqwriter.spec import StreamSpec
+    from acqwriter.stream import ring_for
+
+    shape = (256, 256)
+    spec = {"shape": shape, "dtype": "uint16", "ring_bytes": 4 << 20, "pyramid": {"enabled": False}}
+    ring = ring_for(StreamSpec.parse({**spec, "out": tmp_path / "first.ome.zarr"}))
+    address, nbytes = ring.slots.ctypes.data, ring.slots.nbytes
+    for name, seed in (("first", 1), ("second", 2)):
+        _, frames = frames_of(shape, "uint16", 12, seed=seed)
+        out = tmp_path / f"{name}.ome.zarr"
+        with open_stream({**spec, "out": out}, ring=ring) as stream:
+            for frame in frames:
+                stream.append(frame)
+        assert stream.summary.frames_written == 12
+        np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
+        assert ring.slots.ctypes.data == address and _mapped(address, nbytes)
+
+
+def test_latency_percentiles_match_numpy():
+    from acqwriter.stream import percentile_of_sorted
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 7, 100, 301, 1000):
+        values = np.sort(rng.exponential(20.0, n))
+        for q in (0, 1, 50, 90, 99, 99.9, 100):
+            assert percentile_of_sorted(values, q) == pytest.approx(np.percentile(values, q))
