@@ -227,6 +227,8 @@ class FrameStream:
             target=self._commit_loop, name="acqwriter-commit", daemon=True
         )
         self._committer.start()
+        # last: populating holds the memory-map lock that the thread starts above need
+        self.ring.start_populating()
 
     # -- public API ---------------------------------------------------------------------
     def __enter__(self) -> FrameStream:
@@ -1038,7 +1040,7 @@ def _new_ring(spec: StreamSpec) -> FrameRing:
     """A ring for ``spec`` whose first slots are ready and the rest populating in the
     background (see :mod:`acqwriter.ring`): what a stream allocates for itself."""
     layout = FrameLayout(spec)
-    return FrameRing(ring_capacity(spec), layout.frame_shape, layout.dtype)
+    return FrameRing(ring_capacity(spec), layout.frame_shape, layout.dtype, populate_now=False)
 
 
 def ring_capacity(spec: StreamSpec) -> int:

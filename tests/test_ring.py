@@ -159,3 +159,33 @@ def test_a_new_ring_waits_for_releases_in_flight(monkeypatch) -> None:
     assert not stand_in.is_alive()
     assert time.monotonic() - t0 >= 0.25
     assert ring_module._releases == []
+
+
+def test_population_can_wait_for_start_populating() -> None:
+    ring = FrameRing(40, (1024, 1024), np.dtype("uint16"), populate_now=False)  # 80 MiB
+    eager = 4  # acqwriter.ring._EAGER_SLOTS: backed before the constructor returns
+    assert resident_fraction(ring.slots[:eager]) == pytest.approx(1.0)
+    assert resident_fraction(ring.slots[eager:]) == 0.0  # nothing runs before the start
+    ring.start_populating()
+    ring.start_populating()  # idempotent
+    assert ring.wait_populated(timeout=30)
+    assert resident_fraction(ring.slots) == pytest.approx(1.0)
+
+
+def test_a_stream_populates_its_ring_after_starting_its_threads(tmp_path) -> None:
+    from acqwriter import open_stream
+
+    stream = open_stream(
+        {
+            "out": tmp_path / "p.ome.zarr",
+            "shape": (1024, 1024),
+            "dtype": "uint16",
+            "ring_bytes": 64 << 20,
+            "pyramid": {"enabled": False},
+        }
+    )
+    try:
+        assert stream.ring.wait_populated(timeout=30)
+        assert resident_fraction(stream.ring.slots) == pytest.approx(1.0)
+    finally:
+        stream.close()
