@@ -881,15 +881,18 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    """One panel per scenario: every writer's median MB/s with its min–max, acqwriter in
+    red, each peer labelled with acqwriter ÷ peer, and the run's ceilings as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results["scenarios"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         summary = results["scenarios"][name]["summary"]
+        ceiling = results["scenarios"][name]["ceiling"]
         writers = [w for w, r in summary.items() if isinstance(r, dict) and "mb_s" in r]
         values = [summary[w]["mb_s"] for w in writers]
         errs = [
@@ -902,8 +905,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
             xerr=errs,
             color=["tab:red" if w == "acqwriter" else "tab:gray" for w in writers],
         )
-        ax.set_title(f"scenario {name}")
+        for y, writer in enumerate(writers):
+            ratio = summary[writer].get("acqwriter_ratio")
+            if ratio and writer != "acqwriter":
+                ax.text(values[y], y, f" {ratio:.2f}×", va="center", fontsize=8)
+        for key, style, label in (
+            ("ceiling_direct_mb_s_raw", "--", "ceiling, direct"),
+            ("ceiling_buffered_mb_s_raw", ":", "ceiling, page cache"),
+        ):
+            if ceiling.get(key):
+                ax.axvline(ceiling[key], color="black", linestyle=style, label=label)
+        ax.set_title(f"scenario {name} (labels: acqwriter ÷ writer)")
         ax.set_xlabel("MB/s raw (median, min–max)")
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
