@@ -45,7 +45,7 @@ __all__ = ["FrameRing", "populate_backing", "wait_for_releases"]
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module does not name it
 _MADV_DONTNEED = 4
 _RELEASE_STEP = 8 << 20  # bytes given back per madvise call (see FrameRing.release_memory)
-_EAGER_SLOTS = 4  # populated before FrameRing returns (the first frames need them at once)
+_EAGER_SLOTS = 1  # populated before FrameRing returns (the first frame needs it at once)
 
 
 def _populated(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
