@@ -10,11 +10,13 @@ this is a pool with a free list rather than a head/tail ring; it is still bounde
 bytes: ``capacity = ring_bytes // frame_bytes`` slots (at most ``RING_MAX_FRAMES``,
 see :func:`acqwriter.stream.ring_capacity`), all backed by memory before the
 hot path needs them (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm
-speed here). On Linux the first slots are populated before ``FrameRing`` returns and the
+speed here). On Linux the first slot is populated before ``FrameRing`` returns and the
 rest by a background thread (``madvise(MADV_POPULATE_WRITE)``, GIL released), in the
 order slots are handed out: populating 512 MiB up front took 0.14 s before the first
-frame could be taken, an eighth of a 300-frame acquisition. Populating never touches
-bytes already written, so a producer that overtakes the thread only page-faults.
+frame could be taken, an eighth of a 300-frame acquisition. A stream starts that thread
+only after its own threads (:meth:`FrameRing.start_populating`): a thread start maps a
+stack, which waits for the memory-map lock each populating step holds. Populating never
+touches bytes already written, so a producer that overtakes the thread only page-faults.
 
 Occupancy and its high-water mark are reported for progress bars and the summary.
 
