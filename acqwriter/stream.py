@@ -1037,8 +1037,8 @@ def ring_for(spec: StreamSpec) -> FrameRing:
 
 
 def _new_ring(spec: StreamSpec) -> FrameRing:
-    """A ring for ``spec`` whose first slots are ready and the rest populating in the
-    background (see :mod:`acqwriter.ring`): what a stream allocates for itself."""
+    """A ring for ``spec`` whose first slot is ready; the stream that allocates it for
+    itself starts populating the rest once its own threads run (see :mod:`acqwriter.ring`)."""
     layout = FrameLayout(spec)
     return FrameRing(ring_capacity(spec), layout.frame_shape, layout.dtype, populate_now=False)
 
