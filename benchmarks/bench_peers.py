@@ -535,6 +535,41 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result, default=str))
 
 
+def disk_bandwidth(workdir: Path, blob: bytes, total: int = 1 << 30) -> tuple[float, float | None]:
+    """MB/s of writing ``total`` bytes (``blob`` repeated: real compressed data) to one
+    file in ``workdir``: through the page cache then ``syncfs``, and with O_DIRECT from
+    an aligned 8 MiB buffer then ``fsync`` (None where the filesystem refuses O_DIRECT)."""
+    target = workdir / "ceiling.bin"
+    t0 = time.perf_counter()
+    with open(target, "wb") as fh:
+        written = 0
+        while written < total:
+            fh.write(blob)
+            written += len(blob)
+    syncfs(workdir)
+    buffered = written / 1e6 / (time.perf_counter() - t0)
+    target.unlink()
+    direct: float | None = None
+    try:
+        import mmap
+
+        buf = mmap.mmap(-1, 8 << 20)  # page-aligned
+        buf.write(blob[: 8 << 20].ljust(8 << 20, b"\0"))
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(total // (8 << 20)):
+                os.write(fd, buf)
+            os.fsync(fd)
+            direct = total / 1e6 / (time.perf_counter() - t0)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    target.unlink(missing_ok=True)
+    return buffered, direct
+
+
 def measure_ceiling(sc: Scenario, workdir: Path, total: int = 1 << 30) -> dict[str, Any]:
     """Compression on all cores with numcodecs, disk bandwidth buffered+syncfs and O_DIRECT
     (``total`` bytes each; ``disk_direct_mb_s`` is None where the filesystem refuses
@@ -559,35 +594,7 @@ def measure_ceiling(sc: Scenario, workdir: Path, total: int = 1 << 30) -> dict[s
                 speeds.append(sum(f.nbytes for f in frames) / 1e6 / (time.perf_counter() - t0))
     compress = statistics.median(speeds)
     ratio = sum(f.nbytes for f in frames) / sum(len(e) for e in encoded)
-    blob = b"".join(encoded)
-    target = workdir / "ceiling.bin"
-    t0 = time.perf_counter()
-    with open(target, "wb") as fh:
-        written = 0
-        while written < total:
-            fh.write(blob)
-            written += len(blob)
-    syncfs(workdir)
-    buffered = written / 1e6 / (time.perf_counter() - t0)
-    target.unlink()
-    direct: float | None = None  # None: the filesystem refuses O_DIRECT (tmpfs)
-    try:
-        import mmap
-
-        buf = mmap.mmap(-1, 8 << 20)  # page-aligned
-        buf.write(blob[: 8 << 20].ljust(8 << 20, b"\0"))
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
-        try:
-            t0 = time.perf_counter()
-            for _ in range(total // (8 << 20)):
-                os.write(fd, buf)
-            os.fsync(fd)
-            direct = total / 1e6 / (time.perf_counter() - t0)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    target.unlink(missing_ok=True)
+    buffered, direct = disk_bandwidth(workdir, b"".join(encoded), total)
     return {
         "compress_mb_s_raw": compress,
         "ratio": ratio,

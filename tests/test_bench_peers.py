@@ -265,3 +265,31 @@ def test_read_back_check_catches_a_wrong_frame_and_invalid_metadata(tmp_path: Pa
     (out / "zarr.json").write_text(json.dumps(root))
     verdict = bench.verify(sc, out, frame, "acqwriter")
     assert verdict.startswith("NGFF 0.5 image schema:") and "axes" in verdict
+
+
+def test_sim_camera_benchmark_runs_both_paths(tmp_path: Path) -> None:
+    """``benchmarks/bench_sim_camera.py`` (the memory and camera-path figures in
+    RESULTS.md) runs end to end: it was broken by a storage change once, unnoticed."""
+    script = BENCH.parent / "bench_sim_camera.py"
+    out = tmp_path / "sim.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            *("--frames", "12", "--height", "256", "--width", "320", "--repeats", "1"),
+            *("--paths", "writer,camera", "--ring-mb", "16", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    for path in ("writer", "camera"):
+        row = doc["summary"][path]
+        assert row["drops_max"] == 0 and row["mb_s_median"] > 0 and row["peak_rss_mb_max"] > 0
+        assert row["fraction_of_ceiling_buffered"] > 0
+    ceiling = doc["ceiling"]
+    assert ceiling["compress_mb_s_raw"] > 0 and ceiling["disk_buffered_mb_s"] > 0
+    assert "% of the buffered ceiling" in proc.stdout
