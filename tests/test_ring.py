@@ -164,6 +164,7 @@ def test_a_new_ring_waits_for_releases_in_flight(monkeypatch) -> None:
 def test_population_can_wait_for_start_populating() -> None:
     ring = FrameRing(40, (1024, 1024), np.dtype("uint16"), populate_now=False)  # 80 MiB
     from acqwriter.ring import _EAGER_SLOTS as eager  # backed before the constructor returns
+
     assert resident_fraction(ring.slots[:eager]) == pytest.approx(1.0)
     assert resident_fraction(ring.slots[eager:]) == 0.0  # nothing runs before the start
     ring.start_populating()
