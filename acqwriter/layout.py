@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from acqwriter.shards import ShardPlan
+from acqwriter.shards import SEGMENT_BYTES, ShardPlan
 
 if TYPE_CHECKING:
     from acqwriter.spec import StreamSpec
@@ -64,6 +64,16 @@ class FrameLayout:
             all(c == 1 for c in self.outer_chunks) and self.tile_shape == self.frame_shape
         )
         self.min_ring_frames = self._min_ring_frames()
+        # Compressed chunks staged in shards open at the same time (a segment each, at
+        # least one chunk), beyond the first shard's segment (part of the writer's fixed
+        # overhead, as it always was): memory beside the ring's, so it comes out of
+        # ring_bytes (stream.ring_capacity). 0 unless a shard spans the first axis of a
+        # layout with other axes (t-shards of a t × c × z stack: 59 segments of 8 MiB).
+        self.extra_staging_bytes = (
+            0
+            if self.shards is None
+            else (self.shards.open_at_once() - 1) * max(SEGMENT_BYTES, self.chunk_bytes)
+        )
 
     @property
     def shard_shape(self) -> tuple[int, ...] | None:

@@ -129,6 +129,20 @@ class ShardPlan:
             layout.tiles_x * layout.tile_shape[1],
         )
 
+    def open_at_once(self) -> int:
+        """Shards being filled at the same time while frames arrive in order (t, then c,
+        then z): every shard along the axes faster than the slowest axis that a shard
+        spans several chunks of. t-shards over one channel and plane: 1; t-shards of a
+        t × c × z stack with 3 channels of 20 planes: 60, each holding a staging segment
+        until its last chunk arrives (see ``FrameLayout.extra_staging_bytes``)."""
+        layout = self.layout
+        slowest = next(i for i, f in enumerate(self.factors) if f > 1)
+        count = 1
+        for j in range(slowest + 1, len(self.factors)):
+            groups = math.ceil(layout.outer_sizes[j] / layout.outer_chunks[j])  # bounded
+            count *= math.ceil(groups / self.factors[j])
+        return count
+
     def shard_of(self, group: GroupKey) -> tuple[int, ...]:
         return tuple(g // f for g, f in zip(group, self.factors, strict=True))
 

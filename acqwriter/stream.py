@@ -1044,10 +1044,20 @@ def _new_ring(spec: StreamSpec) -> FrameRing:
 
 
 def ring_capacity(spec: StreamSpec) -> int:
-    """Frames the ring holds: ``ring_bytes // frame_bytes``, capped at a bounded stream's
-    size and at :data:`RING_MAX_FRAMES` (never below what one block of chunks needs)."""
+    """Frames the ring holds: what ``ring_bytes`` leaves after the staging of shards
+    open at the same time (``FrameLayout.extra_staging_bytes``), in frames, capped at a
+    bounded stream's size and at :data:`RING_MAX_FRAMES` (never below what one block of
+    chunks needs).
+
+    ``ring_bytes`` bounds everything in flight: frames waiting for a writer, and
+    compressed chunks waiting in open shards for their last chunk. t-shards of a t × c × z
+    stack keep every shard of a time point open; before their staging was counted, they
+    took 1 085 MB of RSS with a 512 MiB ring (benchmarks/RESULTS.md, session 9). A ring
+    too small for both keeps the frames one block needs (as before: a spec is never
+    refused for this), and the staging comes on top."""
     layout = FrameLayout(spec)
-    limits = [spec.ring_bytes // layout.frame_bytes, RING_MAX_FRAMES]
+    usable = spec.ring_bytes - layout.extra_staging_bytes
+    limits = [usable // layout.frame_bytes, RING_MAX_FRAMES]
     if layout.max_frames is not None:
         limits.append(layout.max_frames)
     return max(min(limits), layout.min_ring_frames)

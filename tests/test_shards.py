@@ -404,3 +404,46 @@ def test_a_fast_stream_never_seals(tmp_path, monkeypatch):
     assert seals == []
     np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
     assert len(_shard_files(out)) == 12  # 3 000 / 256, the last one partial
+
+
+def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
+    """t-shards of a t × c × z stack keep every shard of a time point open, each with a
+    staging segment: that memory is taken from ring_bytes (the ring gets fewer slots), so
+    ring_bytes still bounds what is in flight. Shards that close in order change nothing."""
+    from acqwriter.layout import FrameLayout
+    from acqwriter.shards import SEGMENT_BYTES
+    from acqwriter.spec import StreamSpec
+    from acqwriter.stream import ring_capacity
+
+    shape = (256, 256)  # 128 KiB frames
+    frame_bytes = 256 * 256 * 2
+    ring = 80 << 20
+    stack = {
+        "out": tmp_path / "stack.ome.zarr",
+        "shape": shape,
+        "dtype": "uint16",
+        "dims": "tczyx",
+        "sizes": {"c": 2, "z": 5},
+        "shards": {"t": 4},
+        "ring_bytes": ring,
+        "pyramid": {"enabled": False},
+    }
+    spec = StreamSpec.parse(stack)
+    layout = FrameLayout(spec)
+    assert layout.shards.open_at_once() == 10  # 2 channels × 5 planes
+    assert ring_capacity(spec) == (ring - 9 * SEGMENT_BYTES) // frame_bytes == 64
+    in_order = StreamSpec.parse({**stack, "shards": {"z": 5}})  # one shard open at a time
+    assert FrameLayout(in_order).shards.open_at_once() == 1
+    assert ring_capacity(in_order) == ring // frame_bytes
+    plain_t = StreamSpec.parse({**stack, "dims": "tyx", "sizes": {}})  # t-shards, no c/z
+    assert ring_capacity(plain_t) == ring // frame_bytes
+
+    bank = FrameBank(shape, "uint16", size=3, seed=9)
+    frames = [bank.frame(i) for i in range(4 * 10 * 3)]  # three shards along t
+    with open_stream(stack) as stream:
+        for frame in frames:
+            stream.append(frame)
+    assert stream.summary.ring_capacity_frames == 64
+    assert stream.summary.frames_written == len(frames)
+    np.testing.assert_array_equal(read_zarr(stack["out"]).reshape(-1, *shape), np.stack(frames))
+    check_dataset(stack["out"])
