@@ -260,6 +260,11 @@ class WriterOptions(StrictModel):
     per chunk, or ``{"t": 64}``-style sizes along non-frame axes, each a multiple of the
     chunk size there (a shard always spans the whole frame in y and x).
 
+    ``ring_bytes``: the memory for what is in flight. The ring holds
+    ``ring_bytes // frame_bytes`` frames, minus the staging of shards that are open
+    together (t-shards of a t × c × z stack keep a whole time point's shards open, each
+    staging at least 8 MiB; see :func:`acqwriter.stream.ring_capacity`).
+
     ``shard_seal_s``: when shards span several steps of the first axis, a frame written
     into a shard that is not full yet becomes part of the dataset (inside the extent,
     readable, durable per ``sync``) within about this many seconds: the unfinished shard
