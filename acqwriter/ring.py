@@ -262,7 +262,7 @@ class FrameRing:
         (idempotent)."""
         with self._cond:
             thread = self._populator
-            if thread is None or thread.is_alive() or thread.ident is not None:
+            if thread is None or thread.ident is not None:  # none, or started already
                 return
             thread.start()
 
