@@ -341,6 +341,16 @@ def _wait_extent(out, rows, timeout=10.0) -> int:
     return _extent(out)
 
 
+def _wait_written(stream, n, timeout=5.0) -> int:
+    """``progress()["frames_written"]`` once it reaches ``n`` (or the timeout): the
+    committer rewrites ``zarr.json`` first and updates its counters right after, so a
+    reader polling the file can see the new extent a moment before ``progress()`` does."""
+    deadline = time.monotonic() + timeout
+    while stream.progress()["frames_written"] < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return stream.progress()["frames_written"]
+
+
 def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tmp_path):
     """64×64 frames go 2 048 to an automatic t-shard; at a slow rate the frames so far
     enter the dataset within shard_seal_s by sealing the unfinished shard."""
@@ -363,7 +373,7 @@ def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tm
     assert [r["metadata"]["i"] for r in frame_records(out)] == list(range(10))
     assert _shard_files(out) == [out / "0" / "c" / "0" / "0" / "0"]  # published at its key
     # progress and the live summary count what readers already see, not finished shards
-    assert stream.progress()["frames_written"] == 10
+    assert _wait_written(stream, 10) == 10
     assert stream.summary.frames_written == 10
     # the shard keeps growing: later frames are republished, the earlier ones kept
     for i in range(10, 25):
@@ -374,7 +384,7 @@ def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tm
     for i in range(27, 30):
         stream.append(bank.frame(i))
     assert _wait_extent(out, 30) == 30
-    assert stream.progress()["frames_written"] == 28
+    assert _wait_written(stream, 28) == 28
     assert stream.summary.frames_written == 28
     summary = stream.close()
     assert summary.error is None and summary.state == "complete"
