@@ -51,7 +51,7 @@ def chunk_encoder(compression: Compression) -> ChunkEncoder:
             cname=compression.cname,
             clevel=compression.level,
             shuffle=_SHUFFLE[compression.shuffle],
-            blocksize=0,
+            blocksize=compression.block_bytes(),
         )
     if compression.name == "zstd":
         return Zstd(level=compression.level)
@@ -78,7 +78,7 @@ def codec_chain(compression: Compression, dtype: np.dtype) -> list[dict[str, Any
                     "cname": compression.cname,
                     "clevel": compression.level,
                     "shuffle": compression.shuffle,
-                    "blocksize": 0,
+                    "blocksize": compression.block_bytes(),
                 },
             }
         )

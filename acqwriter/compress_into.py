@@ -10,7 +10,7 @@ machine whose two cores should be compressing.
 So for blosc we call ``blosc_compress_ctx`` — the very function numcodecs calls, in the
 copy of c-blosc that numcodecs ships (its extension module exports the C API) — with
 the destination set to the writer thread's page-aligned buffer. Same library, same
-arguments (contextual mode, one internal thread, automatic block size): the bytes are
+arguments (contextual mode, one internal thread, the spec's block size): the bytes are
 identical to ``numcodecs.Blosc.encode`` (``tests/test_compress_into.py`` checks it for
 every cname/shuffle we offer). ctypes releases the GIL for the call, like numcodecs.
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def _compress_ctx(library: str) -> Any | None:
         ctypes.c_void_p,  # dest
         ctypes.c_size_t,  # destsize
         ctypes.c_char_p,  # compressor
-        ctypes.c_size_t,  # blocksize (0: automatic, as numcodecs' default)
+        ctypes.c_size_t,  # blocksize (0: c-blosc chooses; Compression.block_bytes)
         ctypes.c_int,  # numinternalthreads
     ]
     fn.restype = ctypes.c_int
@@ -93,22 +94,33 @@ def _python_blosc_library() -> str | None:
 
 
 def _same_output(candidate: Any, reference: Any) -> bool:
-    """Both compress a probe to identical bytes, for every shuffle and both cnames."""
+    """Both compress a probe to identical bytes, for every shuffle, both cnames and both an
+    automatic and a forced block size."""
     rng = np.random.default_rng(0)
     n = 1 << 15  # 64 KiB: several blosc blocks, through the SIMD kernels (~2 ms in all)
     probe = (np.arange(n, dtype=np.uint16) // 7 + rng.poisson(30, n)).astype("<u2")
     size = probe.nbytes + BLOSC_OVERHEAD
     out = [np.empty(size, np.uint8), np.empty(size, np.uint8)]
-    for cname in (b"lz4", b"zstd"):
-        for shuffle in (0, 1, 2):
-            sizes = [
-                fn(1, shuffle, 2, probe.nbytes, probe.ctypes.data, o.ctypes.data, size, cname, 0, 1)
-                for fn, o in zip((candidate, reference), out, strict=True)
-            ]
-            if sizes[0] <= 0 or sizes[0] != sizes[1]:
-                return False
-            if not np.array_equal(out[0][: sizes[0]], out[1][: sizes[1]]):
-                return False
+    for cname, shuffle, blocksize in itertools.product((b"lz4", b"zstd"), (0, 1, 2), (0, 16 << 10)):
+        sizes = [
+            fn(
+                1,
+                shuffle,
+                2,
+                probe.nbytes,
+                probe.ctypes.data,
+                o.ctypes.data,
+                size,
+                cname,
+                blocksize,
+                1,
+            )
+            for fn, o in zip((candidate, reference), out, strict=True)
+        ]
+        if sizes[0] <= 0 or sizes[0] != sizes[1]:
+            return False
+        if not np.array_equal(out[0][: sizes[0]], out[1][: sizes[1]]):
+            return False
     return True
 
 
@@ -149,6 +161,7 @@ class IntoEncoder:
             self._clevel = compression.level
             self._shuffle = _SHUFFLE[compression.shuffle]
             self._cname = compression.cname.encode()
+            self._blocksize = compression.block_bytes()
 
     def encode_into(self, array: np.ndarray, dest: Any, dest_address: int) -> int:
         """Encode C-contiguous ``array`` into ``dest`` (a writable buffer whose first byte
@@ -170,7 +183,7 @@ class IntoEncoder:
                 # the bytes would differ from numcodecs'
                 array.nbytes + BLOSC_OVERHEAD,
                 self._cname,
-                0,
+                self._blocksize,
                 1,
             )
             if n <= 0:

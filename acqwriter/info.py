@@ -71,6 +71,14 @@ def _codec(meta: dict[str, Any]) -> str:
     return " + ".join(names) or "none"
 
 
+def _blosc_blocksize(meta: dict[str, Any]) -> int | None:
+    """The blosc block size in ``zarr.json`` (0: chosen by c-blosc per chunk), or None."""
+    for codec in _inner(meta)[0]:
+        if codec["name"] == "blosc":
+            return codec.get("configuration", {}).get("blocksize")
+    return None
+
+
 def dataset_info(path: str | Path) -> dict[str, Any]:
     root = Path(path)
     try:
@@ -96,6 +104,7 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
                 "dtype": meta["data_type"],
                 "scale": scale,
                 "codec": _codec(meta),
+                "blosc_blocksize": _blosc_blocksize(meta),
             }
         )
     level0 = levels[0]
@@ -114,6 +123,7 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
         "shape": level0["shape"],
         "dtype": level0["dtype"],
         "codec": level0["codec"],
+        "blosc_blocksize": level0["blosc_blocksize"],
         "levels": levels,
         "raw_bytes": raw,
         "stored_bytes": stored,
@@ -126,13 +136,23 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _blocks(blocksize: int | None) -> str:
+    if blocksize is None:
+        return ""
+    if not blocksize:
+        return " (blocks chosen by c-blosc)"
+    if blocksize % 1024 == 0:
+        return f" ({blocksize // 1024} KiB blocks)"
+    return f" ({blocksize} byte blocks)"
+
+
 def format_info(info: dict[str, Any]) -> str:
     ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
     lines = [
         f"dataset   {info['path']}  "
         f"(OME-NGFF {info['ome_version']}, state {info['state'] or 'n/a'})",
         f"shape     {tuple(info['shape'])} {''.join(info['axes'])} {info['dtype']}",
-        f"codec     {info['codec']}",
+        f"codec     {info['codec']}{_blocks(info.get('blosc_blocksize'))}",
         f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, "
         f"stored {info['stored_bytes'] / 1e6:.1f} MB, ratio {ratio}",
         f"levels    {len(info['levels'])}",

@@ -17,7 +17,9 @@ such and not run (``pip install ".[bench]"`` installs them all).
 Scenarios (``--scenarios a,b,c,d,e``):
 
 * a — 2048×2048 uint16, one frame per chunk, blosc lz4 5 shuffle;
-* b — the same with blosc zstd 1 bitshuffle;
+* b — the same with blosc zstd 1 bitshuffle, 1 MiB blosc blocks (acqwriter's default
+  for zstd; given to every writer that takes a block size: tensorstore, zarr-python);
+* b0 — (b) with c-blosc's own block size for every writer (run only when named);
 * c — light-sheet: chunks 32×256×256 (t × y × x), blosc lz4;
 * d — small frames 512×512 at a high count (per-frame overhead), blosc lz4;
 * e — t × c × z, 3 channels, 20-plane stacks, 2048×2048, one frame per chunk, blosc lz4.
@@ -27,7 +29,7 @@ acqwriter-buffered (page cache); tensorstore zarr3 preallocated (8 writes in fli
 and resized per chunk row; zarr-python 3 preallocated; acquire-zarr; ome-writers with
 its tensorstore, zarr-python and acquire-zarr backends. Peers whose codec presets differ from the
 scenario's are marked in the output (ome-writers offers blosc zstd only at level 3 with
-byte shuffle).
+byte shuffle; acquire-zarr takes no blosc block size and uses c-blosc's).
 
     python benchmarks/bench_peers.py --scenarios a --repeats 3
     python benchmarks/bench_peers.py --json out.json --markdown table.md --plot plot.png
@@ -55,6 +57,11 @@ from typing import Any
 
 import numpy as np
 
+# acqwriter.spec.ZSTD_BLOCK_BYTES, the block size acqwriter's "auto" gives blosc zstd (not
+# imported: a peer's child process must not load acqwriter and its pydantic models, which
+# would add to its peak RSS; tests/test_bench_peers.py checks the two agree)
+ZSTD_BLOCK_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -66,6 +73,13 @@ class Scenario:
     chunk_t: int = 1
     chunk_yx: tuple[int, int] | None = None  # None: the whole frame
     codec: str = "lz4"  # "lz4": blosc lz4 5 shuffle; "zstd": blosc zstd 1 bitshuffle
+    blocksize: int = 0  # blosc block size (bytes) for every writer that takes one; 0: c-blosc's
+
+    @property
+    def codec_label(self) -> str:
+        name = "lz4 5 shuffle" if self.codec == "lz4" else "zstd 1 bitshuffle"
+        blocks = f", {self.blocksize >> 10} KiB blocks" if self.blocksize else ""
+        return f"blosc {name}{blocks}"
 
     @property
     def outer(self) -> tuple[int, ...]:
@@ -100,7 +114,8 @@ def scenarios(frames_scale: float) -> dict[str, Scenario]:
 
     return {
         "a": Scenario("a", (2048, 2048), n(300)),
-        "b": Scenario("b", (2048, 2048), n(300), codec="zstd"),
+        "b": Scenario("b", (2048, 2048), n(300), codec="zstd", blocksize=ZSTD_BLOCK_BYTES),
+        "b0": Scenario("b0", (2048, 2048), n(300), codec="zstd"),
         "c": Scenario(
             "c", (2048, 2048), 32 * max(1, n(320) // 32), chunk_t=32, chunk_yx=(256, 256)
         ),
@@ -210,11 +225,15 @@ def run_acqwriter(
 ) -> dict[str, Any]:
     from acqwriter import open_stream
 
-    codec = (
-        "lz4"
-        if sc.codec == "lz4"
-        else {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1}
-    )
+    codec = {
+        "name": "blosc",
+        **(
+            {"cname": "lz4", "shuffle": "shuffle", "level": 5}
+            if sc.codec == "lz4"
+            else {"cname": "zstd", "shuffle": "bitshuffle", "level": 1}
+        ),
+        "blocksize": sc.blocksize,
+    }
     chunks = {"t": sc.chunk_t, "y": sc.chunks[-2], "x": sc.chunks[-1]}
     spec = {
         "out": str(out),
@@ -245,7 +264,7 @@ def _ts_codecs(sc: Scenario) -> list[dict[str, Any]]:
     )
     return [
         {"name": "bytes", "configuration": {"endian": "little"}},
-        {"name": "blosc", "configuration": {**blosc, "typesize": 2, "blocksize": 0}},
+        {"name": "blosc", "configuration": {**blosc, "typesize": 2, "blocksize": sc.blocksize}},
     ]
 
 
@@ -314,9 +333,9 @@ def run_zarr_python(sc: Scenario, out: Path, frame) -> dict[str, Any]:
     from zarr.codecs import BloscCodec
 
     comp = (
-        BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", blocksize=sc.blocksize)
         if sc.codec == "lz4"
-        else BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
+        else BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", blocksize=sc.blocksize)
     )
     arr = zarr.create_array(
         str(out),
@@ -382,7 +401,8 @@ def run_acquire_zarr(sc: Scenario, out: Path, frame) -> dict[str, Any]:
     for i in range(sc.frames):
         stream.append(frame(i))
     stream.close()
-    return {"path0": "."}
+    # acquire-zarr's CompressionSettings take no block size: c-blosc chooses
+    return {"path0": ".", "blocks_differ": bool(sc.blocksize)}
 
 
 def run_ome_writers(sc: Scenario, out: Path, frame, backend: str) -> dict[str, Any]:
@@ -407,7 +427,7 @@ def run_ome_writers(sc: Scenario, out: Path, frame, backend: str) -> dict[str, A
     with create_stream(settings) as stream:
         for i in range(sc.frames):
             stream.append(frame(i).copy())  # ome-writers does not copy: give it its own buffer
-    return {"codec_differs": sc.codec != "lz4"}
+    return {"codec_differs": sc.codec != "lz4" or bool(sc.blocksize)}
 
 
 RUNNERS = {
@@ -570,7 +590,9 @@ def measure_ceiling(sc: Scenario, workdir: Path, total: int = 1 << 30) -> dict[s
     _, bank = frame_source(sc)
     frames = [bank.frame(i) for i in range(bank.size)] * 4
     codec = (
-        Blosc("lz4", 5, Blosc.SHUFFLE) if sc.codec == "lz4" else Blosc("zstd", 1, Blosc.BITSHUFFLE)
+        Blosc("lz4", 5, Blosc.SHUFFLE, sc.blocksize)
+        if sc.codec == "lz4"
+        else Blosc("zstd", 1, Blosc.BITSHUFFLE, sc.blocksize)
     )
     # one untimed pass first (the first pass pays page faults for every output buffer and
     # measured 10-15 % slow), then the median of three
@@ -598,7 +620,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: every wrong value is named with what was expected
     before anything runs (a typo must not cost a 35-minute run)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated, of a,b,c,d,e")
+    p.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated, of a,b,b0,c,d,e")
     p.add_argument(
         "--writers",
         default=",".join(WRITERS),
@@ -792,6 +814,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], ceiling: dict[str, Any]) ->
             "latency_p50_ms": statistics.median(p50) if p50 else None,
             "latency_p99_ms": max(p99) if p99 else None,
             "codec_differs": ok[0].get("codec_differs", False),
+            "blocks_differ": ok[0].get("blocks_differ", False),
             "runs": len(ok),
             "failed_runs": len(failed),
             "acqwriter_ratio": (ours_med / med) if ours_med else None,
@@ -822,7 +845,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"\n### Scenario {name}: {s['frames']} frames {s['shape'][0]}×{s['shape'][1]} uint16, "
             f"dims {s['dims']}, chunks {scenario_from_dict(s).chunks}, "
-            f"blosc {'lz4 5 shuffle' if s['codec'] == 'lz4' else 'zstd 1 bitshuffle'}",
+            f"{scenario_from_dict(s).codec_label}",
             "",
             "| writer | MB/s raw median [min–max] | frames/s | peak RSS MB | on disk MB "
             "| read back | acqwriter ÷ writer | pair by pair [min–max] |",
@@ -835,6 +858,8 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {writer} | failed: {row['failed']} | | | | | | |")
                 continue
             mark = " (codec preset differs)" if row["codec_differs"] else ""
+            if row.get("blocks_differ"):
+                mark += " (c-blosc's block size: it takes none)"
             if row.get("failed_runs"):
                 mark += f" ({row['failed_runs']} of {row['failed_runs'] + row['runs']} runs failed)"
             ratio = f"{row['acqwriter_ratio']:.2f}×" if row["acqwriter_ratio"] else ""

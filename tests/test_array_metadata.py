@@ -24,6 +24,8 @@ CODECS: list[Any] = [
     {"name": "zstd", "level": 3},
     {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1},
     {"name": "blosc", "cname": "lz4", "shuffle": "noshuffle", "level": 9},
+    {"name": "blosc", "cname": "lz4", "shuffle": "shuffle", "level": 5, "blocksize": 4096},
+    {"name": "blosc", "cname": "zstd", "shuffle": "shuffle", "level": 3, "blocksize": 0},
 ]
 
 
@@ -37,7 +39,7 @@ def _zarr_python(spec: StreamSpec, shape, chunks, shards) -> dict[str, Any]:
                 clevel=c.level,
                 shuffle=c.shuffle,
                 typesize=dtype.itemsize,
-                blocksize=0,
+                blocksize=c.block_bytes(),
             )
         ]
     elif c.name == "zstd":

@@ -293,3 +293,30 @@ def test_sim_camera_benchmark_runs_both_paths(tmp_path: Path) -> None:
     ceiling = doc["ceiling"]
     assert ceiling["compress_mb_s_raw"] > 0 and ceiling["disk_buffered_mb_s"] > 0
     assert "% of the buffered ceiling" in proc.stdout
+
+
+def test_zstd_block_size_is_the_same_for_every_writer_that_takes_one(tmp_path: Path) -> None:
+    """Scenario b gives acqwriter's "auto" zstd block size to every writer that takes a
+    block size, so the comparison is of the same codec: each ``zarr.json`` says it and each
+    chunk's blosc header has it. The benchmark's copy of the constant is acqwriter's."""
+    from acqwriter.spec import ZSTD_BLOCK_BYTES
+
+    bench = _load_bench_module()
+    assert bench.ZSTD_BLOCK_BYTES == ZSTD_BLOCK_BYTES
+    assert bench.scenarios(1.0)["b"].blocksize == ZSTD_BLOCK_BYTES
+    assert bench.scenarios(1.0)["b0"].blocksize == 0
+    # 2 MiB frames: acqwriter writes them unsharded, one chunk file per frame as the peers
+    sc = bench.Scenario("tiny-b", (1024, 1024), 4, codec="zstd", blocksize=32768)
+    frame, _ = bench.frame_source(sc)
+    for writer in ("acqwriter", "tensorstore", "zarr-python"):
+        out = tmp_path / f"{writer}.zarr"
+        bench.RUNNERS[writer](sc, out, frame)
+        array = bench._find_array(out, sc)
+        meta = json.loads((array / "zarr.json").read_text())
+        codecs = meta["codecs"]
+        blosc = next(c for c in codecs if c["name"] == "blosc")
+        assert blosc["configuration"]["blocksize"] == 32768, writer
+        chunk = next(p for p in (array / "c").rglob("*") if p.is_file())
+        header = chunk.read_bytes()[:16]
+        assert int.from_bytes(header[8:12], "little") == 32768, writer
+        assert bench.verify(sc, out, frame, writer) == "exact", writer

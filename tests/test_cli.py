@@ -74,6 +74,7 @@ def test_acquire_human_summary_with_spec_file_and_overrides(tmp_path, acqwriter)
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
     assert data["codec"] == "blosc zstd level 1 bitshuffle"
+    assert data["blosc_blocksize"] == 1 << 20  # "auto" for zstd
     assert (
         data["shape"] == [2, 4, 64, 64]
         and data["frames_dropped"] == 0
@@ -81,6 +82,7 @@ def test_acquire_human_summary_with_spec_file_and_overrides(tmp_path, acqwriter)
     )
     text = acqwriter("info", str(out)).stdout
     assert "shape     (2, 4, 64, 64) tzyx uint8" in text
+    assert "codec     blosc zstd level 1 bitshuffle (1024 KiB blocks)" in text
 
 
 def test_camera_drops_give_nonzero_exit_with_reason(tmp_path, acqwriter):

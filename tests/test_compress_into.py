@@ -28,6 +28,12 @@ BLOSC = [
         ["lz4", "zstd"], ["shuffle", "bitshuffle", "noshuffle"], [1, 5]
     )
 ]
+# block sizes: c-blosc's choice, "auto"'s for zstd (1 MiB, bigger than these frames), a
+# forced size that is not a multiple of the item size nor of bitshuffle's 8 elements
+BLOSC += [
+    Compression(name="blosc", cname=c, shuffle=s, level=1, blocksize=b)
+    for c, s, b in itertools.product(["lz4", "zstd"], ["shuffle", "bitshuffle"], [0, 1000, 1 << 20])
+]
 OTHERS = [Compression(name="zstd", level=1), Compression(name="none")]
 
 

@@ -40,6 +40,13 @@ def test_defaults_and_derived_values():
         ({"codec": "lz5"}, "codec", "expected one of"),
         ({"codec": {"name": "blosc", "level": 12}}, "level", "0..9"),
         ({"codec": {"name": "blosc", "shuffle": "twice"}}, "codec.shuffle", "shuffle"),
+        ({"codec": {"name": "blosc", "blocksize": 64}}, "codec.blocksize", "from 128"),
+        ({"codec": {"name": "blosc", "blocksize": -1}}, "codec.blocksize", "'auto', 0"),
+        ({"codec": {"name": "blosc", "blocksize": 2**31}}, "codec.blocksize", "to 1073741824"),
+        ({"codec": {"name": "blosc", "blocksize": "big"}}, "codec.blocksize", "got 'big'"),
+        ({"codec": {"name": "blosc", "blocksize": 1.5e6}}, "codec.blocksize", "'auto', 0"),
+        ({"codec": {"name": "blosc", "blocksize": True}}, "codec.blocksize", "got True"),
+        ({"codec": {"name": "zstd", "blocksize": 4096}}, "blocksize", "blosc only"),
         ({"pixel_size": -1}, "pixel_size", "greater than 0"),
         ({"pixel_unit": "furlong"}, "pixel_unit", "space unit"),
         ({"time_unit": "micrometer"}, "time_unit", "time unit"),
@@ -93,6 +100,21 @@ def test_codec_shorthands():
     bz = StreamSpec.parse({**BASE, "codec": "blosc-zstd"}).codec
     assert (bz.name, bz.cname, bz.shuffle, bz.level) == ("blosc", "zstd", "bitshuffle", 1)
     assert StreamSpec.parse({**BASE, "codec": "none"}).codec.name == "none"
+
+
+def test_blosc_block_size_auto_zero_and_explicit():
+    def codec(value):
+        return StreamSpec.parse({**BASE, "codec": value}).codec
+
+    # "auto": 1 MiB blocks for zstd (1.7x faster at level 1), c-blosc's choice for lz4
+    assert codec("blosc-zstd").blocksize == "auto"
+    assert codec("blosc-zstd").block_bytes() == 1 << 20
+    assert codec("lz4").block_bytes() == 0
+    zero = {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1, "blocksize": 0}
+    assert codec(zero).block_bytes() == 0
+    assert codec({**zero, "blocksize": 4096}).block_bytes() == 4096
+    assert codec({**zero, "blocksize": 3000}).block_bytes() == 3000
+    assert codec({"name": "zstd", "blocksize": "auto"}).block_bytes() == 0
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml", ".toml"])

@@ -49,6 +49,37 @@ def test_roundtrip_every_codec_both_readers(tmp_path, codec):
         np.testing.assert_array_equal(data, np.stack(frames))
 
 
+@pytest.mark.parametrize(
+    ("blocksize", "expected"), [("auto", 1 << 20), (0, None), (300_000, 300_000)]
+)
+def test_blosc_block_size_reaches_every_chunk_and_readers(tmp_path, blocksize, expected):
+    """The block size in ``zarr.json`` is the one in every chunk's blosc header ("auto":
+    1 MiB for zstd; 0: c-blosc's own, smaller, choice), and both readers decode it."""
+    out = tmp_path / "b.ome.zarr"
+    shape = (1024, 1024)  # 2 MiB chunks: several 1 MiB blocks
+    _, frames = frames_of(shape, "uint16", 3)
+    codec = {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1}
+    spec = {"out": out, "shape": shape, "dtype": "uint16", "shards": "none"}
+    with open_stream({**spec, "codec": {**codec, "blocksize": blocksize}}) as stream:
+        for frame in frames:
+            stream.append(frame)
+    assert stream.summary.ok
+    meta = json.loads((out / "0" / "zarr.json").read_text())
+    blosc = meta["codecs"][-1]
+    assert blosc["name"] == "blosc"
+    assert blosc["configuration"]["blocksize"] == (expected or 0)
+    for t in range(3):
+        header = (out / "0" / "c" / str(t) / "0" / "0").read_bytes()[:16]
+        nbytes, block = np.frombuffer(header[4:12], "<u4")
+        assert nbytes == 2 << 20
+        if expected is None:
+            assert 0 < block < 1 << 20  # c-blosc's choice for zstd level 1
+        else:
+            assert block == expected
+    for data in (read_zarr(out), read_tensorstore(out)):
+        np.testing.assert_array_equal(data, np.stack(frames))
+
+
 def test_chunks_spanning_frames_with_padding(tmp_path):
     """Chunks of 4 time points × 48×40 tiles over a 100×90 frame; 10 frames → last chunk
     holds 2 frames and every edge tile is partial: both padded with the fill value."""
