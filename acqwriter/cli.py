@@ -50,6 +50,19 @@ def _roi(text: str) -> list[int]:
     return values
 
 
+def _blocksize(text: str) -> int | str:
+    """``auto`` or a whole number of bytes; the range is checked by the spec."""
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a whole number of bytes, got {text!r}"
+        ) from None
+
+
 def _axis_map(text: str) -> dict[str, Any]:
     """``t=32,y=256`` → dict; ``32x256x256`` → {"_trailing": [32, 256, 256]}."""
     text = text.strip()
@@ -116,6 +129,11 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shuffle", choices=["shuffle", "bitshuffle", "noshuffle"], help="blosc shuffle"
     )
+    p.add_argument(
+        "--blocksize",
+        type=_blocksize,
+        help="blosc block size in bytes, 0 (c-blosc chooses) or auto (default: 1 MiB for zstd)",
+    )
     p.add_argument("--pixel-size", dest="pixel_size", type=float, help="pixel size (µm by default)")
     p.add_argument("--z-step", dest="z_step", type=float, help="z step")
     p.add_argument("--time-increment", dest="time_increment", type=float, help="time step (s)")
@@ -163,7 +181,9 @@ def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
             data[name] = str(value) if isinstance(value, Path) else value
     if args.ring_mb is not None:
         data["ring_bytes"] = int(args.ring_mb * 2**20)
-    codec_given = any(v is not None for v in (args.codec, args.clevel, args.shuffle))
+    codec_given = any(
+        v is not None for v in (args.codec, args.clevel, args.shuffle, args.blocksize)
+    )
     if codec_given:
         from acqwriter.spec import Compression
 
@@ -177,6 +197,8 @@ def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
                 codec["level"] = args.clevel
             if args.shuffle is not None:
                 codec["shuffle"] = args.shuffle
+            if args.blocksize is not None:
+                codec["blocksize"] = args.blocksize
         data["codec"] = codec
     if args.no_pyramid or args.pyramid_method:
         pyramid = dict(data.get("pyramid") or {})

@@ -13,18 +13,30 @@ variants; the disk's speed drifts by tens of percent over minutes)::
 ``PHASES_PAUSE=1`` prints ``READY <pid>`` and waits 1.5 s before the timed region, for
 ``perf record -p <pid>`` to attach after the frames are rendered.
 
+``PHASES_SETTLE=5`` starts the timed region as bench_peers' ``--settle 5`` does (sync,
+drop the page cache, wait 5 s): without it, inode allocation on this journal-less ext4
+costs ~8× more (it skips inodes freed in the last 5 minutes, reading the inode table
+for each while its blocks are cached: 300 frames' ``c/<t>/0/0`` took 0.5 s of kernel
+time right after earlier runs' deletions, 0.06 s settled).
+
+``PHASES_TIMELINE=0.05`` also prints the process's CPU use per 50 ms of the timed region
+(user and kernel, in cores: 2.0 is both cores busy), marking where the appends end:
+idle cores show where the pipeline waits rather than works.
+
 A ring high water equal to its capacity means the writer, not the producer, was the
 bottleneck.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,10 +71,25 @@ def main() -> None:
     for arg in sys.argv[2:]:
         key, value = arg.split("=", 1)
         spec[key] = json.loads(value) if value[:1] in "{[0123456789" else value
+    if os.environ.get("PHASES_SETTLE"):
+        bench_peers.settle(float(os.environ["PHASES_SETTLE"]))
     if os.environ.get("PHASES_PAUSE"):  # let a profiler attach to the timed region only
         print("READY", os.getpid(), flush=True)
         time.sleep(1.5)
+    samples: list[tuple[float, float, float]] = []
+    stop = threading.Event()
+    step = float(os.environ.get("PHASES_TIMELINE", "0") or 0)
+
+    def sample() -> None:
+        while not stop.is_set():
+            c = os.times()
+            samples.append((time.perf_counter(), c.user, c.system))
+            stop.wait(step)
+
+    sampler = threading.Thread(target=sample, daemon=True)
     try:
+        if step > 0:
+            sampler.start()
         c0, t0 = os.times(), time.perf_counter()
         stream = open_stream(spec)
         t1 = time.perf_counter()
@@ -73,7 +100,19 @@ def main() -> None:
         bench_peers.syncfs(workdir)
         t3, c1 = time.perf_counter(), os.times()
     finally:
+        stop.set()
         shutil.rmtree(workdir, ignore_errors=True)
+    if step > 0:
+        sampler.join()
+        for (ta, ua, sa), (tb, ub, sb) in itertools.pairwise(samples):
+            if tb < t0 or ta > t3:
+                continue
+            dt = tb - ta
+            mark = " <- appends end" if ta <= t2 < tb else ""
+            print(
+                f"  {ta - t0:6.3f} s  user {(ub - ua) / dt:4.2f}  kernel {(sb - sa) / dt:4.2f}"
+                f"  {'#' * round(10 * ((ub - ua) + (sb - sa)) / dt)}{mark}"
+            )
     raw = sc.frames * sc.shape[0] * sc.shape[1] * 2
     print(
         f"{name}: open {t1 - t0:.3f} s, append {t2 - t1:.3f} s, close+sync {t3 - t2:.3f} s, "

@@ -82,6 +82,14 @@ def test_acquire_human_summary_with_spec_file_and_overrides(tmp_path, acqwriter)
     )
     text = acqwriter("info", str(out)).stdout
     assert "shape     (2, 4, 64, 64) tzyx uint8" in text
+    # the block size from the command line, over the spec file's codec
+    out2 = tmp_path / "s2.ome.zarr"
+    run = acqwriter(
+        "acquire", "--spec", str(spec), "--out", str(out2), "--blocksize", "0", "--quiet"
+    )
+    assert run.returncode == 0, run.stderr
+    data = json.loads(acqwriter("info", str(out2), "--json").stdout)
+    assert data["codec"] == "blosc zstd level 1 bitshuffle" and data["blosc_blocksize"] == 0
     assert "codec     blosc zstd level 1 bitshuffle (1024 KiB blocks)" in text
 
 
@@ -114,6 +122,14 @@ def test_invalid_input_exits_2_naming_the_field(tmp_path, acqwriter):
     assert run.returncode == 2 and "frames" in run.stderr and "greater than 0" in run.stderr
     run = acqwriter("acquire", "--frames", "3", "--codec", "lz5", "--out", str(out))
     assert run.returncode == 2 and "codec" in run.stderr
+    run = acqwriter("acquire", "--frames", "3", "--blocksize", "big", "--out", str(out))
+    assert run.returncode == 2 and "--blocksize: expected 'auto' or a whole number" in run.stderr
+    run = acqwriter("acquire", "--frames", "3", "--blocksize", "64", "--out", str(out))
+    assert run.returncode == 2 and "codec.blocksize" in run.stderr and "from 128" in run.stderr
+    run = acqwriter(
+        "acquire", "--frames", "3", "--codec", "zstd", "--blocksize", "4096", "--out", str(out)
+    )
+    assert run.returncode == 2 and "blocksize: applies to blosc only" in run.stderr
     run = acqwriter("acquire", "--frames", "3")
     assert run.returncode == 2 and "out: required" in run.stderr
     run = acqwriter(
