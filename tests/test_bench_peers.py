@@ -320,3 +320,25 @@ def test_zstd_block_size_is_the_same_for_every_writer_that_takes_one(tmp_path: P
         header = chunk.read_bytes()[:16]
         assert int.from_bytes(header[8:12], "little") == 32768, writer
         assert bench.verify(sc, out, frame, writer) == "exact", writer
+
+
+def test_block_size_probe_reports_every_size_for_both_codecs(tmp_path: Path) -> None:
+    """``benchmarks/blocksize.py`` (how ``blocksize: auto`` was chosen) runs and reports a
+    speed and a ratio for each block size, codec and c-blosc build, then decompression."""
+    script = BENCH.parent / "blocksize.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--shape", "64x128", "--frames", "4"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if "MB/s raw on" in line]
+    builds = {line.split()[0] for line in rows}
+    assert len(rows) == len(builds) * 2 * 7  # 2 codecs × 7 block sizes per build
+    for line in rows:
+        speed = float(line.split("MB/s")[0].split()[-1])
+        ratio = float(line.rsplit("ratio", 1)[1])
+        assert speed > 0 and ratio > 1.0, line
+    assert sum("decompress" in line for line in proc.stdout.splitlines()) == 2
