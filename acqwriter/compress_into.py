@@ -102,19 +102,9 @@ def _same_output(candidate: Any, reference: Any) -> bool:
     size = probe.nbytes + BLOSC_OVERHEAD
     out = [np.empty(size, np.uint8), np.empty(size, np.uint8)]
     for cname, shuffle, blocksize in itertools.product((b"lz4", b"zstd"), (0, 1, 2), (0, 16 << 10)):
+        args = (1, shuffle, 2, probe.nbytes, probe.ctypes.data)
         sizes = [
-            fn(
-                1,
-                shuffle,
-                2,
-                probe.nbytes,
-                probe.ctypes.data,
-                o.ctypes.data,
-                size,
-                cname,
-                blocksize,
-                1,
-            )
+            fn(*args, o.ctypes.data, size, cname, blocksize, 1)
             for fn, o in zip((candidate, reference), out, strict=True)
         ]
         if sizes[0] <= 0 or sizes[0] != sizes[1]:

@@ -48,7 +48,9 @@ __all__ = ["FrameRing", "populate_backing", "wait_for_releases"]
 
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module does not name it
 _MADV_DONTNEED = 4
-_RELEASE_STEP = 8 << 20  # bytes given back per madvise call (see FrameRing.release_memory)
+# bytes per madvise call, populating or giving back: each call holds the memory-map lock
+# (for reading), so other threads' maps and unmaps never wait long (see FrameRing)
+_MADVISE_STEP = 8 << 20
 _EAGER_SLOTS = 1  # populated before FrameRing returns (the first frame needs it at once)
 
 
@@ -184,7 +186,7 @@ def _reserved(
         return slots, None
 
     def populate_rest() -> None:
-        step = max(slot_bytes, 8 << 20)
+        step = max(slot_bytes, _MADVISE_STEP)
         for start in range(eager, nbytes, step):
             if stop.is_set():
                 return
@@ -341,8 +343,8 @@ class FrameRing:
             # (the last reference going) then finds nothing left to free.
             if anonymous:
                 address, nbytes = old[0].ctypes.data, old[0].nbytes
-                for start in range(0, nbytes, _RELEASE_STEP):
-                    _madvise_dontneed(address + start, min(_RELEASE_STEP, nbytes - start))
+                for start in range(0, nbytes, _MADVISE_STEP):
+                    _madvise_dontneed(address + start, min(_MADVISE_STEP, nbytes - start))
             old.clear()
 
         thread = threading.Thread(target=unmap, name="acqwriter-ring-release", daemon=True)

@@ -61,6 +61,7 @@ import numpy as np
 # imported: a peer's child process must not load acqwriter and its pydantic models, which
 # would add to its peak RSS; tests/test_bench_peers.py checks the two agree)
 ZSTD_BLOCK_BYTES = 1 << 20
+_BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # c-blosc's numbering
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,15 @@ class Scenario:
     blocksize: int = 0  # blosc block size (bytes) for every writer that takes one; 0: c-blosc's
 
     @property
+    def blosc(self) -> tuple[str, int, str]:
+        """(cname, clevel, shuffle) of the scenario's blosc codec, for every writer."""
+        return ("lz4", 5, "shuffle") if self.codec == "lz4" else ("zstd", 1, "bitshuffle")
+
+    @property
     def codec_label(self) -> str:
-        name = "lz4 5 shuffle" if self.codec == "lz4" else "zstd 1 bitshuffle"
+        cname, clevel, shuffle = self.blosc
         blocks = f", {self.blocksize >> 10} KiB blocks" if self.blocksize else ""
-        return f"blosc {name}{blocks}"
+        return f"blosc {cname} {clevel} {shuffle}{blocks}"
 
     @property
     def outer(self) -> tuple[int, ...]:
@@ -220,36 +226,39 @@ def _t_shard(sc: Scenario) -> dict[str, int]:
     return {sc.dims[0]: sc.chunk_t * chunks_per_shard}
 
 
-def run_acqwriter(
-    sc: Scenario, out: Path, frame, io: str = "auto", shards: Any = "auto"
+def acqwriter_spec(
+    sc: Scenario, out: Path, io: str = "auto", shards: Any = "auto"
 ) -> dict[str, Any]:
-    from acqwriter import open_stream
-
-    codec = {
-        "name": "blosc",
-        **(
-            {"cname": "lz4", "shuffle": "shuffle", "level": 5}
-            if sc.codec == "lz4"
-            else {"cname": "zstd", "shuffle": "bitshuffle", "level": 1}
-        ),
-        "blocksize": sc.blocksize,
-    }
-    chunks = {"t": sc.chunk_t, "y": sc.chunks[-2], "x": sc.chunks[-1]}
-    spec = {
+    """The spec acqwriter writes a scenario with (also ``phases.py``'s)."""
+    cname, clevel, shuffle = sc.blosc
+    return {
         "out": str(out),
         "shape": sc.shape,
         "dtype": "uint16",
         "dims": sc.dims,
         "sizes": dict(sc.sizes),
-        "chunks": chunks,
-        "codec": codec,
+        "chunks": {"t": sc.chunk_t, "y": sc.chunks[-2], "x": sc.chunks[-1]},
+        "codec": {
+            "name": "blosc",
+            "cname": cname,
+            "level": clevel,
+            "shuffle": shuffle,
+            "blocksize": sc.blocksize,
+        },
         "pyramid": {"enabled": False},
         "sync": "close",
         "io": io,
         "shards": shards,
         "expected_frames": sc.frames,
     }
-    stream = open_stream(spec)
+
+
+def run_acqwriter(
+    sc: Scenario, out: Path, frame, io: str = "auto", shards: Any = "auto"
+) -> dict[str, Any]:
+    from acqwriter import open_stream
+
+    stream = open_stream(acqwriter_spec(sc, out, io, shards))
     for i in range(sc.frames):
         stream.append(frame(i))
     s = stream.close()
@@ -257,11 +266,8 @@ def run_acqwriter(
 
 
 def _ts_codecs(sc: Scenario) -> list[dict[str, Any]]:
-    blosc = (
-        {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"}
-        if sc.codec == "lz4"
-        else {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"}
-    )
+    cname, clevel, shuffle = sc.blosc
+    blosc = {"cname": cname, "clevel": clevel, "shuffle": shuffle}
     return [
         {"name": "bytes", "configuration": {"endian": "little"}},
         {"name": "blosc", "configuration": {**blosc, "typesize": 2, "blocksize": sc.blocksize}},
@@ -332,11 +338,8 @@ def run_zarr_python(sc: Scenario, out: Path, frame) -> dict[str, Any]:
     import zarr
     from zarr.codecs import BloscCodec
 
-    comp = (
-        BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", blocksize=sc.blocksize)
-        if sc.codec == "lz4"
-        else BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle", blocksize=sc.blocksize)
-    )
+    cname, clevel, shuffle = sc.blosc
+    comp = BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle, blocksize=sc.blocksize)
     arr = zarr.create_array(
         str(out),
         shape=sc.full_shape,
@@ -380,7 +383,8 @@ def run_acquire_zarr(sc: Scenario, out: Path, frame) -> dict[str, Any]:
                 shard_size_chunks=1,
             )
         )
-    codec = az.CompressionCodec.BLOSC_LZ4 if sc.codec == "lz4" else az.CompressionCodec.BLOSC_ZSTD
+    cname, clevel, shuffle = sc.blosc
+    codec = az.CompressionCodec.BLOSC_LZ4 if cname == "lz4" else az.CompressionCodec.BLOSC_ZSTD
     settings = az.StreamSettings(
         store_path=str(out),
         overwrite=True,
@@ -391,8 +395,8 @@ def run_acquire_zarr(sc: Scenario, out: Path, frame) -> dict[str, Any]:
                 compression=az.CompressionSettings(
                     compressor=az.Compressor.BLOSC1,
                     codec=codec,
-                    level=5 if sc.codec == "lz4" else 1,
-                    shuffle=1 if sc.codec == "lz4" else 2,
+                    level=clevel,
+                    shuffle=_BLOSC_SHUFFLE[shuffle],
                 ),
             )
         ],
@@ -589,11 +593,8 @@ def measure_ceiling(sc: Scenario, workdir: Path, total: int = 1 << 30) -> dict[s
 
     _, bank = frame_source(sc)
     frames = [bank.frame(i) for i in range(bank.size)] * 4
-    codec = (
-        Blosc("lz4", 5, Blosc.SHUFFLE, sc.blocksize)
-        if sc.codec == "lz4"
-        else Blosc("zstd", 1, Blosc.BITSHUFFLE, sc.blocksize)
-    )
+    cname, clevel, shuffle = sc.blosc
+    codec = Blosc(cname, clevel, _BLOSC_SHUFFLE[shuffle], sc.blocksize)
     # one untimed pass first (the first pass pays page faults for every output buffer and
     # measured 10-15 % slow), then the median of three
     speeds = []

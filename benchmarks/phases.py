@@ -1,10 +1,11 @@
 """Where one acqwriter run of a bench_peers scenario spends its time: open, appends, close.
 
-The same frames and spec as ``bench_peers.py``'s ``acqwriter`` writer, one run in this
-process, split into the open (ring population, metadata), the append loop and the
-close (draining the ring, final extent, fsync), with the process's user and kernel CPU
-seconds. Use it to measure a fast-path step before and after (interleave the two
-variants; the disk's speed drifts by tens of percent over minutes)::
+The same frames and spec (``bench_peers.acqwriter_spec``) as ``bench_peers.py``'s
+``acqwriter`` writer, one run in this process, split into the open (ring population,
+metadata), the append loop and the close (draining the ring, final extent, fsync), with
+the process's user and kernel CPU seconds. Use it to measure a fast-path step before and
+after (interleave the two variants; the disk's speed drifts by tens of percent over
+minutes)::
 
     python benchmarks/phases.py a
     python benchmarks/phases.py a threads=3            # any spec field=value
@@ -54,20 +55,7 @@ def main() -> None:
     for i in range(min(sc.frames, 16)):
         frame(i)
     workdir = Path(tempfile.mkdtemp(prefix="acqwriter-phases-", dir="."))
-    spec = {
-        "out": str(workdir / "p.ome.zarr"),
-        "shape": sc.shape,
-        "dtype": "uint16",
-        "dims": sc.dims,
-        "sizes": dict(sc.sizes),
-        "chunks": {"t": sc.chunk_t, "y": sc.chunks[-2], "x": sc.chunks[-1]},
-        "codec": "lz4"
-        if sc.codec == "lz4"
-        else {"name": "blosc", "cname": "zstd", "shuffle": "bitshuffle", "level": 1},
-        "pyramid": {"enabled": False},
-        "sync": "close",
-        "expected_frames": sc.frames,
-    }
+    spec = bench_peers.acqwriter_spec(sc, workdir / "p.ome.zarr")
     for arg in sys.argv[2:]:
         key, value = arg.split("=", 1)
         spec[key] = json.loads(value) if value[:1] in "{[0123456789" else value
