@@ -3,20 +3,33 @@
 ``append`` copies each frame into a free slot exactly once, so the caller may reuse
 its buffer as soon as ``append`` returns (the camera's circular buffer or the
 caller's own ring). Writer threads read the slot in place (compressing straight from
-it when one frame is one chunk) and release it once its chunk is on disk.
+it when one frame is one chunk) and release it once its chunk is encoded (the
+encoded-chunk pool then bounds what waits for the disk) or, for chunks assembled from
+several frames, on disk.
 
 Slots are released out of order (chunks finish out of order on several threads), so
 this is a pool with a free list rather than a head/tail ring; it is still bounded in
 bytes: ``capacity = ring_bytes // frame_bytes`` slots (at most ``RING_MAX_FRAMES``,
-see :func:`acqwriter.stream.ring_capacity`), all backed by memory before the
-hot path needs them (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm
-speed here). On Linux the first slot is populated before ``FrameRing`` returns and the
-rest by a background thread (``madvise(MADV_POPULATE_WRITE)``, GIL released), in the
-order slots are handed out: populating 512 MiB up front took 0.14 s before the first
-frame could be taken, an eighth of a 300-frame acquisition. A stream starts that thread
+see :func:`acqwriter.stream.ring_capacity`). The free list is a stack: the slot
+released last is handed out first, so the slots ever used are exactly the first
+``high_water`` ones, and only they (plus a margin) are ever backed by memory.
+
+Backing memory on demand. The slots are one private anonymous mapping; the first slot is
+populated before ``FrameRing`` returns, and a background thread
+(``madvise(MADV_POPULATE_WRITE)``, GIL released) keeps ``_POPULATE_AHEAD_BYTES`` (64
+MiB, at least two slots) backed beyond the high-water mark, so the hot path rarely
+page-faults (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm speed
+here; a producer that overtakes the thread only page-faults, populating never touches
+bytes already written). Until session 11 the whole ring was populated at open: 0.15–0.2
+core-seconds for 512 MiB, competing with compression on a two-core machine, for memory
+that a writer keeping up with its source never uses (a 300-frame 2048² burst, with the
+producer compressing once a backlog forms, used 3–11 of 64 slots: 347–390 MB peak RSS
+instead of 771). That a shortage of memory shows at the start of an acquisition is kept
+by a check instead (:func:`acqwriter.stream._preflight_memory`: the ring's full size
+against the memory available). :meth:`FrameRing.wait_populated` backs every slot, for
+a ring allocated ahead (:func:`acqwriter.stream.ring_for`). A stream starts the thread
 only after its own threads (:meth:`FrameRing.start_populating`): a thread start maps a
-stack, which waits for the memory-map lock each populating step holds. Populating never
-touches bytes already written, so a producer that overtakes the thread only page-faults.
+stack, which waits for the memory-map lock each populating step holds.
 
 Occupancy and its high-water mark are reported for progress bars and the summary.
 
@@ -38,7 +51,7 @@ import functools
 import mmap
 import threading
 import time
-from collections import deque
+import weakref
 from typing import Any
 
 import numpy as np
@@ -52,6 +65,10 @@ _MADV_DONTNEED = 4
 # (for reading), so other threads' maps and unmaps never wait long (see FrameRing)
 _MADVISE_STEP = 8 << 20
 _EAGER_SLOTS = 1  # populated before FrameRing returns (the first frame needs it at once)
+# beyond the high-water mark, the populating thread keeps this much backed (at least this
+# many slots), so that a producer filling the ring rarely page-faults (see FrameRing)
+_POPULATE_AHEAD_BYTES = 64 << 20
+_POPULATE_AHEAD_MIN_SLOTS = 2
 
 
 def _populated(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -163,42 +180,56 @@ def wait_for_releases(timeout: float | None = None) -> bool:
         pending[0].join(remaining)
 
 
-def _reserved(
-    shape: tuple[int, ...], dtype: np.dtype, stop: threading.Event
-) -> tuple[np.ndarray, threading.Thread | None]:
-    """The slots array, its first :data:`_EAGER_SLOTS` slots populated, and the thread
-    that will populate the rest, not started yet (None when everything is populated
-    already; it gives up when ``stop`` is set, before the memory is released)."""
+def _reserved(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """The slots array and how many of its slots are backed by memory already: the
+    first :data:`_EAGER_SLOTS` of a fresh private anonymous mapping (the rest are backed
+    on demand by :meth:`FrameRing._populate_ahead`), or all of them where that mapping or
+    ``MADV_POPULATE_WRITE`` is not available (:func:`_populated`)."""
     slot_bytes = int(np.prod(shape[1:])) * dtype.itemsize
     nbytes = shape[0] * slot_bytes
     if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return _populated(shape, dtype), None
+        return _populated(shape, dtype), shape[0]
     try:
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         slots = np.frombuffer(buf, dtype=dtype).reshape(shape)
-        address = slots.ctypes.data
-        eager = min(shape[0], _EAGER_SLOTS) * slot_bytes
-        if not _madvise_populate(address, eager):
-            return _populated(shape, dtype), None
+        eager = min(shape[0], _EAGER_SLOTS)
+        if not _madvise_populate(slots.ctypes.data, eager * slot_bytes):
+            return _populated(shape, dtype), shape[0]
     except OSError:
-        return _populated(shape, dtype), None
-    if eager == nbytes:
-        return slots, None
+        return _populated(shape, dtype), shape[0]
+    return slots, eager
 
-    def populate_rest() -> None:
-        step = max(slot_bytes, _MADVISE_STEP)
-        for start in range(eager, nbytes, step):
-            if stop.is_set():
+
+def _populate_ahead(
+    ring_ref: weakref.ref[FrameRing], wanted: threading.Event, stop: threading.Event
+) -> None:
+    """The populating thread of a :class:`FrameRing`: back slots with memory, in the
+    order they are handed out, until ``_ahead`` slots beyond the high-water mark are
+    backed (all of them after :meth:`FrameRing.wait_populated`); then sleep until the
+    high water rises. Exits when every slot is backed, or the ring is closed, released
+    or dropped: it holds the ring only weakly while it sleeps, so a ring nobody closed
+    is still freed."""
+    while not stop.is_set():
+        ring = ring_ref()
+        if ring is None:
+            return
+        target = ring.capacity
+        if not ring._populate_all:
+            target = min(ring.capacity, ring._high_water + ring._ahead)
+        if ring._backed >= target:
+            if ring._backed >= ring.capacity or ring._closed:
                 return
-            try:
-                _madvise_populate(address + start, min(step, nbytes - start))
-            except OSError:
-                return  # the producer's own page faults back the rest
-
-    # returned unstarted: FrameRing starts it (see FrameRing.start_populating)
-    return slots, threading.Thread(
-        target=populate_rest, name="acqwriter-ring-populate", daemon=True
-    )
+            del ring
+            wanted.wait(1.0)  # woken when the high water rises; 1 s to notice a drop
+            wanted.clear()
+            continue
+        slot_bytes = ring._slot_bytes
+        n = min(max(1, _MADVISE_STEP // max(slot_bytes, 1)), target - ring._backed)
+        try:
+            _madvise_populate(ring.slots.ctypes.data + ring._backed * slot_bytes, n * slot_bytes)
+        except OSError:
+            return  # the producer's own page faults back the rest
+        ring._backed += n
 
 
 def _is_anonymous_mapping(slots: np.ndarray) -> bool:
@@ -232,15 +263,30 @@ class FrameRing:
         if capacity < 1:
             raise ValueError("ring capacity must be at least one frame")
         self.capacity = capacity
-        self._stop_populating = threading.Event()
         wait_for_releases()  # a previous ring's memory is gone before this one's is taken
-        self.slots, self._populator = _reserved(
-            (capacity, *frame_shape), np.dtype(dtype), self._stop_populating
+        self.slots, self._backed = _reserved((capacity, *frame_shape), np.dtype(dtype))
+        self._slot_bytes = self.slots.nbytes // capacity
+        self._ahead = max(
+            _POPULATE_AHEAD_MIN_SLOTS, _POPULATE_AHEAD_BYTES // max(self._slot_bytes, 1)
         )
-        self._free: deque[int] = deque(range(capacity))
+        # free slots as a stack: the slot released last is handed out first, so the slots
+        # ever used are exactly the first ``high_water`` ones (see the module docstring)
+        self._free: list[int] = list(range(capacity - 1, -1, -1))
         self._cond = threading.Condition()
         self._high_water = 0
         self._closed = False
+        self._stop_populating = threading.Event()
+        self._wanted = threading.Event()  # set when the high water rises (or to stop)
+        self._populate_all = False
+        self._populator: threading.Thread | None = None
+        if self._backed < capacity:
+            # created unstarted: see start_populating
+            self._populator = threading.Thread(
+                target=_populate_ahead,
+                args=(weakref.ref(self), self._wanted, self._stop_populating),
+                name="acqwriter-ring-populate",
+                daemon=True,
+            )
         if populate_now:
             self.start_populating()
 
@@ -260,8 +306,7 @@ class FrameRing:
             self._high_water = 0
 
     def start_populating(self) -> None:
-        """Start backing the slots beyond the first with memory in the background
-        (idempotent)."""
+        """Start backing slots with memory ahead of use in the background (idempotent)."""
         with self._cond:
             thread = self._populator
             if thread is None or thread.ident is not None:  # none, or started already
@@ -269,13 +314,20 @@ class FrameRing:
             thread.start()
 
     def wait_populated(self, timeout: float | None = None) -> bool:
-        """Wait until every slot is backed by memory (starting the population if it has
-        not started); True when it is."""
+        """Back every slot with memory now, not only those ahead of use (starting the
+        population if it has not started), and wait for it; True when it is done."""
         if self._populator is not None:
+            self._populate_all = True
+            self._wanted.set()
             self.start_populating()
             self._populator.join(timeout)
             return not self._populator.is_alive()
         return True
+
+    @property
+    def backed_slots(self) -> int:
+        """Slots backed by memory so far (the rest are address space only)."""
+        return self._backed
 
     @property
     def nbytes(self) -> int:
@@ -283,7 +335,7 @@ class FrameRing:
 
     @property
     def occupancy(self) -> int:
-        """Slots currently holding a frame not yet on disk."""
+        """Slots currently holding a frame (not yet encoded, or not yet on disk)."""
         return self.capacity - len(self._free)
 
     @property
@@ -308,10 +360,11 @@ class FrameRing:
                     return None
                 # wake periodically to notice abort/close even without a notify
                 self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
-            slot = self._free.popleft()
+            slot = self._free.pop()
             used = self.capacity - len(self._free)
             if used > self._high_water:
                 self._high_water = used
+                self._wanted.set()  # the populating thread keeps ahead of it
             return slot
 
     def release(self, slots: list[int]) -> None:
@@ -329,6 +382,7 @@ class FrameRing:
         kept past this call reads zeros."""
         self.close()
         self._stop_populating.set()
+        self._wanted.set()
         if self._populator is not None and self._populator.ident is not None:
             self._populator.join()  # never madvise a range that is being unmapped
         old = [self.slots]
@@ -357,3 +411,4 @@ class FrameRing:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._wanted.set()  # a populating thread waiting for demand exits

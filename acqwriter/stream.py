@@ -16,6 +16,12 @@ When the ring is full under the ``block`` policy the producer would only wait; a
 that is one whole chunk (unsharded) is then compressed on the producer's own thread,
 straight from its buffer, and handed on like a writer thread's chunk (no ring copy: the writer gets
 faster exactly when it cannot keep up; ``frames_inline`` in the summary counts them).
+For big chunks (pipelined to the I/O threads) the producer does so as soon as the writer
+threads have a backlog (``INLINE_BACKLOG_PER_WRITER`` frames each) and an encoded-chunk
+buffer is free at once, without waiting for a full ring: a source faster than the
+compressors then keeps the ring's backlog short, and the ring's memory, backed only as
+far as the backlog reaches (:mod:`acqwriter.ring`), mostly untouched; while the disk
+lags, no buffer is free and frames go to the ring, which absorbs the stall as before.
 For such streams one writer thread fewer than cores is started, leaving that core to
 the producer (:meth:`StreamSpec.writer_threads`), and at close the closing thread
 compresses the ring's backlog beside the writer threads instead of waiting for them.
@@ -45,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psutil
 
 from acqwriter.compress_into import IntoEncoder, max_compressed_size
 from acqwriter.layout import FrameLayout, GroupKey
@@ -86,6 +93,10 @@ _INLINE = -1
 # slots) took 13 s and gigabytes to set up; 2^18 slots absorb a burst of over a second
 # at any frame rate a camera delivers.
 RING_MAX_FRAMES = 1 << 18
+# Frames queued per writer thread beyond which the producer compresses its frame itself
+# when an encoded buffer is free (FrameStream._spare_encoded_buffer): enough that no
+# writer thread ever waits for work, few enough that the ring's backlog stays short.
+INLINE_BACKLOG_PER_WRITER = 2
 # Room kept free when shards are salvaged after a failure: for the final extent, the
 # per-frame metadata lines and the root group's summary (a few hundred KiB at most).
 _SALVAGE_MARGIN = 1 << 20
@@ -98,6 +109,7 @@ class _Group:
     entries: list[tuple[int, int | None]] = field(default_factory=list)  # (index, slot)
     tiles_left: int = 0
     ok: bool = True
+    released: bool = False  # its ring slot went back as soon as it was encoded
 
 
 def _jsonable(value: Any) -> Any:
@@ -131,6 +143,8 @@ class FrameStream:
                 )
             ring.reopen()
             self.ring = ring
+        if ring is None:
+            _preflight_memory(spec, layout)
         if spec.disk_check:
             _preflight_disk_space(spec, layout)
         try:
@@ -219,6 +233,10 @@ class FrameStream:
             threading.Thread(target=self._io_worker, name=f"acqwriter-io-{i}", daemon=True)
             for i in range(n_io)
         ]
+        # the producer compresses a frame itself once this many wait for the writer
+        # threads and an encoded buffer is free (see _spare_encoded_buffer)
+        self._inline_early = self._inline_ok and bool(self._io_workers)
+        self._inline_backlog = INLINE_BACKLOG_PER_WRITER * self._n_threads
         for worker in self._workers + self._io_workers:
             worker.start()
         self._commit_wake = threading.Event()
@@ -277,6 +295,9 @@ class FrameStream:
             )
         with self._append_lock:
             index = self._claim_index()
+            pooled = self._spare_encoded_buffer(arr)
+            if pooled is not None:
+                return self._write_inline(index, arr, metadata, pooled)
             slot = self.ring.acquire(0)
             if slot is None and self.spec.overflow == "block":
                 if self._inline_ok and arr.flags.c_contiguous:
@@ -292,7 +313,35 @@ class FrameStream:
             self._add_to_group(index, slot)
             return index
 
-    def _write_inline(self, index: int, frame: np.ndarray, metadata: dict[str, Any] | None) -> int:
+    def _spare_encoded_buffer(self, frame: np.ndarray) -> tuple[Any, int] | None:
+        """An encoded-chunk buffer for compressing ``frame`` on the producer's thread
+        now, or None: copy it into the ring instead.
+
+        Only when the writer threads already have ``_inline_backlog`` frames queued
+        (they are the bottleneck: compressing here adds a core's worth of compression
+        and saves the ring copy) and a buffer is free at once (the I/O threads keep up,
+        so the producer cannot end up waiting for the disk; while the disk stalls, frames
+        go to the ring, which absorbs the stall as before). An unpaced source then keeps
+        the ring's backlog short instead of filling it, and a short backlog touches only
+        the ring's first slots (:class:`acqwriter.ring.FrameRing`): 2048² lz4 bursts
+        filled all 64 slots of a 512 MiB ring, and backing and copying them took ~15 %
+        of the CPU (benchmarks/RESULTS.md, session 11)."""
+        if not self._inline_early or self._jobs.qsize() < self._inline_backlog:
+            return None
+        if not frame.flags.c_contiguous:
+            return None
+        try:
+            return self._encoded_pool.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _write_inline(
+        self,
+        index: int,
+        frame: np.ndarray,
+        metadata: dict[str, Any] | None,
+        pooled: tuple[Any, int] | None = None,
+    ) -> int:
         """The ring is full and the producer would wait for a slot: compress its frame
         (one whole chunk) on its own thread, straight from its buffer, instead.
 
@@ -306,7 +355,7 @@ class FrameStream:
         self._frames_inline += 1
         self._record(index, metadata, dropped=None)
         group = _Group(self.layout.group_of(index), 1, [(index, _INLINE)], tiles_left=1)
-        if not self._process_tile(group, 0, 0, None, frame):
+        if not self._process_tile(group, 0, 0, None, frame, pooled):
             raise StreamError(f"writer failed on frame {index}: {self._error}")
         return index
 
@@ -527,15 +576,19 @@ class FrameStream:
         tx: int,
         staging: np.ndarray | None,
         frame: np.ndarray | None = None,
+        pooled: tuple[Any, int] | None = None,
     ) -> bool:
         """Write one tile (see :meth:`_write_tile`) and account for it; a failure fails
         the stream. False when the tile was not written (failed, or the stream had)."""
         nbytes, ok = 0, False
         if self._error is None:
             try:
-                nbytes, ok = self._write_tile(group, ty, tx, staging, frame), True
+                nbytes, ok = self._write_tile(group, ty, tx, staging, frame, pooled), True
+                pooled = None  # _write_tile owns it now
             except BaseException as exc:
                 self._fail(exc)
+        if pooled is not None:  # not used: the stream had failed already
+            self._encoded_pool.put(pooled)
         if nbytes >= 0:  # < 0: handed to an I/O thread, which finishes the tile
             self._tile_done(group, nbytes, ok)
         return ok
@@ -564,6 +617,7 @@ class FrameStream:
         tx: int,
         staging: np.ndarray | None,
         frame: np.ndarray | None = None,
+        pooled: tuple[Any, int] | None = None,
     ) -> int:
         """Compress one (y, x) tile of ``group`` and write it (or pack it, or hand it to
         an I/O thread: then -1). ``frame``: the group's one frame, for a frame compressed
@@ -588,12 +642,18 @@ class FrameStream:
         if self._io_workers:
             # compress into a pooled aligned buffer (waits for one: memory stays bounded)
             # and let an I/O thread write it; -1: the tile is not finished here
-            pooled = self._encoded_pool.get()
+            if pooled is None:
+                pooled = self._encoded_pool.get()
             try:
                 n = self._encoder.encode_into(data, *pooled)
             except BaseException:
                 self._encoded_pool.put(pooled)
                 raise
+            if frame is None and layout.frame_is_chunk:
+                # the frame is in the encoded buffer now: its slot can take the next one
+                # (the encoded-buffer pool bounds what waits for the disk)
+                group.released = True
+                self.ring.release([slot for _, slot in group.entries if slot is not None])
             self._io_jobs.put((group, "0/" + layout.chunk_key(group.key, ty, tx), pooled, n))
             return -1
         # compress straight into this thread's aligned scratch buffer, write it from there
@@ -771,7 +831,7 @@ class FrameStream:
             # group enters it when its shard is finished (see _finish_shard)
             if complete and group.ok and not sharded:
                 self._account_group(self.layout.block_of(group.key), len(slots))
-        if complete:  # its chunks are encoded and on their way to disk
+        if complete and not group.released:  # its chunks are encoded and on their way to disk
             self.ring.release([slot for slot in slots if slot != _INLINE])
         if sharded and ok:
             self._shard_job_done(group, len(slots), complete)
@@ -1021,6 +1081,24 @@ def _preflight_disk_space(spec: StreamSpec, layout: FrameLayout) -> None:
             f"out: not enough free space on {probe}: {free / 2**20:.0f} MiB free, "
             f"{need / 2**20:.0f} MiB needed ({frames or 0} frames uncompressed + 5 % + "
             "min_free_bytes); free space, lower the estimate, or set disk_check: false"
+        )
+
+
+def _preflight_memory(spec: StreamSpec, layout: FrameLayout) -> None:
+    """Refuse a ring the machine cannot back, before anything is written.
+
+    The ring is backed with memory only as far as a backlog reaches
+    (:class:`acqwriter.ring.FrameRing`), so a shortage would otherwise show only when a
+    disk stall first fills it, half-way through an acquisition. "Available" is the
+    kernel's estimate of what can be had without swapping (free memory plus page cache
+    it can drop)."""
+    need = ring_capacity(spec) * layout.frame_bytes
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise SpecError(
+            f"ring_bytes: the ring needs {need / 2**20:.0f} MiB ({ring_capacity(spec)} "
+            f"frames of {layout.frame_bytes} bytes) but only {available / 2**20:.0f} MiB "
+            "of memory is available; lower ring_bytes or free memory"
         )
 
 

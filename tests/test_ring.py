@@ -1,5 +1,6 @@
-"""The frame ring: slots usable at once, populated in the background without ever
-clobbering a frame already copied in, bounded and accounted."""
+"""The frame ring: slots usable at once, backed with memory in the background only as
+far as the backlog reaches (plus a margin), without ever clobbering a frame already
+copied in, bounded and accounted."""
 
 from __future__ import annotations
 
@@ -41,6 +42,87 @@ def test_ring_occupancy_and_high_water_are_counted() -> None:
     assert ring.occupancy == 1 and ring.high_water == 2
     ring.release([b])
     assert ring.occupancy == 0
+
+
+def test_the_slot_released_last_is_handed_out_first() -> None:
+    """A stack, not a queue: the slots ever used are exactly the first ``high_water``."""
+    ring = FrameRing(64, (8, 8), np.dtype("uint8"))
+    rng = np.random.default_rng(5)
+    held: list[int] = []
+    handed_out: set[int] = set()
+    for _ in range(2000):
+        if held and (len(held) >= 10 or rng.random() < 0.5):
+            ring.release([held.pop(int(rng.integers(len(held))))])  # out of order
+        else:
+            slot = ring.acquire(0)
+            assert slot is not None
+            held.append(slot)
+            handed_out.add(slot)
+    assert ring.high_water == 10
+    assert handed_out == set(range(10))
+    ring.release(held)
+    last = ring.acquire(0)
+    ring.release([last])
+    assert ring.acquire(0) == last
+
+
+def _wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_memory_is_backed_only_ahead_of_the_high_water() -> None:
+    from acqwriter.ring import _POPULATE_AHEAD_BYTES
+
+    slot_bytes = 1024 * 1024 * 2
+    ahead = _POPULATE_AHEAD_BYTES // slot_bytes
+    capacity = 3 * ahead
+    ring = FrameRing(capacity, (1024, 1024), np.dtype("uint16"))
+    _wait_for(lambda: ring.backed_slots == ahead)
+    time.sleep(0.2)  # a populating thread that went on would have backed more by now
+    assert ring.backed_slots == ahead
+    assert resident_fraction(ring.slots[:ahead]) == pytest.approx(1.0)
+    assert resident_fraction(ring.slots[ahead:]) == 0.0
+    slots = [ring.acquire(0) for _ in range(ahead + 3)]
+    assert sorted(slots) == list(range(ahead + 3)) and ring.high_water == ahead + 3
+    _wait_for(lambda: ring.backed_slots == 2 * ahead + 3)
+    time.sleep(0.2)
+    assert resident_fraction(ring.slots[: 2 * ahead + 3]) == pytest.approx(1.0)
+    assert resident_fraction(ring.slots[2 * ahead + 3 :]) == 0.0
+    assert ring.wait_populated(timeout=30)  # everything, on request
+    assert ring.backed_slots == capacity
+    assert resident_fraction(ring.slots) == pytest.approx(1.0)
+
+
+def test_closing_the_ring_stops_a_populating_thread_waiting_for_demand() -> None:
+    ring = FrameRing(100, (1024, 1024), np.dtype("uint16"))  # 200 MiB, 32 backed ahead
+    _wait_for(lambda: ring.backed_slots > 1)
+    thread = ring._populator
+    assert thread is not None and thread.is_alive()  # waiting for demand
+    ring.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert ring.backed_slots < ring.capacity
+
+
+def test_a_ring_nobody_closed_is_still_freed() -> None:
+    """The populating thread waits for demand holding the ring only weakly: a dropped
+    ring (a stream abandoned without close) does not keep its memory alive."""
+    import gc
+    import weakref
+
+    ring = FrameRing(100, (1024, 1024), np.dtype("uint16"))
+    _wait_for(lambda r=ring: r.backed_slots == r._ahead)  # now waiting for demand
+    time.sleep(0.05)
+    thread, ref = ring._populator, weakref.ref(ring)
+    del ring
+    gc.collect()
+    assert ref() is None
+    assert thread is not None
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def _fresh_pool(nbytes: int) -> np.ndarray:

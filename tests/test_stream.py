@@ -513,6 +513,57 @@ def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, 
     assert [r["metadata"] for r in frame_records(out)] == [{"i": i} for i in range(n)]
 
 
+def test_a_backlog_of_big_chunks_is_compressed_by_the_producer_before_the_ring_fills(
+    tmp_path, monkeypatch
+):
+    """Big unsharded chunks (pipelined to the I/O threads): once the writer threads have
+    a backlog the producer compresses its own frames, so the ring's backlog stays short
+    and its memory mostly untouched, and every frame reads back exact."""
+    SlowWriterThreads(monkeypatch, delay=0.02)
+    out = tmp_path / "early.ome.zarr"
+    shape = (1024, 1024)
+    bank, _ = frames_of(shape, "uint16", 0)
+    buffer = np.empty(shape, np.uint16)
+    n, capacity = 40, 24
+    spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
+    spec |= {"ring_bytes": capacity * shape[0] * shape[1] * 2}
+    with open_stream(spec) as stream:
+        assert stream.ring.capacity == capacity
+        for i in range(n):
+            bank.fill(buffer, i)
+            stream.append(buffer, metadata={"i": i})
+        buffer[...] = 0xFFFF  # nothing may still read the caller's buffer
+    summary = stream.summary
+    assert summary.ok and summary.frames_written == n and summary.frames_dropped == 0
+    assert summary.frames_inline >= n // 2
+    assert summary.ring_high_water_frames < capacity  # never full
+    check_dataset(out)
+    for reader in (read_zarr, read_tensorstore):
+        data = reader(out)
+        for i, frame in enumerate(data):
+            np.testing.assert_array_equal(frame, bank.frame(i))
+    assert [r["metadata"] for r in frame_records(out)] == [{"i": i} for i in range(n)]
+
+
+def test_a_ring_bigger_than_the_memory_available_is_refused(tmp_path) -> None:
+    """The ring is backed on demand, so a shortage is caught at open, not when a disk
+    stall first fills the ring half-way through; nothing is created."""
+    import psutil
+
+    from acqwriter import SpecError
+
+    out = tmp_path / "huge.ome.zarr"
+    total = psutil.virtual_memory().total
+    spec = {"out": out, "shape": (2048, 2048), "dtype": "uint16", "ring_bytes": 2 * total}
+    with pytest.raises(SpecError, match=r"ring_bytes: the ring needs \d+ MiB .* available"):
+        open_stream(spec)
+    assert not out.exists()
+    # a bounded stream's ring is capped at its frames: the same ring_bytes is fine
+    with open_stream(spec | {"sizes": {"t": 4}}) as stream:
+        stream.append(np.zeros((2048, 2048), np.uint16))
+    assert stream.summary.ok
+
+
 @pytest.mark.parametrize("shards", ["auto", {"t": 4}], ids=["auto-shards", "t-shards"])
 def test_sharded_frames_wait_for_a_slot_instead(tmp_path, monkeypatch, shards):
     """Into shards the producer does not compress: its frames are a whole ring ahead of
