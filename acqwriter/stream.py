@@ -197,7 +197,7 @@ class FrameStream:
         self._dropped: list[tuple[int, str]] = []
         self._missing: list[int] = []
         self._frames_received = 0
-        self._frames_inline = 0  # compressed on the producer's thread (ring full)
+        self._frames_inline = 0  # compressed on the producer's thread (writer behind)
         self._frames_written = 0  # on disk (progress); the summary counts the extent only
         self._stored_bytes = 0
         self._error: BaseException | None = None
@@ -1109,6 +1109,7 @@ def ring_for(spec: StreamSpec) -> FrameRing:
     :func:`open_stream` so that touching a large ring (seen: 1.1 s for 512 MiB of memory
     fresh from the host) does not delay the first frame.
     """
+    _preflight_memory(spec, FrameLayout(spec))
     ring = _new_ring(spec)
     ring.wait_populated()  # allocated ahead: fully backed by memory before it is used
     return ring

@@ -45,8 +45,9 @@ class Summary(BaseModel):
     ring_bytes: int = 0
     frames_inline: int = Field(
         0,
-        description="frames the producer compressed on its own thread because the ring "
-        "was full (block policy): the writer, not the source, set the pace",
+        description="frames the producer compressed on its own thread because the writer "
+        "threads were behind (ring full, or for big chunks a backlog; block policy): the "
+        "writer, not the source, set the pace",
     )
     pyramid_levels: int = 1
     latency_p50_ms: float | None = Field(None, description="append → in the committed extent")
@@ -76,7 +77,7 @@ class Summary(BaseModel):
             f"ring         high water {self.ring_high_water_frames}/{self.ring_capacity_frames} "
             f"frames ({self.ring_bytes / 2**20:.0f} MiB)"
             + (
-                f", {self.frames_inline} frames compressed by the producer (ring full)"
+                f", {self.frames_inline} frames compressed by the producer (writer behind)"
                 if self.frames_inline
                 else ""
             ),

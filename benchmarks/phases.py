@@ -110,7 +110,7 @@ def main() -> None:
         f"{summary.ring_high_water_frames}/{summary.ring_capacity_frames}; peak RSS "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
         f"(ring {summary.ring_bytes / 2**20:.0f} MiB); "
-        f"{summary.frames_inline} frames compressed by the producer (ring full)"
+        f"{summary.frames_inline} frames compressed by the producer (writer behind)"
     )
 
 

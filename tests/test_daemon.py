@@ -139,6 +139,18 @@ def test_configure_errors_name_the_field_and_change_nothing(daemon, tmp_path):
                 "invalid_params",
                 "chunks.q",
             ),
+            (  # a ring bigger than the machine's memory (320 GiB of 4096² frames)
+                {
+                    **sim_params("a.ome.zarr"),
+                    "shape": [4096, 4096],
+                    "chunks": {},
+                    "frames": 10000,
+                    "ring_bytes": 1 << 50,
+                    "disk_check": False,
+                },
+                "invalid_params",
+                "ring_bytes: the ring needs",
+            ),
             (sim_params("taken.ome.zarr"), "path_refused", "already exists"),
             (sim_params("../escape.ome.zarr"), "path_refused", "outside the server's root"),
             (sim_params("/etc/x.ome.zarr"), "path_refused", "outside the server's root"),

@@ -503,7 +503,7 @@ def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, 
     assert summary.ok and summary.frames_written == n and summary.frames_dropped == 0
     assert 0 < summary.frames_inline == live < n  # some frames went through the ring
     assert summary.ring_high_water_frames == 2
-    assert "compressed by the producer (ring full)" in summary.describe()
+    assert "compressed by the producer (writer behind)" in summary.describe()
     check_dataset(out)
     for reader in (read_zarr, read_tensorstore):
         data = reader(out)

@@ -348,7 +348,10 @@ class Server:
         ring = self._ring
         if ring is None or ring.capacity != wanted or not ring.fits(FrameLayout(stream_spec)):
             self._ring = None
-            self._ring = ring_for(stream_spec)
+            try:
+                self._ring = ring_for(stream_spec)
+            except SpecError as exc:  # ring_bytes beyond the memory available
+                raise ControlError("invalid_params", str(exc)) from None
         self._spec = spec
         self._description = self._describe()
         self.error = None
