@@ -613,6 +613,22 @@ class StreamSpec(WriterOptions):
         # each thread holds up to two chunks (staging + compressed scratch)
         return max(cores + 1, min(4 * cores, THREAD_BUFFER_BYTES // (2 * layout.chunk_bytes)))
 
+    def thread_buffer_bytes(self) -> int:
+        """Memory the writer threads hold beside the ring for big chunks they write
+        themselves (2 MiB or more, not pipelined: sharded): a staging chunk and a
+        compressed scratch buffer each. It comes out of ``ring_bytes``
+        (:func:`acqwriter.stream.ring_capacity`), as open shards' staging does, so that
+        the ring + 300 MB bound holds: 2048² frames in 16 MiB t-shards took 836–950 MB
+        of RSS with a 512 MiB ring and eight writer threads before (session 11). Small
+        chunks' buffers, and the pipelined path's encoded-chunk pool, are within the
+        300 MB."""
+        from acqwriter.layout import FrameLayout
+
+        layout = FrameLayout(self)
+        if layout.chunk_bytes < BIG_CHUNK_BYTES or self.io_threads():
+            return 0
+        return self.writer_threads() * 2 * layout.chunk_bytes
+
     def producer_compresses(self) -> bool:
         """Whether a frame that finds the ring full is compressed on the producer's
         thread (:meth:`acqwriter.stream.FrameStream.append`): under ``block``, when one

@@ -1124,18 +1124,20 @@ def _new_ring(spec: StreamSpec) -> FrameRing:
 
 def ring_capacity(spec: StreamSpec) -> int:
     """Frames the ring holds: what ``ring_bytes`` leaves after the staging of shards
-    open at the same time (``FrameLayout.extra_staging_bytes``), in frames, capped at a
+    open at the same time (``FrameLayout.extra_staging_bytes``) and the writer threads'
+    own buffers for big chunks (``StreamSpec.thread_buffer_bytes``), in frames, capped at a
     bounded stream's size and at :data:`RING_MAX_FRAMES` (never below what one block of
     chunks needs).
 
-    ``ring_bytes`` bounds everything in flight: frames waiting for a writer, and
-    compressed chunks waiting in open shards for their last chunk. t-shards of a t × c × z
-    stack keep every shard of a time point open; before their staging was counted, they
-    took 1 085 MB of RSS with a 512 MiB ring (benchmarks/RESULTS.md, session 9). A ring
-    too small for both keeps the frames one block needs (as before: a spec is never
-    refused for this), and the staging comes on top."""
+    ``ring_bytes`` bounds everything in flight: frames waiting for a writer, chunks
+    being compressed, and compressed chunks waiting in open shards for their last
+    chunk. t-shards of a t × c × z stack keep every shard of a time point open; before
+    their staging was counted, they took 1 085 MB of RSS with a 512 MiB ring
+    (benchmarks/RESULTS.md, session 9). A ring too small for all of it keeps the frames
+    one block needs (as before: a spec is never refused for this), and the rest comes
+    on top."""
     layout = FrameLayout(spec)
-    usable = spec.ring_bytes - layout.extra_staging_bytes
+    usable = spec.ring_bytes - layout.extra_staging_bytes - spec.thread_buffer_bytes()
     limits = [usable // layout.frame_bytes, RING_MAX_FRAMES]
     if layout.max_frames is not None:
         limits.append(layout.max_frames)

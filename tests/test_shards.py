@@ -416,6 +416,33 @@ def test_a_fast_stream_never_seals(tmp_path, monkeypatch):
     assert len(_shard_files(out)) == 12  # 3 000 / 256, the last one partial
 
 
+def test_writer_threads_buffers_for_big_sharded_chunks_come_out_of_the_ring(tmp_path):
+    """Big chunks into shards are compressed by writer threads that each hold a staging
+    chunk and a compressed scratch buffer: ring_bytes pays for them (the ring gets fewer
+    slots), so ring_bytes + 300 MB still bounds the RSS (2048² frames, 16 MiB t-shards:
+    836–950 MB with a 512 MiB ring before). Pipelined (unsharded) big chunks and small
+    chunks keep the whole ring."""
+    from acqwriter.spec import StreamSpec
+    from acqwriter.stream import ring_capacity
+
+    frame_bytes = 2048 * 2048 * 2
+    base = {"out": tmp_path / "big.ome.zarr", "shape": (2048, 2048), "dtype": "uint16"}
+    base["chunks"] = {"y": 2048, "x": 2048}  # one frame per chunk
+    sharded = StreamSpec.parse({**base, "shards": {"t": 2}, "threads": 6})
+    assert sharded.thread_buffer_bytes() == 6 * 2 * frame_bytes
+    assert ring_capacity(sharded) == (512 << 20) // frame_bytes - 12 == 52
+    plain = StreamSpec.parse({**base, "threads": 6})
+    assert plain.thread_buffer_bytes() == 0 and ring_capacity(plain) == 64
+    small = StreamSpec.parse({**base, "shape": (512, 512), "chunks": {}, "shards": {"t": 8}})
+    assert small.thread_buffer_bytes() == 0
+    assert ring_capacity(small) == (512 << 20) // (512 * 512 * 2)
+    # a ring too small for the threads' buffers keeps what one block needs
+    tiny = StreamSpec.parse({**base, "shards": {"t": 2}, "ring_bytes": 64 << 20})
+    from acqwriter.layout import FrameLayout
+
+    assert ring_capacity(tiny) == FrameLayout(tiny).min_ring_frames >= 1
+
+
 def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
     """t-shards of a t × c × z stack keep every shard of a time point open, each with a
     staging segment: that memory is taken from ring_bytes (the ring gets fewer slots), so
