@@ -307,7 +307,10 @@ class WriterOptions(StrictModel):
     ``ring_bytes``: the memory for what is in flight. The ring holds
     ``ring_bytes // frame_bytes`` frames, minus the staging of shards that are open
     together (t-shards of a t × c × z stack keep a whole time point's shards open, each
-    staging at least 8 MiB; see :func:`acqwriter.stream.ring_capacity`).
+    staging at least 8 MiB) and the writer threads' buffers for big sharded chunks (see
+    :func:`acqwriter.stream.ring_capacity`). It is backed with memory only as far as a
+    backlog reaches (:mod:`acqwriter.ring`), but opening a stream refuses a ring larger
+    than the memory available.
 
     ``shard_seal_s``: when shards span several steps of the first axis, a frame written
     into a shard that is not full yet becomes part of the dataset (inside the extent,
