@@ -24,8 +24,10 @@ time right after earlier runs' deletions, 0.06 s settled).
 (user and kernel, in cores: 2.0 is both cores busy), marking where the appends end:
 idle cores show where the pipeline waits rather than works.
 
-A ring high water equal to its capacity means the writer, not the producer, was the
-bottleneck.
+Frames compressed by the producer mean the writer, not the producer, was the
+bottleneck (since session 11 it compresses as soon as the writer threads have a backlog,
+so the ring's high water stays low unless the disk lags: a high water equal to the
+ring's capacity means the encoded-chunk buffers ran out, i.e. the disk fell behind).
 """
 
 from __future__ import annotations
