@@ -5,6 +5,9 @@
   ``sequence()`` draining the circular buffer with lost frames reported by number.
 * :class:`XYStage`, :class:`ZStage` — read and move (with wait).
 * :func:`run_acquisition` — camera sequence into an :class:`acqwriter.FrameStream`.
+
+Importing this package makes pymmcore-plus' Python-camera circular buffer safe to drain
+while it overflows (:mod:`acqwriter.devices.sequence_buffer_fix`).
 """
 
 from acqwriter.devices.acquisition import AcquisitionReport, configure_camera, run_acquisition
@@ -19,6 +22,10 @@ from acqwriter.devices.camera import (
 )
 from acqwriter.devices.microscope import Microscope, sim_camera_options
 from acqwriter.devices.stages import XYStage, ZStage
+
+from acqwriter.devices import sequence_buffer_fix  # isort: skip
+
+sequence_buffer_fix.install()
 
 __all__ = [
     "AcquisitionReport",

@@ -215,3 +215,36 @@ def test_demo_camera_colour_pixel_type_is_refused(collect_cores):
         _ = scope.camera.dtype
     scope.core.setProperty("Camera", "PixelType", "8bit")
     assert scope.camera.dtype == np.uint8 and scope.camera.bit_depth == 8
+
+
+def test_python_camera_buffer_is_drained_under_its_lock():
+    """pymmcore-plus 0.18.1's SequenceBuffer.pop_next copied a frame and gave its bytes
+    back after releasing the lock, so a camera overflowing the buffer meanwhile could
+    write another frame's pixels over it (seen in CI: index 83 held frame 115's
+    pixels). acqwriter.devices installs a pop_next that does both under the lock."""
+    from pymmcore_plus.experimental.unicore.core._sequence_buffer import SequenceBuffer
+
+    import acqwriter.devices  # noqa: F401  (installs the fix)
+    from acqwriter.devices import sequence_buffer_fix
+
+    assert sequence_buffer_fix.install()
+    buf = SequenceBuffer(size_mb=1)
+    locked_at_evict: list[bool] = []
+    real_evict = buf._evict_slot
+
+    def evict(slot):
+        locked_at_evict.append(buf._lock.locked())
+        real_evict(slot)
+
+    buf._evict_slot = evict
+    for i in range(3):
+        buf.insert_data(np.full((64, 64), i, np.uint16), {"n": i})
+    frame, md = buf.pop_next()
+    assert md["n"] == 0 and (frame == 0).all()
+    out = np.empty((64, 64), np.uint16)
+    frame, md = buf.pop_next(out=out)
+    assert frame is out and md["n"] == 1 and (out == 1).all()
+    assert locked_at_evict == [True, True]
+    assert buf.used_bytes == 64 * 64 * 2 and len(buf) == 1
+    buf.pop_next()
+    assert buf.pop_next() is None and buf.used_bytes == 0

@@ -1,0 +1,65 @@
+"""Make pymmcore-plus' Python-camera circular buffer safe to drain while it overflows.
+
+``UniMMCore`` keeps the frames of Python cameras (our simulators) in a
+``SequenceBuffer``. Its ``pop_next`` (pymmcore-plus 0.18.1) takes the oldest slot off the
+queue under the buffer's lock but copies the pixels and gives the bytes back
+(``_evict_slot``: ``_tail += n; _bytes_in_use -= n``) *after* releasing it. When the
+camera overflows the buffer meanwhile, ``_ensure_space`` — under the lock, in the
+camera's thread — either evicts the next slot as if it started at ``_tail`` (which
+still points at the slot being copied) or, finding no slot queued, resets ``_head``,
+``_tail`` and ``_bytes_in_use`` to 0 and writes there; the late, unlocked eviction then
+corrupts the accounting. Either way a later frame's pixels land in memory a queued or
+popped frame still occupies: a frame arrives with its own metadata (frame number) and
+another frame's pixels. Seen once in this project's CI (``test_faults.py``, a 1 MiB
+buffer overflowing under a slow disk: index 83 held frame 115's stamp) — exactly the
+silent corruption acqwriter exists to prevent, and invisible to frame-number checks.
+
+:func:`install` replaces ``SequenceBuffer.pop_next`` with the same steps done under the
+lock (a copy of one frame: microseconds to a few ms for 8 MiB, the camera waits that
+long at most). Hand-written because no released pymmcore-plus has the fix; applied only
+when the class still has the attributes it relies on, so a changed upstream is left
+alone (``install`` then returns False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["install"]
+
+_REQUIRED = ("_lock", "_slots", "_evict_slot")
+
+
+def _pop_next_locked(
+    self: Any, *, out: np.ndarray | None = None
+) -> tuple[np.ndarray, Mapping[str, Any]] | None:
+    """``SequenceBuffer.pop_next`` with the copy and the eviction under the lock."""
+    with self._lock:
+        if not self._slots:
+            return None
+        slot = self._slots.popleft()
+        if out is not None:
+            out[:] = slot.array
+            arr = out
+        else:
+            arr = slot.array.copy()
+        self._evict_slot(slot)
+    return arr, (slot.metadata or {})
+
+
+def install() -> bool:
+    """Patch ``SequenceBuffer.pop_next`` (idempotent); True when it is in place."""
+    try:
+        from pymmcore_plus.experimental.unicore.core._sequence_buffer import SequenceBuffer
+    except ImportError:  # no UniMMCore in this pymmcore-plus: nothing to fix
+        return False
+    if SequenceBuffer.pop_next is _pop_next_locked:
+        return True
+    probe = SequenceBuffer(size_mb=1)
+    if not all(hasattr(probe, name) for name in _REQUIRED):
+        return False
+    SequenceBuffer.pop_next = _pop_next_locked  # type: ignore[method-assign]
+    return True
