@@ -342,8 +342,9 @@ class FrameStream:
         metadata: dict[str, Any] | None,
         pooled: tuple[Any, int] | None = None,
     ) -> int:
-        """The ring is full and the producer would wait for a slot: compress its frame
-        (one whole chunk) on its own thread, straight from its buffer, instead.
+        """The ring is full and the producer would wait for a slot, or (``pooled``, see
+        :meth:`_spare_encoded_buffer`) the writer threads have a backlog: compress its
+        frame (one whole chunk) on its own thread, straight from its buffer, instead.
 
         Waiting would leave this thread idle while the writer threads work through the
         ring; compressing here costs the same CPU minus the copy into the ring (15 % of
@@ -582,9 +583,11 @@ class FrameStream:
         the stream. False when the tile was not written (failed, or the stream had)."""
         nbytes, ok = 0, False
         if self._error is None:
+            # _write_tile owns ``pooled`` from here: it hands it to an I/O thread, or
+            # puts it back into the pool if compressing fails
+            owned, pooled = pooled, None
             try:
-                nbytes, ok = self._write_tile(group, ty, tx, staging, frame, pooled), True
-                pooled = None  # _write_tile owns it now
+                nbytes, ok = self._write_tile(group, ty, tx, staging, frame, owned), True
             except BaseException as exc:
                 self._fail(exc)
         if pooled is not None:  # not used: the stream had failed already

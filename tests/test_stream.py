@@ -545,6 +545,49 @@ def test_a_backlog_of_big_chunks_is_compressed_by_the_producer_before_the_ring_f
     assert [r["metadata"] for r in frame_records(out)] == [{"i": i} for i in range(n)]
 
 
+def test_a_compression_failure_on_the_producer_fails_the_stream_cleanly(tmp_path, monkeypatch):
+    """The producer's own compression (big chunks, writer threads behind) raising: append
+    raises StreamError naming the error, the dataset stays valid with every frame in its
+    extent exact (a failed stream stops: its extent ends at the first frame not on
+    disk), and the encoded-chunk buffer the producer held goes back to the pool
+    once (two compressors sharing a buffer would corrupt chunks)."""
+    from acqwriter.compress_into import IntoEncoder
+
+    real = IntoEncoder.encode_into
+    producer_calls = [0]
+
+    def encode_into(encoder, data, *args):
+        if threading.current_thread().name.startswith("acqwriter-writer"):
+            time.sleep(0.02)
+        elif threading.current_thread() is threading.main_thread():
+            producer_calls[0] += 1
+            if producer_calls[0] == 20:
+                raise RuntimeError("injected compression failure")
+        return real(encoder, data, *args)
+
+    monkeypatch.setattr(IntoEncoder, "encode_into", encode_into)
+    out = tmp_path / "fail.ome.zarr"
+    shape = (1024, 1024)
+    bank, _ = frames_of(shape, "uint16", 0)
+    spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
+    stream = open_stream(spec)
+    pool_size = stream._encoded_pool.qsize()
+    with pytest.raises(StreamError, match="injected compression failure"):
+        for i in range(60):
+            stream.append(bank.frame(i))
+    summary = stream.close()
+    assert summary.state == "failed" and "injected compression failure" in summary.error
+    buffers = []
+    while not stream._encoded_pool.empty():
+        buffers.append(stream._encoded_pool.get_nowait()[1])
+    assert len(buffers) == len(set(buffers)) == pool_size
+    check_dataset(out)
+    data = read_zarr(out)
+    assert data.shape[0] == summary.frames_written  # frames before the failure, exact
+    for i, frame in enumerate(data):
+        np.testing.assert_array_equal(frame, bank.frame(i))
+
+
 def test_a_ring_bigger_than_the_memory_available_is_refused(tmp_path) -> None:
     """The ring is backed on demand, so a shortage is caught at open, not when a disk
     stall first fills the ring half-way through; nothing is created."""
