@@ -23,13 +23,14 @@ here; a producer that overtakes the thread only page-faults, populating never to
 bytes already written). Until session 11 the whole ring was populated at open: 0.15–0.2
 core-seconds for 512 MiB, competing with compression on a two-core machine, for memory
 that a writer keeping up with its source never uses (a 300-frame 2048² burst, with the
-producer compressing once a backlog forms, used 3–11 of 64 slots: 347–390 MB peak RSS
-instead of 771). That a shortage of memory shows at the start of an acquisition is kept
-by a check instead (:func:`acqwriter.stream._preflight_memory`: the ring's full size
-against the memory available). :meth:`FrameRing.wait_populated` backs every slot, for
-a ring allocated ahead (:func:`acqwriter.stream.ring_for`). A stream starts the thread
-only after its own threads (:meth:`FrameRing.start_populating`): a thread start maps a
-stack, which waits for the memory-map lock each populating step holds.
+producer compressing once a backlog forms, used 3–11 of 64 slots when the disk kept up:
+347–387 MB peak RSS instead of 771; a disk hiccup still fills the ring, as it should).
+That a shortage of memory shows at the start of an acquisition is kept by a check
+instead (:func:`acqwriter.stream._preflight_memory`: the ring's full size against the
+memory available). :meth:`FrameRing.wait_populated` backs every slot, for a ring
+allocated ahead (:func:`acqwriter.stream.ring_for`). A stream starts the thread only
+after its own threads (:meth:`FrameRing.start_populating`): a thread start maps a stack,
+which waits for the memory-map lock each populating step holds.
 
 Occupancy and its high-water mark are reported for progress bars and the summary.
 
@@ -183,7 +184,7 @@ def wait_for_releases(timeout: float | None = None) -> bool:
 def _reserved(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, int]:
     """The slots array and how many of its slots are backed by memory already: the
     first :data:`_EAGER_SLOTS` of a fresh private anonymous mapping (the rest are backed
-    on demand by :meth:`FrameRing._populate_ahead`), or all of them where that mapping or
+    on demand by :func:`_populate_ahead`), or all of them where that mapping or
     ``MADV_POPULATE_WRITE`` is not available (:func:`_populated`)."""
     slot_bytes = int(np.prod(shape[1:])) * dtype.itemsize
     nbytes = shape[0] * slot_bytes

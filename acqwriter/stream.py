@@ -324,8 +324,8 @@ class FrameStream:
         go to the ring, which absorbs the stall as before). An unpaced source then keeps
         the ring's backlog short instead of filling it, and a short backlog touches only
         the ring's first slots (:class:`acqwriter.ring.FrameRing`): 2048² lz4 bursts
-        filled all 64 slots of a 512 MiB ring, and backing and copying them took ~15 %
-        of the CPU (benchmarks/RESULTS.md, session 11)."""
+        filled all 64 slots of a 512 MiB ring, and backing them took ~15 % of the CPU
+        samples and copying into them 8 % (perf, benchmarks/RESULTS.md, session 10)."""
         if not self._inline_early or self._jobs.qsize() < self._inline_backlog:
             return None
         if not frame.flags.c_contiguous:
@@ -656,7 +656,7 @@ class FrameStream:
                 # the frame is in the encoded buffer now: its slot can take the next one
                 # (the encoded-buffer pool bounds what waits for the disk)
                 group.released = True
-                self.ring.release([slot for _, slot in group.entries if slot is not None])
+                self.ring.release([slot for _, slot in live])
             self._io_jobs.put((group, "0/" + layout.chunk_key(group.key, ty, tx), pooled, n))
             return -1
         # compress straight into this thread's aligned scratch buffer, write it from there
@@ -1095,11 +1095,12 @@ def _preflight_memory(spec: StreamSpec, layout: FrameLayout) -> None:
     disk stall first fills it, half-way through an acquisition. "Available" is the
     kernel's estimate of what can be had without swapping (free memory plus page cache
     it can drop)."""
-    need = ring_capacity(spec) * layout.frame_bytes
+    frames = ring_capacity(spec)
+    need = frames * layout.frame_bytes
     available = psutil.virtual_memory().available
     if need > available:
         raise SpecError(
-            f"ring_bytes: the ring needs {need / 2**20:.0f} MiB ({ring_capacity(spec)} "
+            f"ring_bytes: the ring needs {need / 2**20:.0f} MiB ({frames} "
             f"frames of {layout.frame_bytes} bytes) but only {available / 2**20:.0f} MiB "
             "of memory is available; lower ring_bytes or free memory"
         )

@@ -10,6 +10,7 @@ Importing this package makes pymmcore-plus' Python-camera circular buffer safe t
 while it overflows (:mod:`acqwriter.devices.sequence_buffer_fix`).
 """
 
+from acqwriter.devices import sequence_buffer_fix
 from acqwriter.devices.acquisition import AcquisitionReport, configure_camera, run_acquisition
 from acqwriter.devices.camera import (
     Camera,
@@ -22,8 +23,6 @@ from acqwriter.devices.camera import (
 )
 from acqwriter.devices.microscope import Microscope, sim_camera_options
 from acqwriter.devices.stages import XYStage, ZStage
-
-from acqwriter.devices import sequence_buffer_fix  # isort: skip
 
 sequence_buffer_fix.install()
 

@@ -7,18 +7,18 @@ queue under the buffer's lock but copies the pixels and gives the bytes back
 camera overflows the buffer meanwhile, ``_ensure_space`` — under the lock, in the
 camera's thread — either evicts the next slot as if it started at ``_tail`` (which
 still points at the slot being copied) or, finding no slot queued, resets ``_head``,
-``_tail`` and ``_bytes_in_use`` to 0 and writes there; the late, unlocked eviction then
-corrupts the accounting. Either way a later frame's pixels land in memory a queued or
-popped frame still occupies: a frame arrives with its own metadata (frame number) and
-another frame's pixels. Seen once in this project's CI (``test_faults.py``, a 1 MiB
-buffer overflowing under a slow disk: index 83 held frame 115's stamp) — exactly the
-silent corruption acqwriter exists to prevent, and invisible to frame-number checks.
+``_tail`` and ``_bytes_in_use`` to 0 and writes there, and the late, unlocked eviction
+then corrupts the accounting (read from the source, not reproduced: three seconds of a
+camera thread overflowing a 1 MiB buffer against a consumer showed no corruption).
+Either way a later frame's pixels would land in memory a queued or popped frame still
+occupies. What was seen, once, in this project's CI (``test_faults.py``, a 1 MiB buffer
+overflowing under a slow disk): index 83 held frame 115's pixels under frame 83's
+metadata, so frame-number checks could not see it; this race is its likely cause.
 
 :func:`install` replaces ``SequenceBuffer.pop_next`` with the same steps done under the
-lock (a copy of one frame: microseconds to a few ms for 8 MiB, the camera waits that
-long at most). Hand-written because no released pymmcore-plus has the fix; applied only
-when the class still has the attributes it relies on, so a changed upstream is left
-alone (``install`` then returns False).
+lock (the camera waits at most for one frame's copy). Hand-written because no released
+pymmcore-plus has the fix; applied only when the class still has the attributes it
+relies on, so a changed upstream is left alone (``install`` then returns False).
 """
 
 from __future__ import annotations
