@@ -56,13 +56,34 @@ class SimFaultSpec(StrictModel):
     stop_after: Annotated[int, Field(ge=0)] | None = None
 
 
+_SIM_ONLY_HINTS = {
+    "shape": "use roi and binning to change the frame",
+    "dtype": "its pixel type follows its own bit depth",
+    "fps": "its frame rate follows from its exposure: use exposure_ms (--exposure)",
+    "sim_faults": "faults are simulated by the 'sim' camera only",
+}
+
+
 class AcquisitionSpec(WriterOptions):
-    """Camera + acquisition length + every writer option (see :class:`WriterOptions`)."""
+    """Camera + acquisition length + every writer option (see :class:`WriterOptions`).
+
+    A camera stream records what the camera delivers, back to back, without moving
+    anything: no channel is switched, no focus moved, nobody waits between time points.
+    So it is refused when the dataset would claim otherwise (``c`` or ``z`` sizes over
+    1, several channels, a ``time_increment``): its ``t`` scale is the camera's
+    measured frame interval (:mod:`acqwriter.display`).
+
+    Length: ``frames``, ``timepoints`` (or ``sizes.t``, which also bounds the array),
+    or ``duration``. Frames per time point are the product of the other axes' sizes; a
+    frame count that is not a whole number of time points is refused unless
+    ``allow_partial``, and a ``duration`` ends at a time point's end."""
 
     camera: str = "sim"
     shape: tuple[PositiveInt, PositiveInt] | None = None
     dtype: str | None = None
     frames: PositiveInt | None = None
+    timepoints: PositiveInt | None = None
+    allow_partial: bool = False
     duration: PositiveFloat | None = None
     exposure_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     fps: PositiveFloat | None = None
@@ -102,18 +123,90 @@ class AcquisitionSpec(WriterOptions):
                 )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _channel_axis(cls, data: Any) -> Any:
+        """A channel named without ``dims`` adds a ``c`` axis (``tcyx``) to carry it."""
+        if isinstance(data, dict) and data.get("channels") and "dims" not in data:
+            data = {**data, "dims": "tcyx"}
+        return data
+
     @model_validator(mode="after")
     def _length_and_camera(self) -> AcquisitionSpec:
-        if self.frames is None and self.duration is None:
-            raise ValueError("frames: expected a frame count or a duration (or both)")
         if self.camera != "sim":
-            for name in ("shape", "dtype", "fps", "sim_faults"):
+            for name, hint in _SIM_ONLY_HINTS.items():
                 if getattr(self, name) is not None:
                     raise ValueError(
                         f"{name}: only the simulated camera ('sim') takes it; camera "
-                        f"{self.camera!r} has its own (use roi and binning to change the frame)"
+                        f"{self.camera!r} has its own ({hint})"
                     )
+        self._nothing_moves()
+        per_tp = self.frames_per_timepoint
+        sized = self.sizes.get("t") if self.dims[0] == "t" else None
+        if self.timepoints is not None and sized is not None and self.timepoints != sized:
+            raise ValueError(
+                f"timepoints: {self.timepoints} disagrees with sizes.t = {sized}; give one"
+            )
+        timepoints = self.timepoints or sized
+        if timepoints is not None:
+            wanted = timepoints * per_tp
+            if self.frames is not None and self.frames != wanted:
+                raise ValueError(
+                    f"frames: {self.frames} disagrees with {timepoints} time point(s) of "
+                    f"{per_tp} frame(s) = {wanted}; give one of them"
+                )
+            object.__setattr__(self, "frames", wanted)
+        if self.frames is None and self.duration is None:
+            raise ValueError(
+                "frames: expected a frame count, a number of time points or a duration"
+            )
+        if self.frames is not None and self.frames % per_tp and not self.allow_partial:
+            raise ValueError(
+                f"frames: {self.frames} is not a whole number of time points of {per_tp} "
+                f"frames ({self._per_tp_text()}); give timepoints, a multiple of {per_tp}, "
+                "or allow_partial (--allow-partial) to record an incomplete last time point"
+            )
         return self
+
+    def _nothing_moves(self) -> None:
+        """Refuse what a camera stream cannot make true (see the class docstring)."""
+        why = "a camera stream takes frames back to back without moving anything"
+        mda = "multi-dimensional acquisitions (MDA) that drive the hardware are not supported yet"
+        for axis, what in (("c", "switch channels"), ("z", "move the focus")):
+            size = self.sizes.get(axis)
+            if axis in self.dims and (size or 1) > 1:
+                raise ValueError(
+                    f"sizes.{axis}: {why}; it does not {what}, so {size} {axis} planes "
+                    f"would be labelled with something that did not happen ({mda}; "
+                    f"record one {'channel' if axis == 'c' else 'plane'} per acquisition)"
+                )
+        if len(self.channels) > 1:
+            raise ValueError(
+                f"channels: {why}; it does not switch channels, so one channel can be named, "
+                f"not {len(self.channels)} ({mda})"
+            )
+        if "t" not in self.dims:
+            raise ValueError(
+                f"dims: a camera stream is a time series; expected a 't' axis first, got "
+                f"{self.dims!r} (its frames are not {self.dims[0]} planes: {why})"
+            )
+        if self.time_increment is not None:
+            raise ValueError(
+                "time_increment: not taken by a camera stream: its t scale is the camera's "
+                "measured frame interval (set the frame rate with fps on the sim camera, or "
+                f"exposure_ms; waiting between time points needs an MDA: {mda})"
+            )
+
+    @property
+    def frames_per_timepoint(self) -> int:
+        """Frames in one step of the first axis (product of the other axes' sizes)."""
+        n = 1
+        for axis in self.dims[1:-2]:
+            n *= self.sizes.get(axis) or (len(self.channels) if axis == "c" else 1) or 1
+        return n
+
+    def _per_tp_text(self) -> str:
+        return " x ".join(f"{a}={self.sizes.get(a) or 1}" for a in self.dims[1:-2]) or "t only"
 
     def stream_spec(self, shape: tuple[int, int], dtype: str) -> StreamSpec:
         """The writer spec for a camera that delivers ``shape`` frames of ``dtype``."""

@@ -16,14 +16,54 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from acqwriter import __version__
 from acqwriter.spec import SpecError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with what a user needs when an option is wrong: the one line that says
+    what (no usage dump before it), a "did you mean" for a misspelt option or value,
+    and no abbreviations (``--pyramid`` must not silently mean ``--pyramid-method``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}{self._suggestion(message)}", file=sys.stderr)
+        print(f"(see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+    def _suggestion(self, message: str) -> str:
+        from acqwriter.spec import did_you_mean
+
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            given = unknown.group(1).split("=")[0]
+            options = [o for a in self._actions for o in a.option_strings]
+            return did_you_mean(given, options)
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        return ""
+
+
+def write_out(text: str) -> None:
+    """Print ``text`` on stdout; a reader that went away (``| head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the broken pipe again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _pair(text: str, sep: str = "x") -> list[int]:
@@ -61,6 +101,32 @@ def _blocksize(text: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f"expected 'auto' or a whole number of bytes, got {text!r}"
         ) from None
+
+
+def _out(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path such as run.ome.zarr, got ''")
+    return text
+
+
+def _channel(text: str) -> dict[str, Any]:
+    """``NAME[:RRGGBB[:START-END]]`` → a channel (name, colour, display window)."""
+    parts = text.split(":")
+    if not parts[0].strip() or len(parts) > 3:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME, NAME:RRGGBB or NAME:RRGGBB:START-END, e.g. GFP:00FF00, got {text!r}"
+        )
+    channel: dict[str, Any] = {"name": parts[0].strip()}
+    if len(parts) > 1 and parts[1].strip():
+        channel["color"] = parts[1].strip()
+    if len(parts) > 2:
+        window = re.fullmatch(r"\s*(-?[\d.]+)\s*-\s*(-?[\d.]+)\s*", parts[2])
+        if not window:
+            raise argparse.ArgumentTypeError(
+                f"expected the display window as START-END, e.g. 100-4000, got {parts[2]!r}"
+            )
+        channel["window"] = [float(window.group(1)), float(window.group(2))]
+    return channel
 
 
 def _axis_map(text: str) -> dict[str, Any]:
@@ -104,6 +170,16 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--camera", help="'sim' (default), 'demo', or a Micro-Manager .cfg path")
     p.add_argument("--frames", type=int, help="number of frames")
+    p.add_argument(
+        "--timepoints", type=int, help="number of time points (frames = time points x c x z)"
+    )
+    p.add_argument(
+        "--allow-partial",
+        dest="allow_partial",
+        action="store_true",
+        default=None,
+        help="accept a frame count that ends inside a time point (its missing frames flagged)",
+    )
     p.add_argument("--duration", help="acquisition time, e.g. 10s, 500ms, 2m")
     p.add_argument("--shape", type=_shape, help="frame HEIGHTxWIDTH (sim camera)")
     p.add_argument("--dtype", choices=["uint8", "uint16"], help="pixel type (sim camera)")
@@ -113,7 +189,7 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exposure", dest="exposure_ms", type=float, help="exposure in ms")
     p.add_argument("--roi", type=_roi, help="camera ROI X,Y,WIDTH,HEIGHT")
     p.add_argument("--binning", type=int, help="camera binning")
-    p.add_argument("--out", type=Path, help="output dataset path (e.g. run.ome.zarr)")
+    p.add_argument("--out", type=_out, help="output dataset path (e.g. run.ome.zarr)")
     p.add_argument(
         "--overwrite", action="store_true", default=None, help="replace an existing dataset"
     )
@@ -134,6 +210,13 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
         type=_blocksize,
         help="blosc block size in bytes, 0 (c-blosc chooses) or auto (default: 1 MiB for zstd)",
     )
+    p.add_argument(
+        "--channel",
+        dest="channels",
+        type=_channel,
+        action="append",
+        help="channel NAME[:RRGGBB[:START-END]] (repeat per channel), e.g. GFP:00FF00",
+    )
     p.add_argument("--pixel-size", dest="pixel_size", type=float, help="pixel size (µm by default)")
     p.add_argument("--z-step", dest="z_step", type=float, help="z step")
     p.add_argument("--time-increment", dest="time_increment", type=float, help="time step (s)")
@@ -150,6 +233,8 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
 _PLAIN_FIELDS = [
     "camera",
     "frames",
+    "timepoints",
+    "allow_partial",
     "duration",
     "shape",
     "dtype",
@@ -164,6 +249,7 @@ _PLAIN_FIELDS = [
     "pixel_size",
     "z_step",
     "time_increment",
+    "channels",
     "overflow",
     "threads",
     "sync",
@@ -234,7 +320,12 @@ def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
 
 
 class _Progress:
-    """A rich progress bar fed by the stream's progress snapshots."""
+    """Rich progress bars fed by the stream's progress snapshots, one per phase.
+
+    ``acquiring`` (frames written of those requested, or time of the duration), then
+    ``flushing`` (the backlog written and the extent committed) and ``pyramid level k/n``
+    (that level's chunks, with its own rate), then ``done``: closing a dataset can take as
+    long as the acquisition, and a bar frozen at 421/500 looks hung."""
 
     def __init__(self, total_frames: int | None, duration: float | None, quiet: bool) -> None:
         from rich.console import Console
@@ -244,41 +335,81 @@ class _Progress:
         self.total_frames = total_frames
         self.duration = duration
         self.progress = None
+        self.phase = "acquiring"
+        self.level = 0
         if quiet:
             return
         self.progress = Progress(
-            TextColumn("[bold]acquiring"),
+            TextColumn("[bold]{task.description:<16}"),
             BarColumn(),
-            TextColumn("{task.fields[frames]}"),
+            TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]:>8.1f} MB/s"),
-            TextColumn("ring {task.fields[ring]}"),
-            TextColumn("drops {task.fields[drops]}"),
+            TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
         )
         total = total_frames if total_frames is not None else duration
         self.task = self.progress.add_task(
-            "acquire", total=total, frames="0", rate=0.0, ring="0/0", drops=0
+            "acquiring", total=total, count="0", rate=0.0, detail="ring 0/0 drops 0"
         )
         self.progress.start()
 
     def update(self, snap: dict[str, Any]) -> None:
         if self.progress is None:
             return
+        phase = snap.get("phase", "acquiring")
         written = snap["frames_written"]
-        done = (
-            written if self.total_frames is not None else min(snap["elapsed_s"], self.duration or 0)
-        )
         frames = f"{written}/{self.total_frames}" if self.total_frames else f"{written} frames"
-        self.progress.update(
-            self.task,
-            completed=done,
-            frames=frames,
-            rate=snap["mb_per_s"],
-            ring=f"{snap['ring_occupancy']}/{snap['ring_capacity']}",
-            drops=snap["frames_dropped"],
-        )
+        if phase == "acquiring":
+            done = (
+                written
+                if self.total_frames is not None
+                else min(snap["elapsed_s"], self.duration or 0)
+            )
+            self.progress.update(
+                self.task,
+                completed=done,
+                count=frames,
+                rate=snap["mb_per_s"],
+                detail=f"ring {snap['ring_occupancy']}/{snap['ring_capacity']} "
+                f"drops {snap['frames_dropped']}",
+            )
+            return
+        if self.phase == "acquiring":  # the acquisition is over: its bar ends as it ended
+            self.progress.update(self.task, count=frames, completed=written, total=written or 1)
+            self.task = self.progress.add_task(
+                "flushing", total=None, count=frames, rate=0.0, detail=""
+            )
+            self.phase = "flushing"
+        if phase == "flushing":
+            self.progress.update(self.task, count=frames)
+        elif phase == "pyramid" and snap.get("pyramid_level"):
+            level, levels = snap["pyramid_level"], snap["pyramid_levels"]
+            if level != self.level:
+                self._finish_task()
+                self.level = level
+                self.task = self.progress.add_task(
+                    f"pyramid {level}/{levels}",
+                    total=snap["pyramid_chunks_total"] or 1,
+                    count="",
+                    rate=0.0,
+                    detail="",
+                )
+            done, total = snap["pyramid_chunks_done"], snap["pyramid_chunks_total"]
+            self.progress.update(
+                self.task,
+                completed=done,
+                count=f"{done}/{total} chunks",
+                rate=snap.get("pyramid_mb_per_s", 0.0),
+            )
+        elif phase == "done":
+            self._finish_task()
+            self.phase = "done"
+
+    def _finish_task(self) -> None:
+        task = next(t for t in self.progress.tasks if t.id == self.task)
+        self.progress.update(self.task, completed=task.total or 1, total=task.total or 1)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -311,10 +442,12 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             del scope
             gc.collect()
     progress.stop()
+    for folder in report.summary.created_folders:
+        print(f"acqwriter acquire: created folder {folder}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.summary.describe())
+        write_out(json.dumps(report.to_dict(), indent=2))
+    elif not args.quiet:
+        write_out(report.summary.describe())
     if not report.ok:
         print(f"acqwriter acquire: incomplete: {report.reason()}", file=sys.stderr)
         return EXIT_INCOMPLETE
@@ -325,11 +458,11 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
     from acqwriter.pyramid import rebuild_pyramid
 
     try:
-        levels = rebuild_pyramid(args.path, threads=args.threads or 2)
+        levels = rebuild_pyramid(args.path, threads=args.threads)
     except (FileNotFoundError, ValueError, SpecError) as exc:
         print(f"acqwriter pyramid: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{args.path}: {len(levels)} level(s): " + ", ".join(level.path for level in levels))
+    write_out(f"{args.path}: {len(levels)} level(s): " + ", ".join(lv.path for lv in levels))
     return EXIT_OK
 
 
@@ -337,14 +470,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from acqwriter.recover import RecoverError, recover
 
     try:
-        account = recover(args.path, threads=args.threads or 2, verify=args.verify)
+        account = recover(args.path, threads=args.threads, verify=args.verify)
     except RecoverError as exc:
         print(f"acqwriter recover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(json.dumps(account, indent=2))
+        write_out(json.dumps(account, indent=2))
+    elif account["nothing_to_recover"]:
+        write_out(
+            f"{account['path']}: nothing to recover: its writer finished it "
+            f"(state {account['state']}); nothing was changed"
+        )
     else:
-        print(
+        write_out(
             f"{account['path']}: recovered {account['frames']} frame(s) "
             f"({account['rows']} along the first axis, was {account['rows_before']}), "
             f"{account['frames_dropped']} flagged dropped, "
@@ -362,12 +500,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"acqwriter info: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    write_out(json.dumps(info, indent=2) if args.json else format_info(info))
     return EXIT_OK
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="acqwriter", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="acqwriter", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"acqwriter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_acquire(sub)
@@ -398,7 +536,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # stdout's reader went away; what was done stays done
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

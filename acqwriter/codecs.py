@@ -42,7 +42,10 @@ class _Raw:
         return np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
-        return bytes(buf)
+        if out is None:
+            return bytes(buf)
+        np.frombuffer(out, np.uint8)[:] = np.frombuffer(buf, np.uint8)
+        return out
 
 
 def chunk_encoder(compression: Compression) -> ChunkEncoder:

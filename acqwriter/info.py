@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.storage import writer_alive
+
 __all__ = ["dataset_info", "format_info", "read_frame_metadata"]
+
+# States in which a live writer (or recover) owns the dataset: with no lock held, it died.
+_LIVE_STATES = ("acquiring", "recovering")
 
 
 def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
@@ -116,9 +121,14 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
         r["index"] for r in records if r.get("dropped") and r.get("drop_reason") != "missing"
     ]
     missing = [r["index"] for r in records if r.get("drop_reason") == "missing"]
+    state = acq.get("state")
+    writer = None
+    if acq:
+        writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
     return {
         "path": str(root),
         "ome_version": ome.get("version"),
+        "writer": writer,
         "axes": [a["name"] for a in multiscale["axes"]],
         "shape": level0["shape"],
         "dtype": level0["dtype"],
@@ -128,7 +138,7 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
         "raw_bytes": raw,
         "stored_bytes": stored,
         "compression_ratio": raw / stored if stored else None,
-        "state": acq.get("state"),
+        "state": state,
         "frames_recorded": len(records) if acq else None,
         "frames_dropped": len(dropped) if acq else None,
         "dropped_indices": dropped,
@@ -148,9 +158,16 @@ def _blocks(blocksize: int | None) -> str:
 
 def format_info(info: dict[str, Any]) -> str:
     ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
+    state = info["state"] or "n/a"
+    if info.get("writer") == "gone":
+        state += (
+            f" — but its writer is gone (crashed or killed): run "
+            f"'acqwriter recover {info['path']}' to finish it"
+        )
+    elif info.get("writer") == "alive":
+        state += ", being written now"
     lines = [
-        f"dataset   {info['path']}  "
-        f"(OME-NGFF {info['ome_version']}, state {info['state'] or 'n/a'})",
+        f"dataset   {info['path']}  (OME-NGFF {info['ome_version']}, state {state})",
         f"shape     {tuple(info['shape'])} {''.join(info['axes'])} {info['dtype']}",
         f"codec     {info['codec']}{_blocks(info.get('blosc_blocksize'))}",
         f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, "

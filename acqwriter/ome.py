@@ -29,6 +29,7 @@ import numpy as np
 
 from acqwriter import __version__
 from acqwriter.codecs import codec_chain, sharding_codec
+from acqwriter.display import measured_from
 from acqwriter.spec import StreamSpec
 
 __all__ = [
@@ -51,16 +52,16 @@ class Level:
     factors: tuple[int, ...]  # per axis in dims order (1 for t and c)
     method: str = "mean"
 
-    def scale(self, spec: StreamSpec) -> list[float]:
-        base = _base_scale(spec)
+    def scale(self, spec: StreamSpec, dt: float | None = None) -> list[float]:
+        base = _base_scale(spec, dt)
         return [b * f for b, f in zip(base, self.factors, strict=True)]
 
-    def translation(self, spec: StreamSpec) -> list[float] | None:
+    def translation(self, spec: StreamSpec, dt: float | None = None) -> list[float] | None:
         # The mean of a 2^k block is centred half a (level-0) pixel per factor step off the
         # block's first pixel; nearest keeps the first pixel, so no shift.
         if self.method != "mean" or all(f == 1 for f in self.factors):
             return None
-        base = _base_scale(spec)
+        base = _base_scale(spec, dt)
         return [(f - 1) / 2 * b for b, f in zip(base, self.factors, strict=True)]
 
 
@@ -68,9 +69,34 @@ def level0(spec: StreamSpec) -> Level:
     return Level("0", tuple(1 for _ in spec.dims))
 
 
-def _base_scale(spec: StreamSpec) -> list[float]:
+# seconds per OME-NGFF time unit, to express a measured interval in the spec's unit
+_SECONDS = {
+    "nanosecond": 1e-9,
+    "microsecond": 1e-6,
+    "millisecond": 1e-3,
+    "second": 1.0,
+    "minute": 60.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+}
+
+
+def time_scale(spec: StreamSpec, measured_s: float | None) -> tuple[float, str | None]:
+    """The ``t`` scale and unit: the spec's ``time_increment`` when the user gave one;
+    otherwise the measured interval (in ``time_unit`` where convertible, else seconds);
+    before anything is measured, 1 with no unit (a time-point index, not a duration)."""
+    if spec.time_increment is not None:
+        return float(spec.time_increment), spec.time_unit
+    if measured_s is None:
+        return 1.0, None
+    if spec.time_unit in _SECONDS:
+        return measured_s / _SECONDS[spec.time_unit], spec.time_unit
+    return measured_s, "second"
+
+
+def _base_scale(spec: StreamSpec, dt: float | None = None) -> list[float]:
     per_axis = {
-        "t": spec.time_increment,
+        "t": time_scale(spec, dt)[0],
         "c": 1.0,
         "z": spec.z_step,
         "y": spec.pixel_size,
@@ -79,18 +105,26 @@ def _base_scale(spec: StreamSpec) -> list[float]:
     return [float(per_axis[a]) for a in spec.dims]
 
 
-def _axes(spec: StreamSpec) -> list[dict[str, str]]:
-    units = {"t": spec.time_unit, "z": spec.z_unit, "y": spec.pixel_unit, "x": spec.pixel_unit}
+def _axes(spec: StreamSpec, dt: float | None = None) -> list[dict[str, str]]:
+    units = {
+        "t": time_scale(spec, dt)[1],
+        "z": spec.z_unit,
+        "y": spec.pixel_unit,
+        "x": spec.pixel_unit,
+    }
     axes = []
     for axis in spec.dims:
         entry = {"name": axis, "type": _AXIS_TYPE[axis]}
-        if axis in units:
+        if units.get(axis) is not None:
             entry["unit"] = units[axis]
         axes.append(entry)
     return axes
 
 
-def _omero(spec: StreamSpec) -> dict[str, Any]:
+def _omero(spec: StreamSpec, measured_windows: list[Any] | None = None) -> dict[str, Any]:
+    """``omero`` channels: names and colours from the spec; each display window is the
+    one the spec gives, else the one measured from the data written (see
+    :mod:`acqwriter.display`), else the dtype's range (before any frame was seen)."""
     sizes = dict(zip(spec.outer_dims, spec.outer_sizes(), strict=True))
     n_channels = sizes.get("c") or 1
     dtype = np.dtype(spec.dtype)
@@ -102,7 +136,13 @@ def _omero(spec: StreamSpec) -> dict[str, Any]:
     channels = []
     for i in range(n_channels):
         given = spec.channels[i] if i < len(spec.channels) else None
-        start, end = given.window if given and given.window else (lo, hi)
+        measured = measured_windows[i] if measured_windows and i < len(measured_windows) else None
+        if given and given.window:
+            start, end = given.window
+        elif measured:
+            start, end = measured
+        else:
+            start, end = lo, hi
         channels.append(
             {
                 "label": given.name if given else f"Channel {i}",
@@ -131,17 +171,23 @@ def group_metadata(
     state: str,
     extra: dict[str, Any] | None = None,
 ) -> bytes:
-    """The root group's ``zarr.json`` (OME-NGFF 0.5 image)."""
+    """The root group's ``zarr.json`` (OME-NGFF 0.5 image).
+
+    ``extra`` entries go into ``attributes.acqwriter``; its ``measured`` entry (time
+    increment, display windows: :mod:`acqwriter.display`) also sets the ``t`` scale
+    and the ``omero`` windows."""
+    measured = measured_from(extra)
+    dt = measured.get("time_increment_s")
     datasets = []
     for level in levels:
-        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level.scale(spec)}]
-        translation = level.translation(spec)
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level.scale(spec, dt)}]
+        translation = level.translation(spec, dt)
         if translation is not None:
             transforms.append({"type": "translation", "translation": translation})
         datasets.append({"path": level.path, "coordinateTransformations": transforms})
     multiscale: dict[str, Any] = {
         "name": spec.name or spec.out.name.removesuffix(".zarr").removesuffix(".ome"),
-        "axes": _axes(spec),
+        "axes": _axes(spec, dt),
         "datasets": datasets,
     }
     # type/metadata describe how levels 1.. are made; written from the start (strict NGFF
@@ -165,7 +211,11 @@ def group_metadata(
         "zarr_format": 3,
         "node_type": "group",
         "attributes": {
-            "ome": {"version": "0.5", "multiscales": [multiscale], "omero": _omero(spec)},
+            "ome": {
+                "version": "0.5",
+                "multiscales": [multiscale],
+                "omero": _omero(spec, measured.get("channel_windows")),
+            },
             "acqwriter": acq,
         },
     }

@@ -17,9 +17,12 @@ crash midway leaves a valid dataset with the levels finished so far.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from acqwriter.codecs import chunk_encoder
+from acqwriter.compress_into import IntoEncoder, max_compressed_size
 from acqwriter.ome import (
     Level,
     array_metadata,
@@ -39,15 +43,24 @@ from acqwriter.reader import LevelReader
 from acqwriter.spec import StreamSpec
 from acqwriter.storage import LocalStore
 
-__all__ = ["build_pyramid", "downsample", "plan_levels", "rebuild_pyramid"]
+__all__ = [
+    "BuildProgress",
+    "build_pyramid",
+    "downsample",
+    "plan_levels",
+    "pyramid_threads",
+    "rebuild_pyramid",
+]
 
 
+# Accumulators: the narrowest integer type that holds the sum of the 2, 4 or 8 values a
+# mean adds (uint8: 8 × 255 fits in 16 bits), so the adds move as few bytes as they can.
 _ACCUMULATOR = {
-    "uint8": np.uint32,
+    "uint8": np.uint16,
+    "int8": np.int16,
     "uint16": np.uint32,
-    "uint32": np.uint64,
-    "int8": np.int32,
     "int16": np.int32,
+    "uint32": np.uint64,
     "int32": np.int64,
     "float32": np.float64,
     "float64": np.float64,
@@ -57,9 +70,11 @@ _ACCUMULATOR = {
 def downsample(data: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
     """Downsample ``data`` by a factor of 1 or 2 per axis (see module docstring).
 
-    ``mean`` adds strided halves pairwise in a wider accumulator (14x faster here than a
-    reshape-and-sum, which made the pyramid slower than the acquisition); an odd last
-    element is added to itself, which is the clipped-edge mean.
+    ``mean`` adds strided halves pairwise straight into a narrow accumulator (no
+    widening copy; a reshape-and-sum was 14× slower), and divides integers by the
+    power of two with a shift: ``(sum + n // 2) >> log2(n)`` is ``(sum + n // 2) // n``
+    for every integer, negative ones included (both floor). An odd last element is
+    added to itself, which is the clipped-edge mean.
     """
     if method == "nearest":
         return data[tuple(slice(None, None, f) for f in factors)]
@@ -67,34 +82,41 @@ def downsample(data: np.ndarray, factors: tuple[int, ...], method: str) -> np.nd
         raise ValueError(f"pyramid.method: expected 'mean' or 'nearest', got {method!r}")
     if any(f not in (1, 2) for f in factors):
         raise ValueError(f"factors: expected 1 or 2 per axis, got {factors}")
+    if all(f == 1 for f in factors):
+        return data.copy()
+    wide = _ACCUMULATOR[data.dtype.name]
     acc: np.ndarray = data
-    widened = False
     for axis, factor in enumerate(factors):
         if factor == 1:
             continue
         n = acc.shape[axis]
-        first = [slice(None)] * acc.ndim
-        second = [slice(None)] * acc.ndim
-        first[axis], second[axis] = slice(0, n, 2), slice(1, n, 2)
-        summed = acc[tuple(first)].astype(_ACCUMULATOR[data.dtype.name], copy=True)
-        head = [slice(None)] * acc.ndim
-        head[axis] = slice(0, n // 2)
-        summed[tuple(head)] += acc[tuple(second)]
+        half = n // 2
+
+        def part(sl: slice, _axis: int = axis, _ndim: int = acc.ndim) -> tuple[slice, ...]:
+            index = [slice(None)] * _ndim
+            index[_axis] = sl
+            return tuple(index)
+
+        shape = list(acc.shape)
+        shape[axis] = half + n % 2
+        summed = np.empty(shape, dtype=wide)
+        np.add(
+            acc[part(slice(0, 2 * half, 2))],
+            acc[part(slice(1, n, 2))],
+            out=summed[part(slice(0, half))],
+            dtype=wide,
+        )
         if n % 2:  # odd: the last block has one element; doubling it keeps its mean
-            last = [slice(None)] * acc.ndim
-            last[axis] = slice(n // 2, n // 2 + 1)
-            summed[tuple(last)] *= 2
+            np.multiply(
+                acc[part(slice(n - 1, n))], 2, out=summed[part(slice(half, half + 1))], dtype=wide
+            )
         acc = summed
-        widened = True
-    if not widened:
-        return data.copy()
-    n_total = 1
-    for factor in factors:
-        n_total *= factor
+    n_total = math.prod(factors)
     if data.dtype.kind == "f":
-        return (acc / n_total).astype(data.dtype)
-    acc += n_total // 2
-    acc //= n_total
+        acc /= n_total
+    else:
+        acc += n_total // 2
+        acc >>= n_total.bit_length() - 1
     return acc.astype(data.dtype)
 
 
@@ -129,40 +151,139 @@ def _factors(spec: StreamSpec, level: int) -> tuple[int, ...]:
     )
 
 
+class BuildProgress:
+    """Where a pyramid build is, for progress displays: the level being written (1-based),
+    how many there are, its chunks written so far and in all, and the bytes made.
+    Written by the build's threads, read by anyone (plain attributes: a display may be a
+    chunk behind, never wrong about what it names)."""
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.levels = 0
+        self.chunks_done = 0
+        self.chunks_total = 0
+        self.bytes_done = 0
+        self._t0: float | None = None
+        self._lock = threading.Lock()
+
+    def start_level(self, level: int, levels: int, chunks: int) -> None:
+        with self._lock:
+            if self._t0 is None:
+                self._t0 = time.perf_counter()
+            self.level, self.levels = level, levels
+            self.chunks_done, self.chunks_total = 0, chunks
+
+    def chunk_done(self, nbytes: int) -> None:
+        with self._lock:
+            self.chunks_done += 1
+            self.bytes_done += nbytes
+
+    def mb_per_s(self) -> float:
+        """Raw megabytes of pyramid produced per second since the build started."""
+        if self._t0 is None:
+            return 0.0
+        elapsed = time.perf_counter() - self._t0
+        return self.bytes_done / 1e6 / elapsed if elapsed > 0 else 0.0
+
+
+def _chunk_aligned(
+    source: LevelReader, chunks: tuple[int, ...], step: tuple[int, ...], grid: list[int]
+) -> bool:
+    """Whether every source chunk lies inside one output chunk's source region and every
+    downsampled pair inside one source chunk: then each source chunk is downsampled on
+    its own, straight into its place in the output chunk (no assembled region)."""
+    for sc, n, c, f, g in zip(source.chunks, source.shape, chunks, step, grid, strict=True):
+        if f == 2 and sc % 2 and n > sc:
+            return False
+        if g > 1 and (c * f) % sc:
+            return False
+    return True
+
+
 def _write_level(
     store: LocalStore,
-    encoder: Any,
     spec: StreamSpec,
-    source: Any,
+    source: LevelReader,
     prefix: str,
     shape: tuple[int, ...],
     chunks: tuple[int, ...],
     step: tuple[int, ...],
     threads: int,
+    progress: BuildProgress,
 ) -> None:
-    """Compute and write every chunk of one level from the level above it."""
+    """Compute and write every chunk of one level from the level above it.
+
+    Each thread decodes source chunks into its own buffer, downsamples them into the
+    output chunk and compresses that straight into the store's aligned write buffer
+    (:class:`acqwriter.compress_into.IntoEncoder`): no assembled source region, no
+    encoded copy. Layouts where a 2× pair would straddle two source chunks (odd chunk
+    sizes) read the region through :class:`LevelReader` instead."""
+    dtype = source.dtype
     grid = [math.ceil(s / c) for s, c in zip(shape, chunks, strict=True)]
+    aligned = _chunk_aligned(source, chunks, step, grid)
+    encoder = IntoEncoder(spec.codec, dtype)
+    chunk_bytes = math.prod(chunks) * dtype.itemsize
     errors: list[BaseException] = []
     gate = threading.Semaphore(2 * threads)  # bounded in-flight chunks: bounded memory
+    local = threading.local()
+    method = spec.pyramid.method
+
+    def by_source_chunks(index: tuple[int, ...]) -> np.ndarray:
+        block = np.full(chunks, source.fill_value, dtype)
+        ranges = []
+        for i, c, f, sc, n in zip(index, chunks, step, source.chunks, source.shape, strict=True):
+            lo, hi = i * c * f, min((i + 1) * c * f, n)
+            ranges.append(range(lo // sc, (hi - 1) // sc + 1))
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = np.empty(source.chunks, dtype)
+            local.raw = None
+        for src in itertools.product(*ranges):
+            data = source.read_chunk(src, local.raw)
+            if data is None:
+                continue  # never written: the fill value, already in the block
+            if isinstance(data, memoryview):
+                local.raw = data.obj  # reused for the next read
+            decoded = source.decoder.decode(data, out=buf)
+            if decoded is not buf:
+                buf[...] = np.frombuffer(decoded, dtype).reshape(source.chunks)
+            valid = tuple(
+                slice(0, min(sc, n - j * sc))
+                for j, sc, n in zip(src, source.chunks, source.shape, strict=True)
+            )
+            part = downsample(buf[valid], step, method)
+            dst = []
+            for j, sc, f, i, c, m in zip(
+                src, source.chunks, step, index, chunks, part.shape, strict=True
+            ):
+                start = j * sc // f - i * c
+                dst.append(slice(start, min(start + m, c)))
+            block[tuple(dst)] = part[tuple(slice(0, d.stop - d.start) for d in dst)]
+        return block
+
+    def by_region(index: tuple[int, ...]) -> np.ndarray:
+        out_sl = [
+            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape, strict=True)
+        ]
+        src_sl = tuple(
+            slice(o.start * f, min(o.stop * f, n))
+            for o, f, n in zip(out_sl, step, source.shape, strict=True)
+        )
+        part = downsample(np.asarray(source[src_sl]), step, method)
+        part = part[tuple(slice(0, o.stop - o.start) for o in out_sl)]
+        if part.shape == chunks:
+            return np.ascontiguousarray(part)
+        block = np.full(chunks, source.fill_value, dtype)  # edge chunk: pad
+        block[tuple(slice(0, n) for n in part.shape)] = part
+        return block
 
     def one_chunk(index: tuple[int, ...]) -> None:
         try:
-            out_sl = [
-                slice(i * c, min((i + 1) * c, s))
-                for i, c, s in zip(index, chunks, shape, strict=True)
-            ]
-            src_sl = tuple(
-                slice(o.start * f, min(o.stop * f, n))
-                for o, f, n in zip(out_sl, step, source.shape, strict=True)
-            )
-            block = downsample(np.asarray(source[src_sl]), step, spec.pyramid.method)
-            block = block[tuple(slice(0, o.stop - o.start) for o in out_sl)]
-            if block.shape != chunks:  # edge chunk: pad with the fill value
-                padded = np.zeros(chunks, dtype=block.dtype)
-                padded[tuple(slice(0, n) for n in block.shape)] = block
-                block = padded
-            key = prefix + "/".join(map(str, index))
-            store.write_chunk(key, encoder.encode(np.ascontiguousarray(block)))
+            block = by_source_chunks(index) if aligned else by_region(index)
+            dest, address = store.scratch(max_compressed_size(chunk_bytes))
+            n = encoder.encode_into(block, dest, address)
+            store.write_chunk_from(prefix + "/".join(map(str, index)), n)
+            progress.chunk_done(chunk_bytes)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -178,10 +299,34 @@ def _write_level(
         raise errors[0]
 
 
-def build_pyramid(root: Path, spec: StreamSpec, *, threads: int = 2) -> list[Level]:
-    """Write levels 1.. under ``root`` from level 0; returns every level (0 included)."""
+# Pyramid threads per core: the build reads level 0 back from disk (written with O_DIRECT,
+# so not in the page cache), and a thread waiting for its read leaves its core to
+# another's decoding, averaging and compressing, all of which release the GIL.
+PYRAMID_THREADS_PER_CORE = 3
+
+
+def pyramid_threads() -> int:
+    """Threads that build a pyramid: :data:`PYRAMID_THREADS_PER_CORE` per core the
+    process may run on (the build runs after the acquisition, alone)."""
+    return PYRAMID_THREADS_PER_CORE * max(1, len(os.sched_getaffinity(0)))
+
+
+def build_pyramid(
+    root: Path,
+    spec: StreamSpec,
+    *,
+    threads: int | None = None,
+    progress: BuildProgress | None = None,
+) -> list[Level]:
+    """Write levels 1.. under ``root`` from level 0; returns every level (0 included).
+
+    ``threads``: default :func:`pyramid_threads`. ``progress`` is updated as chunks are
+    written (see :class:`BuildProgress`)."""
+    threads = threads or pyramid_threads()
+    progress = progress or BuildProgress()
     store = LocalStore(root, sync=spec.sync)
-    encoder = chunk_encoder(spec.codec)
+    store.enable_direct_io(spec.io)
+    decoder = chunk_encoder(spec.codec)
     base_chunks = spec.resolved_chunks()
     src_shape = tuple(json.loads(store.read_bytes("0/zarr.json"))["shape"])
     levels = [level0(spec)]
@@ -189,19 +334,23 @@ def build_pyramid(root: Path, spec: StreamSpec, *, threads: int = 2) -> list[Lev
         2 if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
         for axis in spec.dims
     )
-    for k, shape in enumerate(plan_levels(spec, src_shape), start=1):
+    shapes = plan_levels(spec, src_shape)
+    for k, shape in enumerate(shapes, start=1):
         chunks = tuple(min(c, s) for c, s in zip(base_chunks, shape, strict=True))
+        progress.start_level(
+            k, len(shapes), math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
+        )
         meta = array_metadata(spec, shape, chunks)
         store.write_atomic(f"{k}/zarr.json", encode_array_metadata(meta, shape))
-        source = LevelReader(store, str(k - 1), encoder)
-        _write_level(store, encoder, spec, source, f"{k}/c/", shape, chunks, step, threads)
+        source = LevelReader(store, str(k - 1), decoder)
+        _write_level(store, spec, source, f"{k}/c/", shape, chunks, step, threads, progress)
         levels.append(Level(str(k), _factors(spec, k), spec.pyramid.method))
     store.flush()
     return levels
 
 
 def replace_pyramid(
-    store: LocalStore, spec: StreamSpec, *, state: str, extra: dict[str, Any], threads: int
+    store: LocalStore, spec: StreamSpec, *, state: str, extra: dict[str, Any], threads: int | None
 ) -> list[Level]:
     """Drop levels 1.. and build them again. The group is first rewritten to list level 0
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
@@ -212,8 +361,14 @@ def replace_pyramid(
     return build_pyramid(store.root, spec, threads=threads)
 
 
-def rebuild_pyramid(root: Path, *, threads: int = 2) -> list[Level]:
-    """Drop and rebuild the pyramid of an acqwriter dataset (``acqwriter pyramid PATH``)."""
+def rebuild_pyramid(root: Path, *, threads: int | None = None) -> list[Level]:
+    """Drop and rebuild the pyramid of a finished acqwriter dataset (``acqwriter
+    pyramid PATH``), holding its writer lock; its state stays what it was.
+
+    Refused, with the reason, for a dataset a live writer holds and for one whose writer
+    died (``acqwriter recover`` finishes that, pyramid included)."""
+    from acqwriter.recover import FINISHED_STATES  # recover builds on this module
+
     root = Path(root)
     store = LocalStore(root, sync="close")
     try:
@@ -226,10 +381,23 @@ def rebuild_pyramid(root: Path, *, threads: int = 2) -> list[Level]:
         raise ValueError(
             f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)"
         ) from exc
-    extra = carried_attrs(attrs)
-    levels = replace_pyramid(store, spec, state="complete", extra=extra, threads=threads)
-    if "summary" in extra:
-        extra["summary"]["pyramid_levels"] = len(levels)
-    store.write_atomic("zarr.json", group_metadata(spec, levels, state="complete", extra=extra))
-    store.flush()
+    try:
+        store.take_lock()
+    except FileExistsError as exc:
+        raise ValueError(f"{root}: {exc}".replace(f"{str(root)!r} ", "")) from None
+    try:
+        state = attrs.get("state")
+        if state not in FINISHED_STATES:
+            raise ValueError(
+                f"{root}: its writer did not finish it (state {state!r}): run "
+                f"'acqwriter recover {root}' first (it builds the pyramid too)"
+            )
+        extra = carried_attrs(attrs)
+        levels = replace_pyramid(store, spec, state=state, extra=extra, threads=threads)
+        if "summary" in extra:
+            extra["summary"]["pyramid_levels"] = len(levels)
+        store.write_atomic("zarr.json", group_metadata(spec, levels, state=state, extra=extra))
+        store.flush()
+    finally:
+        store.release_lock()
     return levels

@@ -67,11 +67,16 @@ class LevelReader:
             out[tuple(dst)] = chunk[tuple(src)]
         return out
 
-    def read_chunk(self, index: tuple[int, ...]) -> bytes | None:
-        """Encoded bytes of (inner) chunk ``index``, or None where nothing was written."""
+    def read_chunk(
+        self, index: tuple[int, ...], buf: bytearray | None = None
+    ) -> bytes | memoryview | None:
+        """Encoded bytes of (inner) chunk ``index``, or None where nothing was written.
+        An unsharded chunk is read into ``buf`` (see :meth:`LocalStore.read_into`), and
+        the result is a view of it."""
         try:
             if self.shard is None:
-                return self.store.read_bytes(f"{self.path}/c/" + "/".join(map(str, index)))
+                key = f"{self.path}/c/" + "/".join(map(str, index))
+                return self.store.read_into(key, buf)
             outer = tuple(i // f for i, f in zip(index, self.shard, strict=True))
             position = int(
                 np.ravel_multi_index(

@@ -28,7 +28,6 @@ which of their frames were real and which were dropped.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from acqwriter.codecs import chunk_encoder
+from acqwriter.display import MEASURED_KEY, sample_windows, time_increment
 from acqwriter.layout import FrameLayout
 from acqwriter.ome import (
     FRAME_METADATA_KEY,
@@ -45,9 +45,10 @@ from acqwriter.ome import (
     group_metadata,
     level0,
 )
+from acqwriter.reader import LevelReader
 from acqwriter.shards import read_inner_chunk
 from acqwriter.spec import StreamSpec
-from acqwriter.storage import LOCK_NAME, RESERVE_NAME, LocalStore, _try_lock
+from acqwriter.storage import RESERVE_NAME, LocalStore
 
 __all__ = ["RecoverError", "recover"]
 
@@ -138,17 +139,74 @@ def _group_ok(
     return True
 
 
-def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[str, Any]:
-    """Recover the dataset at ``path``; returns an account of what was done."""
+# States a writer (or recover) wrote when it finished the dataset: nothing to recover.
+FINISHED_STATES = ("complete", "aborted", "failed", "recovered")
+
+
+# frames read back per channel to measure display windows (acqwriter.display)
+_WINDOW_FRAMES = 8
+
+
+def _measure(
+    store: LocalStore, layout: FrameLayout, records: list[dict[str, Any]], decoder: Any
+) -> dict[str, Any]:
+    """What a finished writer would have measured (:mod:`acqwriter.display`): the
+    interval between time points from the records' arrival times, and display windows
+    from a few frames of each channel read back."""
+    fpr = layout.frames_per_row
+    starts = []
+    if layout.outer_dims[0] == "t":
+        starts = [r["received_s"] for r in records[::fpr] if "received_s" in r]
+    sizes = dict(zip(layout.outer_dims, layout.outer_sizes, strict=True))
+    n_c = sizes.get("c") or 1
+    real = [r["index"] for r in records if not r.get("dropped")]
+    by_channel: list[list[np.ndarray]] = [[] for _ in range(n_c)]
+    reader = LevelReader(store, "0", decoder)
+    c_at = layout.outer_dims.index("c") if sizes.get("c") else None
+    for index in real[:: max(1, len(real) // (_WINDOW_FRAMES * n_c))]:
+        coords = layout.coords(index)
+        channel = coords[c_at] if c_at is not None else 0
+        if len(by_channel[channel]) >= _WINDOW_FRAMES:
+            continue
+        region = (*tuple(slice(c, c + 1) for c in coords), slice(None), slice(None))
+        by_channel[channel].append(reader[region].reshape(layout.frame_shape))
+    return {
+        "time_increment_s": time_increment(starts),
+        "channel_windows": sample_windows(by_channel),
+    }
+
+
+def recover(path: str | Path, *, threads: int | None = None, verify: str = "new") -> dict[str, Any]:
+    """Recover the dataset at ``path``; returns an account of what was done.
+
+    A dataset its writer finished (``state`` in :data:`FINISHED_STATES`) has nothing to
+    recover: it is left untouched and the account says ``nothing_to_recover``."""
     root = Path(path)
     acq, spec = _load_root(root)
-    lock = root / LOCK_NAME
-    if lock.exists():
-        fd = _try_lock(lock)
-        if fd is None:
-            raise RecoverError(f"{root}: a live writer holds the lock; stop it before recovering")
-        os.close(fd)
+    if acq.get("state") in FINISHED_STATES:
+        return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
     store = LocalStore(root, sync="close")
+    try:
+        store.take_lock()
+    except FileExistsError:
+        raise RecoverError(
+            f"{root}: a live writer holds the lock; stop it before recovering"
+        ) from None
+    try:
+        return _recover_locked(root, store, acq, spec, threads=threads, verify=verify)
+    finally:
+        store.release_lock()
+
+
+def _recover_locked(
+    root: Path,
+    store: LocalStore,
+    acq: dict[str, Any],
+    spec: StreamSpec,
+    *,
+    threads: int | None,
+    verify: str,
+) -> dict[str, Any]:
     layout = FrameLayout(spec)
     try:
         meta0 = json.loads(store.read_bytes("0/zarr.json"))
@@ -194,13 +252,12 @@ def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[
         tmp.unlink(missing_ok=True)
     (root / RESERVE_NAME).unlink(missing_ok=True)
 
+    carried = {**carried_attrs(acq), MEASURED_KEY: _measure(store, layout, kept, decoder)}
     levels = [level0(spec)]
     if spec.pyramid.enabled and rows > 0:
         from acqwriter.pyramid import replace_pyramid
 
-        levels = replace_pyramid(
-            store, spec, state="recovering", extra=carried_attrs(acq), threads=threads
-        )
+        levels = replace_pyramid(store, spec, state="recovering", extra=carried, threads=threads)
     dropped = [r["index"] for r in kept if r.get("dropped")]
     account = {
         "path": str(root),
@@ -214,13 +271,12 @@ def recover(path: str | Path, *, threads: int = 2, verify: str = "new") -> dict[
         "uncommitted_chunks_removed": removed,
         "array_metadata_regenerated": meta0 is None,
         "pyramid_levels": len(levels),
+        "nothing_to_recover": False,
         "time": time.time(),
     }
     store.write_atomic(
         "zarr.json",
-        group_metadata(
-            spec, levels, state="recovered", extra={**carried_attrs(acq), "recovery": account}
-        ),
+        group_metadata(spec, levels, state="recovered", extra={**carried, "recovery": account}),
     )
     store.flush()
     return account

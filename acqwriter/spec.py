@@ -19,8 +19,10 @@ frame is one ``(y, x)`` plane; frames arrive in C order over the other axes (for
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -123,6 +125,9 @@ class SpecError(ValueError):
         self.errors = errors or []
 
 
+_NAMED = re.compile(r"^([A-Za-z_][\w.\[\]']*): ")
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError:
     """Turn a pydantic error into one readable line per field: ``field: expected …, got …``."""
     lines = []
@@ -141,14 +146,42 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError
         if len(shown) > 80:
             shown = shown[:77] + "..."
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
+        named = _NAMED.match(msg)
+        if not loc and named:  # a check across fields names its own field
+            field, msg = f"{prefix}{named.group(1)}", msg[named.end() :]
+            lines.append(f"{field}: {msg}")
+        elif err["type"] == "missing":
             lines.append(f"{field}: required field is missing")
-        elif isinstance(given, dict) and err["type"] not in ("dict_type", "model_type"):
+        elif (
+            isinstance(given, dict) and err["type"] not in ("dict_type", "model_type")
+        ) or "got " in msg:  # the message already shows what was given
             lines.append(f"{field}: {msg}")
         else:
             lines.append(f"{field}: {msg} (got {shown})")
         errors.append({"field": field, "message": msg})
+    if len(lines) == 1:  # the usual case: one line that says it all
+        return SpecError(f"invalid spec: {lines[0]}", errors)
     return SpecError("invalid spec:\n  " + "\n  ".join(lines), errors)
+
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/{1,}")
+
+
+def check_local_path(text: str) -> None:
+    """Refuse a URL where a local path is expected (``s3://bucket/x`` would otherwise
+    become a local folder ``s3:/bucket/x``): acqwriter writes to filesystems only."""
+    match = _URL.match(text)
+    if match:
+        raise ValueError(
+            f"{match.group(1)!r} URLs are not supported: acqwriter writes to a local or "
+            f"mounted filesystem path only (give e.g. /data/run.ome.zarr), got {text!r}"
+        )
+
+
+def did_you_mean(given: str, choices: Any) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(str(given), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class StrictModel(BaseModel):
@@ -221,6 +254,7 @@ class Compression(StrictModel):
                 raise ValueError(
                     f"expected one of {', '.join(sorted(_CODEC_SHORTHANDS))} "
                     f"or an object with name/cname/shuffle/level, got {value!r}"
+                    + did_you_mean(key, _CODEC_SHORTHANDS)
                 )
             return dict(_CODEC_SHORTHANDS[key])
         return value
@@ -336,7 +370,7 @@ class WriterOptions(StrictModel):
     pixel_unit: str = "micrometer"
     z_step: PositiveFloat = 1.0
     z_unit: str = "micrometer"
-    time_increment: PositiveFloat = 1.0
+    time_increment: PositiveFloat | None = None  # None: measured (see acqwriter.display)
     time_unit: str = "second"
     channels: list[Channel] = Field(default_factory=list)
     name: str | None = None
@@ -356,8 +390,11 @@ class WriterOptions(StrictModel):
     @field_validator("out", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("expected a non-empty path")
+        if isinstance(value, str | os.PathLike):
+            text = os.fspath(value)
+            if isinstance(text, str) and not text.strip():
+                raise ValueError("expected a path such as run.ome.zarr, got an empty string")
+            check_local_path(str(text))
         return value
 
     @field_validator("dims")

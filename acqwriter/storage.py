@@ -61,6 +61,33 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def missing_parents(path: str | os.PathLike[str]) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, outermost first: a dataset's
+    missing parent folders are created (and reported), by the CLI and the daemon alike."""
+    missing = []
+    parent = Path(path).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing[::-1]
+
+
+def writer_alive(root: Path) -> bool:
+    """Whether a live process holds the dataset's writer lock (read-only: the lock file
+    is neither created nor taken for longer than the probe)."""
+    try:
+        fd = os.open(Path(root) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return False
+
+
 class StorageError(OSError):
     """A write to the dataset failed; the message names the key and the OS reason."""
 
@@ -108,6 +135,7 @@ class LocalStore:
                     "refusing to delete it even with overwrite"
                 )
             shutil.rmtree(out)
+        created = missing_parents(out)
         try:
             out.mkdir(parents=True)
             lock_fd = _try_lock(out / LOCK_NAME)
@@ -121,6 +149,7 @@ class LocalStore:
             ) from exc
         store = cls(out, sync=sync)
         store._lock_fd = lock_fd
+        store.created_folders = [str(p) for p in created]
         return store
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
@@ -130,6 +159,7 @@ class LocalStore:
         self._dirs_lock = threading.Lock()
         self._tmp_counter = 0
         self._lock_fd: int | None = None
+        self.created_folders: list[str] = []  # parents that create() had to make
         self.direct = False  # chunk writes bypass the page cache (see enable_direct_io)
         self._aligned = threading.local()
 
@@ -197,6 +227,17 @@ class LocalStore:
         return n
 
     # -- lock and reserve ---------------------------------------------------------------
+    def take_lock(self) -> None:
+        """Hold the writer lock of an existing dataset (a tool that rewrites it: pyramid,
+        recover), or raise :class:`FileExistsError` naming the live writer's lock."""
+        fd = _try_lock(self.root / LOCK_NAME)
+        if fd is None:
+            raise FileExistsError(
+                f"{str(self.root)!r} is being written by another process (it holds the "
+                "writer lock); wait for it to finish or stop it first"
+            )
+        self._lock_fd = fd
+
     def release_lock(self) -> None:
         """Let other writers open this path (the lock also dies with the process)."""
         if self._lock_fd is not None:
@@ -387,6 +428,26 @@ class LocalStore:
 
     def read_bytes(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
+
+    def read_into(self, key: str, buf: bytearray | None) -> memoryview:
+        """The bytes of ``key`` read into ``buf``, or into a new buffer when ``buf`` is
+        None or too small (``result.obj`` is the buffer to pass next time): a reader of
+        many chunks reuses one buffer instead of faulting in fresh pages for each."""
+        fd = os.open(self.root / key, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if buf is None or len(buf) < size:
+                buf = bytearray(size)
+            view = memoryview(buf)[:size]
+            done = 0
+            while done < size:
+                n = os.readv(fd, [view[done:]])
+                if n == 0:
+                    break
+                done += n
+            return view[:done]
+        finally:
+            os.close(fd)
 
     def exists(self, key: str) -> bool:
         return (self.root / key).exists()

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,7 @@ import numpy as np
 import psutil
 
 from acqwriter.compress_into import IntoEncoder, max_compressed_size
+from acqwriter.display import MEASURED_KEY, WindowSampler, time_increment
 from acqwriter.layout import FrameLayout, GroupKey
 from acqwriter.ome import (
     FRAME_METADATA_KEY,
@@ -62,6 +65,7 @@ from acqwriter.ome import (
     group_metadata,
     level0,
 )
+from acqwriter.pyramid import BuildProgress, build_pyramid
 from acqwriter.ring import FrameRing
 from acqwriter.shards import SegmentPool, ShardWriter
 from acqwriter.spec import THREAD_BUFFER_BYTES, SpecError, StreamSpec
@@ -100,6 +104,31 @@ INLINE_BACKLOG_PER_WRITER = 2
 # Room kept free when shards are salvaged after a failure: for the final extent, the
 # per-frame metadata lines and the root group's summary (a few hundred KiB at most).
 _SALVAGE_MARGIN = 1 << 20
+
+
+class _Ticker:
+    """Calls ``on_progress(stream.progress())`` every ``interval_s`` on its own thread
+    while a stream closes (the closing thread is busy flushing and building levels)."""
+
+    def __init__(
+        self, stream: FrameStream, on_progress: Callable[[dict[str, Any]], None], interval_s: float
+    ) -> None:
+        self._stream = stream
+        self._on_progress = on_progress
+        self._interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="acqwriter-close-progress")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval_s):
+            self._on_progress(self._stream.progress())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._on_progress(self._stream.progress())
 
 
 @dataclass
@@ -209,6 +238,17 @@ class FrameStream:
         self._closed = False
         self._summary: Summary | None = None
         self._t0_wall = time.time()
+        # Measured for the metadata written at close (acqwriter.display).
+        sizes = dict(zip(layout.outer_dims, layout.outer_sizes, strict=True))
+        self._c_axis: tuple[int, int] | None = None
+        if sizes.get("c"):
+            after_c = layout.outer_dims[layout.outer_dims.index("c") + 1 :]
+            self._c_axis = (math.prod(sizes[a] or 1 for a in after_c), sizes["c"])
+        self._windows = WindowSampler(self._c_axis[1] if self._c_axis else 1, layout.frame_shape)
+        self._time_is_first = layout.outer_dims[0] == "t"
+        self._time_starts: list[float] = []
+        self._phase = "acquiring"  # → flushing → pyramid → done (progress())
+        self._build = BuildProgress()
 
         self._jobs: queue.SimpleQueue[tuple[_Group, int, int] | None] = queue.SimpleQueue()
         self._n_threads = spec.writer_threads()
@@ -252,8 +292,14 @@ class FrameStream:
     def __enter__(self) -> FrameStream:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        """A block that ends by an exception leaves the dataset ``aborted`` (valid, every
+        frame received written, no pyramid, the exception's message in the summary) and
+        the exception propagates unchanged."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(pyramid=False, aborted=f"{exc_type.__name__}: {exc}")
 
     @property
     def summary(self) -> Summary:
@@ -295,6 +341,7 @@ class FrameStream:
             )
         with self._append_lock:
             index = self._claim_index()
+            self._windows.offer(self._channel_of(index), arr)
             pooled = self._spare_encoded_buffer(arr)
             if pooled is not None:
                 return self._write_inline(index, arr, metadata, pooled)
@@ -381,7 +428,14 @@ class FrameStream:
         elapsed = self._elapsed()
         with self._lock:  # finished groups, or frames readers already see in sealed shards
             written = max(self._frames_written, self._frames_in_extent())
+        build = self._build
         return {
+            "phase": self._phase,
+            "pyramid_level": build.level,
+            "pyramid_levels": build.levels,
+            "pyramid_chunks_done": build.chunks_done,
+            "pyramid_chunks_total": build.chunks_total,
+            "pyramid_mb_per_s": build.mb_per_s(),
             "frames_appended": self._next_index,
             "frames_received": self._frames_received,
             "frames_written": written,
@@ -396,15 +450,37 @@ class FrameStream:
             "error": None if self._error is None else str(self._error),
         }
 
-    def close(self, *, pyramid: bool = True) -> Summary:
+    def close(
+        self,
+        *,
+        pyramid: bool = True,
+        aborted: str | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_interval_s: float = 0.2,
+    ) -> Summary:
         """Finish the dataset: flush partial chunks, final extent, fsync, pyramid, summary.
 
-        ``pyramid=False`` skips the pyramid (an abort: stop now, dataset still valid; it
-        can be built later with ``acqwriter pyramid``). Idempotent; the dataset on disk is
-        valid whatever happened before.
+        ``pyramid=False`` skips the pyramid (it can be built later with ``acqwriter
+        pyramid``). ``aborted``: the acquisition was cut short for this reason (an
+        exception, a user's abort): the dataset is finished the same way, every frame
+        received written, and marked ``state: aborted`` with the reason in its summary.
+        ``on_progress`` is called with :meth:`progress` every ``progress_interval_s``
+        while closing, whose ``phase`` goes ``flushing`` → ``pyramid`` (with the level
+        being built and its chunks) → ``done``: closing can take longer than the
+        acquisition, and must never look hung. Idempotent; the dataset on disk is valid
+        whatever happened before.
         """
         if self._summary is not None:
             return self._summary
+        ticker = _Ticker(self, on_progress, progress_interval_s) if on_progress else None
+        try:
+            return self._close(pyramid=pyramid, aborted=aborted)
+        finally:
+            if ticker is not None:
+                ticker.stop()
+
+    def _close(self, *, pyramid: bool, aborted: str | None) -> Summary:
+        self._phase = "flushing"
         with self._append_lock:
             self._closed = True
         total_rows = self.layout.rows_for_frames(self._next_index)
@@ -441,29 +517,36 @@ class FrameStream:
             and self._committed_rows > 0
             and self.spec.pyramid.enabled
         ):
-            from acqwriter.pyramid import build_pyramid
-
+            self._phase = "pyramid"
             t0 = time.perf_counter()
             try:
-                self._levels = build_pyramid(self.spec.out, self.spec, threads=self._n_threads)
+                self._levels = build_pyramid(self.spec.out, self.spec, progress=self._build)
             except Exception as exc:  # a failed pyramid must not lose level 0
                 self._fail(exc)
             pyramid_duration = time.perf_counter() - t0
         self.ring.close()
         self.store.free_reserve()
-        state = "complete" if self._error is None else "failed"
+        if self._error is not None:
+            state = "failed"
+        elif aborted is not None:
+            state = "aborted"
+        else:
+            state = "complete"
         summary = self._make_summary(state=state, duration=self._elapsed())
+        summary.created_folders = list(self.store.created_folders)
+        if state == "aborted":
+            summary.error = aborted
         summary.write_duration_s = write_duration
         summary.pyramid_duration_s = pyramid_duration
         if write_duration > 0:
             summary.throughput_mb_s = summary.raw_bytes / 1e6 / write_duration
             summary.frames_per_s = summary.frames_written / write_duration
+        measured = self._measured()
+        summary.time_increment_s = measured.get("time_increment_s")
+        extra = {"summary": summary.model_dump(), MEASURED_KEY: measured}
         try:
             self.store.write_atomic(
-                "zarr.json",
-                group_metadata(
-                    self.spec, self._levels, state=state, extra={"summary": summary.model_dump()}
-                ),
+                "zarr.json", group_metadata(self.spec, self._levels, state=state, extra=extra)
             )
             self.store.flush()
         except OSError as exc:
@@ -471,7 +554,16 @@ class FrameStream:
             summary.state, summary.error = "failed", str(self._error)
         self._summary = summary
         self.store.release_lock()
+        self._phase = "done"
         return summary
+
+    def _measured(self) -> dict[str, Any]:
+        """What the frames showed (acqwriter.display): the interval between time points
+        and each channel's display window."""
+        return {
+            "time_increment_s": time_increment(self._time_starts),
+            "channel_windows": self._windows.windows(),
+        }
 
     # -- append-side internals ------------------------------------------------------------
     def _claim_index(self) -> int:
@@ -491,8 +583,17 @@ class FrameStream:
         self._next_index = index + 1
         return index
 
+    def _channel_of(self, index: int) -> int:
+        if self._c_axis is None:
+            return 0
+        stride, size = self._c_axis
+        return (index // stride) % size
+
     def _record(self, index: int, metadata: dict[str, Any] | None, *, dropped: str | None) -> None:
-        record = {"index": index, "received_s": time.time(), "dropped": dropped is not None}
+        now = time.time()
+        if self._time_is_first and index % self.layout.frames_per_row == 0:
+            self._time_starts.append(now)  # a time point's first frame arrived
+        record = {"index": index, "received_s": now, "dropped": dropped is not None}
         self._append_t[index] = time.perf_counter()
         if dropped is not None:
             record["drop_reason"] = dropped

@@ -23,7 +23,10 @@ __all__ = ["Summary"]
 
 class Summary(BaseModel):
     path: str
-    state: str = Field(description="complete | failed")
+    state: str = Field(
+        description="complete | aborted (cut short: an exception or an abort; the reason is "
+        "in error) | failed (a write error; the reason is in error)"
+    )
     frames_received: int = 0
     frames_written: int = 0
     frames_dropped: int = 0
@@ -53,6 +56,12 @@ class Summary(BaseModel):
     latency_p50_ms: float | None = Field(None, description="append → in the committed extent")
     latency_p99_ms: float | None = None
     latency_max_ms: float | None = None
+    time_increment_s: float | None = Field(
+        None, description="median interval between time points, measured from the frames"
+    )
+    created_folders: list[str] = Field(
+        default_factory=list, description="parent folders of the dataset that were created"
+    )
     error: str | None = None
 
     @property

@@ -45,16 +45,22 @@ class AcquisitionReport:
     lost_camera_frames: list[int] = field(default_factory=list)
     error: str | None = None
     stopped: bool = False  # ended early on request (stop or duration), not by a fault
+    allow_partial: bool = False  # an incomplete last time point was asked for
 
     @property
     def ok(self) -> bool:
-        """Every requested frame was delivered and written; nothing failed."""
+        """Every requested frame was delivered and written; nothing failed; no time
+        point is left incomplete unless that was asked for (a stop, ``allow_partial``)."""
         complete = (
             self.stopped
             or self.frames_requested is None
             or self.summary.frames_written == self.frames_requested
         )
-        return self.error is None and self.summary.ok and complete
+        return self.error is None and self.summary.ok and complete and not self._missing_unasked
+
+    @property
+    def _missing_unasked(self) -> bool:
+        return bool(self.summary.frames_missing) and not (self.stopped or self.allow_partial)
 
     def reason(self) -> str | None:
         """Why the acquisition is not ok (None when it is)."""
@@ -65,6 +71,11 @@ class AcquisitionReport:
         if self.summary.frames_dropped:
             return (
                 f"{self.summary.frames_dropped} frame(s) dropped: {self.summary.dropped_by_reason}"
+            )
+        if self._missing_unasked:
+            return (
+                f"the last time point is incomplete: {self.summary.frames_missing} frame(s) "
+                "missing (flagged in the per-frame metadata)"
             )
         if (
             not self.stopped
@@ -128,6 +139,7 @@ def run_acquisition(
     configure_camera(scope, spec)
     camera = scope.camera
     stream = open_stream(stream_spec_for(scope, spec), ring=ring)
+    per_tp = spec.frames_per_timepoint
     base_meta: dict[str, Any] = {"camera": camera.label, **scope.positions()}
     exposure = camera.exposure_ms
     deadline = None if spec.duration is None else time.monotonic() + spec.duration
@@ -137,9 +149,11 @@ def run_acquisition(
     last_progress = 0.0
 
     def stop_now() -> bool:
-        if should_stop is not None and should_stop():
-            return True
         if should_abort is not None and should_abort():
+            return True
+        if stream.frames_appended % per_tp:
+            return False  # a stop or the deadline waits for the time point to end
+        if should_stop is not None and should_stop():
             return True
         return deadline is not None and time.monotonic() >= deadline
 
@@ -185,7 +199,15 @@ def run_acquisition(
         if on_finalizing is not None:
             on_finalizing()
         aborted = should_abort is not None and should_abort()
-        summary = stream.close(pyramid=not aborted)
+        reason = "aborted on request" if aborted else None
+        if error == "interrupted":
+            reason = "interrupted (Ctrl-C)"
+        summary = stream.close(
+            pyramid=not aborted,
+            aborted=reason,
+            on_progress=on_progress,
+            progress_interval_s=progress_interval_s,
+        )
         if aborted and error is None:
             error = "aborted"
     if on_progress is not None:  # final state; the rate is the streaming rate, not incl. pyramid
@@ -193,4 +215,6 @@ def run_acquisition(
     by_request = should_stop is not None and should_stop()
     by_deadline = deadline is not None and time.monotonic() >= deadline
     stopped = (by_request or by_deadline) and not aborted
-    return AcquisitionReport(summary, spec.frames, delivered, lost, error, stopped)
+    return AcquisitionReport(
+        summary, spec.frames, delivered, lost, error, stopped, spec.allow_partial
+    )

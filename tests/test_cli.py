@@ -63,25 +63,25 @@ def test_acquire_human_summary_with_spec_file_and_overrides(tmp_path, acqwriter)
     out = tmp_path / "s.ome.zarr"
     spec.write_text(
         f"camera: sim\nshape: [64, 64]\ndtype: uint8\nframes: 12\nout: {out}\n"
-        "dims: tzyx\nsizes: {z: 4}\n"
+        "dims: tzyx\nsizes: {z: 1}\n"
         "codec: {name: blosc, cname: zstd, shuffle: bitshuffle, level: 1}\n"
     )
-    run = acqwriter("acquire", "--spec", str(spec), "--frames", "8", "--quiet")
+    run = acqwriter("acquire", "--spec", str(spec), "--frames", "8")
     assert run.returncode == 0, run.stderr
     assert "frames       received 8, written 8, dropped 0" in run.stdout
-    assert read_zarr(out).shape == (2, 4, 64, 64)
+    assert read_zarr(out).shape == (8, 1, 64, 64)
     info = acqwriter("info", str(out), "--json")
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
     assert data["codec"] == "blosc zstd level 1 bitshuffle"
     assert data["blosc_blocksize"] == 1 << 20  # "auto" for zstd
     assert (
-        data["shape"] == [2, 4, 64, 64]
+        data["shape"] == [8, 1, 64, 64]
         and data["frames_dropped"] == 0
         and data["state"] == "complete"
     )
     text = acqwriter("info", str(out)).stdout
-    assert "shape     (2, 4, 64, 64) tzyx uint8" in text
+    assert "shape     (8, 1, 64, 64) tzyx uint8" in text
     # the block size from the command line, over the spec file's codec
     out2 = tmp_path / "s2.ome.zarr"
     run = acqwriter(

@@ -128,6 +128,7 @@ def test_state_machine_refuses_illegal_transitions(daemon, tmp_path):
 
 def test_configure_errors_name_the_field_and_change_nothing(daemon, tmp_path):
     (tmp_path / "taken.ome.zarr").mkdir()
+    (tmp_path / "plain.txt").write_text("not a folder")
     with daemon.client() as c:
         cases = [
             ({**sim_params("a.ome.zarr"), "frames": 0}, "invalid_params", "frames"),
@@ -154,7 +155,12 @@ def test_configure_errors_name_the_field_and_change_nothing(daemon, tmp_path):
             (sim_params("taken.ome.zarr"), "path_refused", "already exists"),
             (sim_params("../escape.ome.zarr"), "path_refused", "outside the server's root"),
             (sim_params("/etc/x.ome.zarr"), "path_refused", "outside the server's root"),
-            (sim_params("no/such/dir/x.ome.zarr"), "path_refused", "does not exist"),
+            (sim_params("plain.txt/x.ome.zarr"), "path_refused", "not a directory"),
+            (
+                {**sim_params("a.ome.zarr"), "out": "s3://bucket/x.ome.zarr"},
+                "invalid_params",
+                "out: 's3' URLs are not supported",
+            ),
             (
                 {
                     **sim_params("a.ome.zarr"),

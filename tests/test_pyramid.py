@@ -50,6 +50,7 @@ def test_levels_match_numpy_reference(tmp_path, method):
         "chunks": {"t": 2, "y": 32, "x": 32},
         "pyramid": {"method": method},
         "pixel_size": 0.5,
+        "time_increment": 1.0,
     }
     with open_stream(spec) as stream:
         for frame in frames:
@@ -95,6 +96,7 @@ def test_downsample_z_and_fixed_level_count(tmp_path):
         "sizes": {"z": 5},
         "chunks": {"y": 64, "x": 64},
         "z_step": 2.0,
+        "time_increment": 1.0,
         "pyramid": {"levels": 3, "downsample_z": True, "method": "nearest"},
     }
     with open_stream(spec) as stream:

@@ -205,6 +205,9 @@ def test_torn_shard_index_ends_the_recovered_extent(tmp_path):
     meta = json.loads((out / "0" / "zarr.json").read_text())
     meta["shape"][0] = 0  # as if the crash came before any extent rewrite
     (out / "0" / "zarr.json").write_text(json.dumps(meta))
+    root = json.loads((out / "zarr.json").read_text())
+    root["attributes"]["acqwriter"]["state"] = "acquiring"  # the writer never finished
+    (out / "zarr.json").write_text(json.dumps(root))
     torn = out / "0" / "c" / "2" / "0" / "0"  # frames 8-11: its index cut off
     torn.write_bytes(torn.read_bytes()[:-10])
     account = recover(out)

@@ -55,7 +55,8 @@ def test_defaults_and_derived_values():
         ({"ring_bytes": 100}, "ring_bytes", "at least"),
         ({"ring_bytes": 0}, "ring_bytes", "greater than 0"),
         ({"colour": "red"}, "colour", "Extra inputs"),
-        ({"out": ""}, "out", "non-empty"),
+        ({"out": ""}, "out", "empty string"),
+        ({"out": "s3://bucket/x.ome.zarr"}, "out", "URLs are not supported"),
         (
             {"dims": "tcyx", "sizes": {"c": 2}, "channels": [{"name": "a"}]},
             "channels",
@@ -160,7 +161,7 @@ def test_acquisition_spec_fields():
     assert spec.camera == "sim"
     stream = spec.stream_spec((32, 48), "uint8")
     assert stream.shape == (32, 48) and stream.dtype == "uint8" and stream.out == spec.out
-    with pytest.raises(SpecError, match="frames: expected a frame count or a duration"):
+    with pytest.raises(SpecError, match="frames: expected a frame count, a number of time"):
         AcquisitionSpec.parse({"out": "a.zarr"})
     with pytest.raises(SpecError, match="shape: only the simulated camera"):
         AcquisitionSpec.parse({"out": "a.zarr", "frames": 3, "camera": "demo", "shape": [8, 8]})

@@ -54,7 +54,7 @@ def specs(draw):
 
 
 def _names_a_field(message: str) -> bool:
-    first = message.splitlines()[1] if "\n" in message else message
+    first = message.splitlines()[1] if "\n" in message else message.removeprefix("invalid spec:")
     # "field: …", "field.sub: …" or "field['odd key']: …"
     match = re.match(r"([A-Za-z_]\w*)(\.\w+|\[.*?\])*\s*:", first.strip())
     return bool(match)

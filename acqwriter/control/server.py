@@ -61,6 +61,7 @@ from acqwriter.control.protocol import (
 )
 from acqwriter.control.security import CurveServer, is_local_endpoint
 from acqwriter.spec import SpecError, format_validation_error
+from acqwriter.storage import missing_parents
 
 __all__ = ["Server"]
 
@@ -91,8 +92,16 @@ class _Waiter:
     deadline: float
 
 
+def spec_message(exc: SpecError) -> str:
+    """A spec error's fields on one line: ``field: expected …; other: …``."""
+    text = str(exc)
+    if text.startswith("invalid spec:\n  "):
+        return text.removeprefix("invalid spec:\n  ").replace("\n  ", "; ")
+    return text.removeprefix("invalid spec: ")
+
+
 def _format_error(exc: ValidationError) -> str:
-    return str(format_validation_error(exc)).removeprefix("invalid spec:\n  ").replace("\n  ", "; ")
+    return spec_message(format_validation_error(exc))
 
 
 class Server:
@@ -340,9 +349,7 @@ class Server:
         except DeviceError as exc:
             raise ControlError("device_error", str(exc)) from None
         except SpecError as exc:
-            raise ControlError(
-                "invalid_params", str(exc).removeprefix("invalid spec:\n  ")
-            ) from None
+            raise ControlError("invalid_params", spec_message(exc)) from None
         # Allocate and touch the ring now, so that `start` is not delayed by it.
         wanted = ring_capacity(stream_spec)
         ring = self._ring
@@ -360,6 +367,7 @@ class Server:
             "state": self.state,
             "spec": spec.model_dump(mode="json"),
             "devices": self._description,
+            "creates_folders": [str(p) for p in missing_parents(spec.out)],
         }
 
     def _cmd_start(self, params: NoParams, envelope: list[bytes], rid: Any) -> Any:
@@ -377,6 +385,8 @@ class Server:
         return {"state": self.state, "out": str(self._spec.out)}
 
     def _cmd_stop(self, params: StopParams, envelope: list[bytes], rid: Any) -> Any:
+        if self.state in ("idle", "error") and self._last_report is not None:
+            return self._last_report  # it ended by itself: stopping it gives its report
         if self.state not in ("acquiring", "finalizing") or self._session is None:
             raise ControlError("invalid_state", f"no acquisition to stop (state {self.state})")
         self._session.stop.set()
@@ -431,11 +441,16 @@ class Server:
                     "path_refused",
                     f"out: {out} exists and is not a Zarr dataset; refusing to replace it",
                 )
+        # Missing parent folders are created when the acquisition starts (as `acquire`
+        # does) and listed in the configure reply and the summary; the nearest existing
+        # one must be a writable directory.
         parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
         if not parent.is_dir():
-            raise ControlError("path_refused", f"out: parent directory {parent} does not exist")
+            raise ControlError("path_refused", f"out: {parent} is not a directory")
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise ControlError("path_refused", f"out: parent directory {parent} is not writable")
+            raise ControlError("path_refused", f"out: directory {parent} is not writable")
         return out
 
     def _open_scope(self, camera: str, sim_options: dict[str, Any]) -> None:
