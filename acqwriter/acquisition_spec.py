@@ -188,7 +188,7 @@ class AcquisitionSpec(WriterOptions):
         if "t" not in self.dims:
             raise ValueError(
                 f"dims: a camera stream is a time series; expected a 't' axis first, got "
-                f"{self.dims!r} (its frames are not {self.dims[0]} planes: {why})"
+                f"{self.dims!r} (its frames are not {self.dims[0]} planes: {why}; {mda})"
             )
         if self.time_increment is not None:
             raise ValueError(

@@ -48,12 +48,23 @@ class ArgumentParser(argparse.ArgumentParser):
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown:
             given = unknown.group(1).split("=")[0]
-            options = [o for a in self._actions for o in a.option_strings]
-            return did_you_mean(given, options)
+            return did_you_mean(given, _option_strings(self))
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if choice:
             return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
         return ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of ``parser`` and its sub-commands (argparse reports a sub-command's
+    unknown option from the top-level parser)."""
+    options = []
+    for action in parser._actions:
+        options.extend(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options.extend(_option_strings(sub))
+    return sorted(set(options))
 
 
 def write_out(text: str) -> None:
@@ -377,7 +388,13 @@ class _Progress:
             )
             return
         if self.phase == "acquiring":  # the acquisition is over: its bar ends as it ended
-            self.progress.update(self.task, count=frames, completed=written, total=written or 1)
+            self.progress.update(
+                self.task,
+                count=frames,
+                completed=written,
+                total=written or 1,
+                rate=snap["mb_per_s"],
+            )
             self.task = self.progress.add_task(
                 "flushing", total=None, count=frames, rate=0.0, detail=""
             )

@@ -1,7 +1,7 @@
 """Describe a dataset on disk (``acqwriter info``), from its JSON documents only.
 
 Works on any OME-NGFF 0.5 image; acqwriter datasets add their state, the write
-summary and the dropped-frame flags read from ``frame_metadata.jsonl``.
+summary and the dropped-frame flags read from the per-frame metadata.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.ome import frame_metadata_key
 from acqwriter.storage import writer_alive
 
 __all__ = ["dataset_info", "format_info", "read_frame_metadata"]
@@ -23,12 +24,17 @@ _LIVE_STATES = ("acquiring", "recovering")
 
 
 def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
-    """Per-frame records of an acqwriter dataset, in index order.
+    """Per-frame records of an acqwriter dataset, in index order, from where its root
+    group says they are (``0/frame_metadata.jsonl``; older datasets: at the root).
 
-    A torn last line (a crash while appending) is ignored.
-    """
+    A torn last line (a crash while appending) is ignored."""
+    root = Path(path)
+    try:
+        acq = json.loads((root / "zarr.json").read_text())["attributes"]["acqwriter"]
+    except (OSError, ValueError, KeyError, TypeError):
+        acq = None
     records = []
-    file = Path(path) / "frame_metadata.jsonl"
+    file = root / frame_metadata_key(acq)
     if not file.exists():
         return records
     with open(file, encoding="utf-8") as fh:

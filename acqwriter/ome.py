@@ -16,7 +16,7 @@ Dataset layout::
       zarr.json                 root group: ome.multiscales, ome.omero, acqwriter
       0/zarr.json, 0/c/...      full resolution, axes = dims (e.g. t, c, z, y, x)
       1/, 2/, ...               pyramid levels (written after acquisition)
-      frame_metadata.jsonl      one JSON object per frame index (see README)
+      0/frame_metadata.jsonl    one JSON object per frame index (see README)
 """
 
 from __future__ import annotations
@@ -36,11 +36,27 @@ __all__ = [
     "FRAME_METADATA_KEY",
     "Level",
     "array_metadata",
+    "frame_metadata_key",
     "group_metadata",
     "level0",
 ]
 
-FRAME_METADATA_KEY = "frame_metadata.jsonl"
+# Per-frame metadata lives inside the level-0 array's folder: Zarr readers never list an
+# array's folder for members (at the root, zarr-python warns that it "is not recognized
+# as a component of a Zarr hierarchy"), and it stays with the image it describes.
+FRAME_METADATA_KEY = "0/frame_metadata.jsonl"
+LEGACY_FRAME_METADATA_KEY = "frame_metadata.jsonl"  # datasets written before the move
+
+
+def frame_metadata_key(acq_attrs: dict[str, Any] | None) -> str:
+    """Where a dataset keeps its per-frame metadata: the key its root group names
+    (``attributes.acqwriter.frame_metadata``), else the legacy root location."""
+    key = (acq_attrs or {}).get("frame_metadata")
+    if isinstance(key, str) and key and not key.startswith("/") and ".." not in key.split("/"):
+        return key
+    return LEGACY_FRAME_METADATA_KEY
+
+
 _AXIS_TYPE = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
@@ -225,7 +241,7 @@ def group_metadata(
 def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
     """The ``attributes.acqwriter`` entries that :func:`group_metadata` does not generate
     itself (summary, recovery account …): what a rewrite of the group must carry over."""
-    own = ("version", "state", "frame_metadata", "spec")
+    own = ("version", "state", "spec")  # frame_metadata is carried: old datasets keep theirs
     return {k: v for k, v in acqwriter_attrs.items() if k not in own}
 
 

@@ -38,10 +38,10 @@ from acqwriter.codecs import chunk_encoder
 from acqwriter.display import MEASURED_KEY, sample_windows, time_increment
 from acqwriter.layout import FrameLayout
 from acqwriter.ome import (
-    FRAME_METADATA_KEY,
     array_metadata,
     carried_attrs,
     encode_array_metadata,
+    frame_metadata_key,
     group_metadata,
     level0,
 )
@@ -83,10 +83,10 @@ def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     return acq, spec
 
 
-def _consecutive_records(store: LocalStore) -> tuple[list[dict[str, Any]], bool]:
+def _consecutive_records(store: LocalStore, key: str) -> tuple[list[dict[str, Any]], bool]:
     """Records 0, 1, 2 … up to the first torn, unparsable or out-of-order line."""
     try:
-        raw = store.read_bytes(FRAME_METADATA_KEY)
+        raw = store.read_bytes(key)
     except FileNotFoundError:
         return [], True
     records: list[dict[str, Any]] = []
@@ -215,7 +215,8 @@ def _recover_locked(
         meta0, rows_before = None, 0  # regenerated below from the stored spec
     array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape)
 
-    records, clean = _consecutive_records(store)
+    metadata_key = frame_metadata_key(acq)
+    records, clean = _consecutive_records(store, metadata_key)
     fpr, rpb = layout.frames_per_row, layout.rows_per_block
     proven_rows = max(len(records) // fpr, rows_before)
     decoder = chunk_encoder(spec.codec)
@@ -236,7 +237,7 @@ def _recover_locked(
     kept = records[: rows * fpr]
     lines = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
     if not clean or len(records) != len(kept):
-        store.write_atomic(FRAME_METADATA_KEY, lines)
+        store.write_atomic(metadata_key, lines)
     store.write_atomic("0/zarr.json", encode_array_metadata(array_meta, layout.array_shape(rows)))
 
     # Remove what lies beyond the extent, and leftovers of the crash.

@@ -103,7 +103,9 @@ def read_tensorstore(path: Path, level: int = 0) -> np.ndarray:
 
 
 def frame_records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (path / "frame_metadata.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (path / "0" / "frame_metadata.jsonl").read_text().splitlines()
+    ]
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120):

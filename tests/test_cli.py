@@ -174,4 +174,4 @@ def test_duration_and_progress_bar(tmp_path, acqwriter):
     assert "MB/s" in run.stderr and "ring" in run.stderr and "drops" in run.stderr
     n = read_zarr(out).shape[0]
     assert 10 <= n <= 40
-    assert Path(out / "frame_metadata.jsonl").read_text().count("\n") == n
+    assert Path(out / "0" / "frame_metadata.jsonl").read_text().count("\n") == n

@@ -64,7 +64,9 @@ def kill_and_check(
     proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     extent = assert_exact(out, k)
-    records = [json.loads(x) for x in (out / "frame_metadata.jsonl").read_bytes().split(b"\n")[:-1]]
+    records = [
+        json.loads(x) for x in (out / "0" / "frame_metadata.jsonl").read_bytes().split(b"\n")[:-1]
+    ]
     assert len(records) >= extent  # metadata lines precede the extent
     return out, extent
 
@@ -145,12 +147,12 @@ def test_recover_refuses_a_live_writer(tmp_path):
 def test_torn_metadata_line_is_cut(tmp_path):
     rng = random.Random(11)
     out, _ = kill_and_check(tmp_path, 60, rng)
-    with open(out / "frame_metadata.jsonl", "ab") as fh:
+    with open(out / "0" / "frame_metadata.jsonl", "ab") as fh:
         fh.write(b'{"index": 99999, "recei')  # a write cut by the crash
     account = recover(out)
     assert account["metadata_was_torn"] is True
     n = assert_exact(out, 60)
-    lines = (out / "frame_metadata.jsonl").read_bytes().split(b"\n")
+    lines = (out / "0" / "frame_metadata.jsonl").read_bytes().split(b"\n")
     assert lines[-1] == b"" and len(lines) - 1 == n
 
 
@@ -175,4 +177,4 @@ def test_torn_chunk_ends_the_recovered_extent(tmp_path):
     assert account["rows_before"] == 0 and account["rows"] == 12
     assert assert_exact(out, 61) == 12
     assert not (out / "0" / "c" / "4").exists()
-    assert len((out / "frame_metadata.jsonl").read_bytes().split(b"\n")) - 1 == 12
+    assert len((out / "0" / "frame_metadata.jsonl").read_bytes().split(b"\n")) - 1 == 12

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import pytest
-from daemon_helpers import Daemon, EventRecorder
 
 from acqwriter.control import ControlError
 from acqwriter.simulators import FrameBank, read_stamp
+from daemon_helpers import Daemon, EventRecorder
 from helpers import check_dataset, read_zarr, run_cli
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import psutil
 import pytest
 import zmq
-from daemon_helpers import Daemon, free_port
 
 from acqwriter.control import Client, ControlError
 from acqwriter.simulators import FrameBank, read_stamp
+from daemon_helpers import Daemon, free_port
 from helpers import check_dataset, read_zarr, run_cli
 
 

@@ -53,7 +53,7 @@ def test_metadata_of_a_real_dataset_is_valid_and_complete(tmp_path):
         {"name": "x", "type": "space", "unit": "micrometer"},
     ]
     assert len(ome["omero"]["channels"]) == 2
-    assert attrs["acqwriter"]["frame_metadata"] == "frame_metadata.jsonl"
+    assert attrs["acqwriter"]["frame_metadata"] == "0/frame_metadata.jsonl"
     # a broken document is caught: the validator is not vacuous
     broken = json.loads(json.dumps(attrs))
     broken["ome"]["multiscales"][0]["axes"][1]["type"] = "space"
