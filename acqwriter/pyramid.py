@@ -67,14 +67,23 @@ _ACCUMULATOR = {
 }
 
 
-def downsample(data: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
+def downsample(
+    data: np.ndarray,
+    factors: tuple[int, ...],
+    method: str,
+    *,
+    scratch: dict[tuple[Any, ...], np.ndarray] | None = None,
+) -> np.ndarray:
     """Downsample ``data`` by a factor of 1 or 2 per axis (see module docstring).
 
     ``mean`` adds strided halves pairwise straight into a narrow accumulator (no
     widening copy; a reshape-and-sum was 14× slower), and divides integers by the
     power of two with a shift: ``(sum + n // 2) >> log2(n)`` is ``(sum + n // 2) // n``
     for every integer, negative ones included (both floor). An odd last element is
-    added to itself, which is the clipped-edge mean.
+    added to itself, which is the clipped-edge mean. ``scratch``: a caller's (one
+    thread's) cache for the accumulators, reused from call to call instead of faulting
+    in fresh pages for every chunk; the result is then one of them, valid until the next
+    call with the same cache.
     """
     if method == "nearest":
         return data[tuple(slice(None, None, f) for f in factors)]
@@ -99,7 +108,7 @@ def downsample(data: np.ndarray, factors: tuple[int, ...], method: str) -> np.nd
 
         shape = list(acc.shape)
         shape[axis] = half + n % 2
-        summed = np.empty(shape, dtype=wide)
+        summed = _buffer(scratch, ("acc", axis, *shape), shape, wide)
         np.add(
             acc[part(slice(0, 2 * half, 2))],
             acc[part(slice(1, n, 2))],
@@ -117,7 +126,23 @@ def downsample(data: np.ndarray, factors: tuple[int, ...], method: str) -> np.nd
     else:
         acc += n_total // 2
         acc >>= n_total.bit_length() - 1
-    return acc.astype(data.dtype)
+    result = _buffer(scratch, ("out", *acc.shape), acc.shape, data.dtype)
+    np.copyto(result, acc, casting="unsafe")
+    return result
+
+
+def _buffer(
+    scratch: dict[tuple[Any, ...], np.ndarray] | None,
+    key: tuple[Any, ...],
+    shape: Any,
+    dtype: Any,
+) -> np.ndarray:
+    if scratch is None:
+        return np.empty(shape, dtype)
+    found = scratch.get(key)
+    if found is None:
+        found = scratch[key] = np.empty(shape, dtype)
+    return found
 
 
 def plan_levels(spec: StreamSpec, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -228,17 +253,23 @@ def _write_level(
     local = threading.local()
     method = spec.pyramid.method
 
-    def by_source_chunks(index: tuple[int, ...]) -> np.ndarray:
-        block = np.full(chunks, source.fill_value, dtype)
+    def source_chunks(index: tuple[int, ...]) -> list[tuple[int, ...]]:
         ranges = []
         for i, c, f, sc, n in zip(index, chunks, step, source.chunks, source.shape, strict=True):
             lo, hi = i * c * f, min((i + 1) * c * f, n)
             ranges.append(range(lo // sc, (hi - 1) // sc + 1))
+        return list(itertools.product(*ranges))
+
+    def by_source_chunks(index: tuple[int, ...]) -> np.ndarray:
         buf = getattr(local, "buf", None)
-        if buf is None:
+        if buf is None:  # this thread's buffers, reused for every chunk it makes
             buf = local.buf = np.empty(source.chunks, dtype)
             local.raw = None
-        for src in itertools.product(*ranges):
+            local.block = np.empty(chunks, dtype)
+            local.scratch = {}
+        block = local.block
+        block.fill(source.fill_value)
+        for src in source_chunks(index):
             data = source.read_chunk(src, local.raw)
             if data is None:
                 continue  # never written: the fill value, already in the block
@@ -251,7 +282,7 @@ def _write_level(
                 slice(0, min(sc, n - j * sc))
                 for j, sc, n in zip(src, source.chunks, source.shape, strict=True)
             )
-            part = downsample(buf[valid], step, method)
+            part = downsample(buf[valid], step, method, scratch=local.scratch)
             dst = []
             for j, sc, f, i, c, m in zip(
                 src, source.chunks, step, index, chunks, part.shape, strict=True
@@ -293,8 +324,9 @@ def _write_level(
         for index in np.ndindex(*grid):
             if errors:
                 break
+            index = tuple(int(i) for i in index)
             gate.acquire()
-            pool.submit(one_chunk, tuple(int(i) for i in index))
+            pool.submit(one_chunk, index)
     if errors:
         raise errors[0]
 

@@ -17,12 +17,15 @@ checkout's ``simulators/frames.py`` when ``acqwriter.simulators`` is not importa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,15 @@ def _frame_bank(shape: tuple[int, int]):
         spec.loader.exec_module(module)
         FrameBank = module.FrameBank
     return FrameBank(shape, "uint16", seed=1)
+
+
+def _settle(seconds: float) -> None:
+    """Start from the same memory state: on this journal-less ext4, files created within
+    minutes of deletions cost several times more (see benchmarks/phases.py)."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(seconds)
 
 
 def run_once(root: Path, bank, frames: int, codec: str) -> dict[str, float]:
@@ -69,12 +81,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: tmp)")
     parser.add_argument("--json", action="store_true", help="one JSON line per run")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="before each run: sync, drop the page cache (as root) and wait this many s",
+    )
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
     bank = _frame_bank(shape)
     runs = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for _ in range(args.repeats):
+            if args.settle:
+                _settle(args.settle)
             result = run_once(Path(tmp), bank, args.frames, args.codec)
             runs.append(result)
             if args.json:
