@@ -403,14 +403,17 @@ class _Progress:
             self.progress.update(self.task, count=frames)
         elif phase == "pyramid" and snap.get("pyramid_level"):
             level, levels = snap["pyramid_level"], snap["pyramid_levels"]
-            if level != self.level:
+            totals = snap.get("pyramid_level_chunks") or []
+            while self.level < level:  # levels finished between two snapshots show too
                 self._finish_task()
-                self.level = level
+                self.level += 1
+                total = totals[self.level - 1] if self.level <= len(totals) else 1
                 self.task = self.progress.add_task(
-                    f"pyramid {level}/{levels}",
-                    total=snap["pyramid_chunks_total"] or 1,
-                    count="",
-                    rate=0.0,
+                    f"pyramid {self.level}/{levels}",
+                    total=total or 1,
+                    completed=total if self.level < level else 0,
+                    count=f"{total}/{total} chunks" if self.level < level else "",
+                    rate=snap.get("pyramid_mb_per_s", 0.0),
                     detail="",
                 )
             done, total = snap["pyramid_chunks_done"], snap["pyramid_chunks_total"]
@@ -425,8 +428,9 @@ class _Progress:
             self.phase = "done"
 
     def _finish_task(self) -> None:
-        task = next(t for t in self.progress.tasks if t.id == self.task)
-        self.progress.update(self.task, completed=task.total or 1, total=task.total or 1)
+        task = next((t for t in self.progress.tasks if t.id == self.task), None)
+        if task is not None:
+            self.progress.update(self.task, completed=task.total or 1, total=task.total or 1)
 
     def stop(self) -> None:
         if self.progress is not None:
@@ -471,11 +475,50 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _with_build_progress(work: Any, quiet: bool) -> Any:
+    """Run ``work(progress)`` while a bar per pyramid level shows its chunks and rate
+    (on stderr, as ``acquire`` shows its phases): building levels can take minutes."""
+    import threading
+
+    from acqwriter.pyramid import BuildProgress
+
+    build = BuildProgress()
+    done = threading.Event()
+    shown: list[_Progress] = []  # made once the first level starts: no empty display
+
+    def show() -> None:
+        if not build.level or quiet:
+            return
+        if not shown:
+            shown.append(_Progress(None, None, quiet))
+            shown[0].phase = "flushing"  # no acquisition bar: levels only
+            shown[0].progress.remove_task(shown[0].task)
+        shown[0].update({"phase": "pyramid", "frames_written": 0, **build.snapshot()})
+
+    def feed() -> None:
+        while not done.wait(0.2):
+            show()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        return work(build)
+    finally:
+        done.set()
+        feeder.join()
+        show()  # the last level as it ended
+        if shown:
+            shown[0].stop()
+
+
 def cmd_pyramid(args: argparse.Namespace) -> int:
     from acqwriter.pyramid import rebuild_pyramid
 
     try:
-        levels = rebuild_pyramid(args.path, threads=args.threads)
+        levels = _with_build_progress(
+            lambda build: rebuild_pyramid(args.path, threads=args.threads, progress=build),
+            args.quiet,
+        )
     except (FileNotFoundError, ValueError, SpecError) as exc:
         print(f"acqwriter pyramid: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -487,7 +530,12 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from acqwriter.recover import RecoverError, recover
 
     try:
-        account = recover(args.path, threads=args.threads, verify=args.verify)
+        account = _with_build_progress(
+            lambda build: recover(
+                args.path, threads=args.threads, verify=args.verify, progress=build
+            ),
+            args.quiet or args.json,
+        )
     except RecoverError as exc:
         print(f"acqwriter recover: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -529,6 +577,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
     p.add_argument("path", type=Path)
     p.add_argument("--threads", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_pyramid)
     p = sub.add_parser("recover", help="finish a dataset whose writer crashed (idempotent)")
     p.add_argument("path", type=Path)
@@ -539,6 +588,7 @@ def make_parser() -> argparse.ArgumentParser:
         default="new",
         help="decode-check only rows being added (default) or every chunk",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_recover)
     p = sub.add_parser("info", help="shape, levels, codec, ratio and dropped frames of a dataset")

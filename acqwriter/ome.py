@@ -33,6 +33,7 @@ from acqwriter.display import measured_from
 from acqwriter.spec import StreamSpec
 
 __all__ = [
+    "FINISHED_STATES",
     "FRAME_METADATA_KEY",
     "Level",
     "array_metadata",
@@ -40,6 +41,10 @@ __all__ = [
     "group_metadata",
     "level0",
 ]
+
+# States written by a writer (or recover) that finished the dataset; ``acquiring`` and
+# ``recovering`` mean a live process owns it, or that process died.
+FINISHED_STATES = ("complete", "aborted", "failed", "recovered")
 
 # Per-frame metadata lives inside the level-0 array's folder: Zarr readers never list an
 # array's folder for members (at the root, zarr-python warns that it "is not recognized

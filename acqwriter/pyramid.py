@@ -32,6 +32,7 @@ import numpy as np
 from acqwriter.codecs import chunk_encoder
 from acqwriter.compress_into import IntoEncoder, max_compressed_size
 from acqwriter.ome import (
+    FINISHED_STATES,
     Level,
     array_metadata,
     carried_attrs,
@@ -187,6 +188,7 @@ class BuildProgress:
         self.levels = 0
         self.chunks_done = 0
         self.chunks_total = 0
+        self.level_chunks: list[int] = []  # chunks of each level started so far
         self.bytes_done = 0
         self._t0: float | None = None
         self._lock = threading.Lock()
@@ -197,11 +199,23 @@ class BuildProgress:
                 self._t0 = time.perf_counter()
             self.level, self.levels = level, levels
             self.chunks_done, self.chunks_total = 0, chunks
+            self.level_chunks.append(chunks)
 
     def chunk_done(self, nbytes: int) -> None:
         with self._lock:
             self.chunks_done += 1
             self.bytes_done += nbytes
+
+    def snapshot(self) -> dict[str, Any]:
+        """The fields progress displays and events carry (``pyramid_*``)."""
+        return {
+            "pyramid_level": self.level,
+            "pyramid_levels": self.levels,
+            "pyramid_chunks_done": self.chunks_done,
+            "pyramid_chunks_total": self.chunks_total,
+            "pyramid_level_chunks": list(self.level_chunks),
+            "pyramid_mb_per_s": self.mb_per_s(),
+        }
 
     def mb_per_s(self) -> float:
         """Raw megabytes of pyramid produced per second since the build started."""
@@ -382,7 +396,13 @@ def build_pyramid(
 
 
 def replace_pyramid(
-    store: LocalStore, spec: StreamSpec, *, state: str, extra: dict[str, Any], threads: int | None
+    store: LocalStore,
+    spec: StreamSpec,
+    *,
+    state: str,
+    extra: dict[str, Any],
+    threads: int | None,
+    progress: BuildProgress | None = None,
 ) -> list[Level]:
     """Drop levels 1.. and build them again. The group is first rewritten to list level 0
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
@@ -390,17 +410,17 @@ def replace_pyramid(
     for child in store.root.iterdir():
         if child.is_dir() and child.name.isdigit() and child.name != "0":
             store.remove_tree(child.name)
-    return build_pyramid(store.root, spec, threads=threads)
+    return build_pyramid(store.root, spec, threads=threads, progress=progress)
 
 
-def rebuild_pyramid(root: Path, *, threads: int | None = None) -> list[Level]:
+def rebuild_pyramid(
+    root: Path, *, threads: int | None = None, progress: BuildProgress | None = None
+) -> list[Level]:
     """Drop and rebuild the pyramid of a finished acqwriter dataset (``acqwriter
     pyramid PATH``), holding its writer lock; its state stays what it was.
 
     Refused, with the reason, for a dataset a live writer holds and for one whose writer
     died (``acqwriter recover`` finishes that, pyramid included)."""
-    from acqwriter.recover import FINISHED_STATES  # recover builds on this module
-
     root = Path(root)
     store = LocalStore(root, sync="close")
     try:
@@ -425,7 +445,9 @@ def rebuild_pyramid(root: Path, *, threads: int | None = None) -> list[Level]:
                 f"'acqwriter recover {root}' first (it builds the pyramid too)"
             )
         extra = carried_attrs(attrs)
-        levels = replace_pyramid(store, spec, state=state, extra=extra, threads=threads)
+        levels = replace_pyramid(
+            store, spec, state=state, extra=extra, threads=threads, progress=progress
+        )
         if "summary" in extra:
             extra["summary"]["pyramid_levels"] = len(levels)
         store.write_atomic("zarr.json", group_metadata(spec, levels, state=state, extra=extra))

@@ -38,6 +38,7 @@ from acqwriter.codecs import chunk_encoder
 from acqwriter.display import MEASURED_KEY, sample_windows, time_increment
 from acqwriter.layout import FrameLayout
 from acqwriter.ome import (
+    FINISHED_STATES,
     array_metadata,
     carried_attrs,
     encode_array_metadata,
@@ -45,6 +46,7 @@ from acqwriter.ome import (
     group_metadata,
     level0,
 )
+from acqwriter.pyramid import BuildProgress, replace_pyramid
 from acqwriter.reader import LevelReader
 from acqwriter.shards import read_inner_chunk
 from acqwriter.spec import StreamSpec
@@ -139,10 +141,6 @@ def _group_ok(
     return True
 
 
-# States a writer (or recover) wrote when it finished the dataset: nothing to recover.
-FINISHED_STATES = ("complete", "aborted", "failed", "recovered")
-
-
 # frames read back per channel to measure display windows (acqwriter.display)
 _WINDOW_FRAMES = 8
 
@@ -176,7 +174,13 @@ def _measure(
     }
 
 
-def recover(path: str | Path, *, threads: int | None = None, verify: str = "new") -> dict[str, Any]:
+def recover(
+    path: str | Path,
+    *,
+    threads: int | None = None,
+    verify: str = "new",
+    progress: BuildProgress | None = None,
+) -> dict[str, Any]:
     """Recover the dataset at ``path``; returns an account of what was done.
 
     A dataset its writer finished (``state`` in :data:`FINISHED_STATES`) has nothing to
@@ -193,7 +197,9 @@ def recover(path: str | Path, *, threads: int | None = None, verify: str = "new"
             f"{root}: a live writer holds the lock; stop it before recovering"
         ) from None
     try:
-        return _recover_locked(root, store, acq, spec, threads=threads, verify=verify)
+        return _recover_locked(
+            root, store, acq, spec, threads=threads, verify=verify, progress=progress
+        )
     finally:
         store.release_lock()
 
@@ -206,6 +212,7 @@ def _recover_locked(
     *,
     threads: int | None,
     verify: str,
+    progress: BuildProgress | None,
 ) -> dict[str, Any]:
     layout = FrameLayout(spec)
     try:
@@ -256,9 +263,9 @@ def _recover_locked(
     carried = {**carried_attrs(acq), MEASURED_KEY: _measure(store, layout, kept, decoder)}
     levels = [level0(spec)]
     if spec.pyramid.enabled and rows > 0:
-        from acqwriter.pyramid import replace_pyramid
-
-        levels = replace_pyramid(store, spec, state="recovering", extra=carried, threads=threads)
+        levels = replace_pyramid(
+            store, spec, state="recovering", extra=carried, threads=threads, progress=progress
+        )
     dropped = [r["index"] for r in kept if r.get("dropped")]
     account = {
         "path": str(root),

@@ -428,14 +428,9 @@ class FrameStream:
         elapsed = self._elapsed()
         with self._lock:  # finished groups, or frames readers already see in sealed shards
             written = max(self._frames_written, self._frames_in_extent())
-        build = self._build
         return {
             "phase": self._phase,
-            "pyramid_level": build.level,
-            "pyramid_levels": build.levels,
-            "pyramid_chunks_done": build.chunks_done,
-            "pyramid_chunks_total": build.chunks_total,
-            "pyramid_mb_per_s": build.mb_per_s(),
+            **self._build.snapshot(),
             "frames_appended": self._next_index,
             "frames_received": self._frames_received,
             "frames_written": written,

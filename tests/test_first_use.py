@@ -445,3 +445,19 @@ def test_zarr_listing_has_no_warning_and_old_datasets_still_read(tmp_path, acqwr
     run = acqwriter("pyramid", str(out))
     assert run.returncode == 0, run.stderr
     assert _root(out)["acqwriter"]["frame_metadata"] == "frame_metadata.jsonl"
+
+
+def test_pyramid_and_recover_commands_show_their_levels(tmp_path, acqwriter):
+    out = tmp_path / "lv.ome.zarr"
+    with open_stream(
+        {"out": out, "shape": (256, 256), "dtype": "uint16", "chunks": {"y": 64, "x": 64}}
+    ) as stream:
+        for i in range(4):
+            stream.append(np.full((256, 256), i, np.uint16))
+    run = acqwriter("pyramid", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "pyramid 1/2" in run.stderr and "pyramid 2/2" in run.stderr
+    assert "4/4 chunks" in run.stderr  # level 2: 64x64, one chunk per frame
+    assert _root(out)["acqwriter"]["state"] == "complete"
+    quiet = acqwriter("pyramid", str(out), "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
