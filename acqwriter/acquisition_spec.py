@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
 from acqwriter.spec import (
     PositiveFloat,
@@ -87,9 +87,9 @@ class AcquisitionSpec(WriterOptions):
     duration: PositiveFloat | None = None
     exposure_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     fps: PositiveFloat | None = None
-    roi: tuple[int, int, int, int] | None = None
+    roi: tuple[StrictInt, StrictInt, StrictInt, StrictInt] | None = None
     binning: PositiveInt | None = None
-    seed: int = 0
+    seed: StrictInt = 0
     sim_faults: SimFaultSpec | None = None
     frame_timeout_s: PositiveFloat = 5.0
 
@@ -159,6 +159,11 @@ class AcquisitionSpec(WriterOptions):
         if self.frames is None and self.duration is None:
             raise ValueError(
                 "frames: expected a frame count, a number of time points or a duration"
+            )
+        if self.frames is not None and self.duration is not None:
+            raise ValueError(
+                "duration: give a length in frames (or time points) or a duration, not "
+                "both (stop it early with ctl stop or Ctrl-C)"
             )
         if self.frames is not None and self.frames % per_tp and not self.allow_partial:
             raise ValueError(

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from acqwriter import __version__
+from acqwriter import __version__, jsonio
 from acqwriter.spec import SpecError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
@@ -466,7 +465,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     for folder in report.summary.created_folders:
         print(f"acqwriter acquire: created folder {folder}", file=sys.stderr)
     if args.json:
-        write_out(json.dumps(report.to_dict(), indent=2))
+        write_out(jsonio.dumps(report.to_dict(), indent=2))
     elif not args.quiet:
         write_out(report.summary.describe())
     if not report.ok:
@@ -522,6 +521,13 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, SpecError) as exc:
         print(f"acqwriter pyramid: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a full disk, a read-only filesystem: the dataset is as before
+        print(
+            f"acqwriter pyramid: {args.path}: cannot write the pyramid "
+            f"({exc.strerror or exc}); the dataset keeps its levels as they were",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     write_out(f"{args.path}: {len(levels)} level(s): " + ", ".join(lv.path for lv in levels))
     return EXIT_OK
 
@@ -540,7 +546,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         print(f"acqwriter recover: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        write_out(json.dumps(account, indent=2))
+        write_out(jsonio.dumps(account, indent=2))
     elif account["nothing_to_recover"]:
         write_out(
             f"{account['path']}: nothing to recover: its writer finished it "
@@ -565,7 +571,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"acqwriter info: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    write_out(json.dumps(info, indent=2) if args.json else format_info(info))
+    write_out(jsonio.dumps(info, indent=2) if args.json else format_info(info))
     return EXIT_OK
 
 

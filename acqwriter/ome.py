@@ -240,7 +240,7 @@ def group_metadata(
             "acqwriter": acq,
         },
     }
-    return json.dumps(doc, indent=2).encode()
+    return json.dumps(doc, indent=2, allow_nan=False).encode()
 
 
 def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
@@ -287,4 +287,4 @@ def array_metadata(
 def encode_array_metadata(meta: dict[str, Any], shape: tuple[int, ...]) -> bytes:
     meta = dict(meta)
     meta["shape"] = list(shape)
-    return json.dumps(meta, indent=2).encode()
+    return json.dumps(meta, indent=2, allow_nan=False).encode()

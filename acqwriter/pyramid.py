@@ -381,17 +381,23 @@ def build_pyramid(
         for axis in spec.dims
     )
     shapes = plan_levels(spec, src_shape)
-    for k, shape in enumerate(shapes, start=1):
-        chunks = tuple(min(c, s) for c, s in zip(base_chunks, shape, strict=True))
-        progress.start_level(
-            k, len(shapes), math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
-        )
-        meta = array_metadata(spec, shape, chunks)
-        store.write_atomic(f"{k}/zarr.json", encode_array_metadata(meta, shape))
-        source = LevelReader(store, str(k - 1), decoder)
-        _write_level(store, spec, source, f"{k}/c/", shape, chunks, step, threads, progress)
-        levels.append(Level(str(k), _factors(spec, k), spec.pyramid.method))
-    store.flush()
+    try:
+        for k, shape in enumerate(shapes, start=1):
+            chunks = tuple(min(c, s) for c, s in zip(base_chunks, shape, strict=True))
+            grid = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
+            progress.start_level(k, len(shapes), grid)
+            meta = array_metadata(spec, shape, chunks)
+            store.write_atomic(f"{k}/zarr.json", encode_array_metadata(meta, shape))
+            source = LevelReader(store, str(k - 1), decoder)
+            _write_level(store, spec, source, f"{k}/c/", shape, chunks, step, threads, progress)
+            levels.append(Level(str(k), _factors(spec, k), spec.pyramid.method))
+        store.flush()
+    except BaseException:
+        # No level is listed before the build ends (the caller lists them): what was
+        # built goes, rather than fill a disk that is likely full already.
+        for k in range(1, len(shapes) + 1):
+            store.remove_tree(str(k))
+        raise
     return levels
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter import jsonio
 from acqwriter.codecs import chunk_encoder
 from acqwriter.display import MEASURED_KEY, sample_windows, time_increment
 from acqwriter.layout import FrameLayout
@@ -50,7 +51,7 @@ from acqwriter.pyramid import BuildProgress, replace_pyramid
 from acqwriter.reader import LevelReader
 from acqwriter.shards import read_inner_chunk
 from acqwriter.spec import StreamSpec
-from acqwriter.storage import RESERVE_NAME, LocalStore
+from acqwriter.storage import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore
 
 __all__ = ["RecoverError", "recover"]
 
@@ -200,6 +201,11 @@ def recover(
         return _recover_locked(
             root, store, acq, spec, threads=threads, verify=verify, progress=progress
         )
+    except OSError as exc:  # a full disk: every step so far left a valid dataset
+        raise RecoverError(
+            f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
+            "valid as it is: free space and run recover again"
+        ) from None
     finally:
         store.release_lock()
 
@@ -242,7 +248,7 @@ def _recover_locked(
 
     # The metadata file holds exactly the records of the recovered frames.
     kept = records[: rows * fpr]
-    lines = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
+    lines = b"".join(jsonio.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
     if not clean or len(records) != len(kept):
         store.write_atomic(metadata_key, lines)
     store.write_atomic("0/zarr.json", encode_array_metadata(array_meta, layout.array_shape(rows)))
@@ -258,7 +264,8 @@ def _recover_locked(
                 store.remove_tree(f"0/c/{child.name}")
     for tmp in root.rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
-    (root / RESERVE_NAME).unlink(missing_ok=True)
+    for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
+        (root / name).unlink(missing_ok=True)
 
     carried = {**carried_attrs(acq), MEASURED_KEY: _measure(store, layout, kept, decoder)}
     levels = [level0(spec)]

@@ -236,6 +236,7 @@ class ShardWriter:
         self._file_offset = 0  # where the current segment will go (aligned)
         self._fd: int | None = None
         self.stored_bytes = 0
+        self.counted_bytes = 0  # of stored_bytes, what the stream's summary already counts
         # seal() and finish() publish in turn: a stale seal never lands after the finish
         self._publish_lock = threading.Lock()
         self._finished = False

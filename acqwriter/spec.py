@@ -31,6 +31,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -113,7 +114,13 @@ TIME_UNITS = frozenset(
     ]
 )
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Integers are strict: ``true`` is not 1 and ``2.0`` is not 2 (a hand-edited file with
+# ``shape: [true, true]`` must not become a 1×1 camera).
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+MAX_THREADS = 64  # writer threads; more only time-slice the same cores
+MAX_RING_BYTES = 1 << 40  # 1 TiB: beyond any machine; the memory check refuses less
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -125,6 +132,7 @@ class SpecError(ValueError):
         self.errors = errors or []
 
 
+MAX_ERROR_LINES = 20
 _NAMED = re.compile(r"^([A-Za-z_][\w.\[\]']*): ")
 
 
@@ -159,6 +167,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError
         else:
             lines.append(f"{field}: {msg} (got {shown})")
         errors.append({"field": field, "message": msg})
+    if len(lines) > MAX_ERROR_LINES:  # a hostile file can hold thousands of bad fields
+        lines = [*lines[:MAX_ERROR_LINES], f"... and {len(lines) - MAX_ERROR_LINES} more"]
     if len(lines) == 1:  # the usual case: one line that says it all
         return SpecError(f"invalid spec: {lines[0]}", errors)
     return SpecError("invalid spec:\n  " + "\n  ".join(lines), errors)
@@ -167,15 +177,27 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/{1,}")
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on every filesystem acqwriter writes to
+
+
 def check_local_path(text: str) -> None:
-    """Refuse a URL where a local path is expected (``s3://bucket/x`` would otherwise
-    become a local folder ``s3:/bucket/x``): acqwriter writes to filesystems only."""
+    """Refuse what no filesystem path can be: a URL (``s3://bucket/x`` would otherwise
+    become a local folder ``s3:/bucket/x``; acqwriter writes to filesystems only), a NUL
+    byte, a name longer than :data:`MAX_NAME_BYTES` bytes."""
     match = _URL.match(text)
     if match:
         raise ValueError(
             f"{match.group(1)!r} URLs are not supported: acqwriter writes to a local or "
-            f"mounted filesystem path only (give e.g. /data/run.ome.zarr), got {text!r}"
+            f"mounted filesystem path only (give e.g. /data/run.ome.zarr), got {text[:80]!r}"
         )
+    if "\0" in text:
+        raise ValueError("expected a path without NUL bytes")
+    for part in text.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"a file or folder name is {len(part.encode('utf-8', 'surrogateescape'))} "
+                f"bytes long; at most {MAX_NAME_BYTES} (got {part[:40]!r}...)"
+            )
 
 
 def did_you_mean(given: str, choices: Any) -> str:
@@ -227,7 +249,7 @@ class Compression(StrictModel):
     name: Literal["blosc", "zstd", "none"] = "blosc"
     cname: Literal["lz4", "zstd"] = "lz4"
     shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
-    level: int = 5
+    level: Annotated[int, Strict()] = 5
     blocksize: Literal["auto"] | int = "auto"
 
     @field_validator("blocksize", mode="before")
@@ -294,7 +316,8 @@ class Channel(StrictModel):
 
     name: str = Field(min_length=1)
     color: str = "FFFFFF"
-    window: tuple[float, float] | None = None  # display (start, end); defaults to dtype range
+    # display (start, end); default: measured from the data (acqwriter.display)
+    window: tuple[FiniteFloat, FiniteFloat] | None = None
 
     @field_validator("color")
     @classmethod
@@ -374,18 +397,18 @@ class WriterOptions(StrictModel):
     time_unit: str = "second"
     channels: list[Channel] = Field(default_factory=list)
     name: str | None = None
-    ring_bytes: PositiveInt = 512 * 2**20
+    ring_bytes: Annotated[PositiveInt, Field(le=MAX_RING_BYTES)] = 512 * 2**20
     overflow: Literal["block", "drop"] = "block"
-    threads: PositiveInt | None = None
+    threads: Annotated[PositiveInt, Field(le=MAX_THREADS)] | None = None
     sync: Literal["none", "close", "always"] = "close"
     io: Literal["auto", "direct", "buffered"] = "auto"
     shards: Literal["auto", "none"] | dict[str, PositiveInt] = "auto"
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
-    commit_interval_s: PositiveFloat = 0.25
-    shard_seal_s: PositiveFloat = 1.0
+    commit_interval_s: Annotated[float, Field(ge=0.01, le=60, allow_inf_nan=False)] = 0.25
+    shard_seal_s: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
     expected_frames: PositiveInt | None = None
     disk_check: bool = True
-    min_free_bytes: Annotated[int, Field(ge=0)] = 256 * 2**20
+    min_free_bytes: NonNegativeInt = 256 * 2**20
 
     @field_validator("out", mode="before")
     @classmethod
@@ -524,6 +547,9 @@ class StreamSpec(WriterOptions):
     @field_validator("dtype", mode="before")
     @classmethod
     def _dtype(cls, value: Any) -> str:
+        """Any spelling of a supported type, in either byte order (``">u2"``): the
+        array is stored little-endian, as its Zarr metadata says, and frames of the
+        other byte order are converted as they are appended."""
         try:
             name = np.dtype(value).name
         except TypeError as exc:

@@ -36,7 +36,8 @@ __all__ = ["LocalStore", "StorageError"]
 
 DIRECT_ALIGN = 4096  # O_DIRECT alignment that satisfies 512-byte and 4K-sector devices
 LOCK_NAME = ".acqwriter.lock"
-RESERVE_NAME = ".acqwriter.reserve"
+RESERVE_NAME = ".acqwriter.reserve"  # freed at a failure: the final extent and metadata
+FINAL_RESERVE_NAME = ".acqwriter.reserve-final"  # freed only for the root's final state
 
 
 def private_memory(nbytes: int) -> mmap.mmap:
@@ -117,6 +118,32 @@ class LocalStore:
         only when ``overwrite`` and no live writer holds it; never deletes a file or a
         non-empty directory that is not Zarr."""
         out = Path(root)
+        created = missing_parents(out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # Two writers creating the same path at once (both with overwrite) take
+            # turns: the second finds the first's lock, not a half-deleted directory.
+            guard = _try_lock(out.parent / f".{out.name}.acqwriter-create")
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
+            ) from exc
+        if guard is None:
+            raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
+        try:
+            lock_fd = cls._create_locked(out, overwrite)
+        finally:
+            with contextlib.suppress(OSError):
+                (out.parent / f".{out.name}.acqwriter-create").unlink()
+            os.close(guard)
+        store = cls(out, sync=sync)
+        store._lock_fd = lock_fd
+        store.created_folders = [str(p) for p in created]
+        return store
+
+    @staticmethod
+    def _create_locked(out: Path, overwrite: bool) -> int:
+        """The body of :meth:`create`, under its guard: the new directory's lock fd."""
         if (out / LOCK_NAME).exists():
             probe = _try_lock(out / LOCK_NAME)
             if probe is None:
@@ -135,9 +162,8 @@ class LocalStore:
                     "refusing to delete it even with overwrite"
                 )
             shutil.rmtree(out)
-        created = missing_parents(out)
         try:
-            out.mkdir(parents=True)
+            out.mkdir()
             lock_fd = _try_lock(out / LOCK_NAME)
             if lock_fd is None:
                 raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
@@ -147,10 +173,7 @@ class LocalStore:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
             ) from exc
-        store = cls(out, sync=sync)
-        store._lock_fd = lock_fd
-        store.created_folders = [str(p) for p in created]
-        return store
+        return lock_fd
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
         self.root = Path(root)
@@ -246,10 +269,10 @@ class LocalStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def reserve(self, nbytes: int) -> None:
+    def reserve(self, nbytes: int, name: str = RESERVE_NAME) -> None:
         """Set aside ``nbytes`` of disk (a real, allocated file) for the metadata writes
         that must still succeed when the disk fills up; :meth:`free_reserve` gives it back."""
-        path = self.root / RESERVE_NAME
+        path = self.root / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             try:
@@ -259,9 +282,9 @@ class LocalStore:
         finally:
             os.close(fd)
 
-    def free_reserve(self) -> None:
+    def free_reserve(self, name: str = RESERVE_NAME) -> None:
         with contextlib.suppress(OSError):
-            (self.root / RESERVE_NAME).unlink()
+            (self.root / name).unlink()
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
@@ -412,13 +435,32 @@ class LocalStore:
             ) from exc
 
     def append(self, key: str, data: bytes) -> None:
-        """Append ``data`` to ``key`` (per-frame metadata lines)."""
+        """Append ``data`` to ``key`` (per-frame metadata lines), all of it or nothing: a
+        write that fails part-way (a full disk) is cut back off, so the file never holds
+        a torn line that later appends would bury in its middle."""
         try:
-            self._write_file(self.root / key, data, os.O_APPEND)
+            fd = os.open(self.root / key, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot append to {key!r}: {exc.strerror or exc}"
             ) from exc
+        try:
+            before = os.fstat(fd).st_size
+            view = memoryview(data).cast("B")
+            written = 0
+            try:
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+                if self.sync == "always":
+                    os.fsync(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):  # shrinking needs no free space
+                    os.ftruncate(fd, before)
+                raise StorageError(
+                    exc.errno or errno.EIO, f"cannot append to {key!r}: {exc.strerror or exc}"
+                ) from exc
+        finally:
+            os.close(fd)
 
     def remove_tree(self, key: str) -> None:
         """Delete ``key`` and everything under it (a pyramid level being rebuilt)."""

@@ -71,6 +71,7 @@ from acqwriter.shards import SegmentPool, ShardWriter
 from acqwriter.spec import THREAD_BUFFER_BYTES, SpecError, StreamSpec
 from acqwriter.storage import (
     DIRECT_ALIGN,
+    FINAL_RESERVE_NAME,
     LocalStore,
     StorageError,
     address_of,
@@ -141,17 +142,27 @@ class _Group:
     released: bool = False  # its ring slot went back as soon as it was encoded
 
 
+def _json_line(record: dict[str, Any]) -> str:
+    """One per-frame record as strict JSON (see :func:`_jsonable`)."""
+    return json.dumps(_jsonable(record), separators=(",", ":"), allow_nan=False)
+
+
 def _jsonable(value: Any) -> Any:
+    """``value`` as strict JSON values: NaN and infinities (not JSON; a camera's
+    missing timestamp is NaN) become ``null``, numpy scalars and small arrays plain
+    values, anything else its ``str``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, np.ndarray) and value.size <= 64:
-        return value.tolist()
+        return _jsonable(value.tolist())
     return str(value)
 
 
@@ -199,8 +210,11 @@ class FrameStream:
         )
         self.store.write_atomic(FRAME_METADATA_KEY, b"")
         self.store.write_atomic("zarr.json", group_metadata(spec, self._levels, state="acquiring"))
-        # Disk set aside for the final metadata writes if the disk fills up (freed on error).
+        # Disk set aside if the disk fills up: one reserve for the final extent and
+        # per-frame metadata (freed on error), one kept for the root's final state and
+        # summary alone (freed just before it is written), so the first cannot eat it.
         self.store.reserve(RESERVE_BYTES)
+        self.store.reserve(FINAL_RESERVE_BYTES, FINAL_RESERVE_NAME)
         if ring is None:
             self.ring = _new_ring(spec)
 
@@ -223,6 +237,7 @@ class FrameStream:
         self._finished_groups: dict[int, list[tuple[_Group, int]]] = {}  # ... for sealing
         self._final_rows: int | None = None
         self._records: dict[int, dict[str, Any]] = {}
+        self._metadata_end = 0  # frames below this index have their line on disk
         self._dropped: list[tuple[int, str]] = []
         self._missing: list[int] = []
         self._frames_received = 0
@@ -335,10 +350,13 @@ class FrameStream:
                 f"got {tuple(arr.shape)}; nothing was written"
             )
         if arr.dtype != self.layout.dtype:
-            raise FrameError(
-                f"frame.dtype: expected {self.layout.dtype.name}, got {arr.dtype.name}; "
-                "nothing was written"
-            )
+            if arr.dtype.newbyteorder("=") == self.layout.dtype:  # the other byte order
+                arr = arr.astype(self.layout.dtype)  # stored as the metadata says
+            else:
+                want, got = self.layout.dtype.name, arr.dtype.name
+                if want == got:  # same name, other layout: show what differs
+                    want, got = self.layout.dtype.str, arr.dtype.str
+                raise FrameError(f"frame.dtype: expected {want}, got {got}; nothing was written")
         with self._append_lock:
             index = self._claim_index()
             self._windows.offer(self._channel_of(index), arr)
@@ -521,6 +539,7 @@ class FrameStream:
             pyramid_duration = time.perf_counter() - t0
         self.ring.close()
         self.store.free_reserve()
+        self.store.free_reserve(FINAL_RESERVE_NAME)
         if self._error is not None:
             state = "failed"
         elif aborted is not None:
@@ -812,6 +831,8 @@ class FrameStream:
             return False
         with self._lock:
             self._forget_shard_locked(shard)
+            self._stored_bytes += shard.stored_bytes - shard.counted_bytes
+            shard.counted_bytes = shard.stored_bytes
             for group, live in shard.groups:
                 if group.ok:
                     self._account_group(self.layout.block_of(group.key), live)
@@ -909,8 +930,10 @@ class FrameStream:
 
     def _tile_done(self, group: _Group, nbytes: int, ok: bool) -> None:
         check_space = False
+        sharded = self.layout.shards is not None
         with self._lock:
-            self._stored_bytes += nbytes
+            if not sharded:  # a shard's bytes count once the shard is on disk
+                self._stored_bytes += nbytes
             self._bytes_since_space_check += nbytes
             if self._bytes_since_space_check >= self._space_check_every:
                 self._bytes_since_space_check = 0
@@ -920,7 +943,6 @@ class FrameStream:
                 self._check_free_space()
             except OSError as exc:
                 self._fail(exc)
-        sharded = self.layout.shards is not None
         with self._lock:
             group.ok = group.ok and ok
             group.tiles_left -= 1
@@ -1056,16 +1078,20 @@ class FrameStream:
                 return
             first, end = self._committed_rows * layout.frames_per_row, rows * layout.frames_per_row
             appended = self._next_index
-            records = [
-                self._records.pop(i) for i in range(first, min(end, appended)) if i in self._records
-            ]
-        lines = [json.dumps(_jsonable(r), separators=(",", ":")) for r in records]
+            # lines already on disk from a commit whose extent rewrite failed stay once
+            start = max(first, self._metadata_end)
+            records = [self._records[i] for i in range(start, min(end, appended))]
+        lines = [_json_line(r) for r in records]
         lines += [
-            json.dumps({"index": i, "dropped": True, "drop_reason": "missing"})
-            for i in range(max(first, appended), end)
+            _json_line({"index": i, "dropped": True, "drop_reason": "missing"})
+            for i in range(max(start, appended), end)
         ]
-        if lines:
+        if lines:  # all or nothing (LocalStore.append); the records stay until it is
             self.store.append(FRAME_METADATA_KEY, ("\n".join(lines) + "\n").encode())
+        with self._lock:
+            for i in range(start, min(end, appended)):
+                del self._records[i]
+            self._metadata_end = max(self._metadata_end, end)
         self.store.write_atomic(
             "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(rows))
         )
@@ -1132,6 +1158,7 @@ class FrameStream:
 
 
 RESERVE_BYTES = 4 * 2**20
+FINAL_RESERVE_BYTES = 1 * 2**20
 
 
 def _encoded_buffers(compressors: int, writers: int, buffer_bytes: int) -> int:
@@ -1168,7 +1195,7 @@ def percentile_of_sorted(values: np.ndarray, q: float) -> float:
 def _preflight_disk_space(spec: StreamSpec, layout: FrameLayout) -> None:
     """Refuse a stream whose estimated size does not fit (see WriterOptions)."""
     frames = spec.expected_frames or layout.max_frames
-    need = spec.min_free_bytes + RESERVE_BYTES
+    need = spec.min_free_bytes + RESERVE_BYTES + FINAL_RESERVE_BYTES
     if frames:
         need += int(frames * layout.frame_bytes * 1.05)
     probe = spec.out.resolve()
@@ -1200,6 +1227,16 @@ def _preflight_memory(spec: StreamSpec, layout: FrameLayout) -> None:
             f"frames of {layout.frame_bytes} bytes) but only {available / 2**20:.0f} MiB "
             "of memory is available; lower ring_bytes or free memory"
         )
+
+
+def check_resources(spec: StreamSpec) -> None:
+    """Refuse, as :func:`open_stream` would, a ring beyond the memory available and
+    (with ``disk_check``) an acquisition beyond the free disk, without opening anything:
+    the daemon's ``configure`` checks what its ``start`` needs."""
+    layout = FrameLayout(spec)
+    _preflight_memory(spec, layout)
+    if spec.disk_check:
+        _preflight_disk_space(spec, layout)
 
 
 def ring_for(spec: StreamSpec) -> FrameRing:

@@ -83,6 +83,15 @@ class AcquisitionReport:
             and self.summary.frames_written != self.frames_requested
         ):
             return f"{self.summary.frames_written} of {self.frames_requested} frames written"
+        if (
+            self.stopped
+            and self.frames_requested is not None
+            and self.summary.frames_written < self.frames_requested
+        ):  # ok (it was asked for), but say why the dataset is shorter
+            return (
+                f"stopped on request after {self.summary.frames_written} of "
+                f"{self.frames_requested} frames"
+            )
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -140,13 +140,13 @@ def test_configure_errors_name_the_field_and_change_nothing(daemon, tmp_path):
                 "invalid_params",
                 "chunks.q",
             ),
-            (  # a ring bigger than the machine's memory (320 GiB of 4096² frames)
+            (  # a ring bigger than the machine's memory (512 GiB of 4096² frames)
                 {
                     **sim_params("a.ome.zarr"),
                     "shape": [4096, 4096],
                     "chunks": {},
                     "frames": 10000,
-                    "ring_bytes": 1 << 50,
+                    "ring_bytes": 1 << 39,
                     "disk_check": False,
                 },
                 "invalid_params",

@@ -156,8 +156,11 @@ def test_spec_file_errors_name_file_and_field(tmp_path):
 
 
 def test_acquisition_spec_fields():
-    spec = AcquisitionSpec.parse({"out": "a.zarr", "frames": 10, "duration": "2m"})
+    spec = AcquisitionSpec.parse({"out": "a.zarr", "duration": "2m"})
     assert spec.duration == 120.0
+    with pytest.raises(SpecError, match="duration: give a length in frames"):
+        AcquisitionSpec.parse({"out": "a.zarr", "frames": 10, "duration": "2m"})
+    spec = AcquisitionSpec.parse({"out": "a.zarr", "frames": 10})
     assert spec.camera == "sim"
     stream = spec.stream_spec((32, 48), "uint8")
     assert stream.shape == (32, 48) and stream.dtype == "uint8" and stream.out == spec.out

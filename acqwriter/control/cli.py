@@ -14,12 +14,12 @@ on stderr); 2 invalid options; 3 no answer (daemon not running, wrong keys, time
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from acqwriter import jsonio
 from acqwriter.control.protocol import DEFAULT_CONTROL, DEFAULT_EVENTS, ControlError
 from acqwriter.spec import SpecError
 
@@ -190,7 +190,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         if not result.get("ok", True):
             print(f"incomplete: {result.get('reason')}", file=sys.stderr)
     else:
-        print(json.dumps(result, indent=2))
+        print(jsonio.dumps(result, indent=2))
     return EXIT_OK
 
 
@@ -226,7 +226,7 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
                     continue
                 if status.get("last_report") is not None:
                     if args.json:
-                        print(json.dumps(status["last_report"]), flush=True)
+                        print(jsonio.dumps(status["last_report"]), flush=True)
                     return finished(status["last_report"])
                 if status["state"] == "error":
                     if progress is not None:
@@ -234,7 +234,7 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
                     return EXIT_SERVER_ERROR
                 continue
             if args.json:
-                print(json.dumps(event), flush=True)
+                print(jsonio.dumps(event), flush=True)
             elif topic == "progress":
                 progress.update(event)
             elif topic in ("warning", "error"):

@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from acqwriter import jsonio
 from acqwriter.control.protocol import DEFAULT_CONTROL, DEFAULT_EVENTS, ControlError
 from acqwriter.control.security import apply_client_curve
 
@@ -75,7 +76,7 @@ class Client:
         # send: wait for it to become writable, within the same deadline.
         if not self._sock.poll(max(0, int((deadline - time.monotonic()) * 1000)), zmq.POLLOUT):
             raise TimeoutError(f"cannot send {command!r} to {self.control}: no connection")
-        self._sock.send(json.dumps(body, default=str).encode(), zmq.NOBLOCK)
+        self._sock.send(jsonio.dumps(body, default=str).encode(), zmq.NOBLOCK)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sock.poll(int(remaining * 1000)):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import queue
 import threading
@@ -41,7 +40,7 @@ import psutil
 import zmq
 from pydantic import BaseModel, ValidationError
 
-from acqwriter import __version__
+from acqwriter import __version__, jsonio
 from acqwriter.acquisition_spec import AcquisitionSpec
 from acqwriter.control.protocol import (
     COMMANDS,
@@ -139,7 +138,6 @@ class Server:
         self._scope_key: Any = None
         self._description: dict[str, Any] | None = None
         self._session: _Session | None = None
-        self._ring: Any = None
         self._last_report: dict[str, Any] | None = None
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._waiters: list[_Waiter] = []
@@ -255,9 +253,11 @@ class Server:
                     "too_large", f"request of {len(payload)} bytes exceeds {MAX_REQUEST_BYTES}"
                 )
             try:
-                data = json.loads(payload.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                raise ControlError("bad_json", f"payload is not UTF-8 JSON: {exc}") from None
+                data = jsonio.loads(payload.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                raise ControlError(
+                    "bad_json", f"payload is not UTF-8 JSON (strict): {exc}"
+                ) from None
             if not isinstance(data, dict):
                 raise ControlError(
                     "bad_request", f"expected a JSON object, got {type(data).__name__}"
@@ -288,9 +288,9 @@ class Server:
 
     def _reply(self, envelope: list[bytes], reply: dict[str, Any]) -> None:
         try:
-            data = json.dumps(reply, default=str).encode()
+            data = jsonio.dumps(reply, default=str).encode()
         except (TypeError, ValueError) as exc:
-            data = json.dumps(
+            data = jsonio.dumps(
                 {"id": None, "ok": False, "error": {"code": "internal", "message": str(exc)}}
             ).encode()
         # a client that is gone or not reading must never block the loop
@@ -340,8 +340,7 @@ class Server:
             self._open_scope(spec.camera, sim_options)
         from acqwriter.devices import DeviceError, configure_camera
         from acqwriter.devices.acquisition import stream_spec_for
-        from acqwriter.layout import FrameLayout
-        from acqwriter.stream import ring_capacity, ring_for
+        from acqwriter.stream import check_resources
 
         try:
             configure_camera(self._scope, spec)
@@ -350,15 +349,14 @@ class Server:
             raise ControlError("device_error", str(exc)) from None
         except SpecError as exc:
             raise ControlError("invalid_params", spec_message(exc)) from None
-        # Allocate and touch the ring now, so that `start` is not delayed by it.
-        wanted = ring_capacity(stream_spec)
-        ring = self._ring
-        if ring is None or ring.capacity != wanted or not ring.fits(FrameLayout(stream_spec)):
-            self._ring = None
-            try:
-                self._ring = ring_for(stream_spec)
-            except SpecError as exc:  # ring_bytes beyond the memory available
-                raise ControlError("invalid_params", str(exc)) from None
+        # What `start` would refuse is refused now: a ring beyond the memory available,
+        # an acquisition beyond the free disk. The ring itself is made by `start` and
+        # backed only as far as its backlog reaches (acqwriter.ring), and given back at
+        # the end: a configured or idle daemon holds no ring memory.
+        try:
+            check_resources(stream_spec)
+        except SpecError as exc:
+            raise ControlError("invalid_params", str(exc)) from None
         self._spec = spec
         self._description = self._describe()
         self.error = None
@@ -492,7 +490,7 @@ class Server:
         data = {"seq": self._seq, "time": time.time(), "topic": topic, **payload}
         with contextlib.suppress(zmq.ZMQError):
             self._pub.send_multipart(
-                [topic.encode(), json.dumps(data, default=str).encode()], zmq.NOBLOCK
+                [topic.encode(), jsonio.dumps(data, default=str).encode()], zmq.NOBLOCK
             )
 
     # -- acquisition thread and its reports -----------------------------------------------
@@ -511,7 +509,6 @@ class Server:
                 should_stop=session.stop.is_set,
                 should_abort=session.abort.is_set,
                 on_finalizing=lambda: self._inbox.put(("finalizing", session)),
-                ring=self._ring,
             )
         except Exception as exc:
             session.error = f"{type(exc).__name__}: {exc}"
@@ -583,7 +580,10 @@ class Server:
         if report is not None:
             self._last_report = report.to_dict()
             self._publish("summary", self._last_report)
-            failed = report.error not in (None, "aborted") or report.summary.state != "complete"
+            failed = report.error not in (None, "aborted") or report.summary.state not in (
+                "complete",
+                "aborted",
+            )
             self.error = report.reason() if failed else None
         else:
             self._last_report = None

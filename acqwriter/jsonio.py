@@ -1,0 +1,70 @@
+"""Strict JSON in and out: every file and message acqwriter writes parses with a strict
+JSON parser, and what it reads is refused when a strict parser would refuse it.
+
+Python's ``json`` writes ``NaN`` and ``Infinity`` (not JSON) and reads them back,
+takes the last of duplicate keys silently, and turns a 5 000-digit number into an
+exception that is not a ``ValueError`` of the decoder's kind. Here:
+
+* :func:`dumps` writes non-finite floats as ``null`` (a camera's missing timestamp is
+  NaN; ``null`` is what every JSON reader understands as "no value") and never emits
+  ``NaN``/``Infinity``;
+* :func:`loads` refuses ``NaN``/``Infinity``, duplicate keys and integers longer than
+  :data:`MAX_INT_DIGITS` digits with :class:`StrictJSONError` (a ``ValueError``) whose
+  message says which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["MAX_INT_DIGITS", "StrictJSONError", "dumps", "finite", "loads"]
+
+MAX_INT_DIGITS = 64  # far beyond any id or count; Python refuses str→int over 4 300
+
+
+class StrictJSONError(ValueError):
+    """Text that is not strict JSON (or that no sane request holds)."""
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that writes strict JSON (non-finite floats as ``null``)."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
+def _constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not JSON (use null or a string)")
+
+
+def _int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise StrictJSONError(f"a number of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise StrictJSONError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse strict JSON (see module docstring); :class:`StrictJSONError` or
+    :class:`json.JSONDecodeError` (both ``ValueError``) otherwise."""
+    return json.loads(text, parse_constant=_constant, parse_int=_int, object_pairs_hook=_object)
