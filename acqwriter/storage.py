@@ -93,6 +93,16 @@ class StorageError(OSError):
     """A write to the dataset failed; the message names the key and the OS reason."""
 
 
+class PartialAppend(StorageError):
+    """An append failed after ``lines`` whole lines were written (and kept)."""
+
+    def __init__(self, cause: OSError, key: str, lines: int) -> None:
+        super().__init__(
+            cause.errno or errno.EIO, f"cannot append to {key!r}: {cause.strerror or cause}"
+        )
+        self.lines = lines
+
+
 def _load_syncfs():
     # Python has no os.syncfs; libc's syncfs(2) flushes one filesystem instead of all
     # of them (os.sync), which matters on a shared acquisition PC. Linux only.
@@ -435,15 +445,14 @@ class LocalStore:
             ) from exc
 
     def append(self, key: str, data: bytes) -> None:
-        """Append ``data`` to ``key`` (per-frame metadata lines), all of it or nothing: a
-        write that fails part-way (a full disk) is cut back off, so the file never holds
-        a torn line that later appends would bury in its middle."""
+        """Append ``data``, whole lines (per-frame metadata), to ``key``. A write that
+        fails part-way (a full disk) is cut back to the last whole line, so the file
+        never holds a torn line that later appends would bury in its middle; the
+        :class:`PartialAppend` raised says how many lines did make it."""
         try:
             fd = os.open(self.root / key, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot append to {key!r}: {exc.strerror or exc}"
-            ) from exc
+            raise PartialAppend(exc, key, 0) from exc
         try:
             before = os.fstat(fd).st_size
             view = memoryview(data).cast("B")
@@ -454,11 +463,12 @@ class LocalStore:
                 if self.sync == "always":
                     os.fsync(fd)
             except OSError as exc:
+                whole = bytes(view[:written]).rfind(b"\n") + 1
                 with contextlib.suppress(OSError):  # shrinking needs no free space
-                    os.ftruncate(fd, before)
-                raise StorageError(
-                    exc.errno or errno.EIO, f"cannot append to {key!r}: {exc.strerror or exc}"
-                ) from exc
+                    os.ftruncate(fd, before + whole)
+                    if self.sync == "always":
+                        os.fsync(fd)
+                raise PartialAppend(exc, key, bytes(view[:whole]).count(b"\n")) from exc
         finally:
             os.close(fd)
 

@@ -73,6 +73,7 @@ from acqwriter.storage import (
     DIRECT_ALIGN,
     FINAL_RESERVE_NAME,
     LocalStore,
+    PartialAppend,
     StorageError,
     address_of,
     private_memory,
@@ -1086,16 +1087,31 @@ class FrameStream:
             _json_line({"index": i, "dropped": True, "drop_reason": "missing"})
             for i in range(max(start, appended), end)
         ]
-        if lines:  # all or nothing (LocalStore.append); the records stay until it is
-            self.store.append(FRAME_METADATA_KEY, ("\n".join(lines) + "\n").encode())
-        with self._lock:
-            for i in range(start, min(end, appended)):
+        failure: PartialAppend | None = None
+        written = len(lines)
+        if lines:  # whole lines or none (LocalStore.append); the records stay until then
+            try:
+                self.store.append(FRAME_METADATA_KEY, ("\n".join(lines) + "\n").encode())
+            except PartialAppend as exc:
+                failure, written = exc, exc.lines
+        with self._lock:  # lines are in index order: start, start + 1, ...
+            for i in range(start, min(start + written, appended)):
                 del self._records[i]
-            self._metadata_end = max(self._metadata_end, end)
-        self.store.write_atomic(
-            "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(rows))
-        )
+            self._metadata_end = max(self._metadata_end, start + written)
+            # the extent covers frames whose chunks and metadata line are both on disk
+            rows = min(rows, self._metadata_end // layout.frames_per_row)
+        if rows > self._committed_rows:
+            self.store.write_atomic(
+                "0/zarr.json", encode_array_metadata(self._array_meta, layout.array_shape(rows))
+            )
+            self._note_committed(rows, blocks, first, appended)
+        if failure is not None:
+            raise failure
+
+    def _note_committed(self, rows: int, blocks: int, first: int, appended: int) -> None:
+        """The extent now covers ``rows``: count it, and the latencies of its frames."""
         now = time.perf_counter()
+        end = rows * self.layout.frames_per_row
         with self._lock:
             self._committed_blocks = blocks
             self._committed_rows = rows

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.devices.sequence_buffer_fix import give_back_memory
+
 __all__ = [
     "Camera",
     "CameraFrame",
@@ -265,6 +267,7 @@ class Camera:
                 time.sleep(0.0005)
         finally:
             self.stop()
+            give_back_memory(self.core)  # drained: an idle process holds no buffer
         yield SequenceEnded(expected, n)
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
-"""Make pymmcore-plus' Python-camera circular buffer safe to drain while it overflows.
+"""Make pymmcore-plus' Python-camera circular buffer safe to drain while it overflows,
+and give its memory back between sequences.
 
 ``UniMMCore`` keeps the frames of Python cameras (our simulators) in a
 ``SequenceBuffer``. Its ``pop_next`` (pymmcore-plus 0.18.1) takes the oldest slot off the
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["install"]
+__all__ = ["give_back_memory", "install"]
 
 _REQUIRED = ("_lock", "_slots", "_evict_slot")
 
@@ -62,4 +63,37 @@ def install() -> bool:
     if not all(hasattr(probe, name) for name in _REQUIRED):
         return False
     SequenceBuffer.pop_next = _pop_next_locked  # type: ignore[method-assign]
+    return True
+
+
+_MADV_DONTNEED = 4
+_PAGE = 4096
+
+
+def give_back_memory(core: Any) -> bool:
+    """Return the pages of ``core``'s Python-camera circular buffer to the system once
+    its sequence has stopped (frames the camera made after the requested ones are
+    dropped, as the core's next ``startSequenceAcquisition`` would); True when it did.
+
+    The buffer (256 MiB for our simulated core) is one ``np.empty`` the camera writes
+    round and round: every sequence longer than the buffer touches all of it, and the
+    pages stayed resident for the life of the process, so an idle daemon held them
+    between acquisitions. ``madvise(MADV_DONTNEED)`` drops them (they read as zeros when
+    touched again)."""
+    import ctypes
+
+    buffer = getattr(core, "_seq_buffer", None)
+    pool = getattr(buffer, "_pool", None)
+    if not isinstance(pool, np.ndarray) or not hasattr(buffer, "clear"):
+        return False
+    if core.isSequenceRunning():
+        return False  # the camera still writes into it
+    buffer.clear()  # frames after the end are never read: the next start clears them too
+    with buffer._lock:
+        start = -(-pool.ctypes.data // _PAGE) * _PAGE
+        end = (pool.ctypes.data + pool.nbytes) // _PAGE * _PAGE
+        if end > start:
+            madvise = ctypes.CDLL(None, use_errno=True).madvise
+            madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            madvise(start, end - start, _MADV_DONTNEED)
     return True
