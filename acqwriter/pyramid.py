@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,8 @@ class BuildProgress:
     Written by the build's threads, read by anyone (plain attributes: a display may be a
     chunk behind, never wrong about what it names)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_level: Callable[[], None] | None = None) -> None:
+        self.on_level = on_level  # called as each level starts (displays never miss one)
         self.level = 0
         self.levels = 0
         self.chunks_done = 0
@@ -200,6 +202,8 @@ class BuildProgress:
             self.level, self.levels = level, levels
             self.chunks_done, self.chunks_total = 0, chunks
             self.level_chunks.append(chunks)
+        if self.on_level is not None:
+            self.on_level()
 
     def chunk_done(self, nbytes: int) -> None:
         with self._lock:

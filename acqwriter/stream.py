@@ -264,7 +264,8 @@ class FrameStream:
         self._time_is_first = layout.outer_dims[0] == "t"
         self._time_starts: list[float] = []
         self._phase = "acquiring"  # → flushing → pyramid → done (progress())
-        self._build = BuildProgress()
+        self._on_progress: Callable[[dict[str, Any]], None] | None = None  # while closing
+        self._build = BuildProgress(on_level=self._report_progress)
 
         self._jobs: queue.SimpleQueue[tuple[_Group, int, int] | None] = queue.SimpleQueue()
         self._n_threads = spec.writer_threads()
@@ -486,6 +487,7 @@ class FrameStream:
         """
         if self._summary is not None:
             return self._summary
+        self._on_progress = on_progress  # each phase and level is reported as it starts
         ticker = _Ticker(self, on_progress, progress_interval_s) if on_progress else None
         try:
             return self._close(pyramid=pyramid, aborted=aborted)
@@ -494,7 +496,7 @@ class FrameStream:
                 ticker.stop()
 
     def _close(self, *, pyramid: bool, aborted: str | None) -> Summary:
-        self._phase = "flushing"
+        self._set_phase("flushing")
         with self._append_lock:
             self._closed = True
         total_rows = self.layout.rows_for_frames(self._next_index)
@@ -531,7 +533,7 @@ class FrameStream:
             and self._committed_rows > 0
             and self.spec.pyramid.enabled
         ):
-            self._phase = "pyramid"
+            self._set_phase("pyramid")
             t0 = time.perf_counter()
             try:
                 self._levels = build_pyramid(self.spec.out, self.spec, progress=self._build)
@@ -569,8 +571,16 @@ class FrameStream:
             summary.state, summary.error = "failed", str(self._error)
         self._summary = summary
         self.store.release_lock()
-        self._phase = "done"
+        self._set_phase("done")
         return summary
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.progress())
 
     def _measured(self) -> dict[str, Any]:
         """What the frames showed (acqwriter.display): the interval between time points
