@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,3 +31,27 @@ def daemon(tmp_path):
     d.wait_ready()
     yield d
     assert d.stop() == 0
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path) -> Iterator[Callable[[str], Path]]:
+    """``mount_tmpfs("24m")``: a size-limited tmpfs mounted for the test, for real
+    full-disk conditions (the test is skipped where mounting is not allowed)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        run = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip() or run.returncode}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -26,21 +26,9 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture
-def small_fs(tmp_path):
-    """A 24 MiB tmpfs mounted for the test (skipped where mounting is not allowed)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    run = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip() or run.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_fs(mount_tmpfs):
+    """A 24 MiB tmpfs mounted for the test."""
+    return mount_tmpfs("24m")
 
 
 def assert_exact_extent(out: Path, shape, seed: int, bank_size: int | None = None) -> int:

@@ -246,6 +246,17 @@ sys.stdin.readline()
 """
 
 
+def _live_writer(out: Path) -> subprocess.Popen:
+    """A writer process holding ``out`` open with 5 frames committed, until killed."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=out.parent,
+    )
+
+
 def test_recover_on_a_complete_dataset_changes_nothing(tmp_path, acqwriter):
     out = tmp_path / "done.ome.zarr"
     with open_stream({"out": out, "shape": (256, 256), "dtype": "uint16",
@@ -263,13 +274,7 @@ def test_recover_on_a_complete_dataset_changes_nothing(tmp_path, acqwriter):
 
 def test_info_tells_a_live_writer_from_a_dead_one(tmp_path, acqwriter):
     out = tmp_path / "live.ome.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = _live_writer(out)
     try:
         assert proc.stdout.readline().strip() == "ready"
         live = acqwriter("info", str(out))
@@ -295,13 +300,7 @@ def test_info_tells_a_live_writer_from_a_dead_one(tmp_path, acqwriter):
 
 def test_pyramid_refuses_a_dataset_whose_writer_died(tmp_path, acqwriter):
     out = tmp_path / "d.ome.zarr"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = _live_writer(out)
     assert proc.stdout.readline().strip() == "ready"
     live = acqwriter("pyramid", str(out))
     assert live.returncode == 2 and "writer lock" in _one_line_error(live)

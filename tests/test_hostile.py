@@ -192,18 +192,9 @@ def _writer_alive(out: Path) -> bool:
 
 # -- 2. a disk filled by per-frame metadata ------------------------------------------------
 @pytest.fixture
-def tiny_fs(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    run = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip() or run.returncode}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tiny_fs(mount_tmpfs):
+    """A 40 MiB tmpfs mounted for the test."""
+    return mount_tmpfs("40m")
 
 
 def test_disk_filled_by_metadata_keeps_every_promise(tiny_fs, tried):
