@@ -20,11 +20,10 @@ populated before ``FrameRing`` returns, and a background thread
 MiB, at least two slots) backed beyond the high-water mark, so the hot path rarely
 page-faults (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm speed
 here; a producer that overtakes the thread only page-faults, populating never touches
-bytes already written). Until session 11 the whole ring was populated at open: 0.15–0.2
-core-seconds for 512 MiB, competing with compression on a two-core machine, for memory
-that a writer keeping up with its source never uses (a 300-frame 2048² burst, with the
-producer compressing once a backlog forms, used 3–11 of 64 slots when the disk kept up:
-347–387 MB peak RSS instead of 771; a disk hiccup still fills the ring, as it should).
+bytes already written). Populating the whole ring at open would cost core-seconds
+competing with compression on a two-core machine, for memory that a writer keeping up
+with its source never uses (``docs/decisions.md``); a disk hiccup still fills the ring,
+as it should.
 That a shortage of memory shows at the start of an acquisition is kept by a check
 instead (:func:`acqwriter.stream._preflight_memory`: the ring's full size against the
 memory available). :meth:`FrameRing.wait_populated` backs every slot, for a ring

@@ -243,7 +243,7 @@ class Compression(StrictModel):
     resets its state for every block: on 2048² uint16 frames, zstd level 1 + bitshuffle
     compresses 1.7× faster (616 → 1 019 MB/s per core), decompresses 1.8× faster and
     stores 4 % less with 1 MiB blocks; lz4 gains nothing measurable
-    (``benchmarks/RESULTS.md``, session 10).
+    (``docs/decisions.md``).
     """
 
     name: Literal["blosc", "zstd", "none"] = "blosc"
@@ -650,8 +650,8 @@ class StreamSpec(WriterOptions):
         core never waits for the disk. (Before, one thread per chunk compressed then
         blocked in its 2–3 ms direct write, and eight of them time-sliced on two cores
         finished their compressions together and left the disk idle in between: 2048²
-        lz4 frames, 1 870 MB/s raw; pipelined 2 + 4 threads, 2 250; benchmarks/RESULTS.md,
-        step 9.) Sharded big chunks: each writer also writes its shard's full segments,
+        lz4 frames, 1 870 MB/s raw; pipelined 2 + 4 threads, 2 250; docs/decisions.md.)
+        Sharded big chunks: each writer also writes its shard's full segments,
         so four per core keep the cores busy meanwhile (capped so the threads' own
         buffers stay under THREAD_BUFFER_BYTES). Small chunks block briefly and more
         threads only add lock traffic (512² frames: 960 MB/s with 3, 952 with 8 and 40 %
@@ -685,7 +685,7 @@ class StreamSpec(WriterOptions):
         compressed scratch buffer each. It comes out of ``ring_bytes``
         (:func:`acqwriter.stream.ring_capacity`), as open shards' staging does, so that
         the ring + 300 MB bound holds: 2048² frames in 16 MiB t-shards took 836–950 MB
-        of RSS with a 512 MiB ring and eight writer threads before (session 11). Small
+        of RSS with a 512 MiB ring and eight writer threads when they were not. Small
         chunks' buffers, and the pipelined path's encoded-chunk pool, are within the
         300 MB."""
         from acqwriter.layout import FrameLayout

@@ -392,7 +392,7 @@ class FrameStream:
         the ring's backlog short instead of filling it, and a short backlog touches only
         the ring's first slots (:class:`acqwriter.ring.FrameRing`): 2048² lz4 bursts
         filled all 64 slots of a 512 MiB ring, and backing them took ~15 % of the CPU
-        samples and copying into them 8 % (perf, benchmarks/RESULTS.md, session 10)."""
+        samples and copying into them 8 % (perf; docs/decisions.md)."""
         if not self._inline_early or self._jobs.qsize() < self._inline_backlog:
             return None
         if not frame.flags.c_contiguous:
@@ -1296,7 +1296,7 @@ def ring_capacity(spec: StreamSpec) -> int:
     being compressed, and compressed chunks waiting in open shards for their last
     chunk. t-shards of a t × c × z stack keep every shard of a time point open; before
     their staging was counted, they took 1 085 MB of RSS with a 512 MiB ring
-    (benchmarks/RESULTS.md, session 9). A ring too small for all of it keeps the frames
+    (docs/decisions.md). A ring too small for all of it keeps the frames
     one block needs (as before: a spec is never refused for this), and the rest comes
     on top."""
     layout = FrameLayout(spec)

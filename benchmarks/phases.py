@@ -25,7 +25,7 @@ time right after earlier runs' deletions, 0.06 s settled).
 idle cores show where the pipeline waits rather than works.
 
 Frames compressed by the producer mean the writer, not the producer, was the
-bottleneck. For big unsharded chunks (since session 11) the producer compresses as soon
+bottleneck. For big unsharded chunks the producer compresses as soon
 as the writer threads have a backlog, so the ring's high water stays low unless the disk
 lags: there a high water equal to the ring's capacity means the encoded-chunk buffers
 ran out, i.e. the disk fell behind; for other layouts it means the writer threads did.

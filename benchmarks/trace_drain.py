@@ -5,9 +5,8 @@
 
 A camera that falls behind its own schedule shows as evenly spaced pops at the wrong
 interval with an empty backlog, then a burst (the backlog jumps) as it catches up; a slow
-consumer shows as a backlog that grows while pops are slow. This is how the sustained
-drops of 2026-11-24 were found (the simulated camera's first pass over the core's
-buffer; see RESULTS.md, step 12).
+consumer shows as a backlog that grows while pops are slow (a simulated camera's first
+pass over the core's buffer once showed as exactly that).
 """
 
 from __future__ import annotations

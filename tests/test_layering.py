@@ -1,0 +1,70 @@
+"""Dependencies point one way: the writer core never imports the outer layers (devices,
+simulators, the daemon, the CLI), at module level or inside a function, and no module of
+the core imports, at module level, a module that imports it back."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTER = ("acqwriter.devices", "acqwriter.simulators", "acqwriter.control", "acqwriter.cli")
+# entry points of the outer layers that live in the acqwriter folder
+NOT_CORE = {"acqwriter.cli", "acqwriter.__main__"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in (ROOT / "acqwriter").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _imports(path: Path, *, top_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif top_level_only and isinstance(node, ast.If):  # TYPE_CHECKING blocks: no cost
+            continue
+    return {n for n in names if n.startswith("acqwriter")}
+
+
+def test_the_core_never_imports_an_outer_layer():
+    for name, path in _modules().items():
+        if name in NOT_CORE or name.startswith("acqwriter.control"):
+            continue
+        bad = {m for m in _imports(path, top_level_only=False) if m.startswith(OUTER)}
+        assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_no_import_circle_at_module_level():
+    modules = _modules()
+    graph = {
+        name: {m for m in _imports(path, top_level_only=True) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    for name in graph:  # a package's __init__ re-exports: its own children are not circles
+        graph[name] = {m for m in graph[name] if not m.startswith(name + ".")}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                circle = [*trail[trail.index(nxt) :], nxt] if nxt in trail else [node, nxt]
+                raise AssertionError(f"import circle: {' -> '.join(circle)}")
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
