@@ -19,7 +19,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["MAX_INT_DIGITS", "StrictJSONError", "dumps", "finite", "loads"]
+__all__ = ["MAX_INT_DIGITS", "OversizedNumber", "StrictJSONError", "dumps", "finite", "loads"]
 
 MAX_INT_DIGITS = 64  # far beyond any id or count; Python refuses str→int over 4 300
 
@@ -48,11 +48,30 @@ def _constant(name: str) -> Any:
     raise StrictJSONError(f"{name} is not JSON (use null or a string)")
 
 
+class OversizedNumber:
+    """Stands for an integer over :data:`MAX_INT_DIGITS` digits that :func:`loads` was
+    asked to keep (``oversized="mark"``), so a validator can name the field it is in;
+    no JSON type accepts it."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
+    __str__ = __repr__
+
+
 def _int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
         raise StrictJSONError(f"a number of {digits} digits (at most {MAX_INT_DIGITS})")
     return int(text)
+
+
+def _int_or_mark(text: str) -> int | OversizedNumber:
+    digits = len(text.lstrip("-"))
+    return OversizedNumber(digits) if digits > MAX_INT_DIGITS else int(text)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -64,7 +83,12 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes, *, oversized: str = "error") -> Any:
     """Parse strict JSON (see module docstring); :class:`StrictJSONError` or
-    :class:`json.JSONDecodeError` (both ``ValueError``) otherwise."""
-    return json.loads(text, parse_constant=_constant, parse_int=_int, object_pairs_hook=_object)
+    :class:`json.JSONDecodeError` (both ``ValueError``) otherwise. ``oversized="mark"``
+    keeps an over-long integer as an :class:`OversizedNumber` (it is valid JSON; the
+    caller's validation then names the field that holds it)."""
+    parse_int = _int_or_mark if oversized == "mark" else _int
+    return json.loads(
+        text, parse_constant=_constant, parse_int=parse_int, object_pairs_hook=_object
+    )

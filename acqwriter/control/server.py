@@ -253,7 +253,7 @@ class Server:
                     "too_large", f"request of {len(payload)} bytes exceeds {MAX_REQUEST_BYTES}"
                 )
             try:
-                data = jsonio.loads(payload.decode("utf-8"))
+                data = jsonio.loads(payload.decode("utf-8"), oversized="mark")
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:
                 raise ControlError(
                     "bad_json", f"payload is not UTF-8 JSON (strict): {exc}"
@@ -263,6 +263,13 @@ class Server:
                     "bad_request", f"expected a JSON object, got {type(data).__name__}"
                 )
             request_id = data.get("id")
+            if isinstance(request_id, jsonio.OversizedNumber):
+                request_id = None  # not echoed: no client sent such an id to match
+                raise ControlError(
+                    "bad_request",
+                    f"id: an integer of {data['id'].digits} digits; at most "
+                    f"{jsonio.MAX_INT_DIGITS}",
+                )
             try:
                 request = Request.model_validate(data)
             except ValidationError as exc:
