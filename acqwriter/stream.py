@@ -335,8 +335,19 @@ class FrameStream:
     def error(self) -> BaseException | None:
         return self._error
 
-    def append(self, frame: np.ndarray, metadata: dict[str, Any] | None = None) -> int:
+    def append(
+        self,
+        frame: np.ndarray,
+        metadata: dict[str, Any] | None = None,
+        *,
+        taken_s: float | None = None,
+    ) -> int:
         """Copy ``frame`` into the ring and queue it; returns its frame index.
+
+        ``taken_s``: when the camera took it (seconds, any fixed origin, e.g. the
+        core's elapsed time), for the measured time scale; default: when it arrived
+        here (frames drained from a camera's buffer in bursts arrive closer together
+        than they were taken).
 
         The caller may reuse ``frame``'s buffer as soon as this returns. When the ring is
         full, under the ``block`` overflow policy, a frame that is one whole chunk of an
@@ -364,11 +375,11 @@ class FrameStream:
             self._windows.offer(self._channel_of(index), arr)
             pooled = self._spare_encoded_buffer(arr)
             if pooled is not None:
-                return self._write_inline(index, arr, metadata, pooled)
+                return self._write_inline(index, arr, metadata, pooled, taken_s=taken_s)
             slot = self.ring.acquire(0)
             if slot is None and self.spec.overflow == "block":
                 if self._inline_ok and arr.flags.c_contiguous:
-                    return self._write_inline(index, arr, metadata)
+                    return self._write_inline(index, arr, metadata, taken_s=taken_s)
                 slot = self.ring.acquire(None, abort=self._abort)
                 if slot is None:
                     self._next_index -= 1
@@ -376,7 +387,8 @@ class FrameStream:
             if slot is not None:
                 self.ring.slots[slot][...] = arr
             self._frames_received += 1
-            self._record(index, metadata, dropped=None if slot is not None else "ring_full")
+            dropped = None if slot is not None else "ring_full"
+            self._record(index, metadata, dropped=dropped, taken_s=taken_s)
             self._add_to_group(index, slot)
             return index
 
@@ -408,6 +420,8 @@ class FrameStream:
         frame: np.ndarray,
         metadata: dict[str, Any] | None,
         pooled: tuple[Any, int] | None = None,
+        *,
+        taken_s: float | None = None,
     ) -> int:
         """The ring is full and the producer would wait for a slot, or (``pooled``, see
         :meth:`_spare_encoded_buffer`) the writer threads have a backlog: compress its
@@ -421,7 +435,7 @@ class FrameStream:
         ``_append_lock``."""
         self._frames_received += 1
         self._frames_inline += 1
-        self._record(index, metadata, dropped=None)
+        self._record(index, metadata, dropped=None, taken_s=taken_s)
         group = _Group(self.layout.group_of(index), 1, [(index, _INLINE)], tiles_left=1)
         if not self._process_tile(group, 0, 0, None, frame, pooled):
             raise StreamError(f"writer failed on frame {index}: {self._error}")
@@ -614,10 +628,18 @@ class FrameStream:
         stride, size = self._c_axis
         return (index // stride) % size
 
-    def _record(self, index: int, metadata: dict[str, Any] | None, *, dropped: str | None) -> None:
+    def _record(
+        self,
+        index: int,
+        metadata: dict[str, Any] | None,
+        *,
+        dropped: str | None,
+        taken_s: float | None = None,
+    ) -> None:
         now = time.time()
         if self._time_is_first and index % self.layout.frames_per_row == 0:
-            self._time_starts.append(now)  # a time point's first frame arrived
+            # a time point's first frame: when it was taken, else when it arrived
+            self._time_starts.append(now if taken_s is None else taken_s)
         record = {"index": index, "received_s": now, "dropped": dropped is not None}
         self._append_t[index] = time.perf_counter()
         if dropped is not None:

@@ -16,6 +16,7 @@ the drain loop of a fast camera.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,7 +182,9 @@ def run_acquisition(
                     "exposure_ms": float(tags.get("Exposure-ms", exposure)),
                     "tags": tags,
                 }
-                stream.append(event.image, meta)
+                elapsed = meta["elapsed_ms"]  # the core's clock: when the camera took it
+                taken = elapsed / 1000 if math.isfinite(elapsed) else None
+                stream.append(event.image, meta, taken_s=taken)
                 delivered += 1
             elif isinstance(event, LostFrames):
                 lost.extend(event.numbers)

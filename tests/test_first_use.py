@@ -460,3 +460,12 @@ def test_pyramid_and_recover_commands_show_their_levels(tmp_path, acqwriter):
     assert _root(out)["acqwriter"]["state"] == "complete"
     quiet = acqwriter("pyramid", str(out), "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_time_scale_follows_when_frames_were_taken(tmp_path):
+    out = tmp_path / "taken.ome.zarr"
+    with open_stream({"out": out, "shape": (8, 8), "dtype": "uint16"}) as stream:
+        for i in range(4):  # arriving at once, taken 2.5 s apart
+            stream.append(np.zeros((8, 8), np.uint16), taken_s=100.0 + 2.5 * i)
+    datasets = check_dataset(out)["ome"]["multiscales"][0]["datasets"]
+    assert datasets[0]["coordinateTransformations"][0]["scale"][0] == pytest.approx(2.5)
