@@ -355,10 +355,20 @@ def _write_level(
 PYRAMID_THREADS_PER_CORE = 3
 
 
-def pyramid_threads() -> int:
+# What the build's threads may hold together: each keeps about eight chunks' worth of
+# buffers (the read, the decoded chunk, two accumulators, the output chunk, its encoding)
+PYRAMID_MEMORY_BYTES = 512 << 20
+_BUFFERS_PER_THREAD = 8
+
+
+def pyramid_threads(chunk_bytes: int = 0) -> int:
     """Threads that build a pyramid: :data:`PYRAMID_THREADS_PER_CORE` per core the
-    process may run on (the build runs after the acquisition, alone)."""
-    return PYRAMID_THREADS_PER_CORE * max(1, len(os.sched_getaffinity(0)))
+    process may run on (the build runs after the acquisition, alone), fewer when chunks
+    of ``chunk_bytes`` would take their buffers past :data:`PYRAMID_MEMORY_BYTES`."""
+    wanted = PYRAMID_THREADS_PER_CORE * max(1, len(os.sched_getaffinity(0)))
+    if chunk_bytes:
+        wanted = min(wanted, PYRAMID_MEMORY_BYTES // (_BUFFERS_PER_THREAD * chunk_bytes))
+    return max(1, wanted)
 
 
 def build_pyramid(
@@ -372,7 +382,8 @@ def build_pyramid(
 
     ``threads``: default :func:`pyramid_threads`. ``progress`` is updated as chunks are
     written (see :class:`BuildProgress`)."""
-    threads = threads or pyramid_threads()
+    base_chunk_bytes = math.prod(spec.resolved_chunks()) * np.dtype(spec.dtype).itemsize
+    threads = threads or pyramid_threads(base_chunk_bytes)
     progress = progress or BuildProgress()
     store = LocalStore(root, sync=spec.sync)
     store.enable_direct_io(spec.io)
