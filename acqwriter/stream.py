@@ -502,6 +502,7 @@ class FrameStream:
         if self._summary is not None:
             return self._summary
         self._on_progress = on_progress  # each phase and level is reported as it starts
+        self._set_phase("flushing")
         ticker = _Ticker(self, on_progress, progress_interval_s) if on_progress else None
         try:
             return self._close(pyramid=pyramid, aborted=aborted)
@@ -510,7 +511,6 @@ class FrameStream:
                 ticker.stop()
 
     def _close(self, *, pyramid: bool, aborted: str | None) -> Summary:
-        self._set_phase("flushing")
         with self._append_lock:
             self._closed = True
         total_rows = self.layout.rows_for_frames(self._next_index)
