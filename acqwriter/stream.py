@@ -42,7 +42,6 @@ it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import queue
 import shutil
@@ -55,6 +54,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from acqwriter import jsonio
 from acqwriter.compress_into import IntoEncoder, max_compressed_size
 from acqwriter.display import MEASURED_KEY, WindowSampler, time_increment
 from acqwriter.layout import FrameLayout, GroupKey
@@ -144,16 +144,14 @@ class _Group:
 
 
 def _json_line(record: dict[str, Any]) -> str:
-    """One per-frame record as strict JSON (see :func:`_jsonable`)."""
-    return json.dumps(_jsonable(record), separators=(",", ":"), allow_nan=False)
+    """One per-frame record as strict JSON: NaN and infinities (a camera's missing
+    timestamp is NaN) become ``null`` (:func:`acqwriter.jsonio.dumps`)."""
+    return jsonio.dumps(_jsonable(record), separators=(",", ":"))
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` as strict JSON values: NaN and infinities (not JSON; a camera's
-    missing timestamp is NaN) become ``null``, numpy scalars and small arrays plain
-    values, anything else its ``str``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """``value`` as JSON values: numpy scalars and small arrays as plain values,
+    anything else not JSON as its ``str``."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, np.generic):
