@@ -338,7 +338,7 @@ def _write_level(
         finally:
             gate.release()
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acqwriter-pyramid") as pool:
         for index in np.ndindex(*grid):
             if errors:
                 break

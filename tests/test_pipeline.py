@@ -55,9 +55,9 @@ def test_pipelined_chunks_read_back_exactly(tmp_path, io):
         assert read_stamp(frame) == i
         np.testing.assert_array_equal(frame, bank.frame(i))
     assert [r["metadata"]["i"] for r in frame_records(out)] == list(range(40))
-    # every thread of the stream is gone after close
+    # every thread of the stream is gone after close (zarr-python's readers keep theirs)
     time.sleep(0.05)
-    assert not set(threading.enumerate()) - before
+    assert not [t.name for t in set(threading.enumerate()) - before if "acqwriter" in t.name]
 
 
 class FailingChunkWrites(LocalStore):
@@ -100,4 +100,4 @@ def test_a_failed_pipelined_write_stops_cleanly_with_an_exact_extent(tmp_path, m
     for i, frame in enumerate(data):
         np.testing.assert_array_equal(frame, bank.frame(i))
     time.sleep(0.05)
-    assert not set(threading.enumerate()) - before
+    assert not [t.name for t in set(threading.enumerate()) - before if "acqwriter" in t.name]
