@@ -131,11 +131,12 @@ def test_pyramid_killed_at_random_moments_leaves_an_honest_dataset(tmp_path, tri
     shutil.copytree(template, probe)
     took = _timed_run(["pyramid", str(probe)], tmp_path)
     rng = random.Random(7)
-    kills = 0
-    for k in range(KILLS):
+    kills = k = 0
+    while kills < KILLS and k < 3 * KILLS:  # until KILLS runs were killed while running
+        k += 1
         out = tmp_path / f"p{k}.ome.zarr"
         shutil.copytree(template, out)
-        kills += _kill_at(["pyramid", str(out)], tmp_path, rng.uniform(0.3, 1.1) * took)
+        kills += _kill_at(["pyramid", str(out)], tmp_path, rng.uniform(0.3, 1.0) * took)
         check_dataset(out)
         assert _state(out) == "complete"  # the state it had: only true things are said
         for path in _listed_levels(out):  # every listed level is whole
@@ -148,8 +149,8 @@ def test_pyramid_killed_at_random_moments_leaves_an_honest_dataset(tmp_path, tri
             np.testing.assert_array_equal(read_zarr(out, 1), read_zarr(template, 1))
         shutil.rmtree(out)
     tried["pyramid runs SIGKILLed"] = kills
-    tried["pyramid runs that finished first"] = KILLS - kills
-    assert kills >= KILLS * 0.6  # most landed while it ran
+    tried["pyramid runs that finished first"] = k - kills
+    assert kills == KILLS
 
 
 def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
@@ -159,11 +160,12 @@ def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
     _crash(template, probe, extent=10)
     took = _timed_run(["recover", str(probe)], tmp_path)
     rng = random.Random(11)
-    kills = 0
-    for k in range(KILLS):
+    kills = k = 0
+    while kills < KILLS and k < 3 * KILLS:  # until KILLS runs were killed while running
+        k += 1
         out = tmp_path / f"r{k}.ome.zarr"
         _crash(template, out, extent=10)
-        kills += _kill_at(["recover", str(out)], tmp_path, rng.uniform(0.3, 1.1) * took)
+        kills += _kill_at(["recover", str(out)], tmp_path, rng.uniform(0.3, 1.0) * took)
         check_dataset(out)
         state = _state(out)
         assert state in ("acquiring", "recovering", "recovered")
@@ -180,8 +182,8 @@ def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
             np.testing.assert_array_equal(read_zarr(out), read_zarr(template))
         shutil.rmtree(out)
     tried["recover runs SIGKILLed"] = kills
-    tried["recover runs that finished first"] = KILLS - kills
-    assert kills >= KILLS * 0.6
+    tried["recover runs that finished first"] = k - kills
+    assert kills == KILLS
 
 
 def _writer_alive(out: Path) -> bool:

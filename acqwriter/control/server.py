@@ -139,7 +139,7 @@ class Server:
         self._description: dict[str, Any] | None = None
         self._session: _Session | None = None
         self._last_report: dict[str, Any] | None = None
-        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._waiters: list[_Waiter] = []
         self._shutdown = threading.Event()
         self._shutdown_abort = threading.Event()
@@ -505,7 +505,13 @@ class Server:
         from acqwriter.devices import run_acquisition
 
         def progress(snapshot: dict[str, Any]) -> None:
+            previous = session.progress
             session.progress = snapshot
+            if previous is None or (
+                (previous.get("phase"), previous.get("pyramid_level"))
+                != (snapshot.get("phase"), snapshot.get("pyramid_level"))
+            ):  # a new phase or level is published at once, not at the next tick
+                self._inbox.put(("progress", session, snapshot))
 
         try:
             session.report = run_acquisition(
@@ -525,13 +531,15 @@ class Server:
         """Events from the acquisition thread, progress, warnings, waiters' timeouts."""
         while True:
             try:
-                kind, session = self._inbox.get_nowait()
+                kind, session, *payload = self._inbox.get_nowait()
             except queue.Empty:
                 break
             if session is not self._session:
                 continue
             if kind == "finalizing":
                 self._set_state("finalizing")
+            elif kind == "progress":
+                self._publish_progress(session, payload[0])
             elif kind == "done":
                 self._finish(session)
         session = self._session
@@ -548,8 +556,8 @@ class Server:
                 "the dataset was not finished in time",
             )
 
-    def _publish_progress(self, session: _Session) -> None:
-        snap = dict(session.progress or {})
+    def _publish_progress(self, session: _Session, snapshot: dict[str, Any] | None = None) -> None:
+        snap = dict(snapshot or session.progress or {})
         snap["disk_free_bytes"] = _disk_free(session.spec.out)
         self._publish("progress", {"state": self.state, **snap})
         capacity = snap.get("ring_capacity") or 1
