@@ -68,3 +68,11 @@ def test_no_import_circle_at_module_level():
     for name in graph:
         if name not in state:
             visit(name, [name])
+
+
+def test_the_daemon_cli_does_not_import_the_main_cli():
+    """``acqwriter.cli`` adds the daemon's commands (``control.cli``); the daemon's CLI
+    takes the shared options from ``cli_options`` and ``progress_display``, never from
+    ``acqwriter.cli`` (that was a circle)."""
+    path = ROOT / "acqwriter" / "control" / "cli.py"
+    assert "acqwriter.cli" not in _imports(path, top_level_only=False)

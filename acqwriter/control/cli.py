@@ -27,7 +27,7 @@ EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
 
 def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
-    from acqwriter.cli import add_spec_options
+    from acqwriter.cli_options import add_spec_options
 
     p = sub.add_parser("serve", help="run the acquisition daemon (ZeroMQ control + event sockets)")
     p.add_argument(
@@ -131,7 +131,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _ctl_params(args: argparse.Namespace) -> dict[str, Any]:
-    from acqwriter.cli import spec_mapping
+    from acqwriter.cli_options import spec_mapping
 
     command = args.ctl_command
     if command == "configure":
@@ -201,13 +201,15 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
     ends while ``watch`` starts), and its summary event is then never seen: every
     half second of silence, the server's status is asked, and an acquisition that is
     over is reported from its ``last_report`` (the same report the event carries)."""
-    from acqwriter.cli import _Progress
+    from acqwriter.progress_display import ProgressDisplay
     from acqwriter.summary import Summary
 
     status = client.status()
     spec = status.get("spec") or {}
     progress = (
-        None if args.json else _Progress(spec.get("frames"), spec.get("duration"), quiet=False)
+        None
+        if args.json
+        else ProgressDisplay(spec.get("frames"), spec.get("duration"), quiet=False)
     )
     if progress is not None:
         progress.console.print(f"state: {status['state']}", highlight=False)
