@@ -260,7 +260,8 @@ class FrameStream:
             self._c_axis = (math.prod(sizes[a] or 1 for a in after_c), sizes["c"])
         self._windows = WindowSampler(self._c_axis[1] if self._c_axis else 1, layout.frame_shape)
         self._time_is_first = layout.outer_dims[0] == "t"
-        self._time_starts: list[float] = []
+        self._time_starts: list[float] = []  # arrival of each time point's first frame
+        self._taken_starts: list[float] = []  # ... when taken, where the source said so
         self._phase = "acquiring"  # → flushing → pyramid → done (progress())
         self._on_progress: Callable[[dict[str, Any]], None] | None = None  # while closing
         self._build = BuildProgress(on_level=self._report_progress)
@@ -597,8 +598,10 @@ class FrameStream:
     def _measured(self) -> dict[str, Any]:
         """What the frames showed (acqwriter.display): the interval between time points
         and each channel's display window."""
+        # capture times only when every time point has one (two clocks never mix)
+        taken = len(self._taken_starts) == len(self._time_starts)
         return {
-            "time_increment_s": time_increment(self._time_starts),
+            "time_increment_s": time_increment(self._taken_starts if taken else self._time_starts),
             "channel_windows": self._windows.windows(),
         }
 
@@ -636,8 +639,10 @@ class FrameStream:
     ) -> None:
         now = time.time()
         if self._time_is_first and index % self.layout.frames_per_row == 0:
-            # a time point's first frame: when it was taken, else when it arrived
-            self._time_starts.append(now if taken_s is None else taken_s)
+            # a time point's first frame: when it arrived, and when it was taken if known
+            self._time_starts.append(now)
+            if taken_s is not None:
+                self._taken_starts.append(taken_s)
         record = {"index": index, "received_s": now, "dropped": dropped is not None}
         self._append_t[index] = time.perf_counter()
         if dropped is not None:

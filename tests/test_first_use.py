@@ -471,3 +471,14 @@ def test_time_scale_follows_when_frames_were_taken(tmp_path):
             stream.append(np.zeros((8, 8), np.uint16), taken_s=100.0 + 2.5 * i)
     datasets = check_dataset(out)["ome"]["multiscales"][0]["datasets"]
     assert datasets[0]["coordinateTransformations"][0]["scale"][0] == pytest.approx(2.5)
+
+
+def test_capture_times_from_part_of_the_frames_are_not_mixed_with_arrival(tmp_path):
+    out = tmp_path / "mixed.ome.zarr"
+    with open_stream({"out": out, "shape": (8, 8), "dtype": "uint16"}) as stream:
+        stream.append(np.zeros((8, 8), np.uint16), taken_s=5000.0)  # another clock
+        for _ in range(3):
+            time.sleep(0.05)
+            stream.append(np.zeros((8, 8), np.uint16))  # no capture time: arrival
+    datasets = check_dataset(out)["ome"]["multiscales"][0]["datasets"]
+    assert 0.04 < datasets[0]["coordinateTransformations"][0]["scale"][0] < 0.5
