@@ -195,7 +195,7 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from acqwriter.recover import RecoverError, recover
+    from acqwriter.recover import RecoverError, RecoverWriteError, recover
 
     try:
         account = _with_build_progress(
@@ -206,7 +206,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
         )
     except RecoverError as exc:
         print(f"acqwriter recover: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        # the dataset could not be written (exit 1, as an incomplete acquisition) or
+        # is not one recover can work on (exit 2)
+        return EXIT_INCOMPLETE if isinstance(exc, RecoverWriteError) else EXIT_USAGE
     if args.json:
         write_out(jsonio.dumps(account, indent=2))
     elif account["nothing_to_recover"]:

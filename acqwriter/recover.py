@@ -53,11 +53,16 @@ from acqwriter.shards import read_inner_chunk
 from acqwriter.spec import StreamSpec
 from acqwriter.storage import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore
 
-__all__ = ["RecoverError", "recover"]
+__all__ = ["RecoverError", "RecoverWriteError", "recover"]
 
 
 class RecoverError(ValueError):
     """The dataset cannot be recovered; the message says why."""
+
+
+class RecoverWriteError(RecoverError):
+    """Recovery could not write (a full disk, a read-only filesystem); the dataset is
+    valid as it is and recovery can be run again."""
 
 
 def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
@@ -202,7 +207,7 @@ def recover(
             root, store, acq, spec, threads=threads, verify=verify, progress=progress
         )
     except OSError as exc:  # a full disk: every step so far left a valid dataset
-        raise RecoverError(
+        raise RecoverWriteError(
             f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
             "valid as it is: free space and run recover again"
         ) from None

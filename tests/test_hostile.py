@@ -257,7 +257,7 @@ def test_recover_on_a_full_disk_gives_a_clear_error(tiny_fs):
             pass
     os.close(fd)
     run = run_cli("recover", str(out), cwd=tiny_fs)
-    assert run.returncode == 2
+    assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "cannot finish recovering" in run.stderr and "No space left" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
