@@ -428,9 +428,9 @@ def replace_pyramid(
     """Drop levels 1.. and build them again. The group is first rewritten to list level 0
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
     store.write_atomic("zarr.json", group_metadata(spec, [level0(spec)], state=state, extra=extra))
-    for child in store.root.iterdir():
-        if child.is_dir() and child.name.isdigit() and child.name != "0":
-            store.remove_tree(child.name)
+    for name in store.list_dir():
+        if name.isdigit() and name != "0":  # levels 1..: folders named by their number
+            store.remove_tree(name)
     return build_pyramid(store.root, spec, threads=threads, progress=progress)
 
 

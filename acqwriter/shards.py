@@ -373,7 +373,7 @@ class ShardWriter:
                 os.close(self._fd)
                 self._fd = None
                 with contextlib.suppress(OSError):
-                    os.unlink(self.store.path("0/" + self.tmp_key))
+                    self.store.remove("0/" + self.tmp_key)
             self._release_buffers_locked()
 
     def _swap_locked(self, room: int) -> tuple[mmap.mmap, int, int]:

@@ -472,6 +472,19 @@ class LocalStore:
         finally:
             os.close(fd)
 
+    def remove(self, key: str) -> None:
+        """Delete the object ``key`` (a temporary shard given up); absent is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / key).unlink()
+
+    def list_dir(self, key: str = "") -> list[str]:
+        """The names directly under ``key`` (the dataset's root by default)."""
+        folder = self.root / key if key else self.root
+        try:
+            return sorted(p.name for p in folder.iterdir())
+        except FileNotFoundError:
+            return []
+
     def remove_tree(self, key: str) -> None:
         """Delete ``key`` and everything under it (a pyramid level being rebuilt)."""
         shutil.rmtree(self.root / key, ignore_errors=True)
