@@ -28,6 +28,11 @@ class Daemon:
     """A daemon subprocess plus endpoints; ``client()`` makes connected clients."""
 
     def __init__(self, workdir: Path, *extra: str, host: str = "127.0.0.1") -> None:
+        self._args = (workdir, extra, host)
+        self._retries = 0
+        self._start(workdir, extra, host)
+
+    def _start(self, workdir: Path, extra: tuple[str, ...], host: str) -> None:
         self.control_port, self.events_port = free_port(), free_port()
         self.control = f"tcp://{host}:{self.control_port}"
         self.events = f"tcp://{host}:{self.events_port}"
@@ -58,15 +63,23 @@ class Daemon:
 
     def wait_ready(self, timeout: float = 30.0, **client_kw: Any) -> None:
         deadline = time.monotonic() + timeout
-        with self.client(timeout_s=0.5, **client_kw) as c:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited: {self.proc.stderr.read()}")
-                try:
-                    c.ping()
-                    return
-                except TimeoutError:
-                    continue
+        while time.monotonic() < deadline:
+            with self.client(timeout_s=0.5, **client_kw) as c:
+                while time.monotonic() < deadline:
+                    if self.proc.poll() is not None:
+                        err = self.proc.stderr.read()
+                        if "Address already in use" in err and self._retries < 3:
+                            # another process took the free port between the probe and
+                            # the bind: start again on new ports, with a new client
+                            self._retries += 1
+                            self._start(*self._args)
+                            break
+                        raise RuntimeError(f"daemon exited: {err}")
+                    try:
+                        c.ping()
+                        return
+                    except TimeoutError:
+                        continue
         raise RuntimeError("daemon did not answer ping")
 
     def stop(self, timeout: float = 60.0) -> int:
