@@ -43,6 +43,7 @@ shard that old: a fast stream never seals.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import math
 import mmap
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 import numpy as np
 
-from acqwriter.storage import DIRECT_ALIGN, private_memory
+from acqwriter.storage import DIRECT_ALIGN, StorageError, private_memory
 
 if TYPE_CHECKING:
     from acqwriter.layout import FrameLayout, GroupKey
@@ -237,6 +238,7 @@ class ShardWriter:
         self._fd: int | None = None
         self.stored_bytes = 0
         self.counted_bytes = 0  # of stored_bytes, what the stream's summary already counts
+        self._lost_segment = False  # a segment's write failed: not publishable
         # seal() and finish() publish in turn: a stale seal never lands after the finish
         self._publish_lock = threading.Lock()
         self._finished = False
@@ -260,6 +262,13 @@ class ShardWriter:
         if full is not None:
             try:
                 self._write(*full)  # positional: segments may land in any order
+            except BaseException:
+                # the index already points into that segment: the file would hold holes
+                # where chunks of groups counted as written should be, so this shard is
+                # never published (finish and seal refuse; the extent stays short of it)
+                with self.lock:
+                    self._lost_segment = True
+                raise
             finally:
                 self.pool.give(full[0])
                 with self.lock:
@@ -311,6 +320,12 @@ class ShardWriter:
             with self.lock:
                 while self._in_flight:
                     self._writes_done.wait()
+                if self._lost_segment:
+                    self._finished = True  # no retry can bring the lost bytes back
+                    raise StorageError(
+                        errno.EIO,
+                        f"shard {self.key!r}: a segment could not be written; not published",
+                    )
                 if self._fd is None and self._used == 0:
                     self._finished = True
                     self._release_buffers_locked()
@@ -348,6 +363,8 @@ class ShardWriter:
             with self.lock:
                 while self._in_flight:
                     self._writes_done.wait()
+                if self._lost_segment:
+                    return None  # never published (see put); its groups stay outside
                 groups = list(self.groups)
                 written_end = self._file_offset
                 tail = bytes(self._segment[: self._used]) + encode_index(self.index)
