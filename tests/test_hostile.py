@@ -108,6 +108,27 @@ def _kill_at(args: list[str], cwd: Path, after_s: float) -> bool:
         return True
 
 
+class _killed_runs:
+    """``for k, out in _killed_runs(command, ...)``: prepare a fresh dataset ``out`` with
+    ``prepare(out)``, run ``acqwriter command out`` and SIGKILL it at a random moment of
+    its usual ``took`` seconds, until :data:`KILLS` runs were killed while running (at
+    most three times as many runs); ``kills`` and ``runs`` count them."""
+
+    def __init__(self, command: str, cwd: Path, took: float, prepare, *, seed: int) -> None:
+        self.command, self.cwd, self.took, self.prepare = command, cwd, took, prepare
+        self.rng = random.Random(seed)
+        self.kills = self.runs = 0
+
+    def __iter__(self):
+        while self.kills < KILLS and self.runs < 3 * KILLS:
+            self.runs += 1
+            out = self.cwd / f"{self.command}{self.runs}.ome.zarr"
+            self.prepare(out)
+            after = self.rng.uniform(0.3, 1.0) * self.took
+            self.kills += _kill_at([self.command, str(out)], self.cwd, after)
+            yield self.runs, out
+
+
 def _crash(template: Path, out: Path, extent: int) -> None:
     """``out``: ``template`` as its writer left it when SIGKILLed with ``extent`` rows
     committed (root still acquiring, level 0 only, chunks beyond the extent)."""
@@ -130,27 +151,23 @@ def test_pyramid_killed_at_random_moments_leaves_an_honest_dataset(tmp_path, tri
     probe = tmp_path / "probe.ome.zarr"
     shutil.copytree(template, probe)
     took = _timed_run(["pyramid", str(probe)], tmp_path)
-    rng = random.Random(7)
-    kills = k = 0
-    while kills < KILLS and k < 3 * KILLS:  # until KILLS runs were killed while running
-        k += 1
-        out = tmp_path / f"p{k}.ome.zarr"
-        shutil.copytree(template, out)
-        kills += _kill_at(["pyramid", str(out)], tmp_path, rng.uniform(0.3, 1.0) * took)
+    runs = _killed_runs(
+        "pyramid", tmp_path, took, lambda out: shutil.copytree(template, out), seed=7
+    )
+    for k, out in runs:
         check_dataset(out)
         assert _state(out) == "complete"  # the state it had: only true things are said
         for path in _listed_levels(out):  # every listed level is whole
             assert (out / path / "zarr.json").exists()
-        assert not (out / ".acqwriter.lock").exists() or not _writer_alive(out)
         np.testing.assert_array_equal(read_zarr(out), read_zarr(template))
         if k % 5 == 0:  # and a second run finishes it
             assert run_cli("pyramid", str(out), "--quiet", cwd=tmp_path).returncode == 0
             assert _listed_levels(out) == _listed_levels(template)
             np.testing.assert_array_equal(read_zarr(out, 1), read_zarr(template, 1))
         shutil.rmtree(out)
-    tried["pyramid runs SIGKILLed"] = kills
-    tried["pyramid runs that finished first"] = k - kills
-    assert kills == KILLS
+    tried["pyramid runs SIGKILLed"] = runs.kills
+    tried["pyramid runs that finished first"] = runs.runs - runs.kills
+    assert runs.kills == KILLS
 
 
 def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
@@ -159,13 +176,10 @@ def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
     probe = tmp_path / "probe.ome.zarr"
     _crash(template, probe, extent=10)
     took = _timed_run(["recover", str(probe)], tmp_path)
-    rng = random.Random(11)
-    kills = k = 0
-    while kills < KILLS and k < 3 * KILLS:  # until KILLS runs were killed while running
-        k += 1
-        out = tmp_path / f"r{k}.ome.zarr"
-        _crash(template, out, extent=10)
-        kills += _kill_at(["recover", str(out)], tmp_path, rng.uniform(0.3, 1.0) * took)
+    runs = _killed_runs(
+        "recover", tmp_path, took, lambda out: _crash(template, out, extent=10), seed=11
+    )
+    for k, out in runs:
         check_dataset(out)
         state = _state(out)
         assert state in ("acquiring", "recovering", "recovered")
@@ -181,15 +195,9 @@ def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
             assert _state(out) == "recovered"
             np.testing.assert_array_equal(read_zarr(out), read_zarr(template))
         shutil.rmtree(out)
-    tried["recover runs SIGKILLed"] = kills
-    tried["recover runs that finished first"] = k - kills
-    assert kills == KILLS
-
-
-def _writer_alive(out: Path) -> bool:
-    from acqwriter.storage import writer_alive
-
-    return writer_alive(out)
+    tried["recover runs SIGKILLed"] = runs.kills
+    tried["recover runs that finished first"] = runs.runs - runs.kills
+    assert runs.kills == KILLS
 
 
 # -- 2. a disk filled by per-frame metadata ------------------------------------------------
