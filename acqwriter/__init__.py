@@ -16,9 +16,9 @@ committer) → ``codecs`` / ``storage`` (bytes to disk) → ``ome`` (metadata do
 """
 
 from acqwriter._version import __version__
-from acqwriter.spec import Compression, PyramidSpec, SpecError, StreamSpec
-from acqwriter.stream import FrameError, FrameStream, StreamError, open_stream
-from acqwriter.summary import Summary
+from acqwriter.engine.stream import FrameError, FrameStream, StreamError, open_stream
+from acqwriter.format.summary import Summary
+from acqwriter.spec.model import Compression, PyramidSpec, SpecError, StreamSpec
 
 __all__ = [
     "Compression",

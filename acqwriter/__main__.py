@@ -2,6 +2,6 @@
 
 import sys
 
-from acqwriter.cli import main
+from acqwriter.cli.main import main
 
 sys.exit(main())

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-# acqwriter.spec.ZSTD_BLOCK_BYTES, the block size acqwriter's "auto" gives blosc zstd (not
+# acqwriter.codec.settings.ZSTD_BLOCK_BYTES, the block size acqwriter's "auto" gives blosc zstd (not
 # imported: a peer's child process must not load acqwriter and its pydantic models, which
 # would add to its peak RSS; tests/test_bench_peers.py checks the two agree)
 ZSTD_BLOCK_BYTES = 1 << 20

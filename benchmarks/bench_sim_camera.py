@@ -69,7 +69,7 @@ def run_writer(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_camera(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from acqwriter.acquisition_spec import AcquisitionSpec
+    from acqwriter.acquisition.spec import AcquisitionSpec
     from acqwriter.devices import Microscope, run_acquisition
 
     scope = Microscope.open("sim", shape=(args.height, args.width), dtype=args.dtype, seed=1)
@@ -89,9 +89,9 @@ def measure_ceiling(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     O_DIRECT (:func:`bench_peers.disk_bandwidth`)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from acqwriter.codecs import chunk_encoder
+    from acqwriter.codec.chain import chunk_encoder
     from acqwriter.simulators import FrameBank
-    from acqwriter.spec import Compression
+    from acqwriter.spec.model import Compression
 
     bank = FrameBank((args.height, args.width), args.dtype, seed=1)
     frames = [bank.frame(i) for i in range(bank.size)] * 8

@@ -1,7 +1,7 @@
 """Blosc block size against compression speed and ratio, on the bench frames.
 
 Why it exists: it is how ``codec.blocksize: auto`` was chosen (1 MiB for zstd, c-blosc's
-own choice for lz4; ``acqwriter.spec.Compression``). It compresses realistic frames
+own choice for lz4; ``acqwriter.spec.model.Compression``). It compresses realistic frames
 (``FrameBank``: background, cells, shot noise) with both copies of c-blosc acqwriter may
 use — python-blosc's AVX2 build and numcodecs' — through ``blosc_compress_ctx`` into a
 preallocated buffer (as the writer does), on one thread per core, and prints MB/s raw
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numcodecs.blosc as nb
 import numpy as np
 
-from acqwriter.compress_into import _compress_ctx, blosc_compressor
+from acqwriter.codec.blosc import _compress_ctx, blosc_compressor
 from acqwriter.simulators import FrameBank
 
 SIZES = [0, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20]

@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from test_crash import assert_exact, kill_and_check  # noqa: E402
 
-from acqwriter.recover import recover  # noqa: E402
+from acqwriter.post.recover import recover  # noqa: E402
 
 
 def main() -> None:

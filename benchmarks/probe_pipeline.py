@@ -13,10 +13,10 @@ from __future__ import annotations
 import sys
 import time
 
-import acqwriter.stream as stream_module
+import acqwriter.engine.stream as stream_module
 from acqwriter import open_stream
 from acqwriter.simulators import FrameBank, write_stamp
-from acqwriter.storage import LocalStore
+from acqwriter.store.local import LocalStore
 
 
 class NullStore(LocalStore):

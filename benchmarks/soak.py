@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.devices import Microscope, run_acquisition
 
 

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.devices import Microscope, run_acquisition
 
 

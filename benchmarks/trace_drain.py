@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-import acqwriter.stream as stream_module
-from acqwriter.acquisition_spec import AcquisitionSpec
+import acqwriter.engine.stream as stream_module
+from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.devices import Microscope, run_acquisition
 
 

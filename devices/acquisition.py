@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.devices.camera import (
     CameraFrame,
     DeviceError,
@@ -30,10 +30,11 @@ from acqwriter.devices.camera import (
     SequenceEnded,
 )
 from acqwriter.devices.microscope import Microscope
-from acqwriter.ring import FrameRing
-from acqwriter.spec import StreamSpec
-from acqwriter.stream import StreamError, open_stream
-from acqwriter.summary import Summary
+from acqwriter.engine.slots import FrameSlots
+from acqwriter.engine.stream import StreamError, open_stream
+from acqwriter.format.summary import Summary
+from acqwriter.spec.model import StreamSpec
+from acqwriter.store.base import Store
 
 __all__ = ["AcquisitionReport", "configure_camera", "run_acquisition"]
 
@@ -136,19 +137,21 @@ def run_acquisition(
     should_stop: Callable[[], bool] | None = None,
     should_abort: Callable[[], bool] | None = None,
     on_finalizing: Callable[[], None] | None = None,
-    ring: FrameRing | None = None,
+    ring: FrameSlots | None = None,
+    store: Store | None = None,
 ) -> AcquisitionReport:
     """Acquire ``spec.frames`` frames (or for ``spec.duration`` s) into ``spec.out``.
 
     ``should_stop()`` true: stop the camera and finish the dataset cleanly (pyramid
     included). ``should_abort()`` true: stop now and skip the pyramid (the dataset is
     valid either way). ``on_finalizing()`` is called when acquisition ends and the dataset
-    is being finished. ``ring``: a preallocated ring (:func:`acqwriter.stream.ring_for`)
-    so the first frame does not wait for the ring to be touched.
+    is being finished. ``ring``: a preallocated ring (:func:`acqwriter.engine.preflight.ring_for`)
+    so the first frame does not wait for the ring to be touched. ``store``: where to
+    write instead of a new directory at ``spec.out`` (see :func:`acqwriter.open_stream`).
     """
     configure_camera(scope, spec)
     camera = scope.camera
-    stream = open_stream(stream_spec_for(scope, spec), ring=ring)
+    stream = open_stream(stream_spec_for(scope, spec), ring=ring, store=store)
     per_tp = spec.frames_per_timepoint
     base_meta: dict[str, Any] = {"camera": camera.label, **scope.positions()}
     exposure = camera.exposure_ms

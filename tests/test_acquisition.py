@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from acqwriter import open_stream
-from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.devices import CameraFrame, LostFrames, Microscope, run_acquisition
 from acqwriter.simulators import FrameBank, SimFaults, read_stamp
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr

@@ -15,8 +15,8 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from acqwriter.ome import array_metadata
-from acqwriter.spec import SUPPORTED_DTYPES, StreamSpec
+from acqwriter.format.zarr_v3 import array_metadata
+from acqwriter.spec.model import SUPPORTED_DTYPES, StreamSpec
 
 CODECS: list[Any] = [
     "lz4",

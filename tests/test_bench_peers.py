@@ -299,7 +299,7 @@ def test_zstd_block_size_is_the_same_for_every_writer_that_takes_one(tmp_path: P
     """Scenario b gives acqwriter's "auto" zstd block size to every writer that takes a
     block size, so the comparison is of the same codec: each ``zarr.json`` says it and each
     chunk's blosc header has it. The benchmark's copy of the constant is acqwriter's."""
-    from acqwriter.spec import ZSTD_BLOCK_BYTES
+    from acqwriter.codec.settings import ZSTD_BLOCK_BYTES
 
     bench = _load_bench_module()
     assert bench.ZSTD_BLOCK_BYTES == ZSTD_BLOCK_BYTES

@@ -9,8 +9,7 @@ import mmap
 import numpy as np
 import pytest
 
-from acqwriter.codecs import chunk_encoder
-from acqwriter.compress_into import (
+from acqwriter.codec.blosc import (
     IntoEncoder,
     _compress_ctx,
     _python_blosc_library,
@@ -18,9 +17,10 @@ from acqwriter.compress_into import (
     blosc_compressor,
     max_compressed_size,
 )
+from acqwriter.codec.chain import chunk_encoder
 from acqwriter.simulators import FrameBank
-from acqwriter.spec import Compression
-from acqwriter.storage import LocalStore
+from acqwriter.spec.model import Compression
+from acqwriter.store.local import LocalStore
 
 BLOSC = [
     Compression(name="blosc", cname=c, shuffle=s, level=lvl)

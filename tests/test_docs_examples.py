@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.acquisition.spec import AcquisitionSpec
 from helpers import check_dataset, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

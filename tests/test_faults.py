@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from stores import StoreWrapper, local_store
 
 from acqwriter import SpecError, StreamError, open_stream
 from acqwriter.simulators import FrameBank, read_stamp
-from acqwriter.storage import LocalStore
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr, run_cli
 
 HERE = Path(__file__).parent
@@ -136,13 +136,13 @@ def test_disk_full_in_a_later_shard_keeps_the_finished_front_shard(small_fs, tmp
     # shard has filled the disk: its last segment and index then need room the later
     # shards took. The writer frees those (they cannot enter the extent before it) and
     # finishes the front shard: 128 frames, not 0 (seen 1 run in 4 under load).
-    from acqwriter.shards import ShardWriter
+    from acqwriter.engine.shards import ShardWriter
 
     gate = HeldBack()
     real_finish = ShardWriter.finish
 
     def finish(shard):
-        if shard.key == "c/0/0/0" and threading.current_thread().name.startswith("acqwriter"):
+        if shard.key == "0/c/0/0/0" and threading.current_thread().name.startswith("acqwriter"):
             gate.hold()
         return real_finish(shard)
 
@@ -168,17 +168,17 @@ def test_disk_full_salvages_the_front_shards_leading_whole_rows(small_fs, tmp_pa
     # stream has failed, so it is never written. The front shard's other chunks are on
     # disk or in memory: it is finished with that chunk empty, and the extent covers its
     # leading whole rows (frames 0-99), every one real data.
-    from acqwriter.stream import FrameStream
+    from acqwriter.engine.array import ArrayWriter
 
     gate = HeldBack()
-    real_process = FrameStream._process_tile
+    real_process = ArrayWriter.process_tile
 
-    def process_tile(stream, group, *args):
-        if any(index == 100 for index, _ in group.entries):
+    def process_tile(writer, batch, *args):
+        if any(index == 100 for index, _ in batch.entries):
             gate.hold()
-        return real_process(stream, group, *args)
+        return real_process(writer, batch, *args)
 
-    monkeypatch.setattr(FrameStream, "_process_tile", process_tile)
+    monkeypatch.setattr(ArrayWriter, "process_tile", process_tile)
     out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=12)
     gate.stream = stream
     _append_until_failed(stream, bank)
@@ -258,7 +258,7 @@ def test_disk_full_in_the_daemon_gives_an_error_event(small_fs, tmp_path):
     assert_exact_extent(small_fs / "d.ome.zarr", (256, 256), seed=7)
 
 
-class FaultyStore(LocalStore):
+class FaultyStore(StoreWrapper):
     """A real store with an injected fault: chunk writes after the first ``ok`` fail."""
 
     ok = 5
@@ -274,10 +274,8 @@ class FaultyStore(LocalStore):
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC, errno.EROFS])
 def test_injected_io_errors(tmp_path, monkeypatch, err):
-    import acqwriter.stream as stream_mod
 
     FaultyStore.ok, FaultyStore.err = 6, err
-    monkeypatch.setattr(stream_mod, "LocalStore", FaultyStore)
     out = tmp_path / "eio.ome.zarr"
     bank = FrameBank((64, 64), "uint16", size=3, seed=8)
     stream = open_stream(
@@ -288,7 +286,8 @@ def test_injected_io_errors(tmp_path, monkeypatch, err):
             "threads": 1,
             "chunks": {"t": 2},
             "shards": "none",  # the fault is injected into chunk-file writes
-        }
+        },
+        store=FaultyStore(local_store(out)),
     )
     with pytest.raises(StreamError, match=os.strerror(err)):
         for i in range(500):
@@ -408,7 +407,7 @@ def test_two_writers_on_one_path(tmp_path):
         proc.wait()
 
 
-class GatedStore(LocalStore):
+class GatedStore(StoreWrapper):
     """A real store whose chunk writes take ``delay`` s each: a disk slower than the camera."""
 
     delay = 0.02
@@ -441,9 +440,7 @@ def _peak_rss_during(fn) -> tuple[int, int]:
 
 @pytest.mark.parametrize("policy", ["drop", "block"])
 def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
-    import acqwriter.stream as stream_mod
 
-    monkeypatch.setattr(stream_mod, "LocalStore", GatedStore)
     GatedStore.delay = 0.01
     ring = 16 << 20
     shape = (256, 256)  # 128 KiB frames: 2 000 of them are 256 MiB, 16x the ring
@@ -464,7 +461,8 @@ def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
                 "shards": "none",  # GatedStore slows chunk-file writes
                 "pyramid": {"enabled": False},
                 "disk_check": False,
-            }
+            },
+            store=GatedStore(local_store(out)),
         )
         n = 2000 if policy == "drop" else 400
         for i in range(n):
@@ -489,11 +487,9 @@ def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
 def test_block_policy_back_pressure_reaches_the_camera(tmp_path, monkeypatch, collect_cores):
     """A paced camera, a slow disk and a small ring: the camera's circular buffer overflows
     and every lost frame is counted with its index and flagged in the dataset."""
-    import acqwriter.stream as stream_mod
-    from acqwriter.acquisition_spec import AcquisitionSpec
+    from acqwriter.acquisition.spec import AcquisitionSpec
     from acqwriter.devices import Microscope, run_acquisition
 
-    monkeypatch.setattr(stream_mod, "LocalStore", GatedStore)
     GatedStore.delay = 0.03
     scope = Microscope.open("sim", shape=(128, 128), fps=200, seed=13)
     collect_cores.append(scope)
@@ -509,7 +505,7 @@ def test_block_policy_back_pressure_reaches_the_camera(tmp_path, monkeypatch, co
             "pyramid": {"enabled": False},
         }
     )
-    report = run_acquisition(scope, spec)
+    report = run_acquisition(scope, spec, store=GatedStore(local_store(out)))
     s = report.summary
     assert s.dropped_by_reason.get("buffer_overflow", 0) > 0
     assert s.frames_written + s.frames_dropped == 200

@@ -17,8 +17,8 @@ import pytest
 
 from acqwriter import open_stream
 from acqwriter.devices.acquisition import AcquisitionReport
+from acqwriter.format.summary import Summary
 from acqwriter.simulators import FrameBank
-from acqwriter.summary import Summary
 from daemon_helpers import EventRecorder
 from helpers import check_dataset, frame_records, read_zarr, run_cli
 
@@ -126,8 +126,8 @@ def test_missing_frames_not_asked_for_make_the_acquisition_incomplete():
 
 
 def test_partial_time_points_are_refused_unless_asked():
-    from acqwriter.acquisition_spec import AcquisitionSpec
-    from acqwriter.spec import SpecError
+    from acqwriter.acquisition.spec import AcquisitionSpec
+    from acqwriter.spec.model import SpecError
 
     # frames per time point comes from the non-time axes; a camera stream has one
     spec = AcquisitionSpec.parse(
@@ -422,7 +422,7 @@ def test_quiet_prints_nothing_on_success(tmp_path, acqwriter):
 def test_zarr_listing_has_no_warning_and_old_datasets_still_read(tmp_path, acqwriter):
     import zarr
 
-    from acqwriter.info import read_frame_metadata
+    from acqwriter.post.info import read_frame_metadata
 
     out = tmp_path / "m.ome.zarr"
     with open_stream({"out": out, "shape": (16, 16), "dtype": "uint16"}) as stream:

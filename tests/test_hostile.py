@@ -20,8 +20,8 @@ import pytest
 import zmq
 
 from acqwriter import open_stream
-from acqwriter.spec import SpecError, StreamSpec
-from acqwriter.stream import StreamError
+from acqwriter.engine.stream import StreamError
+from acqwriter.spec.model import SpecError, StreamSpec
 from daemon_helpers import Daemon
 from helpers import check_dataset, read_zarr, run_cli
 
@@ -496,7 +496,7 @@ def test_configure_refuses_what_start_would_refuse_for_disk(daemon):
 
 _RACER = """
 import sys, time, acqwriter, numpy as np
-from acqwriter.spec import SpecError
+from acqwriter.spec.model import SpecError
 t = float(sys.argv[2])
 while time.time() < t:
     pass

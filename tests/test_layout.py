@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from acqwriter import StreamSpec
-from acqwriter.layout import FrameLayout
+from acqwriter.format.keys import ArrayKeys
+from acqwriter.plan.layout import FrameLayout
 
 
 def layout(**kw) -> FrameLayout:
@@ -35,7 +36,8 @@ def test_groups_tiles_and_keys():
     assert lay.group_frame_count((1, 2), total_rows=3) == 1
     assert lay.position_in_group(7) == (1, 0)
     assert lay.tile_slices(2, 2) == (slice(96, 100), slice(80, 90), 4, 10)
-    assert lay.chunk_key((3, 1), 2, 0) == "c/3/1/2/0"
+    assert lay.chunk_coords((3, 1), 2, 0) == (3, 1, 2, 0)
+    assert ArrayKeys("0").chunk(lay.chunk_coords((3, 1), 2, 0)) == "0/c/3/1/2/0"
     assert not lay.frame_is_chunk
     assert layout(chunks={"y": 100, "x": 90}).frame_is_chunk
 

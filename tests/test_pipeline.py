@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
+from stores import StoreWrapper, local_store
 
 from acqwriter import StreamError, open_stream
 from acqwriter.simulators import FrameBank, read_stamp
-from acqwriter.storage import LocalStore
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 SHAPE = (1024, 1024)  # 2 MiB uint16 frames: the smallest chunks that are pipelined
@@ -60,7 +60,7 @@ def test_pipelined_chunks_read_back_exactly(tmp_path, io):
     assert not [t.name for t in set(threading.enumerate()) - before if "acqwriter" in t.name]
 
 
-class FailingChunkWrites(LocalStore):
+class FailingChunkWrites(StoreWrapper):
     """A real store whose chunk writes fail after the first ``ok`` (an injected fault)."""
 
     ok = 6
@@ -80,14 +80,12 @@ _lock = threading.Lock()
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC])
 def test_a_failed_pipelined_write_stops_cleanly_with_an_exact_extent(tmp_path, monkeypatch, err):
-    import acqwriter.stream as stream_mod
 
     FailingChunkWrites.ok, FailingChunkWrites.err = 6, err
-    monkeypatch.setattr(stream_mod, "LocalStore", FailingChunkWrites)
     out = tmp_path / "fail.ome.zarr"
     bank = FrameBank(SHAPE, "uint16", size=3, seed=22)
     before = set(threading.enumerate())
-    stream = open_stream(_spec(out))
+    stream = open_stream(_spec(out), store=FailingChunkWrites(local_store(out)))
     with pytest.raises(StreamError, match=os.strerror(err)):
         for i in range(400):
             stream.append(bank.frame(i))

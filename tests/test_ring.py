@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from acqwriter.ring import FrameRing
+from acqwriter.engine.slots import FrameSlots
 from helpers import resident_fraction
 
 
 def test_frames_written_while_the_ring_populates_survive() -> None:
-    ring = FrameRing(48, (512, 512), np.dtype("uint16"))  # 24 MiB
+    ring = FrameSlots(48, (512, 512), np.dtype("uint16"))  # 24 MiB
     rng = np.random.default_rng(3)
     written = {}
     for _ in range(ring.capacity):  # every slot, including those not populated yet
@@ -29,13 +29,13 @@ def test_frames_written_while_the_ring_populates_survive() -> None:
 
 
 def test_every_slot_is_backed_by_memory_once_populated() -> None:
-    ring = FrameRing(40, (1024, 1024), np.dtype("uint16"))  # 80 MiB, never written
+    ring = FrameSlots(40, (1024, 1024), np.dtype("uint16"))  # 80 MiB, never written
     assert ring.wait_populated(timeout=30)
     assert resident_fraction(ring.slots) == pytest.approx(1.0)
 
 
 def test_ring_occupancy_and_high_water_are_counted() -> None:
-    ring = FrameRing(3, (8, 8), np.dtype("uint8"))
+    ring = FrameSlots(3, (8, 8), np.dtype("uint8"))
     a, b = ring.acquire(0), ring.acquire(0)
     assert ring.occupancy == 2 and ring.high_water == 2
     ring.release([a])
@@ -46,7 +46,7 @@ def test_ring_occupancy_and_high_water_are_counted() -> None:
 
 def test_the_slot_released_last_is_handed_out_first() -> None:
     """A stack, not a queue: the slots ever used are exactly the first ``high_water``."""
-    ring = FrameRing(64, (8, 8), np.dtype("uint8"))
+    ring = FrameSlots(64, (8, 8), np.dtype("uint8"))
     rng = np.random.default_rng(5)
     held: list[int] = []
     handed_out: set[int] = set()
@@ -74,12 +74,12 @@ def _wait_for(condition, timeout: float = 30) -> None:
 
 
 def test_memory_is_backed_only_ahead_of_the_high_water() -> None:
-    from acqwriter.ring import _POPULATE_AHEAD_BYTES
+    from acqwriter.engine.slots import _POPULATE_AHEAD_BYTES
 
     slot_bytes = 1024 * 1024 * 2
     ahead = _POPULATE_AHEAD_BYTES // slot_bytes
     capacity = 3 * ahead
-    ring = FrameRing(capacity, (1024, 1024), np.dtype("uint16"))
+    ring = FrameSlots(capacity, (1024, 1024), np.dtype("uint16"))
     _wait_for(lambda: ring.backed_slots == ahead)
     time.sleep(0.2)  # a populating thread that went on would have backed more by now
     assert ring.backed_slots == ahead
@@ -97,7 +97,7 @@ def test_memory_is_backed_only_ahead_of_the_high_water() -> None:
 
 
 def test_closing_the_ring_stops_a_populating_thread_waiting_for_demand() -> None:
-    ring = FrameRing(100, (1024, 1024), np.dtype("uint16"))  # 200 MiB, 32 backed ahead
+    ring = FrameSlots(100, (1024, 1024), np.dtype("uint16"))  # 200 MiB, 32 backed ahead
     _wait_for(lambda: ring.backed_slots > 1)
     thread = ring._populator
     assert thread is not None and thread.is_alive()  # waiting for demand
@@ -113,7 +113,7 @@ def test_a_ring_nobody_closed_is_still_freed() -> None:
     import gc
     import weakref
 
-    ring = FrameRing(100, (1024, 1024), np.dtype("uint16"))
+    ring = FrameSlots(100, (1024, 1024), np.dtype("uint16"))
     _wait_for(lambda r=ring: r.backed_slots == r._ahead)  # now waiting for demand
     time.sleep(0.05)
     thread, ref = ring._populator, weakref.ref(ring)
@@ -135,7 +135,7 @@ def _fresh_pool(nbytes: int) -> np.ndarray:
 
 @pytest.mark.parametrize("madvise", [True, False], ids=["madvise", "touch-fallback"])
 def test_populate_backing_faults_in_the_whole_pool_under_a_view(monkeypatch, madvise) -> None:
-    import acqwriter.ring as ring_module
+    import acqwriter.engine.slots as ring_module
 
     if not madvise:
         monkeypatch.setattr(ring_module, "_madvise_populate", lambda address, nbytes: False)
@@ -152,7 +152,7 @@ def test_populate_backing_faults_in_the_whole_pool_under_a_view(monkeypatch, mad
 
 @pytest.mark.parametrize("madvise", [True, False], ids=["madvise", "touch-fallback"])
 def test_populate_backing_can_stop_after_nbytes_from_the_view(monkeypatch, madvise) -> None:
-    import acqwriter.ring as ring_module
+    import acqwriter.engine.slots as ring_module
 
     if not madvise:
         monkeypatch.setattr(ring_module, "_madvise_populate", lambda address, nbytes: False)
@@ -169,7 +169,7 @@ def test_populate_backing_can_stop_after_nbytes_from_the_view(monkeypatch, madvi
 
 
 def test_populate_backing_leaves_what_it_cannot_name_alone() -> None:
-    from acqwriter.ring import populate_backing
+    from acqwriter.engine.slots import populate_backing
 
     strided = np.zeros((64, 64), np.uint16)[:, ::2]  # not one contiguous allocation
     populate_backing(strided)
@@ -202,9 +202,9 @@ def resident_pages(address: int, nbytes: int) -> int:
 
 
 def test_release_memory_unmaps_the_slots_and_keeps_the_counters() -> None:
-    from acqwriter.ring import wait_for_releases
+    from acqwriter.engine.slots import wait_for_releases
 
-    ring = FrameRing(20, (1024, 1024), np.dtype("uint16"))  # 40 MiB
+    ring = FrameSlots(20, (1024, 1024), np.dtype("uint16"))  # 40 MiB
     a, b = ring.acquire(0), ring.acquire(0)
     ring.release([a, b])
     address, nbytes = ring.slots.ctypes.data, ring.slots.nbytes
@@ -218,9 +218,9 @@ def test_release_memory_unmaps_the_slots_and_keeps_the_counters() -> None:
 
 
 def test_release_memory_while_the_ring_still_populates() -> None:
-    from acqwriter.ring import wait_for_releases
+    from acqwriter.engine.slots import wait_for_releases
 
-    ring = FrameRing(128, (1024, 1024), np.dtype("uint16"))  # 256 MiB, populating
+    ring = FrameSlots(128, (1024, 1024), np.dtype("uint16"))  # 256 MiB, populating
     address, nbytes = ring.slots.ctypes.data, ring.slots.nbytes
     ring.release_memory()  # stops the populating thread first, then unmaps
     assert ring.wait_populated(timeout=0)  # the populating thread is gone
@@ -235,21 +235,23 @@ def test_a_new_ring_waits_for_releases_in_flight(monkeypatch) -> None:
     import threading
     import time
 
-    import acqwriter.ring as ring_module
+    import acqwriter.engine.slots as ring_module
 
     stand_in = threading.Thread(target=time.sleep, args=(0.3,), name="stand-in release")
     monkeypatch.setattr(ring_module, "_releases", [stand_in])
     stand_in.start()
     t0 = time.monotonic()
-    FrameRing(2, (64, 64), np.dtype("uint16"))
+    FrameSlots(2, (64, 64), np.dtype("uint16"))
     assert not stand_in.is_alive()
     assert time.monotonic() - t0 >= 0.25
     assert ring_module._releases == []
 
 
 def test_population_can_wait_for_start_populating() -> None:
-    ring = FrameRing(40, (1024, 1024), np.dtype("uint16"), populate_now=False)  # 80 MiB
-    from acqwriter.ring import _EAGER_SLOTS as eager  # backed before the constructor returns
+    ring = FrameSlots(40, (1024, 1024), np.dtype("uint16"), populate_now=False)  # 80 MiB
+    from acqwriter.engine.slots import (
+        _EAGER_SLOTS as eager,  # backed before the constructor returns
+    )
 
     assert resident_fraction(ring.slots[:eager]) == pytest.approx(1.0)
     time.sleep(0.2)  # a populator started too early would have backed pages by now

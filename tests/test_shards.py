@@ -10,13 +10,16 @@ import time
 
 import numpy as np
 import pytest
+from stores import StoreWrapper, local_store
 
 from acqwriter import SpecError, StreamError, open_stream
-from acqwriter.recover import recover
-from acqwriter.shards import EMPTY, decode_index, encode_index, index_nbytes
+from acqwriter.format.zarr_v3 import EMPTY, decode_index, encode_index, index_nbytes
+from acqwriter.plan.sharding import shard_factors
+from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank, read_stamp
-from acqwriter.spec import StreamSpec
-from acqwriter.storage import LocalStore
+from acqwriter.spec.model import StreamSpec
+from acqwriter.store.base import ShardSink
+from acqwriter.store.local import LocalStore
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 
@@ -73,7 +76,7 @@ def test_auto_shards_span_bounded_axes_then_t(tmp_path):
     spec = {"dims": "tczyx", "sizes": {"c": 3, "z": 4}, "chunks": {"y": 32, "x": 32}}
     parsed = StreamSpec.parse({"out": out, "shape": (64, 48), "dtype": "uint16"} | spec)
     # 8 KiB groups (4 tiles of 32² uint16), 12 per t: 170 t per 16 MiB shard
-    assert parsed.shard_factors() == (170, 3, 4)
+    assert shard_factors(parsed) == (170, 3, 4)
     _write(out, frames, **spec)
     meta = json.loads((out / "0" / "zarr.json").read_text())
     # a shard: 170 t, all channels and planes, whole frames (tiles rounded up)
@@ -87,7 +90,7 @@ def test_auto_shards_span_bounded_axes_then_t(tmp_path):
 
 def test_auto_leaves_large_chunks_unsharded_and_shards_small_ones_along_t(tmp_path):
     big = StreamSpec.parse({"out": tmp_path / "a", "shape": (1024, 1024), "dtype": "uint16"})
-    assert big.shard_factors() == (1,)
+    assert shard_factors(big) == (1,)
     small = StreamSpec.parse(
         {
             "out": tmp_path / "b",
@@ -97,19 +100,19 @@ def test_auto_leaves_large_chunks_unsharded_and_shards_small_ones_along_t(tmp_pa
             "sizes": {"z": 5},
         }
     )
-    assert small.shard_factors() == (409, 5)  # 40 KiB per t: 409 t per 16 MiB shard
+    assert shard_factors(small) == (409, 5)  # 40 KiB per t: 409 t per 16 MiB shard
     none = small.model_copy(update={"shards": "none"})
-    assert none.shard_factors() == (1, 1)
+    assert shard_factors(none) == (1, 1)
 
 
 def test_tiny_frames_cap_shards_and_ring_slots(tmp_path):
     # a 1×1 float32 frame is 4 bytes: 16 MiB of them would be 4 Mi inner chunks (a 64 MiB
     # index per open shard); the cap keeps it at AUTO_SHARD_MAX_INNER, and parsing fast
-    from acqwriter.spec import AUTO_SHARD_MAX_INNER
-    from acqwriter.stream import RING_MAX_FRAMES
+    from acqwriter.plan.resources import RING_MAX_FRAMES
+    from acqwriter.plan.sharding import AUTO_SHARD_MAX_INNER
 
     tiny = StreamSpec.parse({"out": tmp_path / "t", "shape": (1, 1), "dtype": "float32"})
-    assert tiny.shard_factors() == (AUTO_SHARD_MAX_INNER,)
+    assert shard_factors(tiny) == (AUTO_SHARD_MAX_INNER,)
     tiled = StreamSpec.parse(
         {
             "out": tmp_path / "u",
@@ -121,7 +124,7 @@ def test_tiny_frames_cap_shards_and_ring_slots(tmp_path):
         }
     )
     # 1 KiB chunks, 4 tiles and 12 (c, z) groups per t: 341 t = 16 368 inner chunks
-    assert tiled.shard_factors() == (341, 3, 4)
+    assert shard_factors(tiled) == (341, 3, 4)
     out = tmp_path / "tiny.ome.zarr"
     frames = [np.full((1, 1), i, np.float32) for i in range(50)]
     with open_stream({"out": out, "shape": (1, 1), "dtype": "float32"}) as stream:
@@ -133,7 +136,7 @@ def test_tiny_frames_cap_shards_and_ring_slots(tmp_path):
 
 
 def test_pyramid_and_info_on_sharded_level0(tmp_path):
-    from acqwriter.info import dataset_info
+    from acqwriter.post.info import dataset_info
 
     out = tmp_path / "p.ome.zarr"
     frames = _frames((128, 96), 12)
@@ -218,24 +221,38 @@ def test_torn_shard_index_ends_the_recovered_extent(tmp_path):
 
 
 def test_shard_write_error_fails_cleanly_with_valid_dataset(tmp_path, monkeypatch):
-    import acqwriter.stream as stream_mod
 
-    class FailingSegments(LocalStore):
+    class FailingSegments(StoreWrapper):
         """A real store whose shard segment writes fail after the first ``ok``."""
 
         ok = 3
 
-        def write_segment(self, fd, segment, n, offset):
+        def open_shard(self, key):
+            return FailingSink(super().open_shard(key))
+
+    class FailingSink(ShardSink):
+        """A real shard sink whose segment writes fail after the first ``ok``."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def write(self, segment, n, offset):
             if FailingSegments.ok <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             FailingSegments.ok -= 1
-            return super().write_segment(fd, segment, n, offset)
+            return self.inner.write(segment, n, offset)
 
-    monkeypatch.setattr(stream_mod, "LocalStore", FailingSegments)
+        def finish(self, end):
+            self.inner.finish(end)
+
+        def abandon(self):
+            self.inner.abandon()
+
     out = tmp_path / "f.ome.zarr"
     frames = _frames((64, 64), 5)
     stream = open_stream(
-        {"out": out, "shape": (64, 64), "dtype": "uint16", "shards": {"t": 2}, "threads": 1}
+        {"out": out, "shape": (64, 64), "dtype": "uint16", "shards": {"t": 2}, "threads": 1},
+        store=FailingSegments(local_store(out)),
     )
     with pytest.raises(StreamError, match="No space left"):
         for i in range(200):
@@ -287,7 +304,7 @@ def test_index_codec_roundtrip_and_torn_detection():
 def test_many_segments_written_concurrently_read_back_exact(tmp_path, monkeypatch, io):
     """Tiny staging segments: every shard is written as many segments, swapped out under
     the lock and written by several threads at once, in any order (positional writes)."""
-    import acqwriter.shards as shards
+    import acqwriter.engine.shards as shards
 
     monkeypatch.setattr(shards, "SEGMENT_BYTES", 8192)
     out = tmp_path / "s.ome.zarr"
@@ -302,12 +319,14 @@ def test_many_segments_written_concurrently_read_back_exact(tmp_path, monkeypatc
 
 
 def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tmp_path):
-    from acqwriter.shards import SegmentPool, ShardWriter
+    from acqwriter.engine.shards import SegmentPool, ShardWriter
 
     store = LocalStore.create(tmp_path / "p.ome.zarr", overwrite=False, sync="none")
     (tmp_path / "p.ome.zarr" / "0").mkdir()
     pool = SegmentPool(keep=4)
-    shard = ShardWriter(store, "c/0/0/0", n_inner=2, expected=2, pool=pool)
+    shard = ShardWriter(
+        store, "0/c/0/0/0", "0/c/0/0/.0.shard.tmp", n_inner=2, expected=2, pool=pool
+    )
     shard.put(0, memoryview(b"abc"))
     shard.finish()
     shard.abandon()  # a failure path may abandon a shard that was finished
@@ -318,11 +337,15 @@ def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tm
 def test_a_shard_counts_what_it_still_has_to_write_for_the_free_space_check(tmp_path):
     """The low-space stop adds these to the ring's frames: bytes packed but not on disk
     plus the index, and for a seal the whole copy; nothing once finished."""
-    from acqwriter.shards import SEGMENT_BYTES, SegmentPool, ShardWriter, index_nbytes
+    from acqwriter.engine.shards import SegmentPool, ShardWriter
+    from acqwriter.format.zarr_v3 import index_nbytes
+    from acqwriter.plan.sharding import SEGMENT_BYTES
 
     store = LocalStore.create(tmp_path / "q.ome.zarr", overwrite=False, sync="none")
     (tmp_path / "q.ome.zarr" / "0").mkdir()
-    shard = ShardWriter(store, "c/0/0/0", n_inner=4, expected=4, pool=SegmentPool(keep=2))
+    shard = ShardWriter(
+        store, "0/c/0/0/0", "0/c/0/0/.0.shard.tmp", n_inner=4, expected=4, pool=SegmentPool(keep=2)
+    )
     assert shard.unwritten_bytes() == shard.seal_bytes() == index_nbytes(4)
     shard.put(0, memoryview(b"x" * 1000))
     assert shard.unwritten_bytes() == shard.seal_bytes() == 1000 + index_nbytes(4)
@@ -401,7 +424,7 @@ def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tm
 
 
 def test_a_fast_stream_never_seals(tmp_path, monkeypatch):
-    from acqwriter.shards import ShardWriter
+    from acqwriter.engine.shards import ShardWriter
 
     seals = []
     real_seal = ShardWriter.seal
@@ -425,35 +448,35 @@ def test_writer_threads_buffers_for_big_sharded_chunks_come_out_of_the_ring(tmp_
     slots), so ring_bytes + 300 MB still bounds the RSS (2048² frames, 16 MiB t-shards:
     836–950 MB with a 512 MiB ring before). Pipelined (unsharded) big chunks and small
     chunks keep the whole ring."""
-    from acqwriter.spec import StreamSpec
-    from acqwriter.stream import ring_capacity
+    from acqwriter.plan.resources import Plan
+    from acqwriter.spec.model import StreamSpec
 
     frame_bytes = 2048 * 2048 * 2
     base = {"out": tmp_path / "big.ome.zarr", "shape": (2048, 2048), "dtype": "uint16"}
     base["chunks"] = {"y": 2048, "x": 2048}  # one frame per chunk
     sharded = StreamSpec.parse({**base, "shards": {"t": 2}, "threads": 6})
-    assert sharded.thread_buffer_bytes() == 6 * 2 * frame_bytes
-    assert ring_capacity(sharded) == (512 << 20) // frame_bytes - 12 == 52
+    assert Plan.of(sharded).thread_buffer_bytes == 6 * 2 * frame_bytes
+    assert Plan.of(sharded).ring_frames == (512 << 20) // frame_bytes - 12 == 52
     plain = StreamSpec.parse({**base, "threads": 6})
-    assert plain.thread_buffer_bytes() == 0 and ring_capacity(plain) == 64
+    assert Plan.of(plain).thread_buffer_bytes == 0 and Plan.of(plain).ring_frames == 64
     small = StreamSpec.parse({**base, "shape": (512, 512), "chunks": {}, "shards": {"t": 8}})
-    assert small.thread_buffer_bytes() == 0
-    assert ring_capacity(small) == (512 << 20) // (512 * 512 * 2)
+    assert Plan.of(small).thread_buffer_bytes == 0
+    assert Plan.of(small).ring_frames == (512 << 20) // (512 * 512 * 2)
     # a ring too small for the threads' buffers keeps what one block needs
     tiny = StreamSpec.parse({**base, "shards": {"t": 2}, "ring_bytes": 64 << 20})
-    from acqwriter.layout import FrameLayout
+    from acqwriter.plan.layout import FrameLayout
 
-    assert ring_capacity(tiny) == FrameLayout(tiny).min_ring_frames >= 1
+    assert Plan.of(tiny).ring_frames == FrameLayout(tiny).min_ring_frames >= 1
 
 
 def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
     """t-shards of a t × c × z stack keep every shard of a time point open, each with a
     staging segment: that memory is taken from ring_bytes (the ring gets fewer slots), so
     ring_bytes still bounds what is in flight. Shards that close in order change nothing."""
-    from acqwriter.layout import FrameLayout
-    from acqwriter.shards import SEGMENT_BYTES
-    from acqwriter.spec import StreamSpec
-    from acqwriter.stream import ring_capacity
+    from acqwriter.plan.layout import FrameLayout
+    from acqwriter.plan.resources import Plan
+    from acqwriter.plan.sharding import SEGMENT_BYTES
+    from acqwriter.spec.model import StreamSpec
 
     shape = (256, 256)  # 128 KiB frames
     frame_bytes = 256 * 256 * 2
@@ -471,12 +494,12 @@ def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
     spec = StreamSpec.parse(stack)
     layout = FrameLayout(spec)
     assert layout.shards.open_at_once() == 10  # 2 channels × 5 planes
-    assert ring_capacity(spec) == (ring - 9 * SEGMENT_BYTES) // frame_bytes == 64
+    assert Plan.of(spec).ring_frames == (ring - 9 * SEGMENT_BYTES) // frame_bytes == 64
     in_order = StreamSpec.parse({**stack, "shards": {"z": 5}})  # one shard open at a time
     assert FrameLayout(in_order).shards.open_at_once() == 1
-    assert ring_capacity(in_order) == ring // frame_bytes
+    assert Plan.of(in_order).ring_frames == ring // frame_bytes
     plain_t = StreamSpec.parse({**stack, "dims": "tyx", "sizes": {}})  # t-shards, no c/z
-    assert ring_capacity(plain_t) == ring // frame_bytes
+    assert Plan.of(plain_t).ring_frames == ring // frame_bytes
 
     bank = FrameBank(shape, "uint16", size=3, seed=9)
     frames = [bank.frame(i) for i in range(4 * 10 * 3)]  # three shards along t

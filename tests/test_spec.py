@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from acqwriter import SpecError, StreamSpec
-from acqwriter.acquisition_spec import AcquisitionSpec, parse_duration
-from acqwriter.spec_io import dump_spec, load_spec
+from acqwriter import SpecError, StreamSpec, open_stream
+from acqwriter.acquisition.spec import AcquisitionSpec, parse_duration
+from acqwriter.plan.resources import Plan
+from acqwriter.spec.files import dump_spec, load_spec
 
 BASE = {"out": "x.ome.zarr", "shape": [64, 64], "dtype": "uint16"}
 
@@ -91,9 +92,11 @@ def test_ring_must_hold_open_chunk_rows():
     # with frame t3c0 (index 9), when 10 frames are resident at once
     spec = {**BASE, "dims": "tcyx", "sizes": {"c": 3}, "chunks": {"t": 4}}
     frame = 64 * 64 * 2
-    StreamSpec.parse({**spec, "ring_bytes": 10 * frame})
+    Plan.of(StreamSpec.parse({**spec, "ring_bytes": 10 * frame}))
     with pytest.raises(SpecError, match=r"ring_bytes: expected at least 81920 bytes \(10 frames"):
-        StreamSpec.parse({**spec, "ring_bytes": 10 * frame - 1})
+        Plan.of(StreamSpec.parse({**spec, "ring_bytes": 10 * frame - 1}))
+    with pytest.raises(SpecError, match=r"ring_bytes: expected at least 81920 bytes"):
+        open_stream({**spec, "ring_bytes": 10 * frame - 1})
 
 
 def test_codec_shorthands():
@@ -194,8 +197,6 @@ def test_load_and_save_methods(tmp_path):
 def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
     import os
 
-    from acqwriter.stream import _encoded_buffers
-
     cores = len(os.sched_getaffinity(0))
     base = {"out": "/nonexistent.ome.zarr", "dtype": "uint16"}
     small = StreamSpec.parse({**base, "shape": (512, 512)})  # 512 KiB chunks
@@ -213,22 +214,25 @@ def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
         }
     )
     # small chunks: writers compress and write, one per core plus one
-    assert (small.writer_threads(), small.io_threads()) == (cores + 1, 0)
+    assert (Plan.of(small).compressors, Plan.of(small).io_threads) == (cores + 1, 0)
     # big unsharded chunks: pipelined, one compressor per core and four I/O threads ...
-    assert (big.writer_threads(), big.io_threads()) == (cores, 4)  # 4 chunks per frame
-    assert (huge.writer_threads(), huge.io_threads()) == (cores, 4)
+    assert (Plan.of(big).compressors, Plan.of(big).io_threads) == (cores, 4)  # 4 chunks per frame
+    assert (Plan.of(huge).compressors, Plan.of(huge).io_threads) == (cores, 4)
     frame_chunks = {**base, "shape": (2048, 2048), "chunks": {"y": 2048, "x": 2048}}
     frame_drop = StreamSpec.parse({**frame_chunks, "overflow": "drop"})
-    assert (frame_drop.writer_threads(), frame_drop.io_threads()) == (cores, 4)
+    assert (Plan.of(frame_drop).compressors, Plan.of(frame_drop).io_threads) == (cores, 4)
     # ... less one when a frame is a chunk under "block": the producer compresses the
     # frames that find the ring full, on the core left to it
     frame_block = StreamSpec.parse(frame_chunks)
-    assert (frame_block.writer_threads(), frame_block.io_threads()) == (max(1, cores - 1), 4)
+    assert (Plan.of(frame_block).compressors, Plan.of(frame_block).io_threads) == (
+        max(1, cores - 1),
+        4,
+    )
     # ... whose encoded-chunk pool stays bounded (256 MiB) but keeps every compressor busy
-    assert _encoded_buffers(cores, 4, 8 << 20) == cores + 8
-    assert _encoded_buffers(cores, 4, 128 << 20) == cores + 1
+    assert Plan.of(big).encoded_buffers(8 << 20) == cores + 8
+    assert Plan.of(big).encoded_buffers(128 << 20) == cores + 1
     # big sharded chunks: writers also write segments, four per core, memory-capped
-    assert big_sharded.io_threads() == 0
-    assert big_sharded.writer_threads() == 4 * cores
-    assert huge_sharded.writer_threads() == cores + 1  # two 128 MiB buffers per thread
-    assert StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2}).writer_threads() == 2
+    assert Plan.of(big_sharded).io_threads == 0
+    assert Plan.of(big_sharded).compressors == 4 * cores
+    assert Plan.of(huge_sharded).compressors == cores + 1  # two 128 MiB buffers per thread
+    assert Plan.of(StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2})).compressors == 2

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import pytest
+from stores import StoreWrapper, local_store
 
 from acqwriter import FrameError, SpecError, StreamError, open_stream
 from acqwriter.simulators import FrameBank, read_stamp
-from acqwriter.storage import LocalStore
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 
@@ -212,7 +212,7 @@ def test_skip_records_camera_losses_in_place(tmp_path):
     assert records[1]["drop_reason"] == "camera"
 
 
-class SlowStore(LocalStore):
+class SlowStore(StoreWrapper):
     """A real LocalStore whose chunk writes wait on a gate: a disk slower than the camera."""
 
     gate = threading.Event()
@@ -223,10 +223,8 @@ class SlowStore(LocalStore):
 
 
 def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
-    import acqwriter.stream as stream_mod
 
     SlowStore.gate.clear()
-    monkeypatch.setattr(stream_mod, "LocalStore", SlowStore)
     out = tmp_path / "drop.ome.zarr"
     _, frames = frames_of((32, 32), "uint16", 10)
     frame_bytes = 32 * 32 * 2
@@ -239,7 +237,7 @@ def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
         "threads": 1,
         "shards": "none",  # chunk files: the gate holds every write (shards would not wait)
     }
-    stream = open_stream(spec)
+    stream = open_stream(spec, store=SlowStore(local_store(out)))
     indices = [stream.append(f, metadata={"n": i}) for i, f in enumerate(frames)]
     assert indices == list(range(10))
     assert stream.progress()["ring_occupancy"] == 3
@@ -257,10 +255,8 @@ def test_drop_policy_counts_indices_and_stores_fill(tmp_path, monkeypatch):
 
 
 def test_block_policy_waits_instead_of_dropping(tmp_path, monkeypatch):
-    import acqwriter.stream as stream_mod
 
     SlowStore.gate.clear()
-    monkeypatch.setattr(stream_mod, "LocalStore", SlowStore)
     out = tmp_path / "block.ome.zarr"
     _, frames = frames_of((32, 32), "uint16", 8)
     spec = {
@@ -271,7 +267,7 @@ def test_block_policy_waits_instead_of_dropping(tmp_path, monkeypatch):
         "threads": 1,
         "shards": "none",  # SlowStore gates chunk-file writes
     }
-    stream = open_stream(spec)
+    stream = open_stream(spec, store=SlowStore(local_store(out)))
     done = threading.Event()
 
     def produce():
@@ -387,7 +383,7 @@ def test_summary_accounts_bytes_and_rates(tmp_path):
     assert root["state"] == "complete" and root["summary"]["frames_written"] == 20
 
 
-class FullDiskStore(LocalStore):
+class FullDiskStore(StoreWrapper):
     """A real LocalStore that fails with ENOSPC after ``budget`` chunks (injected through the
     storage layer: the real full-disk test with a size-limited filesystem is issue 4's)."""
 
@@ -404,14 +400,13 @@ class FullDiskStore(LocalStore):
 
 
 def test_write_error_stops_cleanly_with_valid_dataset(tmp_path, monkeypatch):
-    import acqwriter.stream as stream_mod
 
     FullDiskStore.budget = 7
-    monkeypatch.setattr(stream_mod, "LocalStore", FullDiskStore)
     out = tmp_path / "full.ome.zarr"
     bank, _ = frames_of((32, 32), "uint16", 0)
     stream = open_stream(
-        {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1, "shards": "none"}
+        {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1, "shards": "none"},
+        store=FullDiskStore(local_store(out)),
     )
     with pytest.raises(StreamError, match="No space left on device"):
         for i in range(1000):
@@ -463,12 +458,12 @@ class SlowWriterThreads:
     does when compression is slower than the camera."""
 
     def __init__(self, monkeypatch, delay: float = 0.01) -> None:
-        from acqwriter.compress_into import IntoEncoder
+        from acqwriter.codec.blosc import IntoEncoder
 
         real = IntoEncoder.encode_into
 
         def encode_into(encoder, data, *args):
-            if threading.current_thread().name.startswith("acqwriter-writer"):
+            if threading.current_thread().name.startswith("acqwriter-compress"):
                 time.sleep(delay)
             return real(encoder, data, *args)
 
@@ -551,13 +546,13 @@ def test_a_compression_failure_on_the_producer_fails_the_stream_cleanly(tmp_path
     extent exact (a failed stream stops: its extent ends at the first frame not on
     disk), and the encoded-chunk buffer the producer held goes back to the pool
     once (two compressors sharing a buffer would corrupt chunks)."""
-    from acqwriter.compress_into import IntoEncoder
+    from acqwriter.codec.blosc import IntoEncoder
 
     real = IntoEncoder.encode_into
     producer_calls = [0]
 
     def encode_into(encoder, data, *args):
-        if threading.current_thread().name.startswith("acqwriter-writer"):
+        if threading.current_thread().name.startswith("acqwriter-compress"):
             time.sleep(0.02)
         elif threading.current_thread() is threading.main_thread():
             producer_calls[0] += 1
@@ -571,16 +566,13 @@ def test_a_compression_failure_on_the_producer_fails_the_stream_cleanly(tmp_path
     bank, _ = frames_of(shape, "uint16", 0)
     spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
     stream = open_stream(spec)
-    pool_size = stream._encoded_pool.qsize()
+    assert stream.encoded_buffers is not None
     with pytest.raises(StreamError, match="injected compression failure"):
         for i in range(60):
             stream.append(bank.frame(i))
     summary = stream.close()
     assert summary.state == "failed" and "injected compression failure" in summary.error
-    buffers = []
-    while not stream._encoded_pool.empty():
-        buffers.append(stream._encoded_pool.get_nowait()[1])
-    assert len(buffers) == len(set(buffers)) == pool_size
+    assert stream.encoded_buffers.all_returned()  # each buffer back once, none lost
     check_dataset(out)
     data = read_zarr(out)
     assert data.shape[0] == summary.frames_written  # frames before the failure, exact
@@ -648,19 +640,19 @@ def test_close_compresses_the_backlog_beside_the_writer_threads(tmp_path, monkey
     """At close the ring's backlog is compressed by the closing thread too (it would
     otherwise only wait), whole-frame chunks and chunks assembled from several frames
     alike; the data reads back exact."""
-    from acqwriter.stream import FrameStream
+    from acqwriter.engine.array import ArrayWriter
 
     SlowWriterThreads(monkeypatch, delay=0.02)
     closers: list[str] = []
-    real = FrameStream._process_tile
+    real = ArrayWriter.process_tile
 
-    def process_tile(stream, *args):
+    def process_tile(writer, *args):
         name = threading.current_thread().name
         if not name.startswith("acqwriter-"):
             closers.append(name)
-        return real(stream, *args)
+        return real(writer, *args)
 
-    monkeypatch.setattr(FrameStream, "_process_tile", process_tile)
+    monkeypatch.setattr(ArrayWriter, "process_tile", process_tile)
     out = tmp_path / "backlog.ome.zarr"
     _, frames = frames_of((32, 32), "uint16", 16)
     spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1, "chunks": chunks}
@@ -693,16 +685,14 @@ def test_drop_policy_never_compresses_on_the_producer(tmp_path, monkeypatch):
 
 
 def test_a_failure_while_compressing_on_the_producer_is_raised(tmp_path, monkeypatch):
-    import acqwriter.stream as stream_mod
 
     SlowWriterThreads(monkeypatch)
     FullDiskStore.budget = 5
-    monkeypatch.setattr(stream_mod, "LocalStore", FullDiskStore)
     out = tmp_path / "inlinefail.ome.zarr"
     bank, _ = frames_of((32, 32), "uint16", 0)
     spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
     spec |= {"ring_bytes": 2 * 32 * 32 * 2, "shards": "none"}
-    stream = open_stream(spec)
+    stream = open_stream(spec, store=FullDiskStore(local_store(out)))
     with pytest.raises(StreamError, match="No space left on device"):
         for i in range(100):
             stream.append(bank.frame(i))
@@ -726,7 +716,7 @@ def test_close_gives_the_ring_memory_back_and_keeps_every_frame(tmp_path, shards
     """The stream's own ring is unmapped once every frame has left it (in the background,
     beside the close's fsyncs); what was appended reads back whole and the summary still
     reports the ring."""
-    from acqwriter.ring import wait_for_releases
+    from acqwriter.engine.slots import wait_for_releases
 
     shape = (512, 512)
     _, frames = frames_of(shape, "uint16", 40, seed=21)
@@ -754,8 +744,8 @@ def test_close_gives_the_ring_memory_back_and_keeps_every_frame(tmp_path, shards
 
 
 def test_a_ring_given_to_the_stream_outlives_it_and_serves_the_next(tmp_path):
-    from acqwriter.spec import StreamSpec
-    from acqwriter.stream import ring_for
+    from acqwriter.engine.preflight import ring_for
+    from acqwriter.spec.model import StreamSpec
 
     shape = (256, 256)
     spec = {"shape": shape, "dtype": "uint16", "ring_bytes": 4 << 20, "pyramid": {"enabled": False}}
@@ -773,7 +763,7 @@ def test_a_ring_given_to_the_stream_outlives_it_and_serves_the_next(tmp_path):
 
 
 def test_latency_percentiles_match_numpy():
-    from acqwriter.stream import percentile_of_sorted
+    from acqwriter.engine.ledger import percentile_of_sorted
 
     rng = np.random.default_rng(5)
     for n in (1, 2, 3, 7, 100, 301, 1000):

@@ -21,13 +21,13 @@ from typing import Any
 
 from acqwriter import jsonio
 from acqwriter.control.protocol import DEFAULT_CONTROL, DEFAULT_EVENTS, ControlError
-from acqwriter.spec import SpecError
+from acqwriter.spec.model import SpecError
 
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
 
 def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
-    from acqwriter.cli_options import add_spec_options
+    from acqwriter.cli.options import add_spec_options
 
     p = sub.add_parser("serve", help="run the acquisition daemon (ZeroMQ control + event sockets)")
     p.add_argument(
@@ -131,7 +131,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _ctl_params(args: argparse.Namespace) -> dict[str, Any]:
-    from acqwriter.cli_options import spec_mapping
+    from acqwriter.cli.options import spec_mapping
 
     command = args.ctl_command
     if command == "configure":
@@ -184,7 +184,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     finally:
         client.close()
     if args.ctl_command == "stop" and "summary" in (result or {}) and not args.json:
-        from acqwriter.summary import Summary
+        from acqwriter.format.summary import Summary
 
         print(Summary.model_validate(result["summary"]).describe())
         if not result.get("ok", True):
@@ -201,8 +201,8 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
     ends while ``watch`` starts), and its summary event is then never seen: every
     half second of silence, the server's status is asked, and an acquisition that is
     over is reported from its ``last_report`` (the same report the event carries)."""
-    from acqwriter.progress_display import ProgressDisplay
-    from acqwriter.summary import Summary
+    from acqwriter.cli.progress import ProgressDisplay
+    from acqwriter.format.summary import Summary
 
     status = client.status()
     spec = status.get("spec") or {}

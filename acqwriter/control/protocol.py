@@ -135,7 +135,7 @@ class StatusResult(BaseModel):
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema of every message (the ``schema`` command returns this)."""
-    from acqwriter.acquisition_spec import AcquisitionSpec
+    from acqwriter.acquisition.spec import AcquisitionSpec
 
     params = {
         "ping": NoParams,

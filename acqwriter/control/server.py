@@ -41,7 +41,7 @@ import zmq
 from pydantic import BaseModel, ValidationError
 
 from acqwriter import __version__, jsonio
-from acqwriter.acquisition_spec import AcquisitionSpec
+from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.control.protocol import (
     COMMANDS,
     DEFAULT_CONTROL,
@@ -59,8 +59,8 @@ from acqwriter.control.protocol import (
     json_schema,
 )
 from acqwriter.control.security import CurveServer, is_local_endpoint
-from acqwriter.spec import SpecError, format_validation_error
-from acqwriter.storage import missing_parents
+from acqwriter.spec.model import SpecError, format_validation_error
+from acqwriter.store.local import missing_parents
 
 __all__ = ["Server"]
 
@@ -347,7 +347,7 @@ class Server:
             self._open_scope(spec.camera, sim_options)
         from acqwriter.devices import DeviceError, configure_camera
         from acqwriter.devices.acquisition import stream_spec_for
-        from acqwriter.stream import check_resources
+        from acqwriter.engine.preflight import check_resources
 
         try:
             configure_camera(self._scope, spec)
@@ -358,7 +358,7 @@ class Server:
             raise ControlError("invalid_params", spec_message(exc)) from None
         # What `start` would refuse is refused now: a ring beyond the memory available,
         # an acquisition beyond the free disk. The ring itself is made by `start` and
-        # backed only as far as its backlog reaches (acqwriter.ring), and given back at
+        # backed only as far as its backlog reaches (acqwriter.engine.slots), and given back at
         # the end: a configured or idle daemon holds no ring memory.
         try:
             check_resources(stream_spec)

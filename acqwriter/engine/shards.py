@@ -1,173 +1,56 @@
-"""Zarr v3 sharding (``sharding_indexed``): many small chunks, few files.
+"""Shards being written: many inner chunks packed into one object, published whole.
 
-Why: with small chunks (512² frames, one per chunk) the writer spent ~40 % of its CPU
-in the kernel creating files and issuing one small I/O per chunk (``perf`` on
-scenario (d), benchmarks/RESULTS.md). A shard packs many inner chunks into one file
-followed by an index of ``(offset, nbytes)`` pairs and its crc32c, exactly as the
-Zarr v3 sharding codec specifies (index at the end), so every Zarr v3 reader
-(zarr-python, tensorstore) reads it.
-
-Shape: a shard spans the whole frame in y and x (all tiles) and ``factors[i]`` chunks
-along each non-frame axis ``i``; inner chunks are the stream's chunks. See
-:meth:`acqwriter.spec.StreamSpec.shard_factors` for the automatic choice.
-
-How a shard is written (:class:`ShardWriter`): writer threads compress an inner chunk
-into their own scratch buffer and hand it to the shard, which packs it into a
-page-aligned staging segment (a memcpy of the *compressed* bytes: small next to the
+How a shard is written (:class:`ShardWriter`): compressing threads encode an inner
+chunk into their own scratch buffer and hand it to the shard, which packs it into a
+page-aligned staging segment (a copy of the *compressed* bytes: small next to the
 compression); a full segment is swapped for a spare one under the shard's lock and
-written (``pwrite`` at its aligned file offset, O_DIRECT where enabled) by the thread
-that filled it *outside* the lock, so the other writer threads keep packing into the
-same shard while it is on its way to disk (holding the lock across the write
-serialised every thread behind each 8 MiB write: 16 % of scenario (d)'s samples waited
-there, ``py-spy``). When every inner chunk of the shard has
-arrived, the last segment and the index are written and the file is truncated to end
-exactly at the index. The file is written under a temporary name (``.N.shard.tmp``
-beside the shard's key) and renamed into place when finished, so the key never holds a
-torn shard. Only then does the shard count as written: the stream's extent never covers
-a shard without its index, so a crash leaves any unfinished shard outside the extent
-(``acqwriter recover`` removes its temporary file). Memory: one segment per open shard
-plus one per write in flight.
+written to the store's :class:`~acqwriter.store.base.ShardSink` by the thread that
+filled it *outside* the lock, so the other threads keep packing into the same shard
+while it is on its way to disk (holding the lock across the write serialised every
+thread behind each segment write). When every inner chunk has arrived, the last
+segment and the index (:mod:`acqwriter.format.zarr_v3`) are written, the shard is cut
+at its end and published at its key in one step, so the key never holds a torn shard.
+Only then does the shard count as written: the extent never covers a shard without its
+index, so a crash leaves any unfinished shard outside the extent (``acqwriter recover``
+removes its temporary object). Memory: one segment per open shard plus one per write in
+flight; segments are reused from shard to shard (:class:`SegmentPool`).
 
-Sealing (shards along the first axis, t): a shard of 32 time points fills in 10 ms at
-3 000 frames/s, but in 32 s at 1 frame/s, and until it is finished its frames would be
-outside the dataset. :meth:`ShardWriter.seal` publishes what the shard holds so far —
-the bytes already in the temporary file, the current segment, and an index in which
-the chunks not yet received are empty — atomically at the shard's key (temp file +
-rename), and the stream extends its extent over the leading time points whose chunks
-are all in it. The temporary file goes on growing; a later seal or the finish replaces
-the published copy, again atomically. A seal rewrites at most one shard (≤ 16 MiB raw
-by the automatic choice) and happens at most once per ``shard_seal_s`` and only for a
-shard that old: a fast stream never seals.
+Sealing (shards along the first axis, t): a shard of 32 time points fills in
+milliseconds at full speed but in half a minute at 1 frame/s, and until it is finished
+its frames would be outside the dataset. :meth:`ShardWriter.seal` publishes what the
+shard holds so far (the bytes already written, the current segment, and an index in
+which the chunks not yet received are empty) atomically at the shard's key, and the
+stream extends its extent over the leading time points whose chunks are all in it. The
+temporary object goes on growing; a later seal or the finish replaces the published
+copy, again atomically. A seal rewrites at most one shard and happens at most once per
+``shard_seal_s`` and only for a shard that old: a fast stream never seals.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
-import math
 import mmap
-import os
-import struct
 import threading
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import google_crc32c
 import numpy as np
 
-from acqwriter.storage import DIRECT_ALIGN, StorageError, private_memory
+from acqwriter.format.zarr_v3 import EMPTY, encode_index, index_nbytes
+from acqwriter.plan.sharding import SEGMENT_BYTES
+from acqwriter.store.base import StorageError
+from acqwriter.store.buffers import DIRECT_ALIGN, private_memory
 
 if TYPE_CHECKING:
-    from acqwriter.layout import FrameLayout, GroupKey
-    from acqwriter.storage import LocalStore
+    from acqwriter.engine.assembly import ChunkBatch
+    from acqwriter.engine.commit import ExtentCommitter
+    from acqwriter.engine.guard import DiskGuard, Health
+    from acqwriter.format.keys import ArrayKeys
+    from acqwriter.plan.layout import FrameLayout, GroupKey
+    from acqwriter.store.base import ShardSink, Store
 
-__all__ = [
-    "EMPTY",
-    "SegmentPool",
-    "ShardWriter",
-    "decode_index",
-    "encode_index",
-    "read_inner_chunk",
-]
-
-EMPTY = 2**64 - 1  # index entry of an inner chunk that was never written (reads as fill)
-SEGMENT_BYTES = 8 << 20  # staging segment: one direct write per this many compressed bytes
-
-
-def encode_index(entries: np.ndarray) -> bytes:
-    """The shard index as stored: (offset, nbytes) uint64 little endian, then crc32c."""
-    body = np.ascontiguousarray(entries, dtype="<u8").tobytes()
-    return body + struct.pack("<I", google_crc32c.value(body))
-
-
-def index_nbytes(n_inner: int) -> int:
-    return 16 * n_inner + 4
-
-
-def decode_index(tail: bytes, n_inner: int) -> np.ndarray | None:
-    """The (n_inner, 2) index from a shard's last :func:`index_nbytes` bytes, or None if
-    it is torn (length or checksum)."""
-    if len(tail) != index_nbytes(n_inner):
-        return None
-    body, crc = tail[:-4], struct.unpack("<I", tail[-4:])[0]
-    if google_crc32c.value(body) != crc:
-        return None
-    return np.frombuffer(body, "<u8").reshape(n_inner, 2)
-
-
-def read_inner_chunk(path: str | os.PathLike[str], position: int, n_inner: int) -> bytes | None:
-    """Bytes of inner chunk ``position`` of the shard file at ``path``; None if the
-    chunk is empty. Raises FileNotFoundError / ValueError (torn index)."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        n = index_nbytes(n_inner)
-        if size < n:
-            raise ValueError(f"{path}: shard shorter than its index")
-        index = decode_index(os.pread(fh.fileno(), n, size - n), n_inner)
-        if index is None:
-            raise ValueError(f"{path}: shard index fails its checksum")
-        offset, nbytes = (int(v) for v in index[position])
-        if offset == EMPTY:
-            return None
-        if offset + nbytes > size - n:
-            raise ValueError(f"{path}: inner chunk {position} lies outside the shard")
-        return os.pread(fh.fileno(), nbytes, offset)
-
-
-class ShardPlan:
-    """Shard arithmetic for one layout: keys, inner positions, group membership."""
-
-    def __init__(self, layout: FrameLayout, factors: tuple[int, ...]) -> None:
-        self.layout = layout
-        self.factors = factors
-        self.grid = (*factors, layout.tiles_y, layout.tiles_x)  # inner chunks per shard
-        self.n_inner = math.prod(self.grid)
-        self.shape = (
-            *(f * c for f, c in zip(factors, layout.outer_chunks, strict=True)),
-            layout.tiles_y * layout.tile_shape[0],
-            layout.tiles_x * layout.tile_shape[1],
-        )
-
-    def open_at_once(self) -> int:
-        """Shards being filled at the same time while frames arrive in order (t, then c,
-        then z): every shard along the axes faster than the slowest axis that a shard
-        spans several chunks of. t-shards over one channel and plane: 1; t-shards of a
-        t × c × z stack with 3 channels of 20 planes: 60, each holding a staging segment
-        until its last chunk arrives (see ``FrameLayout.extra_staging_bytes``)."""
-        layout = self.layout
-        slowest = next(i for i, f in enumerate(self.factors) if f > 1)
-        count = 1
-        for j in range(slowest + 1, len(self.factors)):
-            groups = math.ceil(layout.outer_sizes[j] / layout.outer_chunks[j])  # bounded
-            count *= math.ceil(groups / self.factors[j])
-        return count
-
-    def shard_of(self, group: GroupKey) -> tuple[int, ...]:
-        return tuple(g // f for g, f in zip(group, self.factors, strict=True))
-
-    def key(self, shard: tuple[int, ...]) -> str:
-        return "c/" + "/".join(str(i) for i in (*shard, 0, 0))
-
-    def position(self, group: GroupKey, ty: int, tx: int) -> int:
-        """Flat (C order) index of an inner chunk within its shard."""
-        pos = (*(g % f for g, f in zip(group, self.factors, strict=True)), ty, tx)
-        return int(np.ravel_multi_index(pos, self.grid))
-
-    def groups(self, shard: tuple[int, ...], total_rows: int | None = None) -> Iterator[GroupKey]:
-        """The chunk groups a shard holds (clipped to bounded sizes / ``total_rows``)."""
-        layout = self.layout
-        ranges = []
-        for axis_i, (s, f, k) in enumerate(
-            zip(shard, self.factors, layout.outer_chunks, strict=True)
-        ):
-            size = layout.outer_sizes[axis_i] if axis_i else total_rows or layout.outer_sizes[0]
-            hi = (s + 1) * f
-            if size is not None:
-                hi = min(hi, math.ceil(size / k))
-            ranges.append(range(s * f, hi))
-        return itertools.product(*ranges)
+__all__ = ["OpenShards", "SegmentPool", "ShardWriter"]
 
 
 class SegmentPool:
@@ -211,17 +94,17 @@ class ShardWriter:
 
     def __init__(
         self,
-        store: LocalStore,
+        store: Store,
         key: str,
+        tmp_key: str,
         n_inner: int,
         expected: int,
         pool: SegmentPool | None = None,
     ) -> None:
         self.store = store
         self.pool = pool if pool is not None else SegmentPool(keep=0)
-        self.key = key
-        head, _, name = key.rpartition("/")
-        self.tmp_key = f"{head}/.{name}.shard.tmp" if head else f".{name}.shard.tmp"
+        self.key = key  # where the shard is published
+        self.tmp_key = tmp_key  # where it grows until then
         self.n_inner = n_inner
         self.expected = expected  # inner-chunk jobs (written or empty) before it is complete
         self.received = 0
@@ -235,9 +118,8 @@ class ShardWriter:
         self._in_flight = 0  # segments being written outside the lock
         self._used = 0
         self._file_offset = 0  # where the current segment will go (aligned)
-        self._fd: int | None = None
+        self._sink: ShardSink | None = None  # opened by the first write
         self.stored_bytes = 0
-        self.counted_bytes = 0  # of stored_bytes, what the stream's summary already counts
         self._lost_segment = False  # a segment's write failed: not publishable
         # seal() and finish() publish in turn: a stale seal never lands after the finish
         self._publish_lock = threading.Lock()
@@ -326,7 +208,7 @@ class ShardWriter:
                         errno.EIO,
                         f"shard {self.key!r}: a segment could not be written; not published",
                     )
-                if self._fd is None and self._used == 0:
+                if self._sink is None and self._used == 0:
                     self._finished = True
                     self._release_buffers_locked()
                     return 0
@@ -346,11 +228,11 @@ class ShardWriter:
                 self._write(self._segment, self._used + len(index), self._file_offset)
                 self._finished = True  # the file is cut and closed next: no retry after this
                 try:
-                    self.store.finish_shard(self._fd, end)  # type: ignore[arg-type]
+                    self._sink.finish(end)  # type: ignore[union-attr]
                 finally:
-                    self._fd = None
+                    self._sink = None
                     self._release_buffers_locked()
-            self.store.publish("0/" + self.tmp_key, "0/" + self.key)
+            self.store.publish(self.tmp_key, self.key)
             return self.stored_bytes
 
     def seal(self) -> list[Any] | None:
@@ -375,8 +257,8 @@ class ShardWriter:
                 # bytes before written_end are on disk and never rewritten (later
                 # segments land after it; finish and abandon wait for _publish_lock), so
                 # they are read without holding up the writers packing into the shard
-                head = self.store.read_range("0/" + self.tmp_key, 0, written_end)
-                self.store.write_atomic("0/" + self.key, head + tail)
+                head = self.store.read_range(self.tmp_key, 0, written_end)
+                self.store.write_atomic(self.key, head + tail)
             return groups
 
     def abandon(self) -> None:
@@ -386,11 +268,10 @@ class ShardWriter:
             self._finished = True
             while self._in_flight:
                 self._writes_done.wait()
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            if self._sink is not None:
+                sink, self._sink = self._sink, None
                 with contextlib.suppress(OSError):
-                    self.store.remove("0/" + self.tmp_key)
+                    sink.abandon()
             self._release_buffers_locked()
 
     def _swap_locked(self, room: int) -> tuple[mmap.mmap, int, int]:
@@ -403,17 +284,18 @@ class ShardWriter:
 
     def _padded(self, n: int) -> int:
         """Where the next segment starts after ``n`` bytes (O_DIRECT writes whole blocks)."""
-        return -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self.store.direct else n
+        align = self.store.write_alignment
+        return -(-n // align) * align
 
     def _write(self, segment: mmap.mmap, n: int, offset: int) -> None:
         """Write ``segment[:n]`` at ``offset`` of the shard file (opened on first use)."""
         if not n:
             return
-        if self._fd is None:
+        if self._sink is None:
             with self._open_lock:
-                if self._fd is None:
-                    self._fd = self.store.open_shard("0/" + self.tmp_key)
-        self.store.write_segment(self._fd, segment, n, offset)
+                if self._sink is None:
+                    self._sink = self.store.open_shard(self.tmp_key)
+        self._sink.write(segment, n, offset)
 
     def _release_buffers_locked(self) -> None:
         """Give the segment back to the pool, once (finish and abandon may both run
@@ -421,3 +303,156 @@ class ShardWriter:
         if not self._released:
             self._released = True
             self.pool.give(self._segment)
+
+
+# Room kept free when shards are salvaged after a failure: for the final extent, the
+# per-frame metadata lines and the root group's summary (a few hundred KiB at most).
+SALVAGE_MARGIN = 1 << 20
+
+
+class OpenShards:
+    """The shards of one array being filled: opened on their first chunk, finished when
+    their last chunk is in, and, after a failure, salvaged at close."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keys: ArrayKeys,
+        layout: FrameLayout,
+        health: Health,
+        committer: ExtentCommitter,
+        guard: DiskGuard,
+    ) -> None:
+        assert layout.shards is not None
+        self._store = store
+        self._keys = keys
+        self._layout = layout
+        self._plan = layout.shards
+        self._health = health
+        self._committer = committer
+        self._guard = guard
+        self._segments = SegmentPool()  # staging memory reused from shard to shard
+        self._lock = threading.Lock()
+        self._open: dict[tuple[int, ...], ShardWriter] = {}
+        self.stored_bytes = 0  # of shards on disk
+
+    def shard_for(self, key: GroupKey) -> ShardWriter:
+        plan = self._plan
+        coords = plan.shard_of(key)
+        with self._lock:
+            shard = self._open.get(coords)
+            if shard is None:
+                expected = sum(1 for _ in plan.groups(coords)) * self._layout.tiles_per_group
+                grid = plan.grid_coords(coords)
+                shard = ShardWriter(
+                    self._store,
+                    self._keys.chunk(grid),
+                    self._keys.shard_in_progress(grid),
+                    plan.n_inner,
+                    expected,
+                    self._segments,
+                )
+                self._open[coords] = shard
+            return shard
+
+    def of_block(self, block: int) -> list[ShardWriter]:
+        """The open shards of ``block`` (the first axis' shard coordinate)."""
+        with self._lock:
+            return [sh for coords, sh in self._open.items() if coords[0] == block]
+
+    def unwritten_bytes(self) -> int:
+        """Bytes packed into open shards but not yet on disk, with their indexes."""
+        with self._lock:
+            shards = list(self._open.values())
+        return sum(shard.unwritten_bytes() for shard in shards)
+
+    def tile_done(self, batch: ChunkBatch, live: int, batch_complete: bool) -> None:
+        """Count a finished tile of ``batch`` in its shard; finish the shard when it is
+        complete, and only then let its batches count for the extent."""
+        shard = self.shard_for(batch.key)
+        if batch_complete:
+            with shard.lock:
+                shard.groups.append((batch, live))
+        if shard.job_done():
+            self.finish(shard)
+
+    def finish(self, shard: ShardWriter, *, salvage: bool = False) -> bool:
+        """Finish ``shard`` and let its batches count; True when it is on disk. Once
+        the stream has failed, a shard is left as it is for the salvage at close
+        (:meth:`salvage`, which passes ``salvage``); so is a shard whose own finish
+        failed in a way it can retry (a full disk: the salvage frees later shards
+        first). Otherwise a shard that failed is abandoned and forgotten (its temporary
+        object freed: room for the final metadata)."""
+        if self._health.failed and not salvage:
+            return False
+        try:
+            shard.finish()
+        except BaseException as exc:
+            self._health.fail(exc)
+            if shard.finished:  # else kept: the salvage at close (re)tries it
+                shard.abandon()
+                self._forget(shard)
+            return False
+        self._forget(shard)
+        with self._lock:
+            self.stored_bytes += shard.stored_bytes
+        self._committer.shard_published(list(shard.groups))
+        return True
+
+    def _forget(self, shard: ShardWriter) -> None:
+        with self._lock:
+            for coords, open_shard in list(self._open.items()):
+                if open_shard is shard:
+                    del self._open[coords]
+
+    def close(self) -> None:
+        """At close: shards that will get no more chunks are finished as they are
+        (their missing inner chunks stay empty and read as fill); after a failure, what
+        can still extend the extent is salvaged."""
+        with self._lock:
+            remaining = sorted(self._open.items())
+        if self._health.failed:
+            self.salvage(remaining)
+        else:
+            for _, shard in remaining:
+                self.finish(shard)
+        self._segments.close()
+
+    def salvage(self, shards: list[tuple[tuple[int, ...], ShardWriter]]) -> None:
+        """After a failure (most often a full disk): finish the open shards that can
+        still extend the extent, oldest block first, and abandon the rest.
+
+        Why: compressors pack several shards at once, and the one whose segment hit
+        ENOSPC is often a later one, while the front shard holds every chunk of its
+        frames but its last segment and index. The extent only grows from the front, so
+        a later shard is worth nothing while an earlier one is unfinished: each failed
+        attempt to finish the front shard abandons the newest other one (freeing its
+        temporary object) and tries again, and a margin for the final metadata is then
+        freed the same way; the front block's leading whole rows enter the extent as a
+        seal's would. The first shard that cannot be finished ends the salvage.
+        ``shards``: (coordinates, shard) in coordinate order, so block first."""
+        committer = self._committer
+        pending = list(shards)
+        # a shard behind a block that can no longer be whole stays outside the extent
+        while pending and pending[0][0][0] <= committer.front_block():
+            (block, *_), shard = pending.pop(0)
+            while not (done := self.finish(shard, salvage=True)):
+                if shard.finished or not pending:
+                    break
+                pending.pop()[1].abandon()
+            while pending and self._guard.free_bytes() < SALVAGE_MARGIN:
+                pending.pop()[1].abandon()
+            if not done:
+                shard.abandon()
+                break
+            if pending and pending[0][0][0] == block:
+                continue  # the block's other shards first
+            if committer.front_block() > block:
+                continue  # the block is whole: the next one may be too
+            if self._layout.shard_factors[0] > 1 and block == committer.committed_blocks:
+                batches = committer.finished_batches(block)
+                committer.seal_rows(block, committer.leading_whole_rows(block, batches))
+            break
+        for _, rest in pending:
+            rest.abandon()

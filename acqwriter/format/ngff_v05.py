@@ -1,14 +1,11 @@
-"""OME-NGFF 0.5 / Zarr v3 metadata documents.
+"""OME-NGFF 0.5 metadata: the root group's document of a one-image dataset.
 
 Builds the JSON documents of a dataset; never writes pixels:
 
 * the root group ``zarr.json`` with ``attributes.ome`` = ``{"version": "0.5",
   "multiscales": [...], "omero": {...}}`` and ``attributes.acqwriter`` (writer version,
   where the per-frame metadata lives, state and, after close, the summary);
-* each level's array ``zarr.json``. zarr-python generates it (into an in-memory store)
-  so the codec chain, fill value and chunk key encoding are exactly what Zarr readers
-  expect; acqwriter then owns the document and rewrites only its ``shape`` as the
-  array grows, atomically, through :class:`acqwriter.storage.LocalStore`.
+* each level's array ``zarr.json`` comes from :mod:`acqwriter.format.zarr_v3`.
 
 Dataset layout::
 
@@ -28,15 +25,14 @@ from typing import Any
 import numpy as np
 
 from acqwriter import __version__
-from acqwriter.codecs import codec_chain, sharding_codec
-from acqwriter.display import measured_from
-from acqwriter.spec import StreamSpec
+from acqwriter.format.display import measured_from
+from acqwriter.format.keys import LEVEL0
+from acqwriter.spec.model import StreamSpec
 
 __all__ = [
     "FINISHED_STATES",
     "FRAME_METADATA_KEY",
     "Level",
-    "array_metadata",
     "frame_metadata_key",
     "group_metadata",
     "level0",
@@ -49,7 +45,7 @@ FINISHED_STATES = ("complete", "aborted", "failed", "recovered")
 # Per-frame metadata lives inside the level-0 array's folder: Zarr readers never list an
 # array's folder for members (at the root, zarr-python warns that it "is not recognized
 # as a component of a Zarr hierarchy"), and it stays with the image it describes.
-FRAME_METADATA_KEY = "0/frame_metadata.jsonl"
+FRAME_METADATA_KEY = LEVEL0.frame_metadata
 LEGACY_FRAME_METADATA_KEY = "frame_metadata.jsonl"  # datasets written before the move
 
 
@@ -145,7 +141,7 @@ def _axes(spec: StreamSpec, dt: float | None = None) -> list[dict[str, str]]:
 def _omero(spec: StreamSpec, measured_windows: list[Any] | None = None) -> dict[str, Any]:
     """``omero`` channels: names and colours from the spec; each display window is the
     one the spec gives, else the one measured from the data written (see
-    :mod:`acqwriter.display`), else the dtype's range (before any frame was seen)."""
+    :mod:`acqwriter.format.display`), else the dtype's range (before any frame was seen)."""
     sizes = dict(zip(spec.outer_dims, spec.outer_sizes(), strict=True))
     n_channels = sizes.get("c") or 1
     dtype = np.dtype(spec.dtype)
@@ -195,7 +191,7 @@ def group_metadata(
     """The root group's ``zarr.json`` (OME-NGFF 0.5 image).
 
     ``extra`` entries go into ``attributes.acqwriter``; its ``measured`` entry (time
-    increment, display windows: :mod:`acqwriter.display`) also sets the ``t`` scale
+    increment, display windows: :mod:`acqwriter.format.display`) also sets the ``t`` scale
     and the ``omero`` windows."""
     measured = measured_from(extra)
     dt = measured.get("time_increment_s")
@@ -217,7 +213,7 @@ def group_metadata(
     multiscale["metadata"] = {
         "description": f"2x {spec.pyramid.method} downsampling in y, x"
         + (" and z" if spec.pyramid.downsample_z else ""),
-        "method": f"acqwriter.pyramid.downsample_{spec.pyramid.method}",
+        "method": f"acqwriter.post.pyramid.downsample_{spec.pyramid.method}",
         "version": __version__,
     }
     acq: dict[str, Any] = {
@@ -248,43 +244,3 @@ def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
     itself (summary, recovery account …): what a rewrite of the group must carry over."""
     own = ("version", "state", "spec")  # frame_metadata is carried: old datasets keep theirs
     return {k: v for k, v in acqwriter_attrs.items() if k not in own}
-
-
-def array_metadata(
-    spec: StreamSpec,
-    shape: tuple[int, ...],
-    chunks: tuple[int, ...],
-    shards: tuple[int, ...] | None = None,
-) -> dict[str, Any]:
-    """A level's Zarr v3 array ``zarr.json`` as a dict, key for key what zarr-python's
-    ``create_array`` writes (the tests check it) without importing zarr on the hot path.
-
-    With ``shards``, ``chunks`` are the inner chunks of a ``sharding_indexed`` codec
-    (zarr-python's defaults: index at the end, crc32c), as :mod:`acqwriter.shards` writes.
-    """
-    dtype = np.dtype(spec.dtype)
-    codecs = codec_chain(spec.codec, dtype)
-    if shards is not None:
-        codecs = [sharding_codec(chunks, codecs)]
-    return {
-        "shape": list(shape),
-        "data_type": dtype.name,
-        "chunk_grid": {
-            "name": "regular",
-            "configuration": {"chunk_shape": list(shards if shards is not None else chunks)},
-        },
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0.0 if dtype.kind == "f" else 0,
-        "codecs": codecs,
-        "attributes": {},
-        "dimension_names": list(spec.dims),
-        "zarr_format": 3,
-        "node_type": "array",
-        "storage_transformers": [],
-    }
-
-
-def encode_array_metadata(meta: dict[str, Any], shape: tuple[int, ...]) -> bytes:
-    meta = dict(meta)
-    meta["shape"] = list(shape)
-    return json.dumps(meta, indent=2, allow_nan=False).encode()

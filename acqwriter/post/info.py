@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.ome import frame_metadata_key
-from acqwriter.storage import writer_alive
+from acqwriter.format.ngff_v05 import frame_metadata_key
+from acqwriter.store.local import writer_alive
 
 __all__ = ["dataset_info", "format_info", "read_frame_metadata"]
 

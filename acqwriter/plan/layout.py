@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from acqwriter.shards import SEGMENT_BYTES, ShardPlan
+from acqwriter.plan.sharding import SEGMENT_BYTES, ShardPlan, shard_factors
 
 if TYPE_CHECKING:
-    from acqwriter.spec import StreamSpec
+    from acqwriter.spec.model import StreamSpec
 
 GroupKey = tuple[int, ...]
 
@@ -47,7 +47,7 @@ class FrameLayout:
         self.frames_per_row = math.prod(s for s in self.outer_sizes[1:] if s is not None)
         # Zarr v3 shards (None: one file per chunk). A *block* — the unit by which the
         # extent grows — is one chunk, or one shard, along the first axis.
-        self.shard_factors = spec.shard_factors()
+        self.shard_factors = shard_factors(spec)
         self.shards = (
             ShardPlan(self, self.shard_factors) if any(f > 1 for f in self.shard_factors) else None
         )
@@ -67,7 +67,7 @@ class FrameLayout:
         # Compressed chunks staged in shards open at the same time (a segment each, at
         # least one chunk), beyond the first shard's segment (part of the writer's fixed
         # overhead, as it always was): memory beside the ring's, so it comes out of
-        # ring_bytes (stream.ring_capacity). 0 unless a shard spans the first axis of a
+        # ring_bytes (acqwriter.plan.resources.Plan). 0 unless a shard spans the first axis of a
         # layout with other axes (t-shards of a t × c × z stack: 59 segments of 8 MiB).
         self.extra_staging_bytes = (
             0
@@ -131,9 +131,9 @@ class FrameLayout:
         y1, x1 = min(y0 + cy, self.frame_shape[0]), min(x0 + cx, self.frame_shape[1])
         return slice(y0, y1), slice(x0, x1), y1 - y0, x1 - x0
 
-    def chunk_key(self, group: GroupKey, ty: int, tx: int) -> str:
-        """The Zarr v3 default chunk key (``c/…`` with '/' separators)."""
-        return "c/" + "/".join(str(i) for i in (*group, ty, tx))
+    def chunk_coords(self, group: GroupKey, ty: int, tx: int) -> tuple[int, ...]:
+        """Grid coordinates of tile (ty, tx) of ``group``'s chunks (unsharded)."""
+        return (*group, ty, tx)
 
     def rows_for_frames(self, n_frames: int) -> int:
         """Extent of the first axis needed to hold ``n_frames`` frames."""

@@ -15,10 +15,10 @@ Two facts about an acquisition are only known once its frames exist:
   time points is whatever the camera delivered. :func:`time_increment` takes the median
   interval between the arrival of each time point's first frame.
 
-Data flow: :class:`acqwriter.stream.FrameStream` feeds :meth:`WindowSampler.offer` from
+Data flow: :class:`acqwriter.engine.stream.FrameStream` feeds :meth:`WindowSampler.offer` from
 ``append`` and records time-point arrivals; at close both go into the root group's
 ``attributes.acqwriter.measured`` (:data:`MEASURED_KEY`), from which
-:mod:`acqwriter.ome` writes ``omero`` windows and the ``t`` scale, and which every later
+:mod:`acqwriter.format.ngff_v05` writes ``omero`` windows and the ``t`` scale, and which every later
 rewrite (pyramid, recover) carries over. A window the user set in the spec wins.
 """
 

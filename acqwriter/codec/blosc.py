@@ -40,13 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.codecs import chunk_encoder
-from acqwriter.spec import Compression
+from acqwriter.codec.chain import chunk_encoder
+from acqwriter.codec.settings import SHUFFLE_IDS, Compression
 
 __all__ = ["BLOSC_OVERHEAD", "IntoEncoder", "blosc_compressor", "max_compressed_size"]
 
 BLOSC_OVERHEAD = 16  # BLOSC_MAX_OVERHEAD: header of a chunk that did not compress
-_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
 def _compress_ctx(library: str) -> Any | None:
@@ -149,7 +148,7 @@ class IntoEncoder:
         self.zero_copy = self._compress is not None
         if self.zero_copy:
             self._clevel = compression.level
-            self._shuffle = _SHUFFLE[compression.shuffle]
+            self._shuffle = SHUFFLE_IDS[compression.shuffle]
             self._cname = compression.cname.encode()
             self._blocksize = compression.block_bytes()
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
-from acqwriter.spec import (
+from acqwriter.spec.model import (
     PositiveFloat,
     PositiveInt,
     StreamSpec,
@@ -71,7 +71,7 @@ class AcquisitionSpec(WriterOptions):
     anything: no channel is switched, no focus moved, nobody waits between time points.
     So it is refused when the dataset would claim otherwise (``c`` or ``z`` sizes over
     1, several channels, a ``time_increment``): its ``t`` scale is the camera's
-    measured frame interval (:mod:`acqwriter.display`).
+    measured frame interval (:mod:`acqwriter.format.display`).
 
     Length: ``frames``, ``timepoints`` (or ``sizes.t``, which also bounds the array),
     or ``duration``. Frames per time point are the product of the other axes' sizes; a

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from acqwriter import __version__, jsonio
-from acqwriter.cli_options import add_spec_options, spec_mapping
-from acqwriter.progress_display import ProgressDisplay
-from acqwriter.spec import SpecError
+from acqwriter.cli.options import add_spec_options, spec_mapping
+from acqwriter.cli.progress import ProgressDisplay
+from acqwriter.spec.model import SpecError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
 
@@ -44,7 +44,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
     def _suggestion(self, message: str) -> str:
-        from acqwriter.spec import did_you_mean
+        from acqwriter.validation import did_you_mean
 
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown:
@@ -93,7 +93,7 @@ def _add_acquire(sub: argparse._SubParsersAction) -> None:
 
 def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
     """The validated :class:`AcquisitionSpec` from ``--spec`` and the options."""
-    from acqwriter.acquisition_spec import AcquisitionSpec
+    from acqwriter.acquisition.spec import AcquisitionSpec
 
     return AcquisitionSpec.parse(spec_mapping(args))
 
@@ -141,7 +141,7 @@ def _with_build_progress(work: Any, quiet: bool) -> Any:
     (on stderr, as ``acquire`` shows its phases): building levels can take minutes."""
     import threading
 
-    from acqwriter.pyramid import BuildProgress
+    from acqwriter.post.pyramid import BuildProgress
 
     build = BuildProgress()
     done = threading.Event()
@@ -173,7 +173,7 @@ def _with_build_progress(work: Any, quiet: bool) -> Any:
 
 
 def cmd_pyramid(args: argparse.Namespace) -> int:
-    from acqwriter.pyramid import rebuild_pyramid
+    from acqwriter.post.pyramid import rebuild_pyramid
 
     try:
         levels = _with_build_progress(
@@ -195,7 +195,7 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from acqwriter.recover import RecoverError, RecoverWriteError, recover
+    from acqwriter.post.recover import RecoverError, RecoverWriteError, recover
 
     try:
         account = _with_build_progress(
@@ -228,7 +228,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from acqwriter.info import dataset_info, format_info
+    from acqwriter.post.info import dataset_info, format_info
 
     try:
         info = dataset_info(args.path)

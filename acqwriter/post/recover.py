@@ -1,6 +1,6 @@
 """Finish a dataset whose writer died (``acqwriter recover PATH``).
 
-What a crash leaves (see :mod:`acqwriter.stream` invariants): a valid dataset whose
+What a crash leaves (see :mod:`acqwriter.engine.stream` invariants): a valid dataset whose
 extent covers committed blocks; per-frame metadata lines for every committed frame and
 possibly for a block whose extent rewrite did not happen yet (lines are appended
 *after* the block's chunks are written and *before* the extent covers them, so a line
@@ -10,7 +10,7 @@ maybe a torn last metadata line, temporary files and the disk reserve.
 Recovery, in order, each step idempotent:
 
 1. refuse what cannot be recovered, with the reason: no ``zarr.json``, unreadable root
-   metadata, not an acqwriter dataset (no ``attributes.acqwriter.spec``), a writer still
+   metadata, not an acqwriter dataset (no ``attributes.acqwriter.spec.model``), a writer still
    holding the lock;
 2. keep the longest run of complete, consecutive metadata records (a torn last line is
    cut off) — the frames whose durability is proven;
@@ -35,23 +35,22 @@ from typing import Any
 import numpy as np
 
 from acqwriter import jsonio
-from acqwriter.codecs import chunk_encoder
-from acqwriter.display import MEASURED_KEY, sample_windows, time_increment
-from acqwriter.layout import FrameLayout
-from acqwriter.ome import (
+from acqwriter.codec.chain import chunk_encoder
+from acqwriter.format.display import MEASURED_KEY, sample_windows, time_increment
+from acqwriter.format.keys import GROUP_METADATA, LEVEL0
+from acqwriter.format.ngff_v05 import (
     FINISHED_STATES,
-    array_metadata,
     carried_attrs,
-    encode_array_metadata,
     frame_metadata_key,
     group_metadata,
     level0,
 )
-from acqwriter.pyramid import BuildProgress, replace_pyramid
-from acqwriter.reader import LevelReader
-from acqwriter.shards import read_inner_chunk
-from acqwriter.spec import StreamSpec
-from acqwriter.storage import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore
+from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata, read_inner_chunk
+from acqwriter.plan.layout import FrameLayout
+from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
+from acqwriter.post.reader import LevelReader
+from acqwriter.spec.model import StreamSpec
+from acqwriter.store.local import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore
 
 __all__ = ["RecoverError", "RecoverWriteError", "recover"]
 
@@ -80,7 +79,7 @@ def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     acq = attrs.get("acqwriter") if isinstance(attrs, dict) else None
     if not isinstance(acq, dict) or "spec" not in acq:
         raise RecoverError(
-            f"{root}: not written by acqwriter (no attributes.acqwriter.spec); cannot recover"
+            f"{root}: not written by acqwriter (no attributes.acqwriter.spec.model); cannot recover"
         )
     try:
         spec = StreamSpec.model_validate({**acq["spec"], "overwrite": True, "disk_check": False})
@@ -125,12 +124,12 @@ def _group_ok(
         for tx in range(layout.tiles_x):
             try:
                 if plan is None:
-                    data = store.read_bytes("0/" + layout.chunk_key(key, ty, tx))
+                    data = store.read_bytes(LEVEL0.chunk(layout.chunk_coords(key, ty, tx)))
                 else:
-                    path = store.path("0/" + plan.key(plan.shard_of(key)))
-                    found = read_inner_chunk(path, plan.position(key, ty, tx), plan.n_inner)
+                    shard = LEVEL0.chunk(plan.grid_coords(plan.shard_of(key)))
+                    found = read_inner_chunk(store, shard, plan.position(key, ty, tx), plan.n_inner)
                     if found is None:
-                        raise FileNotFoundError(path)
+                        raise FileNotFoundError(shard)
                     data = found
             except ValueError:
                 return False  # torn shard: its index never got written
@@ -147,14 +146,14 @@ def _group_ok(
     return True
 
 
-# frames read back per channel to measure display windows (acqwriter.display)
+# frames read back per channel to measure display windows (acqwriter.format.display)
 _WINDOW_FRAMES = 8
 
 
 def _measure(
     store: LocalStore, layout: FrameLayout, records: list[dict[str, Any]], decoder: Any
 ) -> dict[str, Any]:
-    """What a finished writer would have measured (:mod:`acqwriter.display`): the
+    """What a finished writer would have measured (:mod:`acqwriter.format.display`): the
     interval between time points from the records' arrival times, and display windows
     from a few frames of each channel read back."""
     fpr = layout.frames_per_row
@@ -227,7 +226,7 @@ def _recover_locked(
 ) -> dict[str, Any]:
     layout = FrameLayout(spec)
     try:
-        meta0 = json.loads(store.read_bytes("0/zarr.json"))
+        meta0 = json.loads(store.read_bytes(LEVEL0.metadata))
         rows_before = int(meta0["shape"][0])
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         meta0, rows_before = None, 0  # regenerated below from the stored spec
@@ -256,17 +255,17 @@ def _recover_locked(
     lines = b"".join(jsonio.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
     if not clean or len(records) != len(kept):
         store.write_atomic(metadata_key, lines)
-    store.write_atomic("0/zarr.json", encode_array_metadata(array_meta, layout.array_shape(rows)))
+    store.write_atomic(LEVEL0.metadata, encode_array_metadata(array_meta, layout.array_shape(rows)))
 
     # Remove what lies beyond the extent, and leftovers of the crash.
     removed = 0
     last_block = -(-rows // rpb)  # blocks [0, last_block) are inside the extent
-    chunk_root = root / "0" / "c"
+    chunk_root = root / LEVEL0.chunks
     if chunk_root.is_dir():
         for child in chunk_root.iterdir():
             if child.name.isdigit() and int(child.name) >= last_block:
                 removed += sum(1 for p in child.rglob("*") if p.is_file()) if child.is_dir() else 1
-                store.remove_tree(f"0/c/{child.name}")
+                store.remove_tree(f"{LEVEL0.chunks}/{child.name}")
     for tmp in root.rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
     for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
@@ -275,6 +274,7 @@ def _recover_locked(
     carried = {**carried_attrs(acq), MEASURED_KEY: _measure(store, layout, kept, decoder)}
     levels = [level0(spec)]
     if spec.pyramid.enabled and rows > 0:
+        use_settings(store, spec)
         levels = replace_pyramid(
             store, spec, state="recovering", extra=carried, threads=threads, progress=progress
         )
@@ -295,7 +295,7 @@ def _recover_locked(
         "time": time.time(),
     }
     store.write_atomic(
-        "zarr.json",
+        GROUP_METADATA,
         group_metadata(spec, levels, state="recovered", extra={**carried, "recovery": account}),
     )
     store.flush()

@@ -18,7 +18,7 @@ import numpy as np
 from numcodecs.blosc import Blosc
 from numcodecs.zstd import Zstd
 
-from acqwriter.spec import Compression
+from acqwriter.codec.settings import SHUFFLE_IDS, Compression
 
 __all__ = ["ChunkEncoder", "chunk_encoder", "codec_chain"]
 
@@ -26,8 +26,6 @@ __all__ = ["ChunkEncoder", "chunk_encoder", "codec_chain"]
 # our writer pool already runs one thread per core, so keep blosc single-threaded and
 # in its contextual (GIL-free) mode everywhere.
 numcodecs.blosc.use_threads = False
-
-_SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
 
 
 class ChunkEncoder(Protocol):
@@ -53,7 +51,7 @@ def chunk_encoder(compression: Compression) -> ChunkEncoder:
         return Blosc(
             cname=compression.cname,
             clevel=compression.level,
-            shuffle=_SHUFFLE[compression.shuffle],
+            shuffle=SHUFFLE_IDS[compression.shuffle],
             blocksize=compression.block_bytes(),
         )
     if compression.name == "zstd":
@@ -93,7 +91,7 @@ def codec_chain(compression: Compression, dtype: np.dtype) -> list[dict[str, Any
 
 
 def sharding_codec(inner_chunks: tuple[int, ...], inner: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``sharding_indexed`` codec :mod:`acqwriter.shards` writes: ``inner`` codecs per
+    """The ``sharding_indexed`` codec :mod:`acqwriter.engine.shards` writes: ``inner`` codecs per
     inner chunk, the index (offset, nbytes per inner chunk, little-endian) at the end,
     protected by crc32c — zarr-python's defaults."""
     return {

@@ -2,7 +2,7 @@
 
 Level k+1 is level k downsampled 2× in y and x (and z when ``pyramid.downsample_z``);
 t and c are never downsampled. Each output chunk is computed from the 2×2 (×2) block of
-source chunks under it, read straight from the chunk files (:mod:`acqwriter.reader`),
+source chunks under it, read straight from the chunk files (:mod:`acqwriter.post.reader`),
 and written with the same codec and chunk shape through the storage layer, so memory
 is a few chunks per thread whatever the dataset size.
 
@@ -30,20 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.codecs import chunk_encoder
-from acqwriter.compress_into import IntoEncoder, max_compressed_size
-from acqwriter.ome import (
-    FINISHED_STATES,
-    Level,
-    array_metadata,
-    carried_attrs,
-    encode_array_metadata,
-    group_metadata,
-    level0,
-)
-from acqwriter.reader import LevelReader
-from acqwriter.spec import StreamSpec
-from acqwriter.storage import LocalStore
+from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
+from acqwriter.codec.chain import chunk_encoder
+from acqwriter.format.keys import GROUP_METADATA, LEVEL0, ArrayKeys, level
+from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
+from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata
+from acqwriter.post.reader import LevelReader
+from acqwriter.spec.model import StreamSpec
+from acqwriter.store.base import Store
+from acqwriter.store.local import LocalStore
 
 __all__ = [
     "BuildProgress",
@@ -244,10 +239,10 @@ def _chunk_aligned(
 
 
 def _write_level(
-    store: LocalStore,
+    store: Store,
     spec: StreamSpec,
     source: LevelReader,
-    prefix: str,
+    keys: ArrayKeys,
     shape: tuple[int, ...],
     chunks: tuple[int, ...],
     step: tuple[int, ...],
@@ -258,7 +253,7 @@ def _write_level(
 
     Each thread decodes source chunks into its own buffer, downsamples them into the
     output chunk and compresses that straight into the store's aligned write buffer
-    (:class:`acqwriter.compress_into.IntoEncoder`): no assembled source region, no
+    (:class:`acqwriter.codec.blosc.IntoEncoder`): no assembled source region, no
     encoded copy. Layouts where a 2× pair would straddle two source chunks (odd chunk
     sizes) read the region through :class:`LevelReader` instead."""
     dtype = source.dtype
@@ -331,7 +326,7 @@ def _write_level(
             block = by_source_chunks(index) if aligned else by_region(index)
             dest, address = store.scratch(max_compressed_size(chunk_bytes))
             n = encoder.encode_into(block, dest, address)
-            store.write_chunk_from(prefix + "/".join(map(str, index)), n)
+            store.write_chunk_from(keys.chunk(index), n)
             progress.chunk_done(chunk_bytes)
         except BaseException as exc:
             errors.append(exc)
@@ -372,24 +367,22 @@ def pyramid_threads(chunk_bytes: int = 0) -> int:
 
 
 def build_pyramid(
-    root: Path,
+    store: Store,
     spec: StreamSpec,
     *,
     threads: int | None = None,
     progress: BuildProgress | None = None,
 ) -> list[Level]:
-    """Write levels 1.. under ``root`` from level 0; returns every level (0 included).
+    """Write levels 1.. into ``store`` from level 0; returns every level (0 included).
 
     ``threads``: default :func:`pyramid_threads`. ``progress`` is updated as chunks are
     written (see :class:`BuildProgress`)."""
     base_chunk_bytes = math.prod(spec.resolved_chunks()) * np.dtype(spec.dtype).itemsize
     threads = threads or pyramid_threads(base_chunk_bytes)
     progress = progress or BuildProgress()
-    store = LocalStore(root, sync=spec.sync)
-    store.enable_direct_io(spec.io)
     decoder = chunk_encoder(spec.codec)
     base_chunks = spec.resolved_chunks()
-    src_shape = tuple(json.loads(store.read_bytes("0/zarr.json"))["shape"])
+    src_shape = tuple(json.loads(store.read_bytes(LEVEL0.metadata))["shape"])
     levels = [level0(spec)]
     step = tuple(
         2 if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
@@ -402,9 +395,10 @@ def build_pyramid(
             grid = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
             progress.start_level(k, len(shapes), grid)
             meta = array_metadata(spec, shape, chunks)
-            store.write_atomic(f"{k}/zarr.json", encode_array_metadata(meta, shape))
-            source = LevelReader(store, str(k - 1), decoder)
-            _write_level(store, spec, source, f"{k}/c/", shape, chunks, step, threads, progress)
+            keys = level(k)
+            store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
+            source = LevelReader(store, level(k - 1).path, decoder)
+            _write_level(store, spec, source, keys, shape, chunks, step, threads, progress)
             levels.append(Level(str(k), _factors(spec, k), spec.pyramid.method))
         store.flush()
     except BaseException:
@@ -416,8 +410,14 @@ def build_pyramid(
     return levels
 
 
+def use_settings(store: Store, spec: StreamSpec) -> None:
+    """Write with the durability and I/O mode the dataset was written with."""
+    store.sync = spec.sync
+    store.enable_direct_io("auto" if spec.io == "direct" else spec.io)
+
+
 def replace_pyramid(
-    store: LocalStore,
+    store: Store,
     spec: StreamSpec,
     *,
     state: str,
@@ -427,11 +427,13 @@ def replace_pyramid(
 ) -> list[Level]:
     """Drop levels 1.. and build them again. The group is first rewritten to list level 0
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
-    store.write_atomic("zarr.json", group_metadata(spec, [level0(spec)], state=state, extra=extra))
+    store.write_atomic(
+        GROUP_METADATA, group_metadata(spec, [level0(spec)], state=state, extra=extra)
+    )
     for name in store.list_dir():
         if name.isdigit() and name != "0":  # levels 1..: folders named by their number
             store.remove_tree(name)
-    return build_pyramid(store.root, spec, threads=threads, progress=progress)
+    return build_pyramid(store, spec, threads=threads, progress=progress)
 
 
 def rebuild_pyramid(
@@ -445,7 +447,7 @@ def rebuild_pyramid(
     root = Path(root)
     store = LocalStore(root, sync="close")
     try:
-        group = json.loads(store.read_bytes("zarr.json"))
+        group = json.loads(store.read_bytes(GROUP_METADATA))
         attrs = group["attributes"]["acqwriter"]
         spec = StreamSpec.model_validate({**attrs["spec"], "overwrite": True})
     except FileNotFoundError:
@@ -459,6 +461,7 @@ def rebuild_pyramid(
     except FileExistsError as exc:
         raise ValueError(f"{root}: {exc}".replace(f"{str(root)!r} ", "")) from None
     try:
+        use_settings(store, spec)
         state = attrs.get("state")
         if state not in FINISHED_STATES:
             raise ValueError(
@@ -471,7 +474,7 @@ def rebuild_pyramid(
         )
         if "summary" in extra:
             extra["summary"]["pyramid_levels"] = len(levels)
-        store.write_atomic("zarr.json", group_metadata(spec, levels, state=state, extra=extra))
+        store.write_atomic(GROUP_METADATA, group_metadata(spec, levels, state=state, extra=extra))
         store.flush()
     finally:
         store.release_lock()

@@ -10,12 +10,12 @@ several frames, on disk.
 Slots are released out of order (chunks finish out of order on several threads), so
 this is a pool with a free list rather than a head/tail ring; it is still bounded in
 bytes: ``capacity = ring_bytes // frame_bytes`` slots (at most ``RING_MAX_FRAMES``,
-see :func:`acqwriter.stream.ring_capacity`). The free list is a stack: the slot
+see :func:`acqwriter.plan.resources.Plan`). The free list is a stack: the slot
 released last is handed out first, so the slots ever used are exactly the first
 ``high_water`` ones, and only they (plus a margin) are ever backed by memory.
 
 Backing memory on demand. The slots are one private anonymous mapping; the first slot is
-populated before ``FrameRing`` returns, and a background thread
+populated before ``FrameSlots`` returns, and a background thread
 (``madvise(MADV_POPULATE_WRITE)``, GIL released) keeps ``_POPULATE_AHEAD_BYTES`` (64
 MiB, at least two slots) backed beyond the high-water mark, so the hot path rarely
 page-faults (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm speed
@@ -25,17 +25,17 @@ competing with compression on a two-core machine, for memory that a writer keepi
 with its source never uses (``docs/decisions.md``); a disk hiccup still fills the ring,
 as it should.
 That a shortage of memory shows at the start of an acquisition is kept by a check
-instead (:func:`acqwriter.stream._preflight_memory`: the ring's full size against the
-memory available). :meth:`FrameRing.wait_populated` backs every slot, for a ring
-allocated ahead (:func:`acqwriter.stream.ring_for`). A stream starts the thread only
-after its own threads (:meth:`FrameRing.start_populating`): a thread start maps a stack,
+instead (:func:`acqwriter.engine.preflight.check_memory`: the ring's full size against the
+memory available). :meth:`FrameSlots.wait_populated` backs every slot, for a ring
+allocated ahead (:func:`acqwriter.engine.preflight.ring_for`). A stream starts the thread only
+after its own threads (:meth:`FrameSlots.start_populating`): a thread start maps a stack,
 which waits for the memory-map lock each populating step holds.
 
 Occupancy and its high-water mark are reported for progress bars and the summary.
 
 Giving the memory back is the mirror image: unmapping 512 MiB took 36–42 ms here, which
 a stream's close used to spend at its very end, on one thread, with the data already
-safe. :meth:`FrameRing.release_memory` gives it back on a background thread instead,
+safe. :meth:`FrameSlots.release_memory` gives it back on a background thread instead,
 started as soon as the last chunk is written, so it overlaps the close's own fsyncs and
 metadata writes, and in 8 MiB ``MADV_DONTNEED`` steps, so it never holds the memory-map
 lock for long (one ``munmap`` held it ~40 ms and stalled every thread that exited
@@ -56,17 +56,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameRing", "populate_backing", "wait_for_releases"]
+__all__ = ["FrameSlots", "populate_backing", "wait_for_releases"]
 
 
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module does not name it
 _MADV_DONTNEED = 4
 # bytes per madvise call, populating or giving back: each call holds the memory-map lock
-# (for reading), so other threads' maps and unmaps never wait long (see FrameRing)
+# (for reading), so other threads' maps and unmaps never wait long (see FrameSlots)
 _MADVISE_STEP = 8 << 20
-_EAGER_SLOTS = 1  # populated before FrameRing returns (the first frame needs it at once)
+_EAGER_SLOTS = 1  # populated before FrameSlots returns (the first frame needs it at once)
 # beyond the high-water mark, the populating thread keeps this much backed (at least this
-# many slots), so that a producer filling the ring rarely page-faults (see FrameRing)
+# many slots), so that a producer filling the ring rarely page-faults (see FrameSlots)
 _POPULATE_AHEAD_BYTES = 64 << 20
 _POPULATE_AHEAD_MIN_SLOTS = 2
 
@@ -105,7 +105,7 @@ def _libc_madvise() -> Any:
 def _madvise_dontneed(address: int, nbytes: int) -> None:
     """``madvise(MADV_DONTNEED)``: drop the pages of a private anonymous range (GIL
     released). It holds the process's memory-map lock for reading only, where ``munmap``
-    holds it for writing: see :meth:`FrameRing.release_memory`."""
+    holds it for writing: see :meth:`FrameSlots.release_memory`."""
     _libc_madvise()(address, nbytes, _MADV_DONTNEED)
 
 
@@ -159,7 +159,7 @@ def populate_backing(array: np.ndarray, nbytes: int | None = None) -> None:
         flat[offset : offset + 1] |= 0  # the page holding start, when not on a boundary
 
 
-# Rings whose memory is being unmapped in the background (FrameRing.release_memory)
+# Rings whose memory is being unmapped in the background (FrameSlots.release_memory)
 _releases: list[threading.Thread] = []
 _releases_lock = threading.Lock()
 
@@ -201,11 +201,11 @@ def _reserved(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, int]
 
 
 def _populate_ahead(
-    ring_ref: weakref.ref[FrameRing], wanted: threading.Event, stop: threading.Event
+    ring_ref: weakref.ref[FrameSlots], wanted: threading.Event, stop: threading.Event
 ) -> None:
-    """The populating thread of a :class:`FrameRing`: back slots with memory, in the
+    """The populating thread of a :class:`FrameSlots`: back slots with memory, in the
     order they are handed out, until ``_ahead`` slots beyond the high-water mark are
-    backed (all of them after :meth:`FrameRing.wait_populated`); then sleep until the
+    backed (all of them after :meth:`FrameSlots.wait_populated`); then sleep until the
     high water rises. Exits when every slot is backed, or the ring is closed, released
     or dropped: it holds the ring only weakly while it sleeps, so a ring nobody closed
     is still freed."""
@@ -244,7 +244,7 @@ def _is_anonymous_mapping(slots: np.ndarray) -> bool:
     return isinstance(base, mmap.mmap) and len(base) == slots.nbytes > 0
 
 
-class FrameRing:
+class FrameSlots:
     """``capacity`` slots of one frame each, with blocking or non-blocking acquire."""
 
     def __init__(

@@ -1,7 +1,7 @@
 """The acquisition options shared by ``acqwriter acquire`` and ``acqwriter ctl configure``.
 
 :func:`add_spec_options` declares them (same names as the spec fields, see
-:class:`acqwriter.acquisition_spec.AcquisitionSpec`); :func:`spec_mapping` overlays the
+:class:`acqwriter.acquisition.spec.AcquisitionSpec`); :func:`spec_mapping` overlays the
 options given on the command line on a ``--spec`` file, into the mapping the spec is
 validated from. Both front ends import this module; neither imports the other for it.
 """
@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from acqwriter.spec import SpecError
+from acqwriter.spec.model import SpecError
 
 __all__ = ["add_spec_options", "spec_mapping"]
 
@@ -197,7 +197,7 @@ _PLAIN_FIELDS = [
 
 def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
     """Spec file fields, overridden by the options given on the command line (unvalidated)."""
-    from acqwriter.spec_io import load_mapping
+    from acqwriter.spec.files import load_mapping
 
     data: dict[str, Any] = load_mapping(args.spec) if args.spec else {}
     for name in _PLAIN_FIELDS:
@@ -210,7 +210,7 @@ def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
         v is not None for v in (args.codec, args.clevel, args.shuffle, args.blocksize)
     )
     if codec_given:
-        from acqwriter.spec import Compression
+        from acqwriter.spec.model import Compression
 
         base = data.get("codec", "lz4") if args.codec is None else args.codec
         try:

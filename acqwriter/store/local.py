@@ -1,21 +1,11 @@
-"""The storage layer: every byte acqwriter puts on disk goes through here.
+"""A store on a local (or mounted) filesystem: a dataset is a directory of files.
 
-Two kinds of writes exist, with different guarantees:
-
-* **chunks** (``write_chunk``): written once, straight to their final key. A chunk is
-  only *referenced* once the array extent covers it, and the extent is only advanced
-  after the chunk is written, so a torn chunk after a crash lies outside the extent.
-* **metadata** (``write_atomic``): ``zarr.json`` documents and the per-frame metadata
-  table are replaced atomically (write a temporary file in the same directory, then
-  ``os.replace``), so a reader, or a crash, sees either the old or the new document,
-  never half of one.
-
-Durability follows :attr:`StreamSpec.sync`: ``"always"`` fsyncs each chunk before it
-counts as durable and each metadata file and its directory on replace; ``"close"``
-flushes the whole filesystem once when the stream closes (``syncfs``); ``"none"``
-leaves it to the kernel.
-
-Later back ends (direct I/O, object stores) implement the same small interface.
+:class:`LocalStore` implements :class:`acqwriter.store.base.Store` with what a
+filesystem offers: chunks written with O_DIRECT where the filesystem accepts it
+(bypassing the page cache, whose write-back otherwise caps the rate), documents
+replaced with a temporary file and ``os.replace``, an ``flock`` as the writer lock,
+preallocated files as the space reserve, ``syncfs`` to make a stream durable at
+close, and directory fsyncs with ``sync="always"``.
 """
 
 from __future__ import annotations
@@ -30,25 +20,21 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
-__all__ = ["LocalStore", "StorageError"]
+from acqwriter.store.base import (
+    FINAL_RESERVE_NAME,
+    RESERVE_NAME,
+    PartialAppend,
+    ShardSink,
+    StorageError,
+    Store,
+)
+from acqwriter.store.buffers import DIRECT_ALIGN, private_memory
 
+__all__ = ["FINAL_RESERVE_NAME", "LOCK_NAME", "RESERVE_NAME", "LocalStore", "StorageError"]
 
-DIRECT_ALIGN = 4096  # O_DIRECT alignment that satisfies 512-byte and 4K-sector devices
 LOCK_NAME = ".acqwriter.lock"
-RESERVE_NAME = ".acqwriter.reserve"  # freed at a failure: the final extent and metadata
-FINAL_RESERVE_NAME = ".acqwriter.reserve-final"  # freed only for the root's final state
-
-
-def private_memory(nbytes: int) -> mmap.mmap:
-    """Page-aligned private anonymous memory, as O_DIRECT buffers need. (``mmap(-1, n)``
-    alone is *shared* anonymous memory, i.e. shmem, whose page faults cost ~2× more.)"""
-    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-
-
-def address_of(buf: mmap.mmap) -> int:
-    """The address of ``buf``'s first byte (for C calls that write into it)."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
 def _try_lock(path: Path) -> int | None:
@@ -89,20 +75,6 @@ def writer_alive(root: Path) -> bool:
     return False
 
 
-class StorageError(OSError):
-    """A write to the dataset failed; the message names the key and the OS reason."""
-
-
-class PartialAppend(StorageError):
-    """An append failed after ``lines`` whole lines were written (and kept)."""
-
-    def __init__(self, cause: OSError, key: str, lines: int) -> None:
-        super().__init__(
-            cause.errno or errno.EIO, f"cannot append to {key!r}: {cause.strerror or cause}"
-        )
-        self.lines = lines
-
-
 def _load_syncfs():
     # Python has no os.syncfs; libc's syncfs(2) flushes one filesystem instead of all
     # of them (os.sync), which matters on a shared acquisition PC. Linux only.
@@ -119,8 +91,12 @@ def _load_syncfs():
 _SYNCFS = _load_syncfs()
 
 
-class LocalStore:
-    """A Zarr store rooted at a local directory, with atomic metadata replacement."""
+class LocalStore(Store):
+    """A dataset in a local directory (see the module docstring)."""
+
+    supports_direct_io = True
+    supports_locking = True
+    supports_reserve = True
 
     @classmethod
     def create(cls, root: str | os.PathLike[str], *, overwrite: bool, sync: str) -> LocalStore:
@@ -186,15 +162,20 @@ class LocalStore:
         return lock_fd
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
+        super().__init__(sync=sync)
         self.root = Path(root)
-        self.sync = sync
         self._dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
         self._tmp_counter = 0
         self._lock_fd: int | None = None
-        self.created_folders: list[str] = []  # parents that create() had to make
-        self.direct = False  # chunk writes bypass the page cache (see enable_direct_io)
-        self._aligned = threading.local()
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    @property
+    def write_alignment(self) -> int:
+        return DIRECT_ALIGN if self.direct else 1
 
     # -- direct I/O ---------------------------------------------------------------------
     def enable_direct_io(self, mode: str) -> bool:
@@ -226,20 +207,6 @@ class LocalStore:
             with contextlib.suppress(OSError):
                 probe.unlink()
         return self.direct
-
-    def scratch(self, size: int) -> tuple[mmap.mmap, int]:
-        """This thread's page-aligned scratch buffer of at least ``size`` bytes (+ padding
-        room for O_DIRECT) and its address: encoders compress straight into it and
-        :meth:`write_chunk_from` writes it, with no copy in between."""
-        need = -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
-        buf = getattr(self._aligned, "buf", None)
-        if buf is None or len(buf) < need:
-            if buf is not None:
-                buf.close()
-            buf = private_memory(max(need, 1 << 20))
-            self._aligned.buf = buf
-            self._aligned.address = address_of(buf)
-        return buf, self._aligned.address
 
     def _write_direct_aligned(self, path: Path, aligned: memoryview, n: int) -> int:
         """Write the first ``n`` bytes of page-aligned ``aligned`` (``n`` rounded up to the
@@ -299,9 +266,6 @@ class LocalStore:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 
-    def path(self, key: str) -> Path:
-        return self.root / key
-
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._dirs:
             return
@@ -325,16 +289,7 @@ class LocalStore:
             os.close(fd)
         return written
 
-    def write_chunk(self, key: str, data: bytes | memoryview) -> int:
-        """Write a chunk under ``key``; returns bytes written. fsyncs when sync='always'.
-        (Copies ``data`` into the scratch buffer: for callers off the hot path, such as
-        the pyramid; the stream encodes into the scratch buffer and skips the copy.)"""
-        src = memoryview(data).cast("B")
-        buf, _ = self.scratch(len(src))
-        memoryview(buf)[: len(src)] = src
-        return self.write_chunk_from(key, len(src))
-
-    def write_chunk_from(self, key: str, n: int, buf: mmap.mmap | None = None) -> int:
+    def write_chunk_from(self, key: str, n: int, buf: Any = None) -> int:
         """Write the first ``n`` bytes of ``buf`` (page-aligned, e.g. from
         :func:`private_memory`; default this thread's :meth:`scratch` buffer) as chunk
         ``key`` (the zero-copy twin of :meth:`write_chunk`)."""
@@ -353,49 +308,19 @@ class LocalStore:
                 exc.errno or errno.EIO, f"cannot write chunk {key!r}: {exc.strerror or exc}"
             ) from exc
 
-    # -- shard files (acqwriter.shards.ShardWriter drives these) -------------------------
-    def open_shard(self, key: str) -> int:
-        """A new shard file under ``key``, opened for :meth:`write_segment`."""
+    # -- shards -----------------------------------------------------------------------------
+    def open_shard(self, key: str) -> ShardSink:
+        """A new shard file under ``key`` (O_DIRECT when direct I/O is on)."""
         path = self.root / key
         try:
             self._ensure_dir(path.parent)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct else 0)
-            return os.open(path, flags, 0o644)
+            fd = os.open(path, flags, 0o644)
         except OSError as exc:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write shard {key!r}: {exc.strerror or exc}"
             ) from exc
-
-    def write_segment(self, fd: int, segment: mmap.mmap, n: int, offset: int) -> int:
-        """Write ``segment[:n]`` at ``offset`` of a shard file; returns how far the file
-        position advanced (``n`` padded to the O_DIRECT alignment when direct)."""
-        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self.direct else n
-        # the views are released even on error: a traceback kept with the stream's error
-        # would otherwise pin an export of the segment and the pool could not unmap it
-        with memoryview(segment) as whole, whole[:padded] as view:
-            try:
-                written = 0
-                while written < padded:
-                    with view[written:] as rest:
-                        written += os.pwrite(fd, rest, offset + written)
-            except OSError as exc:
-                raise StorageError(
-                    exc.errno or errno.EIO, f"cannot write shard data: {exc.strerror or exc}"
-                ) from exc
-        return padded
-
-    def finish_shard(self, fd: int, end: int) -> None:
-        """Cut a shard file at ``end`` (its index is the last bytes) and close it."""
-        try:
-            os.ftruncate(fd, end)
-            if self.sync == "always":
-                os.fsync(fd)
-        except OSError as exc:
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot finish shard: {exc.strerror or exc}"
-            ) from exc
-        finally:
-            os.close(fd)
+        return _ShardFile(self, key, fd)
 
     def publish(self, tmp_key: str, key: str) -> None:
         """Rename ``tmp_key`` over ``key`` atomically (a finished shard replacing its
@@ -528,8 +453,8 @@ class LocalStore:
         finally:
             os.close(fd)
 
-    def exists(self, key: str) -> bool:
-        return (self.root / key).exists()
+    def size(self, key: str) -> int:
+        return (self.root / key).stat().st_size
 
     def flush(self) -> None:
         """Make everything written so far durable (used at close when sync != 'none')."""
@@ -549,3 +474,50 @@ class LocalStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class _ShardFile(ShardSink):
+    """A shard's temporary file: positional writes from several threads, then cut and
+    closed at its end."""
+
+    def __init__(self, store: LocalStore, key: str, fd: int) -> None:
+        self._store = store
+        self._key = key
+        self._fd: int | None = fd
+
+    def write(self, segment: Any, n: int, offset: int) -> int:
+        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self._store.direct else n
+        # the views are released even on error: a traceback kept with the stream's error
+        # would otherwise pin an export of the segment and the pool could not unmap it
+        with memoryview(segment) as whole, whole[:padded] as view:
+            try:
+                written = 0
+                while written < padded:
+                    with view[written:] as rest:
+                        written += os.pwrite(self._fd, rest, offset + written)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise StorageError(
+                    exc.errno or errno.EIO, f"cannot write shard data: {exc.strerror or exc}"
+                ) from exc
+        return padded
+
+    def finish(self, end: int) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, end)
+            if self._store.sync == "always":
+                os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(
+                exc.errno or errno.EIO, f"cannot finish shard: {exc.strerror or exc}"
+            ) from exc
+        finally:
+            os.close(fd)
+
+    def abandon(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self._store.remove(self._key)

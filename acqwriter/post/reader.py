@@ -4,7 +4,7 @@ Used after acquisition (pyramid building), where zarr-python's per-call overhead
 pyramids slower than the acquisition itself (a 500-frame 2048² demo: ~12 s). It only
 handles what acqwriter writes — regular grid, default ``c/…`` keys, one numcodecs codec,
 optionally inside ``sharding_indexed`` shards (index at the end, see
-:mod:`acqwriter.shards`) — and decodes with numcodecs, which releases the GIL, so pyramid
+:mod:`acqwriter.format.zarr_v3`) — and decodes with numcodecs, which releases the GIL, so pyramid
 threads scale. A missing chunk (or an empty inner chunk) reads as the fill value, as in
 Zarr.
 """
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.shards import read_inner_chunk
-from acqwriter.storage import LocalStore
+from acqwriter.format.keys import ArrayKeys
+from acqwriter.format.zarr_v3 import read_inner_chunk
+from acqwriter.store.base import Store
 
 __all__ = ["LevelReader"]
 
@@ -27,8 +28,9 @@ __all__ = ["LevelReader"]
 class LevelReader:
     """``reader[slices]`` → ndarray for one level (``"0"``, ``"1"``, …) of a dataset."""
 
-    def __init__(self, store: LocalStore, path: str, decoder: Any) -> None:
-        meta = json.loads(store.read_bytes(f"{path}/zarr.json"))
+    def __init__(self, store: Store, path: str, decoder: Any) -> None:
+        self.keys = ArrayKeys(path)
+        meta = json.loads(store.read_bytes(self.keys.metadata))
         self.store = store
         self.path = path
         self.decoder = decoder
@@ -71,19 +73,18 @@ class LevelReader:
         self, index: tuple[int, ...], buf: bytearray | None = None
     ) -> bytes | memoryview | None:
         """Encoded bytes of (inner) chunk ``index``, or None where nothing was written.
-        An unsharded chunk is read into ``buf`` (see :meth:`LocalStore.read_into`), and
-        the result is a view of it."""
+        An unsharded chunk is read into ``buf`` (see
+        :meth:`acqwriter.store.base.Store.read_into`), and the result is a view of it."""
         try:
             if self.shard is None:
-                key = f"{self.path}/c/" + "/".join(map(str, index))
-                return self.store.read_into(key, buf)
+                return self.store.read_into(self.keys.chunk(index), buf)
             outer = tuple(i // f for i, f in zip(index, self.shard, strict=True))
             position = int(
                 np.ravel_multi_index(
                     tuple(i % f for i, f in zip(index, self.shard, strict=True)), self.shard
                 )
             )
-            path = self.store.path(f"{self.path}/c/" + "/".join(map(str, outer)))
-            return read_inner_chunk(path, position, math.prod(self.shard))
+            key = self.keys.chunk(outer)
+            return read_inner_chunk(self.store, key, position, math.prod(self.shard))
         except FileNotFoundError:
             return None

@@ -1,0 +1,254 @@
+"""The extent committer: the array grows on disk only over frames that are there.
+
+The extent of the first axis grows by *blocks* (a chunk, or a shard, along the first
+axis). The committer counts the chunk batches of each block as they are written (a
+sharded batch when its shard is published); when every batch of the front block is
+written, it appends the block's per-frame metadata lines (whole lines, records kept
+until they are on disk) and then atomically rewrites the array's ``zarr.json`` with the
+larger extent. So the extent only ever covers frames whose pixels and metadata line
+are both on disk, and a reader, or a crash, never finds a frame inside the extent
+that is not real data or flagged.
+
+Shards along the first axis grow slowly at low frame rates; their unfinished shards
+are *sealed* (:meth:`acqwriter.engine.shards.ShardWriter.seal`) once they have held
+chunks for ``shard_seal_s``, and the extent then covers the block's leading rows whose
+every batch is in the sealed copies.
+
+A thread wakes when batches complete (at most once per ``commit_interval_s``), seals,
+commits and checks the free space; :meth:`ExtentCommitter.stop` commits a last time at
+close.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from acqwriter.format.zarr_v3 import encode_array_metadata
+from acqwriter.store.base import PartialAppend
+
+if TYPE_CHECKING:
+    from acqwriter.engine.assembly import ChunkBatch
+    from acqwriter.engine.guard import DiskGuard, Health
+    from acqwriter.engine.ledger import FrameLedger
+    from acqwriter.engine.shards import OpenShards
+    from acqwriter.format.keys import ArrayKeys
+    from acqwriter.plan.layout import FrameLayout
+    from acqwriter.store.base import Store
+
+__all__ = ["ExtentCommitter"]
+
+
+class ExtentCommitter:
+    """Grows one array's extent (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        layout: FrameLayout,
+        keys: ArrayKeys,
+        array_meta: dict,
+        store: Store,
+        ledger: FrameLedger,
+        health: Health,
+        guard: DiskGuard,
+        interval_s: float,
+        seal_after_s: float,
+    ) -> None:
+        self.layout = layout
+        self._keys = keys
+        self._array_meta = array_meta
+        self._store = store
+        self._ledger = ledger
+        self._health = health
+        self._guard = guard
+        self._interval = interval_s
+        self._seal_after = seal_after_s
+        self.shards: OpenShards | None = None  # set when the array is sharded
+        self._lock = threading.Lock()
+        self._done: dict[int, int] = {}  # block -> batches written
+        self._expected: dict[int, int] = {}  # block -> batches (the last, settled at close)
+        self.committed_blocks = 0
+        self.committed_rows = 0
+        self.frames_written = 0  # batches written, for progress (the extent may lag)
+        self._sealed_rows: dict[int, int] = {}  # block -> leading rows in sealed shards
+        self._finished: dict[int, list[tuple[ChunkBatch, int]]] = {}  # ... for sealing
+        self._final_rows: int | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="acqwriter-commit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- what is written --------------------------------------------------------------------
+    def batch_written(self, batch: ChunkBatch, live: int) -> None:
+        """Every chunk of ``batch`` (``live`` frames with pixels) is on disk."""
+        with self._lock:
+            self.frames_written += live
+            block = self.layout.block_of(batch.key)
+            self._done[block] = self._done.get(block, 0) + 1
+
+    def shard_published(self, batches: list[tuple[ChunkBatch, int]]) -> None:
+        """A shard holding ``batches`` is on disk: they count (and, while the block is
+        not yet in the extent, they count for sealing its leading rows)."""
+        with self._lock:
+            for batch, live in batches:
+                if batch.ok:
+                    self.frames_written += live
+                    block = self.layout.block_of(batch.key)
+                    self._done[block] = self._done.get(block, 0) + 1
+            if self.layout.shard_factors[0] > 1 and batches:
+                block = self.layout.block_of(batches[0][0].key)
+                if block >= self.committed_blocks:
+                    self._finished.setdefault(block, []).extend(batches)
+        self._wake.set()
+
+    def settle_last_block(self, total_rows: int, appended: int) -> None:
+        """At close: the stream ends at ``total_rows``; the last block is complete when
+        the batches that received a frame are (batches no frame reached hold only fill
+        values and are not written)."""
+        layout = self.layout
+        with self._lock:
+            self._final_rows = total_rows
+            if total_rows == 0:
+                return
+            last = (total_rows - 1) // layout.rows_per_block
+            first = last * layout.frames_per_block
+            seen = {layout.group_of(i) for i in range(first, appended)}
+            self._expected[last] = len(seen)
+
+    def front_block(self) -> int:
+        """The first block not wholly written: the extent cannot grow past it."""
+        with self._lock:
+            return self._front_block_locked()
+
+    def _front_block_locked(self) -> int:
+        block = self.committed_blocks
+        while self._done.get(block, 0) >= self._expected.get(block, self.layout.groups_per_block()):
+            block += 1
+        return block
+
+    def seal_rows(self, block: int, rows: int) -> None:
+        """``rows`` leading rows of ``block`` are readable in sealed shards."""
+        with self._lock:
+            if rows > self._sealed_rows.get(block, 0):
+                self._sealed_rows[block] = rows
+        self._wake.set()
+
+    def finished_batches(self, block: int) -> list[tuple[ChunkBatch, int]]:
+        with self._lock:
+            return list(self._finished.get(block, []))
+
+    def leading_whole_rows(self, block: int, batches: list[tuple[ChunkBatch, int]]) -> int:
+        """Rows from the start of ``block`` whose every chunk batch is in ``batches``."""
+        layout = self.layout
+        per_chunk_row = layout.groups_per_block() // layout.shard_factors[0]
+        done: dict[int, int] = {}
+        for batch, _live in batches:
+            if batch.ok:
+                done[batch.key[0]] = done.get(batch.key[0], 0) + 1
+        first = block * layout.shard_factors[0]
+        whole = 0
+        while whole < layout.shard_factors[0] and done.get(first + whole, 0) >= per_chunk_row:
+            whole += 1
+        return whole * layout.outer_chunks[0]
+
+    # -- committing ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._seal_front_block()
+                self.commit()
+                self._guard.check()
+            except BaseException as exc:
+                self._health.fail(exc)
+                return
+            self._stopping.wait(self._interval)  # rate-limit metadata rewrites
+
+    def stop(self) -> None:
+        """End the thread; the caller commits a last time."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join()
+
+    def commit(self) -> None:
+        """Advance the extent over blocks whose chunks are all written (and the sealed
+        leading rows of the next one)."""
+        layout = self.layout
+        with self._lock:
+            blocks = self._front_block_locked()
+            for block in range(self.committed_blocks, blocks):
+                self._sealed_rows.pop(block, None)
+                self._finished.pop(block, None)
+            rows = blocks * layout.rows_per_block + self._sealed_rows.get(blocks, 0)
+            if self._final_rows is not None:
+                rows = min(rows, self._final_rows)
+            if rows <= self.committed_rows:
+                # a sealed block that finished adds blocks but no rows: count it
+                self.committed_blocks = max(self.committed_blocks, blocks)
+                return
+            first = self.committed_rows * layout.frames_per_row
+        end = rows * layout.frames_per_row
+        start, lines = self._ledger.lines(first, end)
+        failure: PartialAppend | None = None
+        written = len(lines)
+        if lines:  # whole lines or none; the records stay until they are on disk
+            try:
+                self._store.append(self._keys.frame_metadata, ("\n".join(lines) + "\n").encode())
+            except PartialAppend as exc:
+                failure, written = exc, exc.lines
+        metadata_end = self._ledger.lines_written(start, written)
+        # the extent covers frames whose chunks and metadata line are both on disk
+        rows = min(rows, metadata_end // layout.frames_per_row)
+        if rows > self.committed_rows:
+            self._store.write_atomic(
+                self._keys.metadata,
+                encode_array_metadata(self._array_meta, layout.array_shape(rows)),
+            )
+            with self._lock:
+                self.committed_blocks = blocks
+                self.committed_rows = rows
+            self._ledger.committed(first, rows * layout.frames_per_row)
+        if failure is not None:
+            raise failure
+
+    def _seal_front_block(self) -> None:
+        """Publish the unfinished shards of the first block not yet in the extent when
+        they have held chunks for ``shard_seal_s`` without a seal, and remember how many
+        of the block's leading rows they now hold whole."""
+        shards = self.shards
+        if shards is None or self.layout.shard_factors[0] == 1:
+            return
+        now = time.monotonic()
+        with self._lock:
+            block = self.committed_blocks
+        open_shards = shards.of_block(block)
+        due = [
+            sh
+            for sh in open_shards
+            if len(sh.groups) > sh.sealed_groups
+            and now - (sh.sealed_at or sh.opened_at) >= self._seal_after
+        ]
+        if not due:
+            return
+        if not self._guard.check(extra=sum(shard.seal_bytes() for shard in open_shards)):
+            return  # no room for the copies: the shards appear when finished
+        batches = self.finished_batches(block)
+        for shard in open_shards:  # every open shard of the block: a row needs all of them
+            if len(shard.groups) > shard.sealed_groups or shard.sealed_at is None:
+                sealed = shard.seal()
+                if sealed is None:
+                    return  # finished meanwhile: the block commits the usual way
+            else:
+                sealed = shard.groups[: shard.sealed_groups]
+            batches += sealed
+        self.seal_rows(block, self.leading_whole_rows(block, batches))

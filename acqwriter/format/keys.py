@@ -1,0 +1,59 @@
+"""Where things live inside a dataset: the one place that spells keys.
+
+Every key acqwriter reads or writes is built here, from the path of the array it
+belongs to inside the dataset (``"0"`` for the full-resolution level of a one-image
+dataset; ``"1"``, ``"2"`` … for its pyramid levels; another image of a collection or a
+plate has its own prefix). Chunk keys follow Zarr v3's default encoding (``c/`` and
+``/`` separators); a shard being written lives under a temporary name beside its key,
+so the key itself never holds a torn shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["GROUP_METADATA", "LEVEL0", "ArrayKeys", "level"]
+
+GROUP_METADATA = "zarr.json"  # the root group's document
+FRAME_METADATA_NAME = "frame_metadata.jsonl"  # one JSON line per frame, in the array's folder
+
+
+@dataclass(frozen=True)
+class ArrayKeys:
+    """The keys of one array, given its path inside the dataset."""
+
+    path: str
+
+    @property
+    def metadata(self) -> str:
+        """The array's ``zarr.json``."""
+        return f"{self.path}/zarr.json"
+
+    @property
+    def frame_metadata(self) -> str:
+        """The array's per-frame metadata (JSON lines): inside the array's folder, which
+        Zarr readers never list for members, so it stays with the image it describes."""
+        return f"{self.path}/{FRAME_METADATA_NAME}"
+
+    @property
+    def chunks(self) -> str:
+        """The folder under which every chunk (or shard) key of the array lies."""
+        return f"{self.path}/c"
+
+    def chunk(self, coords: Sequence[int]) -> str:
+        """The key of the chunk (or shard) at grid ``coords``."""
+        return f"{self.path}/c/" + "/".join(str(int(i)) for i in coords)
+
+    def shard_in_progress(self, coords: Sequence[int]) -> str:
+        """The temporary key of the shard at ``coords`` while it is written."""
+        head, _, name = self.chunk(coords).rpartition("/")
+        return f"{head}/.{name}.shard.tmp"
+
+
+def level(k: int) -> ArrayKeys:
+    """The keys of pyramid level ``k`` of a one-image dataset."""
+    return ArrayKeys(str(k))
+
+
+LEVEL0 = level(0)

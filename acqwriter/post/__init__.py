@@ -1,0 +1,4 @@
+"""After (or beside) acquisition: read what was written (``reader``), build the
+pyramid (``pyramid``), finish a dataset whose writer died (``recover``) and describe a
+dataset (``info``). These never import the engine; the engine calls the pyramid at
+close."""

@@ -1,0 +1,12 @@
+"""Where a dataset's bytes go: the :class:`Store` interface and its implementations.
+
+``base`` defines the interface (no files or descriptors in it), ``local`` the
+filesystem store every acquisition uses, ``memory`` an in-memory store, and
+``buffers`` the page-aligned memory that chunks are written from.
+"""
+
+from acqwriter.store.base import PartialAppend, ShardSink, StorageError, Store
+from acqwriter.store.local import LocalStore
+from acqwriter.store.memory import MemoryStore
+
+__all__ = ["LocalStore", "MemoryStore", "PartialAppend", "ShardSink", "StorageError", "Store"]
