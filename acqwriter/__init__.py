@@ -8,11 +8,12 @@ Embedding API (see README)::
         stream.append(frame, metadata={"exposure_ms": 10})
     print(stream.summary.describe())
 
-Modules, in data-flow order: ``spec`` (what to write) → ``layout`` (index/chunk
-arithmetic) → ``ring`` (bounded frame pool) → ``stream`` (engine: writer threads,
-committer) → ``codecs`` / ``storage`` (bytes to disk) → ``ome`` (metadata documents)
-→ ``pyramid`` (after acquisition) → ``summary``. Cameras live in
-``acqwriter.devices``, simulators in ``acqwriter.simulators``, the CLI in ``cli``.
+Sub-packages, in the order a frame moves: ``spec`` (what to write) → ``plan`` (how:
+layout, sharding, threads, frame slots) → ``format`` (keys and metadata documents) →
+``codec`` → ``store`` (where the bytes go) → ``engine`` (the streaming pipeline and
+:class:`FrameStream`) → ``post`` (reader, pyramid, recover, info). Outer layers:
+``acquisition``, ``control`` (daemon), ``cli``; cameras live in ``acqwriter.devices``,
+simulators in ``acqwriter.simulators``.
 """
 
 from acqwriter._version import __version__

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 import time
 
-import acqwriter.engine.stream as stream_module
 from acqwriter import open_stream
 from acqwriter.simulators import FrameBank, write_stamp
 from acqwriter.store.local import LocalStore
@@ -22,14 +21,12 @@ from acqwriter.store.local import LocalStore
 class NullStore(LocalStore):
     """Discards chunk bytes (metadata still goes to disk)."""
 
-    def write_chunk_from(self, key, n):
+    def write_chunk_from(self, key, n, buf=None):
         return n
 
 
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "disk"
-    if mode == "null":
-        stream_module.LocalStore = NullStore
     bank = FrameBank((2048, 2048), "uint16", seed=1)
     frames = [bank.frame(i) for i in range(bank.size)]
     spec = {
@@ -44,7 +41,11 @@ def main() -> None:
     }
     for _ in range(2):
         t0 = time.perf_counter()
-        stream = open_stream(spec)
+        store = None
+        if mode == "null":
+            store = NullStore.create(spec["out"], overwrite=True, sync="close")
+            store.enable_direct_io("auto")
+        stream = open_stream(spec, store=store)
         t1 = time.perf_counter()
         for i in range(300):
             frame = frames[i % len(frames)]

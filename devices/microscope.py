@@ -114,14 +114,28 @@ class Microscope:
             out["z_um"] = z.position
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {
+    def describe(self, *, properties: bool = False) -> dict[str, Any]:
+        """What this microscope is; ``properties``: with every camera property's value
+        (a property that cannot be read is reported as such, never fatal) and the
+        current stage positions."""
+        description: dict[str, Any] = {
             "source": self.source,
             "camera": self.camera.describe(),
             "xy_stage": None if self.xy_stage is None else self.xy_stage.label,
             "z_stage": None if self.z_stage is None else self.z_stage.label,
             "pixel_size_um": self.pixel_size_um,
         }
+        if properties:
+            label = self.camera.label
+            props = {}
+            for name in self.core.getDevicePropertyNames(label):
+                try:
+                    props[name] = self.core.getProperty(label, name)
+                except Exception as exc:
+                    props[name] = f"<unreadable: {exc}>"
+            description["camera"]["properties"] = props
+            description["stage_positions"] = self.positions()
+        return description
 
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:

@@ -82,3 +82,99 @@ def test_the_daemon_cli_does_not_import_the_main_cli():
     ``acqwriter.cli.main`` (that was a circle)."""
     path = ROOT / "acqwriter" / "control" / "cli.py"
     assert "acqwriter.cli.main" not in _imports(path, top_level_only=False)
+
+
+# The layers of the core, in the order data moves; a layer imports only layers before it
+# (the engine may call post.pyramid at close; post never imports the engine).
+LAYERS = [
+    ("acqwriter.validation", "acqwriter.jsonio", "acqwriter._version"),
+    ("acqwriter.codec",),
+    ("acqwriter.spec",),
+    ("acqwriter.plan",),
+    ("acqwriter.format",),
+    ("acqwriter.store",),
+    ("acqwriter.post",),
+    ("acqwriter.engine",),
+]
+
+
+def _layer(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def test_core_layers_import_only_the_layers_before_them():
+    modules = _modules()
+    for name, path in modules.items():
+        rank = _layer(name)
+        if rank is None:
+            continue
+        for imported in _imports(path, top_level_only=False):
+            target = next((m for m in modules if imported == m), None)
+            if target is None:  # "package.name" of a from-import: its module
+                target = imported.rpartition(".")[0]
+            other = _layer(target)
+            assert other is None or other <= rank, (
+                f"{name} (layer {LAYERS[rank][0]}) imports {imported} "
+                f"(layer {LAYERS[other][0]}, later in the data flow)"
+            )
+
+
+def test_only_the_format_spells_keys():
+    """Array paths and chunk keys are built by ``format.keys`` alone: a second image, or
+    Zarr v2, changes one module."""
+    import re
+
+    key_like = re.compile(r"^(0|c)/|/c/|zarr\.json$")
+    for name, path in _modules().items():
+        if name == "acqwriter.format.keys" or not name.startswith(
+            ("acqwriter.engine", "acqwriter.post", "acqwriter.store", "acqwriter.plan")
+        ):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and key_like.search(node.value)
+            ):
+                raise AssertionError(f"{name}:{node.lineno} spells a key: {node.value!r}")
+
+
+def test_the_engine_never_touches_files():
+    """The engine writes through its store only: no file API, so any store runs it."""
+    for name, path in _modules().items():
+        if not name.startswith(("acqwriter.engine", "acqwriter.format")):
+            continue
+        imported = _imports_any(path)
+        assert not imported & {"os", "shutil", "fcntl", "pathlib"}, f"{name} imports {imported}"
+
+
+def _imports_any(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_class_of_the_core_is_over_400_lines():
+    for name, path in _modules().items():
+        if name.startswith(OUTER):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                size = node.end_lineno - node.lineno + 1
+                assert size <= 400, f"{name}.{node.name} is {size} lines"

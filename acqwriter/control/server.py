@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 from acqwriter import __version__, jsonio
 from acqwriter.acquisition.spec import AcquisitionSpec
+from acqwriter.control.paths import check_out
 from acqwriter.control.protocol import (
     COMMANDS,
     DEFAULT_CONTROL,
@@ -59,29 +59,11 @@ from acqwriter.control.protocol import (
     json_schema,
 )
 from acqwriter.control.security import CurveServer, is_local_endpoint
+from acqwriter.control.session import Session
 from acqwriter.spec.model import SpecError, format_validation_error
 from acqwriter.store.local import missing_parents
 
 __all__ = ["Server"]
-
-RING_HIGH_WATER = 0.8  # warn when the ring is this full
-DISK_LOW_BYTES = 2 * 2**30  # warn below this much free space
-
-
-@dataclass
-class _Session:
-    """One running acquisition (owned by the server loop, run by its own thread)."""
-
-    spec: AcquisitionSpec
-    stop: threading.Event = field(default_factory=threading.Event)
-    abort: threading.Event = field(default_factory=threading.Event)
-    progress: dict[str, Any] | None = None
-    report: Any = None
-    error: str | None = None
-    thread: threading.Thread | None = None
-    warned_ring: bool = False
-    warned_disk: bool = False
-    drops_reported: int = 0
 
 
 @dataclass
@@ -137,7 +119,7 @@ class Server:
         self._scope: Any = None
         self._scope_key: Any = None
         self._description: dict[str, Any] | None = None
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._last_report: dict[str, Any] | None = None
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._waiters: list[_Waiter] = []
@@ -336,7 +318,7 @@ class Server:
 
     def _cmd_configure(self, spec: AcquisitionSpec, envelope: list[bytes], rid: Any) -> Any:
         self._require("idle", "configured", "error")
-        spec = spec.model_copy(update={"out": self._check_out(spec)})
+        spec = spec.model_copy(update={"out": check_out(self.root, spec)})
         sim_options: dict[str, Any] = {}
         if spec.camera == "sim":
             from acqwriter.devices import sim_camera_options
@@ -378,10 +360,13 @@ class Server:
     def _cmd_start(self, params: NoParams, envelope: list[bytes], rid: Any) -> Any:
         self._require("configured")
         assert self._spec is not None
-        self._check_out(self._spec)  # it may have appeared since configure
-        session = _Session(self._spec)
+        check_out(self.root, self._spec)  # it may have appeared since configure
+        session = Session(self._spec)
         session.thread = threading.Thread(
-            target=self._run_session, args=(session,), name="acqwriter-acquisition", daemon=True
+            target=session.run,
+            args=(self._scope, self._inbox),
+            name="acqwriter-acquisition",
+            daemon=True,
         )
         self._session = session
         self._last_report = None
@@ -425,39 +410,6 @@ class Server:
         ).model_dump(mode="json")
 
     # -- helpers -------------------------------------------------------------------------
-    def _check_out(self, spec: AcquisitionSpec) -> Path:
-        """Resolve ``out`` (against --root when given) and refuse unsafe destinations."""
-        out = Path(spec.out).expanduser()
-        if self.root is not None:
-            out = (out if out.is_absolute() else self.root / out).resolve()
-            if not out.is_relative_to(self.root):
-                raise ControlError(
-                    "path_refused", f"out: {spec.out} is outside the server's root {self.root}"
-                )
-        else:
-            out = out.resolve()
-        if out.exists() or out.is_symlink():
-            if not spec.overwrite:
-                raise ControlError(
-                    "path_refused", f"out: {out} already exists (set overwrite to replace it)"
-                )
-            if not out.is_dir() or (any(out.iterdir()) and not (out / "zarr.json").exists()):
-                raise ControlError(
-                    "path_refused",
-                    f"out: {out} exists and is not a Zarr dataset; refusing to replace it",
-                )
-        # Missing parent folders are created when the acquisition starts (as `acquire`
-        # does) and listed in the configure reply and the summary; the nearest existing
-        # one must be a writable directory.
-        parent = out.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ControlError("path_refused", f"out: {parent} is not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ControlError("path_refused", f"out: directory {parent} is not writable")
-        return out
-
     def _open_scope(self, camera: str, sim_options: dict[str, Any]) -> None:
         from acqwriter.devices import DeviceError, Microscope
 
@@ -471,18 +423,8 @@ class Server:
         self._scope_key = (camera, repr(sorted(sim_options.items())))
 
     def _describe(self) -> dict[str, Any]:
-        scope = self._scope
-        description = scope.describe()
-        camera = scope.camera
-        props = {}
-        for name in scope.core.getDevicePropertyNames(camera.label):
-            try:
-                props[name] = scope.core.getProperty(camera.label, name)
-            except Exception as exc:  # a property that cannot be read is reported, not fatal
-                props[name] = f"<unreadable: {exc}>"
-        description["camera"]["properties"] = props
+        description = self._scope.describe(properties=True)
         description["cameras"] = [description["camera"]]
-        description["stage_positions"] = scope.positions()
         return description
 
     def _set_state(self, state: str) -> None:
@@ -501,32 +443,6 @@ class Server:
             )
 
     # -- acquisition thread and its reports -----------------------------------------------
-    def _run_session(self, session: _Session) -> None:
-        from acqwriter.devices import run_acquisition
-
-        def progress(snapshot: dict[str, Any]) -> None:
-            previous = session.progress
-            session.progress = snapshot
-            if previous is None or (
-                (previous.get("phase"), previous.get("pyramid_level"))
-                != (snapshot.get("phase"), snapshot.get("pyramid_level"))
-            ):  # a new phase or level is published at once, not at the next tick
-                self._inbox.put(("progress", session, snapshot))
-
-        try:
-            session.report = run_acquisition(
-                self._scope,
-                session.spec,
-                on_progress=progress,
-                progress_interval_s=0.1,
-                should_stop=session.stop.is_set,
-                should_abort=session.abort.is_set,
-                on_finalizing=lambda: self._inbox.put(("finalizing", session)),
-            )
-        except Exception as exc:
-            session.error = f"{type(exc).__name__}: {exc}"
-        self._inbox.put(("done", session))
-
     def _pump(self) -> None:
         """Events from the acquisition thread, progress, warnings, waiters' timeouts."""
         while True:
@@ -556,37 +472,14 @@ class Server:
                 "the dataset was not finished in time",
             )
 
-    def _publish_progress(self, session: _Session, snapshot: dict[str, Any] | None = None) -> None:
+    def _publish_progress(self, session: Session, snapshot: dict[str, Any] | None = None) -> None:
         snap = dict(snapshot or session.progress or {})
         snap["disk_free_bytes"] = _disk_free(session.spec.out)
         self._publish("progress", {"state": self.state, **snap})
-        capacity = snap.get("ring_capacity") or 1
-        if not session.warned_ring and snap.get("ring_occupancy", 0) >= RING_HIGH_WATER * capacity:
-            session.warned_ring = True
-            self._publish(
-                "warning",
-                {
-                    "kind": "ring_high_water",
-                    "message": f"ring {snap['ring_occupancy']}/{capacity} frames full",
-                },
-            )
-        free = snap["disk_free_bytes"]
-        if free is not None and free < DISK_LOW_BYTES and not session.warned_disk:
-            session.warned_disk = True
-            self._publish("warning", {"kind": "disk_low", "message": f"{free / 1e9:.2f} GB free"})
-        drops = snap.get("frames_dropped", 0)
-        if drops > session.drops_reported:
-            self._publish(
-                "warning",
-                {
-                    "kind": "dropped_frames",
-                    "message": f"{drops - session.drops_reported} frame(s) dropped",
-                    "total": drops,
-                },
-            )
-            session.drops_reported = drops
+        for warning in session.warnings(snap):
+            self._publish("warning", warning)
 
-    def _finish(self, session: _Session) -> None:
+    def _finish(self, session: Session) -> None:
         if session.thread is not None:
             session.thread.join(timeout=5)
         if session.progress is not None:

@@ -9,13 +9,13 @@ show only when a disk stall first fills them, half-way through an acquisition.
 
 from __future__ import annotations
 
-import shutil
-
 import psutil
 
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.plan.resources import Plan
 from acqwriter.spec.model import StreamSpec
+from acqwriter.store.base import Store
+from acqwriter.store.local import LocalStore
 from acqwriter.validation import SpecError
 
 __all__ = ["FINAL_RESERVE_BYTES", "RESERVE_BYTES", "check_resources", "ring_for"]
@@ -39,18 +39,17 @@ def check_memory(plan: Plan) -> None:
         )
 
 
-def check_disk(spec: StreamSpec, plan: Plan, free: int | None = None) -> None:
-    """Refuse a stream whose estimated size does not fit (see ``WriterOptions``).
-    ``free``: the store's free bytes (default: the filesystem of ``spec.out``)."""
+def check_disk(spec: StreamSpec, plan: Plan, store: Store | None = None) -> None:
+    """Refuse a stream whose estimated size does not fit (see ``WriterOptions``) in
+    ``store`` (default: the filesystem ``spec.out`` is to be created on)."""
     frames = spec.expected_frames or plan.layout.max_frames
     need = spec.min_free_bytes + RESERVE_BYTES + FINAL_RESERVE_BYTES
     if frames:
         need += int(frames * plan.layout.frame_bytes * 1.05)
-    where = spec.out.resolve()
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    if free is None:
-        free = shutil.disk_usage(where).free
+    if store is None:
+        where, free = LocalStore.free_bytes_at(spec.out)
+    else:
+        where, free = store.location, store.free_bytes()
     if need > free:
         raise SpecError(
             f"out: not enough free space on {where}: {free / 2**20:.0f} MiB free, "

@@ -39,7 +39,6 @@ it through :meth:`FrameStream.append` / :meth:`FrameStream.skip`.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from acqwriter.format.keys import GROUP_METADATA, LEVEL0
 from acqwriter.format.ngff_v05 import group_metadata, level0
 from acqwriter.format.summary import Summary
 from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata
+from acqwriter.plan.layout import FrameLayout
 from acqwriter.plan.resources import INLINE_BACKLOG_PER_WRITER, Plan
 from acqwriter.post.pyramid import BuildProgress, build_pyramid
 from acqwriter.spec.model import StreamSpec
@@ -111,16 +111,14 @@ class _Ticker:
 def _open_store(spec: StreamSpec) -> Store:
     """A new, locked dataset directory at ``spec.out`` with direct I/O as ``io`` asks."""
     try:
-        store = LocalStore.create(spec.out, overwrite=spec.overwrite, sync=spec.sync)
+        return LocalStore.create_dataset(
+            spec.out, overwrite=spec.overwrite, sync=spec.sync, io=spec.io
+        )
+    except StorageError as exc:
+        field = "io" if str(exc.strerror).startswith("io:") else "out"
+        raise SpecError(f"{field}: {exc.strerror.removeprefix('io: ')}") from None
     except OSError as exc:
-        raise SpecError(f"out: {exc.strerror if isinstance(exc, StorageError) else exc}") from None
-    try:
-        store.enable_direct_io(spec.io)
-    except OSError as exc:  # io: direct on a filesystem that refuses it
-        store.release_lock()
-        shutil.rmtree(spec.out, ignore_errors=True)
-        raise SpecError(f"io: {exc.strerror}") from None
-    return store
+        raise SpecError(f"out: {exc}") from None
 
 
 class FrameStream:
@@ -145,7 +143,7 @@ class FrameStream:
         else:
             check_memory(plan)
         if spec.disk_check:
-            check_disk(spec, plan, None if store is None else store.free_bytes())
+            check_disk(spec, plan, store)
         self.store = store if store is not None else _open_store(spec)
         keys = LEVEL0
         array_meta = array_metadata(
@@ -229,7 +227,7 @@ class FrameStream:
     @property
     def summary(self) -> Summary:
         """The summary after close; a live snapshot before."""
-        return self._summary or self._make_summary(state="acquiring", duration=self._elapsed())
+        return self._summary or _summary(self, state="acquiring", duration=self._elapsed())
 
     @property
     def frames_appended(self) -> int:
@@ -270,7 +268,7 @@ class FrameStream:
         that finds the slots full is recorded as dropped (fill value on disk, flagged in
         the per-frame metadata) and its index is still returned.
         """
-        arr = self._checked(frame)
+        arr = checked_frame(frame, self.layout)
         with self._append_lock:
             index = self._claim_index()
             self._ledger.sample(index, arr)
@@ -293,24 +291,6 @@ class FrameStream:
             self._ledger.record(index, metadata, dropped=dropped, taken_s=taken_s)
             self._writer.add(index, slot)
             return index
-
-    def _checked(self, frame: Any) -> np.ndarray:
-        """``frame`` as an array of the stream's shape and dtype (the other byte order is
-        converted), or :class:`FrameError`."""
-        arr = frame if isinstance(frame, np.ndarray) else np.asarray(frame)
-        if arr.shape != self.layout.frame_shape:
-            raise FrameError(
-                f"frame.shape: expected {self.layout.frame_shape} (the stream's shape), "
-                f"got {tuple(arr.shape)}; nothing was written"
-            )
-        if arr.dtype != self.layout.dtype:
-            if arr.dtype.newbyteorder("=") == self.layout.dtype:  # the other byte order
-                return arr.astype(self.layout.dtype)  # stored as the metadata says
-            want, got = self.layout.dtype.name, arr.dtype.name
-            if want == got:  # same name, other layout: show what differs
-                want, got = self.layout.dtype.str, arr.dtype.str
-            raise FrameError(f"frame.dtype: expected {want}, got {got}; nothing was written")
-        return arr
 
     def _spare_encoded_buffer(self, frame: np.ndarray) -> EncodedBuffer | None:
         """An encoded-chunk buffer for compressing ``frame`` on the producer's thread
@@ -471,7 +451,7 @@ class FrameStream:
             state = "aborted"
         else:
             state = "complete"
-        summary = self._make_summary(state=state, duration=self._elapsed())
+        summary = _summary(self, state=state, duration=self._elapsed())
         summary.created_folders = list(self.store.created_folders)
         if state == "aborted":
             summary.error = aborted
@@ -521,38 +501,59 @@ class FrameStream:
         rows = self._writer.committer.committed_rows
         return self._ledger.frames_in(rows * self.layout.frames_per_row)
 
-    def _make_summary(self, *, state: str, duration: float) -> Summary:
-        dropped, by_reason = self._ledger.drops()
-        written = self._frames_in_extent()
-        stored = self._writer.stored_bytes
-        rows = self._writer.committer.committed_rows
-        raw = written * self.layout.frame_bytes
-        return Summary(
-            path=str(self.spec.out),
-            state=state,
-            frames_received=self._ledger.frames_received,
-            frames_written=written,
-            frames_dropped=len(dropped),
-            dropped_indices=dropped,
-            dropped_by_reason=by_reason,
-            frames_missing=len(self._ledger.missing),
-            missing_indices=sorted(self._ledger.missing),
-            shape=list(self.layout.array_shape(rows)),
-            raw_bytes=raw,
-            stored_bytes=stored,
-            compression_ratio=(raw / stored) if stored else None,
-            duration_s=duration,
-            write_duration_s=duration,
-            throughput_mb_s=raw / 1e6 / duration if duration > 0 else 0.0,
-            frames_per_s=written / duration if duration > 0 else 0.0,
-            ring_capacity_frames=self.ring.capacity,
-            ring_high_water_frames=self.ring.high_water,
-            ring_bytes=self.ring.capacity * self.layout.frame_bytes,
-            frames_inline=self._ledger.frames_inline,
-            pyramid_levels=len(self._levels),
-            error=self._health.describe(),
-            **self._ledger.latencies(),
+
+def checked_frame(frame: Any, layout: FrameLayout) -> np.ndarray:
+    """``frame`` as an array of the stream's shape and dtype (the other byte order is
+    converted), or :class:`FrameError`."""
+    arr = frame if isinstance(frame, np.ndarray) else np.asarray(frame)
+    if arr.shape != layout.frame_shape:
+        raise FrameError(
+            f"frame.shape: expected {layout.frame_shape} (the stream's shape), "
+            f"got {tuple(arr.shape)}; nothing was written"
         )
+    if arr.dtype != layout.dtype:
+        if arr.dtype.newbyteorder("=") == layout.dtype:  # the other byte order
+            return arr.astype(layout.dtype)  # stored as the metadata says
+        want, got = layout.dtype.name, arr.dtype.name
+        if want == got:  # same name, other layout: show what differs
+            want, got = layout.dtype.str, arr.dtype.str
+        raise FrameError(f"frame.dtype: expected {want}, got {got}; nothing was written")
+    return arr
+
+
+def _summary(stream: FrameStream, *, state: str, duration: float) -> Summary:
+    """What the stream did so far (``state``), as the summary model."""
+    dropped, by_reason = stream._ledger.drops()
+    written = stream._frames_in_extent()
+    stored = stream._writer.stored_bytes
+    rows = stream._writer.committer.committed_rows
+    raw = written * stream.layout.frame_bytes
+    return Summary(
+        path=str(stream.spec.out),
+        state=state,
+        frames_received=stream._ledger.frames_received,
+        frames_written=written,
+        frames_dropped=len(dropped),
+        dropped_indices=dropped,
+        dropped_by_reason=by_reason,
+        frames_missing=len(stream._ledger.missing),
+        missing_indices=sorted(stream._ledger.missing),
+        shape=list(stream.layout.array_shape(rows)),
+        raw_bytes=raw,
+        stored_bytes=stored,
+        compression_ratio=(raw / stored) if stored else None,
+        duration_s=duration,
+        write_duration_s=duration,
+        throughput_mb_s=raw / 1e6 / duration if duration > 0 else 0.0,
+        frames_per_s=written / duration if duration > 0 else 0.0,
+        ring_capacity_frames=stream.ring.capacity,
+        ring_high_water_frames=stream.ring.high_water,
+        ring_bytes=stream.ring.capacity * stream.layout.frame_bytes,
+        frames_inline=stream._ledger.frames_inline,
+        pyramid_levels=len(stream._levels),
+        error=stream._health.describe(),
+        **stream._ledger.latencies(),
+    )
 
 
 def open_stream(

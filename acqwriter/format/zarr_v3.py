@@ -5,7 +5,8 @@
 path; :func:`encode_array_metadata` rewrites only its ``shape`` as the array grows.
 A shard is its inner chunks followed by an index of ``(offset, nbytes)`` uint64 pairs
 and the index's crc32c (index at the end, zarr-python's default), so every Zarr v3
-reader (zarr-python, tensorstore) reads what :mod:`acqwriter.engine.shards` writes.
+reader (zarr-python, tensorstore) reads what :mod:`acqwriter.engine.shards` writes
+(:func:`acqwriter.post.reader.read_inner_chunk` reads one inner chunk back).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from acqwriter.codec.chain import codec_chain, sharding_codec
 
 if TYPE_CHECKING:
     from acqwriter.spec.model import StreamSpec
-    from acqwriter.store.base import Store
 
 __all__ = [
     "EMPTY",
@@ -30,7 +30,6 @@ __all__ = [
     "encode_array_metadata",
     "encode_index",
     "index_nbytes",
-    "read_inner_chunk",
 ]
 
 EMPTY = 2**64 - 1  # index entry of an inner chunk that was never written (reads as fill)
@@ -55,24 +54,6 @@ def decode_index(tail: bytes, n_inner: int) -> np.ndarray | None:
     if google_crc32c.value(body) != crc:
         return None
     return np.frombuffer(body, "<u8").reshape(n_inner, 2)
-
-
-def read_inner_chunk(store: Store, key: str, position: int, n_inner: int) -> bytes | None:
-    """Bytes of inner chunk ``position`` of the shard at ``key``; None if the chunk is
-    empty. Raises FileNotFoundError (no shard) / ValueError (torn index)."""
-    size = store.size(key)
-    n = index_nbytes(n_inner)
-    if size < n:
-        raise ValueError(f"{key}: shard shorter than its index")
-    index = decode_index(store.read_range(key, size - n, n), n_inner)
-    if index is None:
-        raise ValueError(f"{key}: shard index fails its checksum")
-    offset, nbytes = (int(v) for v in index[position])
-    if offset == EMPTY:
-        return None
-    if offset + nbytes > size - n:
-        raise ValueError(f"{key}: inner chunk {position} lies outside the shard")
-    return store.read_range(key, offset, nbytes)
 
 
 def array_metadata(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
 from acqwriter.format.ngff_v05 import frame_metadata_key
 from acqwriter.store.local import writer_alive
 
@@ -30,7 +31,7 @@ def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
     A torn last line (a crash while appending) is ignored."""
     root = Path(path)
     try:
-        acq = json.loads((root / "zarr.json").read_text())["attributes"]["acqwriter"]
+        acq = json.loads((root / GROUP_METADATA).read_text())["attributes"]["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         acq = None
     records = []
@@ -93,7 +94,7 @@ def _blosc_blocksize(meta: dict[str, Any]) -> int | None:
 def dataset_info(path: str | Path) -> dict[str, Any]:
     root = Path(path)
     try:
-        group = json.loads((root / "zarr.json").read_text())
+        group = json.loads((root / GROUP_METADATA).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{root}: not a Zarr v3 dataset (no zarr.json)") from None
     ome = group.get("attributes", {}).get("ome")
@@ -102,7 +103,7 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     multiscale = ome["multiscales"][0]
     levels = []
     for dataset in multiscale["datasets"]:
-        meta = json.loads((root / dataset["path"] / "zarr.json").read_text())
+        meta = json.loads((root / ArrayKeys(dataset["path"]).metadata).read_text())
         scale = next(
             (t["scale"] for t in dataset["coordinateTransformations"] if t["type"] == "scale"), None
         )

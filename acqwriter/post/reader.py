@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from acqwriter.format.keys import ArrayKeys
-from acqwriter.format.zarr_v3 import read_inner_chunk
+from acqwriter.format.zarr_v3 import EMPTY, decode_index, index_nbytes
 from acqwriter.store.base import Store
 
-__all__ = ["LevelReader"]
+__all__ = ["LevelReader", "read_inner_chunk"]
 
 
 class LevelReader:
@@ -88,3 +88,21 @@ class LevelReader:
             return read_inner_chunk(self.store, key, position, math.prod(self.shard))
         except FileNotFoundError:
             return None
+
+
+def read_inner_chunk(store: Store, key: str, position: int, n_inner: int) -> bytes | None:
+    """Bytes of inner chunk ``position`` of the shard at ``key``; None if the chunk is
+    empty. Raises FileNotFoundError (no shard) / ValueError (torn index)."""
+    size = store.size(key)
+    n = index_nbytes(n_inner)
+    if size < n:
+        raise ValueError(f"{key}: shard shorter than its index")
+    index = decode_index(store.read_range(key, size - n, n), n_inner)
+    if index is None:
+        raise ValueError(f"{key}: shard index fails its checksum")
+    offset, nbytes = (int(v) for v in index[position])
+    if offset == EMPTY:
+        return None
+    if offset + nbytes > size - n:
+        raise ValueError(f"{key}: inner chunk {position} lies outside the shard")
+    return store.read_range(key, offset, nbytes)

@@ -45,10 +45,10 @@ from acqwriter.format.ngff_v05 import (
     group_metadata,
     level0,
 )
-from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata, read_inner_chunk
+from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata
 from acqwriter.plan.layout import FrameLayout
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
-from acqwriter.post.reader import LevelReader
+from acqwriter.post.reader import LevelReader, read_inner_chunk
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.local import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore
 
@@ -66,7 +66,7 @@ class RecoverWriteError(RecoverError):
 
 def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     try:
-        text = (root / "zarr.json").read_text()
+        text = (root / GROUP_METADATA).read_text()
     except FileNotFoundError:
         raise RecoverError(
             f"{root}: not a Zarr dataset (no zarr.json); nothing to recover"

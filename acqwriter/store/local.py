@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from acqwriter.format.keys import GROUP_METADATA
 from acqwriter.store.base import (
     FINAL_RESERVE_NAME,
     RESERVE_NAME,
@@ -91,6 +92,41 @@ def _load_syncfs():
 _SYNCFS = _load_syncfs()
 
 
+def _create_locked(out: Path, overwrite: bool) -> int:
+    """The body of :meth:`LocalStore.create`, under its guard: the new directory's
+    lock fd."""
+    if (out / LOCK_NAME).exists():
+        probe = _try_lock(out / LOCK_NAME)
+        if probe is None:
+            raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
+        os.close(probe)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{str(out)!r} already exists (set overwrite to replace it)")
+        if not out.is_dir() or out.is_symlink():
+            raise FileExistsError(
+                f"{str(out)!r} exists and is not a directory; refusing to delete it"
+            )
+        if any(out.iterdir()) and not (out / GROUP_METADATA).exists():
+            raise FileExistsError(
+                f"{str(out)!r} is a non-empty directory that is not a Zarr dataset; "
+                "refusing to delete it even with overwrite"
+            )
+        shutil.rmtree(out)
+    try:
+        out.mkdir()
+        lock_fd = _try_lock(out / LOCK_NAME)
+        if lock_fd is None:
+            raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise StorageError(
+            exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
+        ) from exc
+    return lock_fd
+
+
 class LocalStore(Store):
     """A dataset in a local directory (see the module docstring)."""
 
@@ -117,7 +153,7 @@ class LocalStore(Store):
         if guard is None:
             raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
         try:
-            lock_fd = cls._create_locked(out, overwrite)
+            lock_fd = _create_locked(out, overwrite)
         finally:
             with contextlib.suppress(OSError):
                 (out.parent / f".{out.name}.acqwriter-create").unlink()
@@ -127,39 +163,29 @@ class LocalStore(Store):
         store.created_folders = [str(p) for p in created]
         return store
 
-    @staticmethod
-    def _create_locked(out: Path, overwrite: bool) -> int:
-        """The body of :meth:`create`, under its guard: the new directory's lock fd."""
-        if (out / LOCK_NAME).exists():
-            probe = _try_lock(out / LOCK_NAME)
-            if probe is None:
-                raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
-            os.close(probe)
-        if out.exists() or out.is_symlink():
-            if not overwrite:
-                raise FileExistsError(f"{str(out)!r} already exists (set overwrite to replace it)")
-            if not out.is_dir() or out.is_symlink():
-                raise FileExistsError(
-                    f"{str(out)!r} exists and is not a directory; refusing to delete it"
-                )
-            if any(out.iterdir()) and not (out / "zarr.json").exists():
-                raise FileExistsError(
-                    f"{str(out)!r} is a non-empty directory that is not a Zarr dataset; "
-                    "refusing to delete it even with overwrite"
-                )
-            shutil.rmtree(out)
+    @classmethod
+    def create_dataset(
+        cls, root: str | os.PathLike[str], *, overwrite: bool, sync: str, io: str
+    ) -> LocalStore:
+        """:meth:`create`, then direct I/O as ``io`` asks; where the filesystem refuses
+        ``io="direct"`` the new directory is removed again and the error raised."""
+        store = cls.create(root, overwrite=overwrite, sync=sync)
         try:
-            out.mkdir()
-            lock_fd = _try_lock(out / LOCK_NAME)
-            if lock_fd is None:
-                raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
-        except FileExistsError:
+            store.enable_direct_io(io)
+        except OSError:
+            store.release_lock()
+            shutil.rmtree(store.root, ignore_errors=True)
             raise
-        except OSError as exc:
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
-            ) from exc
-        return lock_fd
+        return store
+
+    @staticmethod
+    def free_bytes_at(path: str | os.PathLike[str]) -> tuple[Path, int]:
+        """The nearest existing folder at or above ``path`` and its free bytes (a
+        dataset's free space before its directory exists)."""
+        where = Path(path).resolve()
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        return where, shutil.disk_usage(where).free
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
         super().__init__(sync=sync)

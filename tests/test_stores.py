@@ -1,0 +1,126 @@
+"""The store interface: the engine, the shards, the pyramid and the reader run on any
+:class:`acqwriter.store.base.Store`. An in-memory store proves it (no file is written
+until the dataset is exported), and its capacity makes it a full disk."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+
+from acqwriter import StreamError, open_stream
+from acqwriter.codec.chain import chunk_encoder
+from acqwriter.post.reader import LevelReader
+from acqwriter.simulators import FrameBank
+from acqwriter.store.base import PartialAppend, StorageError
+from acqwriter.store.local import LocalStore
+from acqwriter.store.memory import MemoryStore
+from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
+
+CASES = {
+    "files": {"shards": "none"},
+    "shards": {"shards": {"t": 4}},
+    "sealed-t-shards": {"shards": {"t": 8}, "shard_seal_s": 0.01, "commit_interval_s": 0.01},
+    "big-chunks-io-threads": {"shape": (1024, 1024)},
+    "tiles-tcz": {
+        "dims": "tczyx",
+        "sizes": {"c": 2, "z": 3},
+        "chunks": {"z": 3, "y": 32, "x": 32},
+        "shape": (64, 64),
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_stream_runs_entirely_in_memory(tmp_path, case):
+    extra = dict(CASES[case])
+    shape = tuple(extra.pop("shape", (64, 48)))
+    per_t = 6 if "sizes" in extra else 1
+    n = 12 * per_t
+    bank = FrameBank(shape, "uint16", size=5, seed=3)
+    store = MemoryStore()
+    out = tmp_path / "mem.ome.zarr"
+    spec = {"out": out, "shape": shape, "dtype": "uint16", **extra}
+    with open_stream(spec, store=store) as stream:
+        for i in range(n):
+            stream.append(bank.frame(i), metadata={"i": i})
+    summary = stream.summary
+    assert summary.ok and summary.frames_written == n and summary.pyramid_levels >= 1
+    assert not out.exists()  # nothing touched the filesystem
+    assert "0/zarr.json" in store.objects and not any(k.endswith(".tmp") for k in store.objects)
+    # the pyramid was built from the store too
+    levels = json.loads(store.read_bytes("zarr.json"))["attributes"]["ome"]["multiscales"][0]
+    assert len(levels["datasets"]) == summary.pyramid_levels
+    # the reader reads it back from memory, exact
+    reader = LevelReader(store, "0", chunk_encoder(stream.spec.codec))
+    expected = np.stack([bank.frame(i) for i in range(n)])
+    got = reader[tuple(slice(None) for _ in reader.shape)]
+    np.testing.assert_array_equal(got.reshape(expected.shape), expected)
+    # exported, it is a valid dataset every reader opens, with its per-frame metadata
+    exported = store.to_directory(tmp_path / "exported.ome.zarr")
+    check_dataset(exported)
+    for read in (read_zarr, read_tensorstore):
+        np.testing.assert_array_equal(read(exported).reshape(expected.shape), expected)
+    assert [r["metadata"]["i"] for r in frame_records(exported)] == list(range(n))
+
+
+def test_a_full_memory_store_fails_the_stream_cleanly(tmp_path):
+    """A capacity reached mid-stream is a full disk: the stream fails with ENOSPC, the
+    extent covers only frames whose chunks and metadata are stored, and they read back
+    exact."""
+    shape = (64, 64)
+    bank = FrameBank(shape, "uint16", size=5, seed=4)
+    store = MemoryStore(capacity=200_000)
+    spec = {"out": tmp_path / "full.ome.zarr", "shape": shape, "dtype": "uint16"}
+    spec |= {"shards": "none", "codec": "none", "disk_check": False, "min_free_bytes": 0}
+    stream = open_stream(spec, store=store)
+    appended = 0
+    with pytest.raises(StreamError, match=r"writer failed"):
+        for i in range(500):
+            stream.append(bank.frame(i))
+            appended += 1
+    summary = stream.close()
+    assert summary.state == "failed" and "no space" in summary.error.lower()
+    assert 0 < summary.frames_written < appended
+    exported = store.to_directory(tmp_path / "exported.ome.zarr")
+    check_dataset(exported)
+    data = read_zarr(exported)
+    assert data.shape[0] == summary.frames_written
+    for i, frame in enumerate(data):
+        np.testing.assert_array_equal(frame, bank.frame(i))
+
+
+def test_memory_store_keeps_whole_lines_and_atomic_documents():
+    store = MemoryStore(capacity=30)
+    store.write_atomic("a.json", b"{}")
+    with pytest.raises(PartialAppend) as info:
+        store.append("lines", b"0123456789\n0123456789\n0123456789\n")
+    assert info.value.lines == 2 and store.read_bytes("lines") == b"0123456789\n" * 2
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(StorageError):
+        store.write_atomic("a.json", b"x" * 40)
+    assert store.read_bytes("a.json") == b"{}"  # the old document stays whole
+    assert store.list_dir() == ["a.json", "lines"]
+    store.remove_tree("lines")
+    assert not store.exists("lines") and store.exists("a.json")
+
+
+@pytest.mark.parametrize("make", ["memory", "local"])
+def test_a_shard_sink_is_published_whole_or_not_at_all(tmp_path, make):
+    store = (
+        MemoryStore()
+        if make == "memory"
+        else LocalStore.create(tmp_path / "s.ome.zarr", overwrite=False, sync="none")
+    )
+    sink = store.open_shard("0/c/.0.shard.tmp")
+    assert sink.write(b"abcd" + bytes(4092), 4, 0) >= 4
+    sink.finish(4)
+    assert not store.exists("0/c/0")
+    store.publish("0/c/.0.shard.tmp", "0/c/0")
+    assert store.read_bytes("0/c/0") == b"abcd" and not store.exists("0/c/.0.shard.tmp")
+    other = store.open_shard("0/c/.1.shard.tmp")
+    other.write(b"efgh" + bytes(4092), 4, 0)
+    other.abandon()
+    assert not store.exists("0/c/.1.shard.tmp") and not store.exists("0/c/1")
