@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from acqwriter import jsonio
-from acqwriter.spec.model import SpecError, format_validation_error
+from acqwriter.validation import SpecError, format_validation_error
 
 __all__ = ["dump_spec", "load_mapping", "load_spec"]
 

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field, Strict, ValidationError, field_validator, model_validator
 
 from acqwriter.codec.settings import Compression
+from acqwriter.spec.files import dump_spec, load_spec
 from acqwriter.validation import SpecError, StrictModel, format_validation_error
 
 __all__ = [
@@ -325,14 +326,10 @@ class WriterOptions(StrictModel):
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Any:
         """Load and validate a JSON/YAML/TOML spec file (by extension)."""
-        from acqwriter.spec.files import load_spec
-
         return load_spec(path, cls)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save to a JSON/YAML/TOML file (by extension)."""
-        from acqwriter.spec.files import dump_spec
-
         dump_spec(self, path)
 
     # -- derived, after validation ------------------------------------------------------
