@@ -212,3 +212,17 @@ def test_no_class_of_the_core_is_over_400_lines():
             if isinstance(node, ast.ClassDef):
                 size = node.end_lineno - node.lineno + 1
                 assert size <= 400, f"{name}.{node.name} is {size} lines"
+
+
+def test_every_package_is_installed():
+    """A non-editable install (CI, users) ships only the packages pyproject lists."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.relative_to(ROOT).parent.parts)
+        for init in (ROOT / "acqwriter").rglob("__init__.py")
+    }
+    assert found <= listed, f"not installed: {sorted(found - listed)}"
