@@ -17,19 +17,27 @@ simulators in ``acqwriter.simulators``.
 """
 
 from acqwriter._version import __version__
+from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.engine.stream import FrameError, FrameStream, StreamError, open_stream
-from acqwriter.format.summary import Summary
+from acqwriter.format.summary import DatasetSummary, Summary
+from acqwriter.spec.dataset import DatasetSpec, ImageSpec, PlateSpec
 from acqwriter.spec.model import Compression, PyramidSpec, SpecError, StreamSpec
 
 __all__ = [
     "Compression",
+    "DatasetSpec",
+    "DatasetSummary",
+    "DatasetWriter",
     "FrameError",
     "FrameStream",
+    "ImageSpec",
+    "PlateSpec",
     "PyramidSpec",
     "SpecError",
     "StreamError",
     "StreamSpec",
     "Summary",
     "__version__",
+    "open_dataset",
     "open_stream",
 ]

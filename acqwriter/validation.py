@@ -27,7 +27,8 @@ class SpecError(ValueError):
 
 
 MAX_ERROR_LINES = 20
-_NAMED = re.compile(r"^([A-Za-z_][\w.\[\]']*): ")
+_BARE = re.compile(r"^[A-Za-z_][\w/-]*$")  # a key shown as is (an image key: "B/3/0")
+_NAMED = re.compile(r"^([A-Za-z_][\w.\[\]'/-]*): ")
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError:
@@ -38,7 +39,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> SpecError
         loc = ""
         for part in err["loc"]:
             text = str(part)
-            if isinstance(part, int) or text.isidentifier():
+            if isinstance(part, int) or _BARE.match(text):
                 loc += f".{text}" if loc else text
             else:  # an odd key (e.g. from a hand-edited file): quote it
                 loc += f"[{text!r}]"

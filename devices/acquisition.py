@@ -30,9 +30,11 @@ from acqwriter.devices.camera import (
     SequenceEnded,
 )
 from acqwriter.devices.microscope import Microscope
+from acqwriter.engine.dataset import open_dataset
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.engine.stream import StreamError, open_stream
 from acqwriter.format.summary import Summary
+from acqwriter.spec.dataset import IMAGE_FIELDS, WRITER_FIELDS
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
@@ -150,6 +152,17 @@ def run_acquisition(
     write instead of a new directory at ``spec.out`` (see :func:`acqwriter.open_stream`).
     """
     configure_camera(scope, spec)
+    if spec.position_count > 1:
+        return _run_positions(
+            scope,
+            spec,
+            on_progress=on_progress,
+            progress_interval_s=progress_interval_s,
+            should_stop=should_stop,
+            should_abort=should_abort,
+            on_finalizing=on_finalizing,
+            store=store,
+        )
     camera = scope.camera
     stream = open_stream(stream_spec_for(scope, spec), ring=ring, store=store)
     per_tp = spec.frames_per_timepoint
@@ -232,4 +245,128 @@ def run_acquisition(
     stopped = (by_request or by_deadline) and not aborted
     return AcquisitionReport(
         summary, spec.frames, delivered, lost, error, stopped, spec.allow_partial
+    )
+
+
+def _places(
+    scope: Microscope, spec: AcquisitionSpec, step_um: float
+) -> list[tuple[str, float, float]]:
+    """(image key, x, y) of each position: the given stage positions, or N places one
+    field of view apart along x from where the stage is."""
+    if spec.stage_positions is not None:
+        return [(p.name or f"p{i}", p.x, p.y) for i, p in enumerate(spec.stage_positions)]
+    x0, y0 = scope.xy_stage.position  # type: ignore[union-attr]
+    return [(f"p{i}", x0 + i * step_um, y0) for i in range(spec.position_count)]
+
+
+def _run_positions(
+    scope: Microscope,
+    spec: AcquisitionSpec,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    progress_interval_s: float,
+    should_stop: Callable[[], bool] | None,
+    should_abort: Callable[[], bool] | None,
+    on_finalizing: Callable[[], None] | None,
+    store: Store | None,
+) -> AcquisitionReport:
+    """Every time point, move the XY stage to each position in turn and take that
+    position's frames there; each position is an image of a collection, placed where the
+    stage read back it was (its ``translation``) and each frame's metadata carries the
+    stage position read back after the move."""
+    camera = scope.camera
+    stage = scope.xy_stage
+    if stage is None:
+        raise DeviceError(f"positions: {scope.source!r} has no XY stage to move")
+    image = stream_spec_for(scope, spec)
+    places = _places(scope, spec, camera.shape[1] * image.pixel_size)
+    fields = {name: getattr(image, name) for name in IMAGE_FIELDS}
+    writer = {name: getattr(spec, name) for name in WRITER_FIELDS}
+    if writer.get("expected_frames") is None and spec.frames is not None:
+        writer["expected_frames"] = spec.frames * len(places)
+    dataset = open_dataset(
+        {
+            **writer,
+            "out": spec.out,
+            "layout": "collection",
+            "images": {key: {**fields, "translation": {"x": x, "y": y}} for key, x, y in places},
+        },
+        store=store,
+    )
+    per_tp = spec.frames_per_timepoint
+    deadline = None if spec.duration is None else time.monotonic() + spec.duration
+    lost: list[int] = []
+    delivered = 0
+    error: str | None = None
+    last_progress = 0.0
+    aborted = False
+
+    def abort_now() -> bool:
+        return should_abort is not None and should_abort()
+
+    try:
+        t = 0
+        while spec.frames is None or t * per_tp < spec.frames:
+            if t and (
+                (should_stop is not None and should_stop())
+                or (deadline is not None and time.monotonic() >= deadline)
+            ):
+                break  # a stop or the deadline waits for the time point to end
+            count = per_tp if spec.frames is None else min(per_tp, spec.frames - t * per_tp)
+            for key, x, y in places:
+                if abort_now():
+                    raise KeyboardInterrupt
+                stage.move(x, y)
+                at_x, at_y = stage.position
+                for event in camera.sequence(
+                    count, frame_timeout_s=spec.frame_timeout_s, should_stop=abort_now
+                ):
+                    if isinstance(event, CameraFrame):
+                        tags = event.metadata
+                        elapsed = float(tags.get("ElapsedTime-ms", "nan"))
+                        meta = {
+                            "camera": camera.label,
+                            "position": key,
+                            "x_um": at_x,
+                            "y_um": at_y,
+                            "elapsed_ms": elapsed,
+                            "tags": tags,
+                        }
+                        taken = elapsed / 1000 if math.isfinite(elapsed) else None
+                        dataset.append(event.image, image=key, metadata=meta, taken_s=taken)
+                        delivered += 1
+                    elif isinstance(event, LostFrames):
+                        lost.extend(event.numbers)
+                        dataset.skip(len(event.numbers), reason=event.reason, image=key)
+                now = time.monotonic()
+                if on_progress is not None and now - last_progress >= progress_interval_s:
+                    last_progress = now
+                    on_progress(dataset.progress())
+            t += 1
+    except (DeviceError, StreamError) as exc:
+        error = str(exc)
+    except KeyboardInterrupt:
+        aborted = abort_now()
+        error = "aborted" if aborted else "interrupted"
+    finally:
+        if on_finalizing is not None:
+            on_finalizing()
+        aborted = aborted or abort_now()
+        reason = "aborted on request" if aborted else None
+        if error == "interrupted":
+            reason = "interrupted (Ctrl-C)"
+        summary = dataset.close(
+            pyramid=not aborted,
+            aborted=reason,
+            on_progress=on_progress,
+            progress_interval_s=progress_interval_s,
+        )
+    if on_progress is not None:
+        on_progress({**dataset.progress(), "mb_per_s": summary.throughput_mb_s})
+    by_request = should_stop is not None and should_stop()
+    by_deadline = deadline is not None and time.monotonic() >= deadline
+    stopped = (by_request or by_deadline) and not aborted
+    requested = None if spec.frames is None else spec.frames * len(places)
+    return AcquisitionReport(
+        summary, requested, delivered, lost, error, stopped, spec.allow_partial
     )

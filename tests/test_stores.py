@@ -75,6 +75,7 @@ def test_a_full_memory_store_fails_the_stream_cleanly(tmp_path):
     store = MemoryStore(capacity=200_000)
     spec = {"out": tmp_path / "full.ome.zarr", "shape": shape, "dtype": "uint16"}
     spec |= {"shards": "none", "codec": "none", "disk_check": False, "min_free_bytes": 0}
+    spec |= {"ring_bytes": 16 * 64 * 64 * 2}  # the writer, not the ring, meets the full store
     stream = open_stream(spec, store=store)
     appended = 0
     with pytest.raises(StreamError, match=r"writer failed"):

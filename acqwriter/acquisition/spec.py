@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
 from acqwriter.spec.model import (
+    FiniteFloat,
     PositiveFloat,
     PositiveInt,
     StreamSpec,
@@ -64,6 +65,14 @@ _SIM_ONLY_HINTS = {
 }
 
 
+class StagePosition(StrictModel):
+    """A place the XY stage visits (µm); its ``name`` is its image's key."""
+
+    x: FiniteFloat
+    y: FiniteFloat
+    name: str | None = Field(default=None, min_length=1)
+
+
 class AcquisitionSpec(WriterOptions):
     """Camera + acquisition length + every writer option (see :class:`WriterOptions`).
 
@@ -72,6 +81,11 @@ class AcquisitionSpec(WriterOptions):
     So it is refused when the dataset would claim otherwise (``c`` or ``z`` sizes over
     1, several channels, a ``time_increment``): its ``t`` scale is the camera's
     measured frame interval (:mod:`acqwriter.format.display`).
+
+    Positions: ``positions`` (N places one field of view apart along x, from where the
+    stage is) or ``stage_positions`` (names and coordinates): the XY stage visits each in
+    turn for every time point, and each position is its own image of a collection; the
+    length then counts the frames of each position.
 
     Length: ``frames``, ``timepoints`` (or ``sizes.t``, which also bounds the array),
     or ``duration``. Frames per time point are the product of the other axes' sizes; a
@@ -92,6 +106,8 @@ class AcquisitionSpec(WriterOptions):
     seed: StrictInt = 0
     sim_faults: SimFaultSpec | None = None
     frame_timeout_s: PositiveFloat = 5.0
+    positions: PositiveInt | None = None
+    stage_positions: list[StagePosition] | None = None
 
     @field_validator("duration", mode="before")
     @classmethod
@@ -141,6 +157,15 @@ class AcquisitionSpec(WriterOptions):
                         f"{self.camera!r} has its own ({hint})"
                     )
         self._nothing_moves()
+        given = self.stage_positions
+        if self.positions is not None and given is not None and self.positions != len(given):
+            raise ValueError(
+                f"positions: {self.positions} disagrees with the {len(given)} "
+                "stage_positions given; give one of them"
+            )
+        names = [p.name for p in self.stage_positions or [] if p.name]
+        if len(set(names)) != len(names):
+            raise ValueError("stage_positions: expected distinct names")
         per_tp = self.frames_per_timepoint
         sized = self.sizes.get("t") if self.dims[0] == "t" else None
         if self.timepoints is not None and sized is not None and self.timepoints != sized:
@@ -201,6 +226,13 @@ class AcquisitionSpec(WriterOptions):
                 "measured frame interval (set the frame rate with fps on the sim camera, or "
                 f"exposure_ms; waiting between time points needs an MDA: {mda})"
             )
+
+    @property
+    def position_count(self) -> int:
+        """Positions the stage visits (1: it does not move)."""
+        if self.stage_positions is not None:
+            return len(self.stage_positions)
+        return self.positions or 1
 
     @property
     def frames_per_timepoint(self) -> int:

@@ -111,7 +111,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     progress = None
     try:
         scope = Microscope.open(spec.camera, **sim_options)
-        progress = ProgressDisplay(spec.frames, spec.duration, args.quiet or args.json)
+        frames = None if spec.frames is None else spec.frames * spec.position_count
+        progress = ProgressDisplay(frames, spec.duration, args.quiet or args.json)
         report = run_acquisition(scope, spec, on_progress=progress.update)
     except (SpecError, DeviceError, ValueError) as exc:
         if progress:

@@ -113,6 +113,12 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
         "--timepoints", type=int, help="number of time points (frames = time points x c x z)"
     )
     p.add_argument(
+        "--positions",
+        type=int,
+        help="visit N stage positions (one field of view apart along x) every time point, "
+        "each position its own image of a collection; the length counts each position's frames",
+    )
+    p.add_argument(
         "--allow-partial",
         dest="allow_partial",
         action="store_true",
@@ -173,6 +179,7 @@ _PLAIN_FIELDS = [
     "camera",
     "frames",
     "timepoints",
+    "positions",
     "allow_partial",
     "duration",
     "shape",

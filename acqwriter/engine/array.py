@@ -28,7 +28,7 @@ import numpy as np
 
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.engine.assembly import ChunkAssembler, ChunkBatch
-from acqwriter.engine.commit import ExtentCommitter
+from acqwriter.engine.commit import CommitLoop, ExtentCommitter
 from acqwriter.engine.shards import OpenShards
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class ArrayWriter:
         ledger: FrameLedger,
         health: Health,
         guard: DiskGuard,
-        commit_interval_s: float,
+        commits: CommitLoop,
         shard_seal_s: float,
     ) -> None:
         self.layout = layout
@@ -87,9 +87,10 @@ class ArrayWriter:
             ledger=ledger,
             health=health,
             guard=guard,
-            interval_s=commit_interval_s,
             seal_after_s=shard_seal_s,
+            wake=commits.wake,
         )
+        commits.committers.append(self.committer)
         self.shards: OpenShards | None = None
         if layout.shards is not None:
             self.shards = OpenShards(
@@ -107,6 +108,10 @@ class ArrayWriter:
         with self._lock:
             own = self._stored_bytes
         return own + (self.shards.stored_bytes if self.shards is not None else 0)
+
+    def waiting_slots(self) -> int:
+        """Frame slots held by chunk batches still waiting for frames."""
+        return self._assembler.held
 
     def unwritten_bytes(self) -> int:
         """Bytes packed into open shards and not yet written (for the disk guard)."""
@@ -133,16 +138,20 @@ class ArrayWriter:
             for tx in range(self.layout.tiles_x):
                 self._compressors.submit(self, batch, ty, tx)
 
-    def flush(self, appended: int) -> None:
+    def flush(self, total_rows: int, batches_by_block: dict[int, int]) -> None:
         """At close (no frame follows): queue the incomplete batches, padded with the
-        fill value, and settle where the extent ends. Positions of the last step of the
-        first axis that no frame reached are inside the extent, flagged ``missing``."""
-        total_rows = self.layout.rows_for_frames(appended)
-        self.committer.settle_last_block(total_rows, appended)
+        fill value, and settle where the extent ends (``batches_by_block``: see
+        :meth:`ExtentCommitter.settle`). Positions no frame reached are inside the
+        extent, flagged ``missing``."""
+        self.committer.settle(total_rows, batches_by_block)
         if total_rows == 0:
             return
         for batch in self._assembler.take_incomplete():
             self._submit(batch)
+
+    def frame(self, slot: int) -> np.ndarray:
+        """Slot ``slot`` as one of this array's frames."""
+        return self._slots.view(slot, self.layout.frame_shape, self.layout.dtype)
 
     # -- tiles (compressor threads) ---------------------------------------------------------------
     def new_staging(self, *, optional: bool = False) -> np.ndarray | None:
@@ -197,7 +206,7 @@ class ArrayWriter:
         elif not live:
             return 0  # only dropped frames: the chunk stays absent and reads as fill
         elif layout.frame_is_chunk and len(live) == 1:
-            data = self._slots.slots[live[0][1]]  # zero-copy: compress from the slot
+            data = self.frame(live[0][1])  # zero-copy: compress from the slot
         else:
             assert staging is not None
             ys, xs, h, w = layout.tile_slices(ty, tx)
@@ -205,7 +214,7 @@ class ArrayWriter:
                 staging.fill(0)
             for index, slot in live:
                 pos = layout.position_in_group(index)
-                staging[(*pos, slice(0, h), slice(0, w))] = self._slots.slots[slot][ys, xs]
+                staging[(*pos, slice(0, h), slice(0, w))] = self.frame(slot)[ys, xs]
             data = staging
         key = self.keys.chunk(layout.chunk_coords(batch.key, ty, tx))
         if self._io is not None:
@@ -272,10 +281,7 @@ class ArrayWriter:
             self.committer.wake()
 
     # -- close ------------------------------------------------------------------------------------
-    def finish(self) -> None:
-        """After the pools are drained: finish (or salvage) the open shards, stop the
-        committer and commit the final extent."""
+    def finish_shards(self) -> None:
+        """After the pools are drained: finish (or salvage) the open shards."""
         if self.shards is not None:
             self.shards.close()
-        self.committer.stop()
-        self.committer.commit()

@@ -48,6 +48,7 @@ class ChunkAssembler:
     def __init__(self, layout: FrameLayout) -> None:
         self.layout = layout
         self._open: dict[GroupKey, ChunkBatch] = {}
+        self.held = 0  # frame slots held by batches still waiting for frames
 
     def add(self, index: int, slot: int | None) -> ChunkBatch | None:
         """Add frame ``index`` (in ``slot``; None: dropped); the batch when complete."""
@@ -57,7 +58,9 @@ class ChunkAssembler:
             batch = ChunkBatch(key, self.layout.group_frame_count(key))
             self._open[key] = batch
         batch.entries.append((index, slot))
+        self.held += slot is not None
         if len(batch.entries) == batch.expected:
+            self.held -= len(batch.slots())
             return self._open.pop(key)
         return None
 
@@ -71,4 +74,5 @@ class ChunkAssembler:
         """At close: the batches still waiting for frames that will never come."""
         batches = list(self._open.values())
         self._open.clear()
+        self.held = 0
         return batches

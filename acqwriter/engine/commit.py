@@ -14,15 +14,16 @@ are *sealed* (:meth:`acqwriter.engine.shards.ShardWriter.seal`) once they have h
 chunks for ``shard_seal_s``, and the extent then covers the block's leading rows whose
 every batch is in the sealed copies.
 
-A thread wakes when batches complete (at most once per ``commit_interval_s``), seals,
-commits and checks the free space; :meth:`ExtentCommitter.stop` commits a last time at
-close.
+One :class:`CommitLoop` thread serves every committer of a stream or dataset: it wakes
+when batches complete (at most once per ``commit_interval_s``), seals, commits and
+checks the free space; at close the caller stops it and commits a last time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from acqwriter.format.zarr_v3 import encode_array_metadata
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from acqwriter.plan.layout import FrameLayout
     from acqwriter.store.base import Store
 
-__all__ = ["ExtentCommitter"]
+__all__ = ["CommitLoop", "ExtentCommitter"]
 
 
 class ExtentCommitter:
@@ -53,8 +54,8 @@ class ExtentCommitter:
         ledger: FrameLedger,
         health: Health,
         guard: DiskGuard,
-        interval_s: float,
         seal_after_s: float,
+        wake: Callable[[], None],
     ) -> None:
         self.layout = layout
         self._keys = keys
@@ -63,8 +64,8 @@ class ExtentCommitter:
         self._ledger = ledger
         self._health = health
         self._guard = guard
-        self._interval = interval_s
         self._seal_after = seal_after_s
+        self.wake = wake  # the commit loop's: batches completed
         self.shards: OpenShards | None = None  # set when the array is sharded
         self._lock = threading.Lock()
         self._done: dict[int, int] = {}  # block -> batches written
@@ -75,15 +76,6 @@ class ExtentCommitter:
         self._sealed_rows: dict[int, int] = {}  # block -> leading rows in sealed shards
         self._finished: dict[int, list[tuple[ChunkBatch, int]]] = {}  # ... for sealing
         self._final_rows: int | None = None
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="acqwriter-commit", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     # -- what is written --------------------------------------------------------------------
     def batch_written(self, batch: ChunkBatch, live: int) -> None:
@@ -106,21 +98,19 @@ class ExtentCommitter:
                 block = self.layout.block_of(batches[0][0].key)
                 if block >= self.committed_blocks:
                     self._finished.setdefault(block, []).extend(batches)
-        self._wake.set()
+        self.wake()
 
-    def settle_last_block(self, total_rows: int, appended: int) -> None:
-        """At close: the stream ends at ``total_rows``; the last block is complete when
-        the batches that received a frame are (batches no frame reached hold only fill
-        values and are not written)."""
-        layout = self.layout
+    def settle(self, total_rows: int, batches_by_block: dict[int, int]) -> None:
+        """At close: the array ends at ``total_rows``; a block not yet whole is complete
+        when the batches that received a frame are (``batches_by_block``: a batch no
+        frame reached holds only fill values and is not written)."""
         with self._lock:
             self._final_rows = total_rows
             if total_rows == 0:
                 return
-            last = (total_rows - 1) // layout.rows_per_block
-            first = last * layout.frames_per_block
-            seen = {layout.group_of(i) for i in range(first, appended)}
-            self._expected[last] = len(seen)
+            last = (total_rows - 1) // self.layout.rows_per_block
+            for block in range(self.committed_blocks, last + 1):
+                self._expected[block] = batches_by_block.get(block, 0)
 
     def front_block(self) -> int:
         """The first block not wholly written: the extent cannot grow past it."""
@@ -138,7 +128,7 @@ class ExtentCommitter:
         with self._lock:
             if rows > self._sealed_rows.get(block, 0):
                 self._sealed_rows[block] = rows
-        self._wake.set()
+        self.wake()
 
     def finished_batches(self, block: int) -> list[tuple[ChunkBatch, int]]:
         with self._lock:
@@ -159,26 +149,10 @@ class ExtentCommitter:
         return whole * layout.outer_chunks[0]
 
     # -- committing ---------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                self._seal_front_block()
-                self.commit()
-                self._guard.check()
-            except BaseException as exc:
-                self._health.fail(exc)
-                return
-            self._stopping.wait(self._interval)  # rate-limit metadata rewrites
-
-    def stop(self) -> None:
-        """End the thread; the caller commits a last time."""
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join()
+    def step(self) -> None:
+        """What the commit loop does for this array: seal if due, then commit."""
+        self._seal_front_block()
+        self.commit()
 
     def commit(self) -> None:
         """Advance the extent over blocks whose chunks are all written (and the sealed
@@ -252,3 +226,44 @@ class ExtentCommitter:
                 sealed = shard.groups[: shard.sealed_groups]
             batches += sealed
         self.seal_rows(block, self.leading_whole_rows(block, batches))
+
+
+class CommitLoop:
+    """The thread that commits every array of a stream (see the module docstring)."""
+
+    def __init__(self, interval_s: float, health: Health, guard: DiskGuard) -> None:
+        self._interval = interval_s
+        self._health = health
+        self._guard = guard
+        self.committers: list[ExtentCommitter] = []
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="acqwriter-commit", daemon=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                for committer in self.committers:
+                    committer.step()
+                self._guard.check()
+            except BaseException as exc:
+                self._health.fail(exc)
+                return
+            self._stopping.wait(self._interval)  # rate-limit metadata rewrites
+
+    def stop(self) -> None:
+        """End the thread; the caller commits each array a last time."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()

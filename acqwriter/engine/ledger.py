@@ -14,6 +14,7 @@ channel's display window). It owns its lock and knows nothing of chunks or threa
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 import time
@@ -53,8 +54,11 @@ def _jsonable(value: Any) -> Any:
 class FrameLedger:
     """Indices, records, drops and latencies of one array's frames."""
 
-    def __init__(self, layout: FrameLayout) -> None:
+    def __init__(self, layout: FrameLayout, *, by_index: bool = False) -> None:
         self.layout = layout
+        # frames placed by their coordinates, in any order (else: in index order)
+        self._claimed: set[int] | None = set() if by_index else None
+        self._times_seen: dict[int, int] = {}  # time point -> position in the starts
         self._lock = threading.Lock()
         self.next_index = 0  # claimed under the stream's append lock
         self.frames_received = 0
@@ -75,6 +79,11 @@ class FrameLedger:
         self._time_starts: list[float] = []  # arrival of each time point's first frame
         self._taken_starts: list[float] = []  # ... when taken, where the source said so
 
+    @property
+    def by_index(self) -> bool:
+        """Frames are placed by their coordinates, in any order."""
+        return self._claimed is not None
+
     # -- indices ----------------------------------------------------------------------------
     def claim(self) -> int:
         """The next index (the caller serialises claims and checks the stream is open)."""
@@ -88,10 +97,33 @@ class FrameLedger:
         self.next_index = index + 1
         return index
 
+    def claim_at(self, index: int) -> bool:
+        """Claim ``index`` for a frame placed by its coordinates; False when it was
+        given before (the caller checks the coordinates against the sizes)."""
+        assert self._claimed is not None
+        if index in self._claimed:
+            return False
+        self._claimed.add(index)
+        self.next_index = max(self.next_index, index + 1)
+        return True
+
     def unclaim(self, index: int) -> None:
-        """Give back the last index claimed (its frame was not accepted)."""
-        if index == self.next_index - 1:
+        """Give back the index just claimed (its frame was not accepted)."""
+        if self._claimed is not None:
+            self._claimed.discard(index)
+            self.next_index = max(self._claimed, default=-1) + 1
+        elif index == self.next_index - 1:
             self.next_index = index
+
+    def _opens_time_point(self, index: int) -> bool:
+        """The first frame of its time point to arrive."""
+        if self._claimed is None:
+            return index % self.layout.frames_per_row == 0
+        t = index // self.layout.frames_per_row
+        if t in self._times_seen:
+            return False
+        self._times_seen[t] = len(self._time_starts)
+        return True
 
     def sample(self, index: int, frame: np.ndarray) -> None:
         """Offer a frame to the display-window sampler of its channel."""
@@ -115,7 +147,7 @@ class FrameLedger:
         """Keep frame ``index``'s record (``dropped``: the reason it has no pixels;
         ``received``: the caller handed over pixels, ``inline``: compressed on its thread)."""
         now = time.time()
-        if self._time_is_first and index % self.layout.frames_per_row == 0:
+        if self._time_is_first and self._opens_time_point(index):
             # a time point's first frame: when it arrived, and when it was taken if known
             self._time_starts.append(now)
             if taken_s is not None:
@@ -129,27 +161,43 @@ class FrameLedger:
         with self._lock:
             self._records[index] = record
             if dropped is not None:
-                self._dropped.append((index, dropped))
+                bisect.insort(self._dropped, (index, dropped))
         if received:  # a frame the caller handed over (a skip has none)
             self.frames_received += 1
             self.frames_inline += inline
 
     def set_missing(self, end: int) -> None:
-        """Indices from the last appended up to ``end`` never came (at close)."""
-        self.missing = list(range(self.next_index, end))
+        """Indices below ``end`` that never came (at close)."""
+        if self._claimed is None:
+            self.missing = list(range(self.next_index, end))
+        else:
+            self.missing = [i for i in range(end) if i not in self._claimed]
+
+    def groups_by_block(self, first_block: int) -> dict[int, int]:
+        """At close: for each block from ``first_block`` on, how many chunk batches
+        received a frame (a batch no frame reached is never written)."""
+        layout = self.layout
+        first = first_block * layout.frames_per_block
+        if self._claimed is None:
+            indices: Any = range(first, self.next_index)
+        else:
+            indices = (i for i in self._claimed if i >= first)
+        seen: dict[int, set[tuple[int, ...]]] = {}
+        for i in indices:
+            key = layout.group_of(i)
+            seen.setdefault(layout.block_of(key), set()).add(key)
+        return {block: len(keys) for block, keys in seen.items()}
 
     def lines(self, first: int, end: int) -> tuple[int, list[str]]:
         """The per-frame lines still to write for frames ``first``..``end`` (lines
         already on disk from a commit whose extent rewrite failed are not repeated):
         (index of the first line, lines). Frames never appended get a ``missing`` line."""
         with self._lock:
-            appended = self.next_index
             start = max(first, self._metadata_end)
-            records = [self._records[i] for i in range(start, min(end, appended))]
-        lines = [json_line(r) for r in records]
-        lines += [
-            json_line({"index": i, "dropped": True, "drop_reason": "missing"})
-            for i in range(max(start, appended), end)
+            records = [self._records.get(i) for i in range(start, end)]
+        lines = [
+            json_line(r or {"index": i, "dropped": True, "drop_reason": "missing"})
+            for i, r in enumerate(records, start)
         ]
         return start, lines
 
@@ -157,8 +205,8 @@ class FrameLedger:
         """``written`` lines from index ``start`` are on disk: forget their records.
         Returns the index below which every frame has its line on disk."""
         with self._lock:
-            for i in range(start, min(start + written, self.next_index)):
-                del self._records[i]
+            for i in range(start, start + written):
+                self._records.pop(i, None)
             self._metadata_end = max(self._metadata_end, start + written)
             return self._metadata_end
 
@@ -171,16 +219,31 @@ class FrameLedger:
                 if t is not None:
                     self._latencies.append(now - t)
 
+    def _in_time_order(self, starts: list[float]) -> list[float]:
+        """Frames placed by coordinates: the starts of time points 0, 1, 2, … (an interval
+        is measured only between consecutive time points that all came in order; else
+        nothing is claimed: the scale stays an index)."""
+        if not self._times_seen or sorted(self._times_seen) != list(range(len(self._times_seen))):
+            return []
+        ordered = [starts[self._times_seen[t]] for t in range(len(self._times_seen))]
+        if any(b <= a for a, b in itertools.pairwise(ordered)):
+            return []
+        return ordered
+
     # -- what the summary says ----------------------------------------------------------------
     @property
     def dropped_count(self) -> int:
         return len(self._dropped)
 
     def frames_in(self, end_index: int) -> int:
-        """Frames below ``end_index`` that are not dropped (drops are in index order)."""
+        """Frames below ``end_index`` that came and are not dropped (drops are kept in
+        index order)."""
         end = min(end_index, self.next_index)
         with self._lock:
-            return end - bisect.bisect_left(self._dropped, (end,))
+            dropped = bisect.bisect_left(self._dropped, (end,))
+            if self._claimed is None:
+                return end - dropped
+            return sum(1 for i in self._claimed if i < end) - dropped
 
     def drops(self) -> tuple[list[int], dict[str, int]]:
         """Dropped indices and their count by reason."""
@@ -199,8 +262,13 @@ class FrameLedger:
         """What the frames showed: the interval between time points (capture times only
         when every time point has one: two clocks never mix) and each channel's window."""
         taken = len(self._taken_starts) == len(self._time_starts)
+        starts = self._taken_starts if taken else self._time_starts
+        if self._claimed is not None:
+            # a camera's clock may restart with each sequence (one per position): then
+            # the arrival clock alone, never a mix of the two
+            starts = self._in_time_order(starts) or self._in_time_order(self._time_starts)
         return {
-            "time_increment_s": time_increment(self._taken_starts if taken else self._time_starts),
+            "time_increment_s": time_increment(starts),
             "channel_windows": self._windows.windows(),
         }
 

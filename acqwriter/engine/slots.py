@@ -48,6 +48,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import math
 import mmap
 import threading
 import time
@@ -289,6 +290,20 @@ class FrameSlots:
             )
         if populate_now:
             self.start_populating()
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes of one slot."""
+        return self._slot_bytes
+
+    def view(self, slot: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Slot ``slot`` as a frame of ``shape`` and ``dtype``: slots sized for the
+        largest frame of a dataset hold a smaller frame at their start."""
+        frame = self.slots[slot]
+        if frame.shape == shape and frame.dtype == dtype:
+            return frame
+        n = math.prod(shape) * dtype.itemsize
+        return frame.reshape(-1).view(np.uint8)[:n].view(dtype).reshape(shape)
 
     def fits(self, layout: Any) -> bool:
         """Idle, and right for ``layout`` (frame shape, dtype, enough slots)."""

@@ -46,6 +46,7 @@ FINISHED_STATES = ("complete", "aborted", "failed", "recovered")
 # array's folder for members (at the root, zarr-python warns that it "is not recognized
 # as a component of a Zarr hierarchy"), and it stays with the image it describes.
 FRAME_METADATA_KEY = LEVEL0.frame_metadata
+TRANSLATION_KEY = "translation"  # attributes.acqwriter: the image's stage position
 LEGACY_FRAME_METADATA_KEY = "frame_metadata.jsonl"  # datasets written before the move
 
 
@@ -192,13 +193,22 @@ def group_metadata(
 
     ``extra`` entries go into ``attributes.acqwriter``; its ``measured`` entry (time
     increment, display windows: :mod:`acqwriter.format.display`) also sets the ``t`` scale
-    and the ``omero`` windows."""
+    and the ``omero`` windows, and its ``translation`` entry (the stage position of the
+    image's origin, per spatial axis) a ``translation`` after each level's ``scale``, so
+    viewers place positions and tiles where they were acquired."""
     measured = measured_from(extra)
     dt = measured.get("time_increment_s")
+    # where the image was acquired (its stage position, physical units), per axis
+    stage_at = (extra or {}).get(TRANSLATION_KEY) or {}
+    stage = [float(stage_at.get(axis, 0.0)) for axis in spec.dims]
     datasets = []
     for level in levels:
         transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level.scale(spec, dt)}]
         translation = level.translation(spec, dt)
+        if any(stage):
+            translation = [
+                s + o for s, o in zip(translation or [0.0] * len(stage), stage, strict=True)
+            ]
         if translation is not None:
             transforms.append({"type": "translation", "translation": translation})
         datasets.append({"path": level.path, "coordinateTransformations": transforms})
@@ -244,3 +254,67 @@ def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
     itself (summary, recovery account …): what a rewrite of the group must carry over."""
     own = ("version", "state", "spec")  # frame_metadata is carried: old datasets keep theirs
     return {k: v for k, v in acqwriter_attrs.items() if k not in own}
+
+
+# -- datasets of many images --------------------------------------------------------------
+COLLECTION_SERIES = "OME"  # the group whose ``series`` lists a collection's images
+
+
+def _group(attributes: dict[str, Any]) -> bytes:
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(doc, indent=2, allow_nan=False).encode()
+
+
+def dataset_root(
+    layout: str, acqwriter_attrs: dict[str, Any], plate: dict[str, Any] | None
+) -> bytes:
+    """The root group of a collection (``bioformats2raw.layout``) or a plate (``plate``);
+    ``acqwriter_attrs`` (state, images by key, summary) go under ``acqwriter``."""
+    ome: dict[str, Any] = {"version": "0.5"}
+    if layout == "collection":
+        ome["bioformats2raw.layout"] = 3
+    else:
+        ome["plate"] = plate
+    return _group({"ome": ome, "acqwriter": {"version": __version__, **acqwriter_attrs}})
+
+
+def series_group(paths: list[str]) -> bytes:
+    """The ``OME`` group of a collection: its images' paths, in order."""
+    return _group({"ome": {"version": "0.5", "series": list(paths)}})
+
+
+def well_group(fields: list[str]) -> bytes:
+    """A plate's well group: the paths of its fields (one acquisition, id 0)."""
+    images = [{"path": field, "acquisition": 0} for field in fields]
+    return _group({"ome": {"version": "0.5", "well": {"images": images}}})
+
+
+def _natural(name: str) -> tuple[int, int | str]:
+    return (0, int(name)) if name.isdigit() else (1, name)
+
+
+def plate_metadata(
+    keys: list[tuple[str, str, str]], name: str, acquisition_name: str
+) -> dict[str, Any]:
+    """The ``plate`` object of (row, column, field) image keys: rows, columns and wells
+    in natural order (``2`` before ``10``), the largest field count, one acquisition."""
+    rows = sorted({r for r, _, _ in keys}, key=lambda s: (len(s), s))
+    columns = sorted({c for _, c, _ in keys}, key=_natural)
+    wells = sorted(
+        {(r, c) for r, c, _ in keys}, key=lambda w: (rows.index(w[0]), columns.index(w[1]))
+    )
+    fields: dict[tuple[str, str], int] = {}
+    for r, c, _ in keys:
+        fields[(r, c)] = fields.get((r, c), 0) + 1
+    field_count = max(fields.values())
+    return {
+        "name": name,
+        "rows": [{"name": r} for r in rows],
+        "columns": [{"name": c} for c in columns],
+        "wells": [
+            {"path": f"{r}/{c}", "rowIndex": rows.index(r), "columnIndex": columns.index(c)}
+            for r, c in wells
+        ],
+        "field_count": field_count,
+        "acquisitions": [{"id": 0, "name": acquisition_name, "maximumfieldcount": field_count}],
+    }

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Summary"]
+__all__ = ["DatasetSummary", "Summary"]
 
 
 class Summary(BaseModel):
@@ -95,4 +95,67 @@ class Summary(BaseModel):
             shown = ", ".join(map(str, self.dropped_indices[:20]))
             more = " …" if len(self.dropped_indices) > 20 else ""
             lines.append(f"dropped at   {shown}{more}  {self.dropped_by_reason}")
+        return "\n".join(lines)
+
+
+class DatasetSummary(Summary):
+    """The account of a dataset of several images: the totals over its images (in the
+    fields of :class:`Summary`; ``shape`` is empty) and one summary per image, by key."""
+
+    layout: str = "collection"
+    images: dict[str, Summary] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, path: str, state: str, layout: str, images: dict[str, Summary]) -> DatasetSummary:
+        parts = list(images.values())
+        raw = sum(s.raw_bytes for s in parts)
+        stored = sum(s.stored_bytes for s in parts)
+        duration = max((s.duration_s for s in parts), default=0.0)
+        written = sum(s.frames_written for s in parts)
+        first = parts[0] if parts else Summary(path=path, state=state)
+        by_reason: dict[str, int] = {}
+        for s in parts:
+            for reason, n in s.dropped_by_reason.items():
+                by_reason[reason] = by_reason.get(reason, 0) + n
+        return cls(
+            path=path,
+            state=state,
+            layout=layout,
+            images=images,
+            frames_received=sum(s.frames_received for s in parts),
+            frames_written=written,
+            frames_dropped=sum(s.frames_dropped for s in parts),
+            dropped_by_reason=by_reason,
+            frames_missing=sum(s.frames_missing for s in parts),
+            raw_bytes=raw,
+            stored_bytes=stored,
+            compression_ratio=(raw / stored) if stored else None,
+            duration_s=duration,
+            write_duration_s=max((s.write_duration_s for s in parts), default=0.0),
+            pyramid_duration_s=sum(s.pyramid_duration_s for s in parts),
+            throughput_mb_s=raw / 1e6 / duration if duration > 0 else 0.0,
+            frames_per_s=written / duration if duration > 0 else 0.0,
+            ring_capacity_frames=first.ring_capacity_frames,
+            ring_high_water_frames=first.ring_high_water_frames,
+            ring_bytes=first.ring_bytes,
+            frames_inline=sum(s.frames_inline for s in parts),
+            pyramid_levels=min((s.pyramid_levels for s in parts), default=1),
+            error=next((s.error for s in parts if s.error), None),
+        )
+
+    def describe(self) -> str:
+        lines = [
+            f"dataset      {self.path}  ({self.layout}, {len(self.images)} images)",
+            f"state        {self.state}" + (f" — {self.error}" if self.error else ""),
+            f"frames       received {self.frames_received}, written {self.frames_written}, "
+            f"dropped {self.frames_dropped}, missing {self.frames_missing}",
+            f"bytes        raw {self.raw_bytes / 1e6:.1f} MB, "
+            f"stored {self.stored_bytes / 1e6:.1f} MB",
+            f"throughput   {self.throughput_mb_s:.1f} MB/s raw, {self.frames_per_s:.1f} frames/s",
+        ]
+        for key, s in self.images.items():
+            lines.append(
+                f"  {key:<12} shape {tuple(s.shape)}, written {s.frames_written}, "
+                f"dropped {s.frames_dropped}, missing {s.frames_missing}"
+            )
         return "\n".join(lines)

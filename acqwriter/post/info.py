@@ -91,12 +91,18 @@ def _blosc_blocksize(meta: dict[str, Any]) -> int | None:
     return None
 
 
-def dataset_info(path: str | Path) -> dict[str, Any]:
+def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, Any]:
+    """What a dataset holds: for an image, its levels, size, state and frames; for a
+    collection or a plate, the same for each image, by key. ``writer``: the state of the
+    dataset's writer, when the caller knows it (an image inside a dataset)."""
     root = Path(path)
     try:
         group = json.loads((root / GROUP_METADATA).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{root}: not a Zarr v3 dataset (no zarr.json)") from None
+    acq = group.get("attributes", {}).get("acqwriter", {})
+    if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
+        return _collection_info(root, group["attributes"])
     ome = group.get("attributes", {}).get("ome")
     if not ome or "multiscales" not in ome:
         raise ValueError(f"{root}: not an OME-NGFF 0.5 image (no ome.multiscales in zarr.json)")
@@ -129,8 +135,7 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     ]
     missing = [r["index"] for r in records if r.get("drop_reason") == "missing"]
     state = acq.get("state")
-    writer = None
-    if acq:
+    if acq and writer is None:
         writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
     return {
         "path": str(root),
@@ -153,6 +158,35 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _collection_info(root: Path, attributes: dict[str, Any]) -> dict[str, Any]:
+    acq = attributes["acqwriter"]
+    state = acq.get("state")
+    writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
+    images = {
+        key: dataset_info(root / path, writer=writer or "none")
+        for key, path in acq.get("images", {}).items()
+    }
+    for info in images.values():
+        if info["writer"] == "none":
+            info["writer"] = None
+    raw = sum(i["raw_bytes"] for i in images.values())
+    stored = sum(i["stored_bytes"] for i in images.values())
+    return {
+        "path": str(root),
+        "ome_version": attributes.get("ome", {}).get("version"),
+        "layout": acq["layout"],
+        "writer": writer,
+        "state": state,
+        "images": images,
+        "raw_bytes": raw,
+        "stored_bytes": stored,
+        "compression_ratio": raw / stored if stored else None,
+        "frames_recorded": sum(i["frames_recorded"] or 0 for i in images.values()),
+        "frames_dropped": sum(i["frames_dropped"] or 0 for i in images.values()),
+        "frames_missing": sum(i["frames_missing"] or 0 for i in images.values()),
+    }
+
+
 def _blocks(blocksize: int | None) -> str:
     if blocksize is None:
         return ""
@@ -164,6 +198,8 @@ def _blocks(blocksize: int | None) -> str:
 
 
 def format_info(info: dict[str, Any]) -> str:
+    if "images" in info:
+        return _format_collection(info)
     ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
     state = info["state"] or "n/a"
     if info.get("writer") == "gone":
@@ -192,5 +228,33 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(
             f"dropped   {info['frames_dropped']}"
             + (f" (indices {shown}{' …' if info['frames_dropped'] > 20 else ''})" if shown else "")
+        )
+    return "\n".join(lines)
+
+
+def _format_collection(info: dict[str, Any]) -> str:
+    state = info["state"] or "n/a"
+    if info.get("writer") == "gone":
+        state += (
+            f" — but its writer is gone (crashed or killed): run "
+            f"'acqwriter recover {info['path']}' to finish it"
+        )
+    elif info.get("writer") == "alive":
+        state += ", being written now"
+    ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
+    lines = [
+        f"dataset   {info['path']}  ({info['layout']} of {len(info['images'])} images, "
+        f"OME-NGFF {info['ome_version']}, state {state})",
+        f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, "
+        f"stored {info['stored_bytes'] / 1e6:.1f} MB, ratio {ratio}",
+        f"frames    {info['frames_recorded']} recorded, {info['frames_dropped']} dropped, "
+        f"{info['frames_missing']} missing",
+    ]
+    for key, image in info["images"].items():
+        lines.append(
+            f"  {key}: {Path(image['path']).relative_to(info['path'])}  shape "
+            f"{tuple(image['shape'])} {''.join(image['axes'])} {image['dtype']}, "
+            f"{len(image['levels'])} level(s), dropped {image['frames_dropped']}, "
+            f"missing {image['frames_missing']}"
         )
     return "\n".join(lines)

@@ -440,12 +440,48 @@ def rebuild_pyramid(
     root: Path, *, threads: int | None = None, progress: BuildProgress | None = None
 ) -> list[Level]:
     """Drop and rebuild the pyramid of a finished acqwriter dataset (``acqwriter
-    pyramid PATH``), holding its writer lock; its state stays what it was.
+    pyramid PATH``), holding its writer lock; its state stays what it was. For a
+    collection or a plate, every image's pyramid (the levels of the last are returned).
 
     Refused, with the reason, for a dataset a live writer holds and for one whose writer
     died (``acqwriter recover`` finishes that, pyramid included)."""
     root = Path(root)
     store = LocalStore(root, sync="close")
+    try:
+        group = json.loads(store.read_bytes(GROUP_METADATA))
+        attrs = group["attributes"]["acqwriter"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{root}: not an acqwriter dataset (no acqwriter in zarr.json)") from exc
+    images = [""]
+    if isinstance(attrs, dict) and attrs.get("layout") in ("collection", "plate"):
+        images = list(attrs.get("images", {}).values())
+        state = attrs.get("state")
+        if state not in FINISHED_STATES:
+            raise ValueError(
+                f"{root}: its writer did not finish it (state {state!r}): run "
+                f"'acqwriter recover {root}' first (it builds the pyramid too)"
+            )
+    try:
+        store.take_lock()
+    except FileExistsError as exc:
+        raise ValueError(f"{root}: {exc}".replace(f"{str(root)!r} ", "")) from None
+    try:
+        levels: list[Level] = []
+        for path in images:
+            image_root = root / path if path else root
+            image_store = store if not path else LocalStore(image_root, sync="close")
+            levels = _rebuild_image(image_root, image_store, threads, progress)
+    finally:
+        store.release_lock()
+    return levels
+
+
+def _rebuild_image(
+    root: Path, store: Store, threads: int | None, progress: BuildProgress | None
+) -> list[Level]:
+    """Rebuild one image's pyramid; the caller holds the dataset's lock."""
     try:
         group = json.loads(store.read_bytes(GROUP_METADATA))
         attrs = group["attributes"]["acqwriter"]
@@ -456,26 +492,19 @@ def rebuild_pyramid(
         raise ValueError(
             f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)"
         ) from exc
-    try:
-        store.take_lock()
-    except FileExistsError as exc:
-        raise ValueError(f"{root}: {exc}".replace(f"{str(root)!r} ", "")) from None
-    try:
-        use_settings(store, spec)
-        state = attrs.get("state")
-        if state not in FINISHED_STATES:
-            raise ValueError(
-                f"{root}: its writer did not finish it (state {state!r}): run "
-                f"'acqwriter recover {root}' first (it builds the pyramid too)"
-            )
-        extra = carried_attrs(attrs)
-        levels = replace_pyramid(
-            store, spec, state=state, extra=extra, threads=threads, progress=progress
+    use_settings(store, spec)
+    state = attrs.get("state")
+    if state not in FINISHED_STATES:
+        raise ValueError(
+            f"{root}: its writer did not finish it (state {state!r}): run "
+            f"'acqwriter recover {root}' first (it builds the pyramid too)"
         )
-        if "summary" in extra:
-            extra["summary"]["pyramid_levels"] = len(levels)
-        store.write_atomic(GROUP_METADATA, group_metadata(spec, levels, state=state, extra=extra))
-        store.flush()
-    finally:
-        store.release_lock()
+    extra = carried_attrs(attrs)
+    levels = replace_pyramid(
+        store, spec, state=state, extra=extra, threads=threads, progress=progress
+    )
+    if "summary" in extra:
+        extra["summary"]["pyramid_levels"] = len(levels)
+    store.write_atomic(GROUP_METADATA, group_metadata(spec, levels, state=state, extra=extra))
+    store.flush()
     return levels

@@ -10,7 +10,7 @@ maybe a torn last metadata line, temporary files and the disk reserve.
 Recovery, in order, each step idempotent:
 
 1. refuse what cannot be recovered, with the reason: no ``zarr.json``, unreadable root
-   metadata, not an acqwriter dataset (no ``attributes.acqwriter.spec.model``), a writer still
+   metadata, not an acqwriter dataset (no ``attributes.acqwriter.spec``), a writer still
    holding the lock;
 2. keep the longest run of complete, consecutive metadata records (a torn last line is
    cut off) — the frames whose durability is proven;
@@ -79,7 +79,7 @@ def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     acq = attrs.get("acqwriter") if isinstance(attrs, dict) else None
     if not isinstance(acq, dict) or "spec" not in acq:
         raise RecoverError(
-            f"{root}: not written by acqwriter (no attributes.acqwriter.spec.model); cannot recover"
+            f"{root}: not written by acqwriter (no attributes.acqwriter.spec); cannot recover"
         )
     try:
         spec = StreamSpec.model_validate({**acq["spec"], "overwrite": True, "disk_check": False})
@@ -191,6 +191,9 @@ def recover(
     A dataset its writer finished (``state`` in :data:`FINISHED_STATES`) has nothing to
     recover: it is left untouched and the account says ``nothing_to_recover``."""
     root = Path(path)
+    layout = dataset_layout(root)
+    if layout is not None:
+        return _recover_dataset(root, layout, threads=threads, verify=verify, progress=progress)
     acq, spec = _load_root(root)
     if acq.get("state") in FINISHED_STATES:
         return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
@@ -212,6 +215,86 @@ def recover(
         ) from None
     finally:
         store.release_lock()
+
+
+def dataset_layout(root: Path) -> dict[str, Any] | None:
+    """The ``attributes.acqwriter`` of a collection or plate root, or None (an image)."""
+    try:
+        acq = json.loads((root / GROUP_METADATA).read_text())["attributes"]["acqwriter"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
+        return acq
+    return None
+
+
+def _recover_dataset(
+    root: Path,
+    acq: dict[str, Any],
+    *,
+    threads: int | None,
+    verify: str,
+    progress: BuildProgress | None,
+) -> dict[str, Any]:
+    """Recover each image of a collection or plate (each is a one-image dataset at its
+    path), holding the dataset's lock, then mark the root ``recovered``."""
+    if acq.get("state") in FINISHED_STATES:
+        return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
+    store = LocalStore(root, sync="close")
+    try:
+        store.take_lock()
+    except FileExistsError:
+        raise RecoverError(
+            f"{root}: a live writer holds the lock; stop it before recovering"
+        ) from None
+    accounts: dict[str, Any] = {}
+    try:
+        for key, path in acq.get("images", {}).items():
+            image_root = root / path
+            image_acq, spec = _load_root(image_root)
+            if image_acq.get("state") in FINISHED_STATES:
+                accounts[key] = {"path": str(image_root), "nothing_to_recover": True}
+                continue
+            accounts[key] = _recover_locked(
+                image_root,
+                LocalStore(image_root, sync="close"),
+                image_acq,
+                spec,
+                threads=threads,
+                verify=verify,
+                progress=progress,
+            )
+        for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
+            (root / name).unlink(missing_ok=True)
+        group = json.loads(store.read_bytes(GROUP_METADATA))
+        attrs = group["attributes"]
+        attrs["acqwriter"] = {
+            **acq,
+            "state": "recovered",
+            "recovery": {"images": accounts, "time": time.time()},
+        }
+        store.write_atomic(GROUP_METADATA, jsonio.dumps(group, indent=2).encode())
+        store.flush()
+    except OSError as exc:
+        raise RecoverWriteError(
+            f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
+            "valid as it is: free space and run recover again"
+        ) from None
+    finally:
+        store.release_lock()
+    done = [a for a in accounts.values() if not a.get("nothing_to_recover")]
+    return {
+        "path": str(root),
+        "layout": acq["layout"],
+        "nothing_to_recover": False,
+        "images": accounts,
+        "frames": sum(a["frames"] for a in done),
+        "rows": sum(a["rows"] for a in done),
+        "rows_before": sum(a["rows_before"] for a in done),
+        "frames_dropped": sum(a["frames_dropped"] for a in done),
+        "uncommitted_chunks_removed": sum(a["uncommitted_chunks_removed"] for a in done),
+        "pyramid_levels": min((a["pyramid_levels"] for a in done), default=1),
+    }
 
 
 def _recover_locked(

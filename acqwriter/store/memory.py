@@ -97,7 +97,7 @@ class MemoryStore(Store):
     def read_bytes(self, key: str) -> bytes:
         with self._lock:
             try:
-                return self.objects[key]
+                return bytes(self.objects[key])
             except KeyError:
                 raise FileNotFoundError(errno.ENOENT, f"no object {key!r}") from None
 
@@ -138,26 +138,31 @@ class MemoryStore(Store):
 
 
 class _MemoryShard(ShardSink):
-    """A shard's bytes growing in a bytearray until it is finished."""
+    """A shard's bytes growing in the store under its temporary key (readable while it
+    grows, as a file is: a seal reads what was written so far) until it is finished."""
 
     def __init__(self, store: MemoryStore, key: str) -> None:
         self._store = store
         self._key = key
         self._data = bytearray()
-        self._lock = threading.Lock()
+        with store._lock:
+            store.objects[key] = self._data  # type: ignore[assignment]
 
     def write(self, segment: Any, n: int, offset: int) -> int:
-        with memoryview(segment) as view, self._lock:
-            if len(self._data) < offset + n:
-                self._data.extend(bytes(offset + n - len(self._data)))
+        store = self._store
+        with memoryview(segment) as view, store._lock:
+            grow = max(0, offset + n - len(self._data))
+            if store.capacity is not None and store._used_locked() + grow > store.capacity:
+                raise StorageError(errno.ENOSPC, f"cannot write {self._key!r}: no space left")
+            if grow:
+                self._data.extend(bytes(grow))
             self._data[offset : offset + n] = view[:n]
         return n
 
     def finish(self, end: int) -> None:
-        with self._lock:
-            data = bytes(self._data[:end])
         with self._store._lock:
-            self._store._put_locked(self._key, data)
+            del self._data[end:]
+            self._store.objects[self._key] = bytes(self._data)
 
     def abandon(self) -> None:
         self._store.remove(self._key)

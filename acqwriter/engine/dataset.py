@@ -1,0 +1,500 @@
+"""A dataset being written: one or many images fed by one pipeline.
+
+:class:`DatasetWriter` opens the store, lays out the hierarchy (a single image at the
+root, a ``bioformats2raw.layout`` collection, or an HCS plate with its wells), starts the
+shared :class:`~acqwriter.engine.pipeline.Pipeline` and routes each frame to its image
+(:class:`~acqwriter.engine.image.ImageWriter`), at the index the caller gives or the
+next one in C order. At close it flushes every image, finishes shards, commits every
+extent, builds each pyramid and writes each image's state and summary, then the root's.
+
+The hierarchy is valid from the first moment: every image's documents exist before the
+root that points at them, and the root is rewritten last at close.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from acqwriter.engine.errors import FrameError, StreamError
+from acqwriter.engine.image import ImageWriter, checked_frame
+from acqwriter.engine.pipeline import Pipeline
+from acqwriter.engine.preflight import (
+    FINAL_RESERVE_BYTES,
+    RESERVE_BYTES,
+    check_disk,
+    check_memory,
+    slots_for,
+)
+from acqwriter.engine.slots import FrameSlots
+from acqwriter.format.keys import GROUP_METADATA
+from acqwriter.format.ngff_v05 import (
+    COLLECTION_SERIES,
+    TRANSLATION_KEY,
+    dataset_root,
+    plate_metadata,
+    series_group,
+    well_group,
+)
+from acqwriter.format.summary import DatasetSummary, Summary
+from acqwriter.plan.resources import Plan
+from acqwriter.plan.sharding import shard_factors
+from acqwriter.post.pyramid import BuildProgress
+from acqwriter.spec.dataset import DatasetSpec, plate_key
+from acqwriter.spec.model import StreamSpec
+from acqwriter.store.base import FINAL_RESERVE_NAME, StorageError, Store
+from acqwriter.store.local import LocalStore
+from acqwriter.store.prefixed import PrefixedStore
+from acqwriter.validation import SpecError
+
+__all__ = ["DatasetWriter", "ImageEntry", "open_dataset"]
+
+
+@dataclass
+class ImageEntry:
+    """One image to write: its key, its path in the dataset and its stream spec."""
+
+    key: str
+    path: str
+    spec: StreamSpec
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def open_store(spec: StreamSpec) -> Store:
+    """A new, locked dataset directory at ``spec.out`` with direct I/O as ``io`` asks."""
+    try:
+        return LocalStore.create_dataset(
+            spec.out, overwrite=spec.overwrite, sync=spec.sync, io=spec.io
+        )
+    except StorageError as exc:
+        field_name = "io" if str(exc.strerror).startswith("io:") else "out"
+        raise SpecError(f"{field_name}: {exc.strerror.removeprefix('io: ')}") from None
+    except OSError as exc:
+        raise SpecError(f"out: {exc}") from None
+
+
+class _Ticker:
+    """Calls ``on_progress(progress())`` every ``interval_s`` on its own thread while a
+    dataset closes (the closing thread is busy flushing and building levels)."""
+
+    def __init__(
+        self,
+        progress: Callable[[], dict[str, Any]],
+        on_progress: Callable[[dict[str, Any]], None],
+        interval_s: float,
+    ) -> None:
+        self._progress = progress
+        self._on_progress = on_progress
+        self._interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="acqwriter-close-progress")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval_s):
+            self._on_progress(self._progress())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._on_progress(self._progress())
+
+
+class DatasetWriter:
+    """Writes a dataset of one or many images (see the module docstring)."""
+
+    def __init__(
+        self,
+        writer: StreamSpec,
+        images: list[ImageEntry],
+        *,
+        layout: str = "image",
+        plate: dict[str, Any] | None = None,
+        by_index: bool = True,
+        ring: FrameSlots | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.spec = writer  # the writer options (out, ring, sync, ...) of every image
+        self.layout = layout
+        self._plate = plate
+        self._t_open = time.perf_counter()
+        plans = [Plan.of(entry.spec) for entry in images]
+        self._owns_ring = ring is None
+        if ring is not None:
+            if not all(ring.fits(plan.layout) for plan in plans):
+                first = plans[0].layout
+                raise SpecError(
+                    f"ring: the given ring ({ring.capacity} frames of {ring.slots.shape[1:]} "
+                    f"{ring.slots.dtype}, idle: {ring.occupancy == 0}) does not fit "
+                    f"{first.min_ring_frames}+ frames of {first.frame_shape} {first.dtype}"
+                )
+            ring.reopen()
+        else:
+            check_memory(plans, writer.ring_bytes)
+        if writer.disk_check:
+            check_disk(writer, plans, store)
+        self.store = store if store is not None else open_store(writer)
+        self.slots = ring if ring is not None else slots_for(plans, writer.ring_bytes)
+        self.pipeline = Pipeline(
+            plans=plans,
+            slots=self.slots,
+            store=self.store,
+            min_free_bytes=writer.min_free_bytes,
+            commit_interval_s=writer.commit_interval_s,
+        )
+        self.images: dict[str, ImageWriter] = {}
+        self._paths: dict[str, str] = {}
+        for entry, plan in zip(images, plans, strict=True):
+            view = PrefixedStore(self.store, entry.path) if entry.path else self.store
+            self.images[entry.key] = ImageWriter(
+                entry.spec, plan, view, self.pipeline, by_index=by_index, attrs=entry.attrs
+            )
+            self._paths[entry.key] = entry.path
+        self._single = next(iter(self.images.values())) if len(self.images) == 1 else None
+        self._write_hierarchy("acquiring")
+        self.store.reserve(RESERVE_BYTES)
+        self.store.reserve(FINAL_RESERVE_BYTES, FINAL_RESERVE_NAME)
+        self._append_lock = threading.Lock()  # appends from several threads stay ordered
+        self._closed = False
+        self._summary: Summary | None = None
+        self._phase = "acquiring"  # → flushing → pyramid → done (progress())
+        self._on_progress: Callable[[dict[str, Any]], None] | None = None
+        self._build = BuildProgress(on_level=self._report_progress)
+        self.pipeline.start()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        """A block that ends by an exception leaves the dataset ``aborted`` (valid, every
+        frame received written, no pyramid, the reason in the summary); the exception
+        propagates unchanged."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(pyramid=False, aborted=f"{exc_type.__name__}: {exc}")
+
+    @property
+    def summary(self) -> Summary:
+        """The summary after close (a :class:`DatasetSummary` with one summary per image,
+        but for the one-image layout); a live snapshot before."""
+        if self._summary is not None:
+            return self._summary
+        duration = time.perf_counter() - self._t_open
+        parts = {k: i.summary(state="acquiring", duration=duration) for k, i in self.images.items()}
+        if self.layout == "image":
+            return next(iter(parts.values()))
+        return DatasetSummary.of(str(self.spec.out), "acquiring", self.layout, parts)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.pipeline.health.error
+
+    # -- the hierarchy -------------------------------------------------------------------------
+    def _write_hierarchy(self, state: str, summary: DatasetSummary | None = None) -> None:
+        """Every image's documents first, then the groups that point at them."""
+        if state == "acquiring":
+            for image in self.images.values():
+                image.write_first_metadata()
+        if self.layout == "image":
+            return
+        paths = list(self._paths.values())
+        if self.layout == "collection":
+            self.store.write_atomic(f"{COLLECTION_SERIES}/{GROUP_METADATA}", series_group(paths))
+        else:
+            wells: dict[str, list[str]] = {}
+            for path in paths:
+                well, _, field_path = path.rpartition("/")
+                wells.setdefault(well, []).append(field_path)
+            for well, fields in wells.items():
+                self.store.write_atomic(f"{well}/{GROUP_METADATA}", well_group(fields))
+        attrs: dict[str, Any] = {"state": state, "layout": self.layout, "images": self._paths}
+        if summary is not None:
+            attrs["summary"] = summary.model_dump()
+        self.store.write_atomic(GROUP_METADATA, dataset_root(self.layout, attrs, self._plate))
+
+    # -- frames in -------------------------------------------------------------------------------
+    def image(self, key: str | None) -> tuple[str, ImageWriter]:
+        if key is None:
+            if self._single is None:
+                raise FrameError(
+                    f"image: this dataset has {len(self.images)} images; name one of "
+                    f"{sorted(self.images)[:10]}"
+                )
+            return next(iter(self.images)), self._single
+        try:
+            return key, self.images[key]
+        except KeyError:
+            raise FrameError(
+                f"image: no image {key!r} in this dataset (images: {sorted(self.images)[:10]}"
+                f"{' …' if len(self.images) > 10 else ''}); nothing was written"
+            ) from None
+
+    def _claim(self, key: str, image: ImageWriter, index: dict[str, Any] | None) -> int:
+        if self._closed:
+            raise StreamError("stream is closed; append after close is not allowed")
+        health = self.pipeline.health
+        if health.error is not None:
+            raise StreamError(f"writer failed; no more frames accepted: {health.error}")
+        if health.stop_reason is not None:
+            raise StreamError(f"stream stopped; no more frames accepted: {health.stop_reason}")
+        ledger = image.ledger
+        if index is None and ledger.by_index:
+            flat = ledger.next_index
+            limit = image.layout.max_frames
+            if limit is not None and flat >= limit:
+                raise StreamError(
+                    f"image {key!r} is full: all {limit} frames of its sizes already given"
+                )
+        elif index is None:
+            try:
+                return ledger.claim()
+            except OverflowError as exc:
+                raise StreamError(str(exc)) from None
+        else:
+            flat = image.index_of(index, key)
+        if not ledger.claim_at(flat):
+            where = index if index is not None else {"frame": flat}
+            raise FrameError(
+                f"index: image {key!r} already has the frame at {where}; nothing was written"
+            )
+        return flat
+
+    def append(
+        self,
+        frame: np.ndarray,
+        *,
+        image: str | None = None,
+        index: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        taken_s: float | None = None,
+    ) -> int:
+        """Take ``frame`` for ``image`` at coordinates ``index`` (omitted axes: 0;
+        without ``index``: the image's next frame in C order); returns its frame index
+        within the image. The caller may reuse ``frame``'s buffer once this returns."""
+        key, writer = self.image(image)
+        arr = checked_frame(frame, writer)
+        with self._append_lock:
+            flat = self._claim(key, writer, index)
+            return writer.place(flat, arr, metadata, taken_s)
+
+    def skip(
+        self,
+        count: int = 1,
+        reason: str = "camera",
+        metadata: dict[str, Any] | None = None,
+        *,
+        image: str | None = None,
+        index: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """Record frames the source lost (fill value, flagged as dropped): ``count``
+        next frames of ``image``, or the one at ``index``."""
+        key, writer = self.image(image)
+        if index is not None and count != 1:
+            raise FrameError("count: one frame is skipped at a given index; nothing was written")
+        indices = []
+        with self._append_lock:
+            for _ in range(count):
+                flat = self._claim(key, writer, index)
+                writer.skip(flat, metadata, reason)
+                indices.append(flat)
+        return indices
+
+    # -- progress ----------------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        """A cheap live snapshot for progress bars and status replies."""
+        elapsed = time.perf_counter() - self._t_open
+        images = list(self.images.values())
+        written = sum(max(i.writer.committer.frames_written, i.frames_in_extent()) for i in images)
+        raw = sum(
+            max(i.writer.committer.frames_written, i.frames_in_extent()) * i.layout.frame_bytes
+            for i in images
+        )
+        error = self.pipeline.health.error
+        return {
+            "phase": self._phase,
+            **self._build.snapshot(),
+            "frames_appended": sum(i.ledger.next_index for i in images),
+            "frames_received": sum(i.ledger.frames_received for i in images),
+            "frames_written": written,
+            "frames_dropped": sum(i.ledger.dropped_count for i in images),
+            "rows_committed": min(i.writer.committer.committed_rows for i in images),
+            "ring_occupancy": self.slots.occupancy,
+            "ring_capacity": self.slots.capacity,
+            "ring_high_water": self.slots.high_water,
+            "frames_inline": sum(i.ledger.frames_inline for i in images),
+            "mb_per_s": raw / 1e6 / elapsed if elapsed > 0 else 0.0,
+            "elapsed_s": elapsed,
+            "error": None if error is None else str(error),
+        }
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.progress())
+
+    # -- close ---------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(
+        self,
+        *,
+        pyramid: bool = True,
+        aborted: str | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        progress_interval_s: float = 0.2,
+    ) -> Summary:
+        """Finish the dataset (see :meth:`acqwriter.engine.stream.FrameStream.close`)."""
+        if self._summary is not None:
+            return self._summary
+        self._on_progress = on_progress  # each phase and level is reported as it starts
+        self._set_phase("flushing")
+        ticker = _Ticker(self.progress, on_progress, progress_interval_s) if on_progress else None
+        try:
+            return self._close(pyramid=pyramid, aborted=aborted)
+        finally:
+            if ticker is not None:
+                ticker.stop()
+
+    def _close(self, *, pyramid: bool, aborted: str | None) -> Summary:
+        health = self.pipeline.health
+        with self._append_lock:
+            self._closed = True
+        for image in self.images.values():
+            image.flush()
+        self.pipeline.drain()
+        if self._owns_ring:  # every frame has left its slot: unmap beside the fsyncs
+            self.slots.release_memory()
+        try:
+            for image in self.images.values():
+                image.writer.finish_shards()
+            self.pipeline.stop_commits()
+            for image in self.images.values():
+                image.writer.committer.commit()  # the final extent: everything written
+            self.store.flush()
+        except OSError as exc:
+            health.fail(exc)
+        write_duration = time.perf_counter() - self._t_open
+        building = [
+            i
+            for i in self.images.values()
+            if i.spec.pyramid.enabled and i.writer.committer.committed_rows > 0
+        ]
+        if pyramid and health.error is None and building:
+            self._set_phase("pyramid")
+            for image in building:
+                if health.error is None:
+                    image.build_pyramid(self._build)
+        self.slots.close()
+        self.store.free_reserve()
+        self.store.free_reserve(FINAL_RESERVE_NAME)
+        if health.error is not None:
+            state = "failed"
+        elif aborted is not None:
+            state = "aborted"
+        else:
+            state = "complete"
+        duration = time.perf_counter() - self._t_open
+        summaries = {}
+        try:
+            for key, image in self.images.items():
+                summary = image.summary(state=state, duration=duration)
+                _finish_summary(summary, write_duration, image.pyramid_duration_s, aborted)
+                summary.created_folders = list(self.store.created_folders)
+                image.write_final(state, summary)
+                summaries[key] = summary
+            if self._single is not None and self.layout == "image":
+                result: Summary = next(iter(summaries.values()))
+            else:
+                result = DatasetSummary.of(str(self.spec.out), state, self.layout, summaries)
+                result.created_folders = list(self.store.created_folders)
+                if state == "aborted":
+                    result.error = aborted
+                self._write_hierarchy(state, result)
+            self.store.flush()
+        except OSError as exc:
+            health.fail(exc)
+            result = summaries.get(next(iter(self.images))) or Summary(
+                path=str(self.spec.out), state="failed"
+            )
+            if self.layout != "image":
+                result = DatasetSummary.of(str(self.spec.out), "failed", self.layout, summaries)
+            result.state, result.error = "failed", str(health.error)
+        self._summary = result
+        self.store.release_lock()
+        self._set_phase("done")
+        return result
+
+
+def _finish_summary(
+    summary: Summary, write_duration: float, pyramid_duration: float, aborted: str | None
+) -> None:
+    if summary.state == "aborted":
+        summary.error = aborted
+    summary.write_duration_s = write_duration
+    summary.pyramid_duration_s = pyramid_duration
+    if write_duration > 0:
+        summary.throughput_mb_s = summary.raw_bytes / 1e6 / write_duration
+        summary.frames_per_s = summary.frames_written / write_duration
+
+
+def open_dataset(
+    spec: DatasetSpec | dict[str, Any],
+    *,
+    ring: FrameSlots | None = None,
+    store: Store | None = None,
+) -> DatasetWriter:
+    """Validate ``spec`` and open a dataset of many images: the whole hierarchy exists
+    (valid, empty) on return. Frames go to ``append(frame, image=KEY, index={...})``.
+
+    Images without their own shard sizes are not sharded along the first axis: with
+    many images open at once, each image's open t-shard would hold a staging segment
+    beside the frame slots, outside the memory bound."""
+    spec = DatasetSpec.parse(spec)
+    entries = []
+    for i, key in enumerate(spec.images):
+        if spec.layout == "image":
+            path = ""
+        elif spec.layout == "collection":
+            path = str(i)
+        else:
+            path = key
+        stream = spec.image_stream(key, out=spec.out / path if path else spec.out)
+        if len(spec.images) > 1 and stream.shards == "auto":
+            stream = _within_time_points(stream)
+        attrs: dict[str, Any] = {"image": key}
+        translation = spec.images[key].translation
+        if translation:
+            attrs[TRANSLATION_KEY] = dict(translation)
+        entries.append(ImageEntry(key, path, stream, attrs))
+    plate = None
+    if spec.layout == "plate":
+        keys = [plate_key(key) for key in spec.images]
+        name = (spec.plate.name if spec.plate else None) or spec.out.name.split(".")[0]
+        plate = plate_metadata(keys, name, name)  # type: ignore[arg-type]
+    return DatasetWriter(
+        spec, entries, layout=spec.layout, plate=plate, by_index=True, ring=ring, store=store
+    )
+
+
+def _within_time_points(stream: StreamSpec) -> StreamSpec:
+    """``stream`` with automatic shards that do not span its first axis."""
+    factors = shard_factors(stream)
+    if factors[0] == 1:
+        return stream
+    chunks = stream.resolved_chunks()
+    outer = stream.outer_dims
+    shards = {axis: f * c for axis, f, c in zip(outer, factors, chunks, strict=False)}
+    shards[outer[0]] = chunks[0]
+    return stream.model_copy(update={"shards": shards})

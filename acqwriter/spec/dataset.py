@@ -1,0 +1,182 @@
+"""What to write when one acquisition makes many images: positions, tiles, well plates.
+
+A :class:`DatasetSpec` is the writer options shared by every image (codec, ring, threads,
+durability, …) and, by key, the :class:`ImageSpec` of each image: its frame shape and
+dtype, axes and sizes, chunks, calibration, channels, pyramid and stage position
+(``translation``). ``layout`` says how the images are arranged on disk:
+
+* ``"image"``: one image at the root (the dataset :class:`~acqwriter.spec.model.StreamSpec`
+  describes);
+* ``"collection"``: several images at ``0``, ``1``, … in the order given (the
+  ``bioformats2raw.layout``), each found again by its key (a position name);
+* ``"plate"``: a high-content-screening plate; each key is ``ROW/COLUMN/FIELD``
+  (``"B/3/0"``): rows, columns and wells follow from the keys.
+
+Each image is written as a one-image stream would be: :meth:`DatasetSpec.image_stream`
+gives its :class:`StreamSpec` (the image's fields, the shared writer options, ``out``
+the image's folder), validated here so that an error names ``images.<key>.<field>``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from acqwriter.codec.settings import Compression
+from acqwriter.spec.model import (
+    Channel,
+    FiniteFloat,
+    PositiveFloat,
+    PositiveInt,
+    PyramidSpec,
+    StreamSpec,
+    WriterOptions,
+)
+from acqwriter.validation import StrictModel, format_validation_error
+
+__all__ = ["DatasetSpec", "ImageSpec", "PlateSpec", "plate_key"]
+
+# The fields of a StreamSpec that belong to one image; the others are the writer's.
+IMAGE_FIELDS = (
+    "shape",
+    "dtype",
+    "dims",
+    "sizes",
+    "chunks",
+    "shards",
+    "pixel_size",
+    "pixel_unit",
+    "z_step",
+    "z_unit",
+    "time_increment",
+    "time_unit",
+    "channels",
+    "name",
+    "pyramid",
+)
+WRITER_FIELDS = tuple(
+    name for name in WriterOptions.model_fields if name not in IMAGE_FIELDS and name != "out"
+)
+_PLATE_KEY = re.compile(r"^([A-Za-z0-9]+)/([A-Za-z0-9]+)/([A-Za-z0-9]+)$")
+
+
+class ImageSpec(StrictModel):
+    """One image of a dataset: the per-image fields of a stream spec, the stage position
+    of its origin (``translation``, physical units, per spatial axis) and, optionally,
+    its own codec."""
+
+    shape: tuple[PositiveInt, PositiveInt]
+    dtype: str
+    dims: str = "tyx"
+    sizes: dict[str, PositiveInt | None] = Field(default_factory=dict)
+    chunks: dict[str, PositiveInt] = Field(default_factory=dict)
+    shards: Literal["auto", "none"] | dict[str, PositiveInt] = "auto"
+    pixel_size: PositiveFloat = 1.0
+    pixel_unit: str = "micrometer"
+    z_step: PositiveFloat = 1.0
+    z_unit: str = "micrometer"
+    time_increment: PositiveFloat | None = None
+    time_unit: str = "second"
+    channels: list[Channel] = Field(default_factory=list)
+    name: str | None = None
+    pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
+    codec: Compression | None = None
+    translation: dict[str, FiniteFloat] = Field(default_factory=dict)
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, value: Any) -> str:
+        return StreamSpec._dtype(value)  # type: ignore[operator]
+
+    @field_validator("translation")
+    @classmethod
+    def _spatial(cls, value: dict[str, float]) -> dict[str, float]:
+        for axis in value:
+            if axis not in ("z", "y", "x"):
+                raise ValueError(
+                    f"translation.{axis}: expected a spatial axis (z, y or x), got {axis!r}"
+                )
+        return value
+
+
+class PlateSpec(StrictModel):
+    """The plate's own description; its rows, columns and wells follow from the keys."""
+
+    name: str | None = None
+
+
+class DatasetSpec(WriterOptions):
+    """Many images, one acquisition (see the module docstring)."""
+
+    layout: Literal["image", "collection", "plate"] = "collection"
+    images: Annotated[dict[str, ImageSpec], Field(min_length=1)]
+    plate: PlateSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_image_fields_at_the_top(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in IMAGE_FIELDS:
+                if name in data:
+                    raise ValueError(
+                        f"{name}: a field of each image: give it in images.<key>.{name}"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _keys_fit_the_layout(self) -> DatasetSpec:
+        if self.layout == "image" and len(self.images) != 1:
+            raise ValueError(
+                f"images: layout 'image' holds exactly one image, got {len(self.images)}; "
+                "use layout 'collection' or 'plate'"
+            )
+        for key in self.images:
+            if not key or "\0" in key:
+                raise ValueError(f"images: expected a non-empty name, got {key!r}")
+            if self.layout == "plate" and plate_key(key) is None:
+                raise ValueError(
+                    f"images.{key}: expected a plate key ROW/COLUMN/FIELD of letters and "
+                    f"digits, e.g. 'B/3/0', got {key!r}"
+                )
+        if self.plate is not None and self.layout != "plate":
+            raise ValueError("plate: given, but layout is not 'plate'")
+        for key in self.images:  # each image must make a valid stream spec
+            self.image_stream(key)
+        return self
+
+    def image_stream(self, key: str, out: Path | None = None) -> StreamSpec:
+        """The :class:`StreamSpec` image ``key`` is written with (``out``: its folder)."""
+        image = self.images[key]
+        data = {
+            **{name: getattr(self, name) for name in WRITER_FIELDS},
+            **{name: getattr(image, name) for name in IMAGE_FIELDS},
+            "codec": image.codec or self.codec,
+            "out": out or self.out,
+            "overwrite": True,
+            "disk_check": False,
+            "name": image.name or key,
+        }
+        try:
+            return StreamSpec.model_validate(data)
+        except ValidationError as exc:
+            error = format_validation_error(exc, prefix=f"images.{key}.")
+            raise ValueError(str(error).removeprefix("invalid spec: ")) from None
+
+    @classmethod
+    def parse(cls, data: Any) -> DatasetSpec:
+        """Validate ``data`` (a mapping) or raise :class:`SpecError` naming each bad field."""
+        if isinstance(data, cls):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise format_validation_error(exc) from None
+
+
+def plate_key(key: str) -> tuple[str, str, str] | None:
+    """(row, column, field) of a plate image key ``ROW/COLUMN/FIELD``, or None."""
+    match = _PLATE_KEY.match(key)
+    return None if match is None else (match.group(1), match.group(2), match.group(3))
