@@ -344,3 +344,29 @@ def test_ctl_stop_prints_the_summary(daemon, tmp_path):
     stop = run_cli(*ctl, "stop", cwd=tmp_path)
     assert stop.returncode == 0, stop.stderr
     assert "state        complete" in stop.stdout and "dropped 0" in stop.stdout
+
+
+def test_the_daemon_writes_stage_positions_as_a_collection(daemon, tmp_path):
+    """``configure`` takes the same positions as ``acquire``: each visited position is
+    its own image, placed where the stage was."""
+    recorder = EventRecorder(daemon.local_events)
+    try:
+        with daemon.client() as c:
+            positions = [{"name": "left", "x": 0, "y": 0}, {"name": "right", "x": 500, "y": 0}]
+            params = sim_params("pos.ome.zarr", frames=8, stage_positions=positions)
+            c.configure(**params)
+            c.start()
+            summary_event = recorder.wait_for("summary")
+    finally:
+        recorder.close()
+    assert summary_event["ok"] is True
+    assert summary_event["summary"]["frames_written"] == 16
+    assert set(summary_event["summary"]["images"]) == {"left", "right"}
+    out = tmp_path / "pos.ome.zarr"
+    root = json.loads((out / "zarr.json").read_text())["attributes"]
+    assert root["acqwriter"]["images"] == {"left": "0", "right": "1"}
+    for path, x in (("0", 0.0), ("1", 500.0)):
+        attrs = check_dataset(out / path)
+        transforms = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+        assert transforms[1]["translation"][-1] == x
+        assert read_zarr(out / path).shape == (8, 96, 128)

@@ -205,7 +205,7 @@ def group_metadata(
     for level in levels:
         transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level.scale(spec, dt)}]
         translation = level.translation(spec, dt)
-        if any(stage):
+        if stage_at:  # given, even at the origin: every position carries its place
             translation = [
                 s + o for s, o in zip(translation or [0.0] * len(stage), stage, strict=True)
             ]
