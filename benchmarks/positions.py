@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_peers  # noqa: E402
+import bench_peers
 
 
 def run_one(layout: str, positions: int, frames: int) -> dict[str, float]:
