@@ -59,6 +59,13 @@ def check_dataset(path: Path) -> dict[str, Any]:
     root = json.loads((path / "zarr.json").read_text())
     assert root["zarr_format"] == 3 and root["node_type"] == "group"
     attrs = root["attributes"]
+    layout = attrs.get("acqwriter", {}).get("layout")
+    if layout in ("collection", "plate"):  # a dataset of images: each one checked
+        validate_ngff(attrs, "bf2raw" if layout == "collection" else "plate")
+        yaozarrs.validate_zarr_store(str(path))
+        for image in attrs["acqwriter"]["images"].values():
+            check_dataset(path / image)
+        return attrs
     validate_ngff(attrs, "image")
     validate_ngff(attrs, "strict_image")
     yaozarrs.validate_zarr_store(str(path))

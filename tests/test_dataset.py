@@ -85,6 +85,8 @@ def test_a_collection_in_any_order_reads_back_exact(tmp_path, order, chunks):
         assert ms["name"] == key
         translation = ms["datasets"][0]["coordinateTransformations"][1]["translation"]
         assert translation[-2:] == [100.0 * int(path), -50.0]
+        codecs = json.loads((image / "0" / "zarr.json").read_text())["codecs"]
+        assert codecs[0]["name"] == "sharding_indexed"  # small chunks: packed into shards
         records = frame_records(image)
         assert [r["index"] for r in records] == list(range(len(records)))
         Z = sizes[key][2]
