@@ -119,10 +119,14 @@ class DatasetWriter:
         by_index: bool = True,
         ring: FrameSlots | None = None,
         store: Store | None = None,
+        root_attrs: dict[str, Any] | None = None,
     ) -> None:
         self.spec = writer  # the writer options (out, ring, sync, ...) of every image
         self.layout = layout
         self._plate = plate
+        self._root_attrs = dict(root_attrs or {})  # stored once under attributes.acqwriter
+        if layout == "image":  # the root is the image's group: they go there
+            images[0].attrs.update(self._root_attrs)
         self._t_open = time.perf_counter()
         plans = [Plan.of(entry.spec) for entry in images]
         self._owns_ring = ring is None
@@ -214,7 +218,12 @@ class DatasetWriter:
                 wells.setdefault(well, []).append(field_path)
             for well, fields in wells.items():
                 self.store.write_atomic(f"{well}/{GROUP_METADATA}", well_group(fields))
-        attrs: dict[str, Any] = {"state": state, "layout": self.layout, "images": self._paths}
+        attrs: dict[str, Any] = {
+            "state": state,
+            "layout": self.layout,
+            "images": self._paths,
+            **self._root_attrs,
+        }
         if summary is not None:
             attrs["summary"] = summary.model_dump()
         self.store.write_atomic(GROUP_METADATA, dataset_root(self.layout, attrs, self._plate))
@@ -454,13 +463,15 @@ def open_dataset(
     *,
     ring: FrameSlots | None = None,
     store: Store | None = None,
+    root_attrs: dict[str, Any] | None = None,
 ) -> DatasetWriter:
     """Validate ``spec`` and open a dataset of many images: the whole hierarchy exists
     (valid, empty) on return. Frames go to ``append(frame, image=KEY, index={...})``.
 
     Images without their own shard sizes are not sharded along the first axis: with
     many images open at once, each image's open t-shard would hold a staging segment
-    beside the frame slots, outside the memory bound."""
+    beside the frame slots, outside the memory bound. ``root_attrs``: what to store once
+    under the root's ``attributes.acqwriter`` (JSON values; e.g. an MDA's summary)."""
     spec = DatasetSpec.parse(spec)
     entries = []
     for i, key in enumerate(spec.images):
@@ -484,7 +495,14 @@ def open_dataset(
         name = (spec.plate.name if spec.plate else None) or spec.out.name.split(".")[0]
         plate = plate_metadata(keys, name, name)  # type: ignore[arg-type]
     return DatasetWriter(
-        spec, entries, layout=spec.layout, plate=plate, by_index=True, ring=ring, store=store
+        spec,
+        entries,
+        layout=spec.layout,
+        plate=plate,
+        by_index=True,
+        ring=ring,
+        store=store,
+        root_attrs=root_attrs,
     )
 
 

@@ -1,0 +1,196 @@
+"""acqwriter as a pymmcore-plus MDA handler: ``mmc.run_mda(seq, output=MDAWriter(path))``.
+
+Call order (pymmcore-plus's handler protocol): ``sequenceStarted(sequence, summary)``
+opens the dataset the sequence fills (:mod:`acqwriter.mda.mapping`: images, axes,
+sizes, channels, stage translations; frame shape, dtype and pixel size from the
+summary's ``image_infos``) and stores the summary metadata (devices, config groups,
+the sequence as useq JSON) once, in the root's ``attributes.acqwriter.mda``;
+``frameReady(image, event, metadata)`` places each frame at its event's index in its
+image, with the event's index, the stage position read back, exposure, runner time,
+camera and hardware-triggered flag as its per-frame metadata; ``sequenceCanceled``
+marks the run cut short; ``sequenceFinished`` closes the dataset (frames the plan
+promised that never came are flagged ``missing``).
+
+Back-pressure. pymmcore-plus relays the calls of ``output=`` handlers through a thread
+with an unbounded queue: a writer slower than the camera lets frames pile up in
+memory there, whatever the writer's own bound. Given the core (``core=mmc``), the
+writer connects itself to ``mmc.mda.events`` directly, so its ``frameReady`` runs on
+the acquisition thread: a frame is copied into the ring (or waits for a slot under
+``overflow="block"``, or is dropped and counted under ``"drop"``) before the next one is
+taken, and the relayed calls are ignored. ``mmc.run_mda(seq, output=MDAWriter(path,
+core=mmc))`` is the bounded way; without ``core`` it works the same with memory bounded
+only by the relay.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acqwriter.engine.dataset import DatasetWriter, open_dataset
+from acqwriter.format.summary import Summary
+from acqwriter.mda.mapping import SequencePlan, plan_sequence
+
+__all__ = ["MDAWriter"]
+
+_COLORS = {
+    "DAPI": "0000FF",
+    "FITC": "00FF00",
+    "GFP": "00FF00",
+    "Rhodamine": "FF0000",
+    "Cy5": "FF00FF",
+    "mCherry": "FF0000",
+    "TRITC": "FF8000",
+}
+
+
+class MDAWriter:
+    """Writes what a pymmcore-plus MDA acquires (see the module docstring).
+
+    ``options`` are acqwriter's writer options (``codec``, ``ring_bytes``, ``overflow``,
+    ``sync``, ``io``, ``threads``, ``commit_interval_s``, ``min_free_bytes``, …) and the
+    per-image ``chunks``, ``shards`` and ``pyramid``, applied to every image."""
+
+    IMAGE_OPTIONS = ("chunks", "shards", "pyramid")
+
+    def __init__(
+        self, path: str | Path, *, core: Any = None, overwrite: bool = False, **options: Any
+    ) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.options = options
+        self.dataset: DatasetWriter | None = None
+        self.plan: SequencePlan | None = None
+        self.summary: Summary | None = None
+        self._canceled = False
+        self._direct = False
+        self._core = core
+        if core is not None:
+            events = core.mda.events
+            events.sequenceStarted.connect(self._started)
+            events.frameReady.connect(self._frame)
+            events.sequenceCanceled.connect(self._cancel)
+            events.sequenceFinished.connect(self._finished)
+            self._direct = True
+
+    # -- the handler protocol (relayed calls are ignored when connected directly) -----------
+    def sequenceStarted(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
+        if not self._direct:
+            self._started(sequence, summary)
+
+    def frameReady(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
+        if not self._direct:
+            self._frame(image, event, metadata)
+
+    def sequenceCanceled(self, sequence: Any) -> None:
+        if not self._direct:
+            self._cancel(sequence)
+
+    def sequenceFinished(self, sequence: Any) -> None:
+        if not self._direct:
+            self._finished(sequence)
+
+    def detach(self) -> None:
+        """Disconnect from the core given at construction."""
+        if self._core is not None:
+            events = self._core.mda.events
+            events.sequenceStarted.disconnect(self._started)
+            events.frameReady.disconnect(self._frame)
+            events.sequenceCanceled.disconnect(self._cancel)
+            events.sequenceFinished.disconnect(self._finished)
+            self._core = None
+
+    # -- what each call does ----------------------------------------------------------------
+    def _started(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
+        summary = dict(summary or {})
+        info = (summary.get("image_infos") or [{}])[0]
+        shape = tuple(info.get("plane_shape") or (info["height"], info["width"]))
+        dtype = info.get("dtype", "uint16")
+        pixel_size = info.get("pixel_size_um") or 1.0
+        self.plan = plan = plan_sequence(sequence)
+        image_options = {k: self.options[k] for k in self.IMAGE_OPTIONS if k in self.options}
+        writer_options = {k: v for k, v in self.options.items() if k not in self.IMAGE_OPTIONS}
+        images = {}
+        for key, image in plan.images.items():
+            spec: dict[str, Any] = {
+                "shape": shape,
+                "dtype": dtype,
+                "dims": image.dims(),
+                "sizes": {a: n for a, n in image.sizes.items() if a != "t"}
+                | {"t": image.sizes["t"]},
+                "pixel_size": pixel_size,
+                **image_options,
+            }
+            if plan.z_step and "z" in image.sizes:
+                spec["z_step"] = plan.z_step
+            if "c" in image.sizes:
+                spec["channels"] = [
+                    {
+                        "name": image.channels.get(c, f"Channel {c}"),
+                        "color": _COLORS.get(image.channels.get(c, ""), "FFFFFF"),
+                    }
+                    for c in range(image.sizes["c"])
+                ]
+            if image.x is not None and image.y is not None:
+                spec["translation"] = {"x": float(image.x), "y": float(image.y)}
+            images[key] = spec
+        summary["mda_sequence"] = sequence.model_dump(mode="json", exclude_unset=True)
+        self._canceled = False
+        self.dataset = open_dataset(
+            {
+                **writer_options,
+                "out": self.path,
+                "overwrite": self.overwrite,
+                "layout": plan.layout,
+                "images": images,
+            },
+            root_attrs={"mda": _jsonable(summary)},
+        )
+
+    def _frame(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
+        if self.dataset is None or self.plan is None:
+            return
+        index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
+        key = self.plan.key_of(index)
+        dims = self.plan.images[key].dims()
+        placed = {a: index.get(a, 0) for a in dims[:-2]}
+        position = metadata.get("position") or {}
+        record = {
+            "event_index": index,
+            "position_name": event.pos_name,
+            "x_um": position.get("x"),
+            "y_um": position.get("y"),
+            "z_um": position.get("z"),
+            "exposure_ms": metadata.get("exposure_ms"),
+            "runner_time_ms": metadata.get("runner_time_ms"),
+            "camera": metadata.get("camera_device"),
+            "hardware_triggered": metadata.get("hardware_triggered", False),
+            "channel": event.channel.config if event.channel is not None else None,
+        }
+        runner = metadata.get("runner_time_ms")
+        taken = runner / 1000 if isinstance(runner, float | int) and math.isfinite(runner) else None
+        self.dataset.append(image, image=key, index=placed, metadata=record, taken_s=taken)
+
+    def _cancel(self, sequence: Any) -> None:
+        self._canceled = True
+
+    def _finished(self, sequence: Any) -> None:
+        if self.dataset is None:
+            return
+        reason = "sequence cancelled" if self._canceled else None
+        self.summary = self.dataset.close(aborted=reason, pyramid=not self._canceled)
+        self.dataset = None
+
+
+def _jsonable(value: Any) -> Any:
+    """Summary metadata as JSON values (tuples as lists, anything else as its string)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value if not (isinstance(value, float) and not math.isfinite(value)) else None
+    return str(value)

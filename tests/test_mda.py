@@ -1,0 +1,228 @@
+"""acqwriter as the pymmcore-plus MDA sink, with the DemoCamera configuration: every
+frame lands where its event's index says, in the image of its position, with the
+sequence's channels, z and stage positions; plates, grids, ragged plans and cancelled
+runs included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import useq
+
+from acqwriter.mda import MDAWriter
+from helpers import check_dataset, frame_records, read_zarr, validate_ngff
+
+
+@pytest.fixture(scope="module")
+def mmc():
+    from pymmcore_plus import CMMCorePlus
+
+    core = CMMCorePlus()
+    core.loadSystemConfiguration()
+    core.setProperty("Camera", "Mode", "Noise")  # frames differ: placement is checked
+    yield core
+    core.reset()
+
+
+class Capture:
+    """Keeps a copy of every frame by (position, event index), on the acquisition thread."""
+
+    def __init__(self, mmc):
+        self.frames: dict[tuple, np.ndarray] = {}
+        self.events = []
+        mmc.mda.events.frameReady.connect(self.frameReady)
+        self._mmc = mmc
+
+    def frameReady(self, img, event, meta):
+        index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
+        self.frames[tuple(sorted(index.items()))] = np.array(img, copy=True)
+        self.events.append((index, meta))
+
+    def close(self):
+        self._mmc.mda.events.frameReady.disconnect(self.frameReady)
+
+
+def _run(mmc, seq, out: Path, **options):
+    capture = Capture(mmc)
+    writer = MDAWriter(out, core=mmc, **options)
+    try:
+        mmc.run_mda(seq, output=writer, block=True)
+    finally:
+        writer.detach()
+        capture.close()
+    return writer, capture
+
+
+def _images(out: Path) -> dict[str, Path]:
+    attrs = json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]
+    if "images" in attrs:
+        return {k: out / p for k, p in attrs["images"].items()}
+    return {"": out}
+
+
+def _check_placement(out: Path, capture: Capture) -> int:
+    """Every captured frame is in its image at its index; returns the frames checked."""
+    check_dataset(out)
+    checked = 0
+    images = _images(out)
+    for image_root in images.values():
+        data = read_zarr(image_root)
+        dims = [
+            a["name"]
+            for a in json.loads((image_root / "zarr.json").read_text())["attributes"]["ome"][
+                "multiscales"
+            ][0]["axes"]
+        ][:-2]
+        for record in frame_records(image_root):
+            if record["dropped"]:
+                continue
+            index = record["metadata"]["event_index"]
+            where = tuple(index.get(a, 0) for a in dims)
+            np.testing.assert_array_equal(data[where], capture.frames[tuple(sorted(index.items()))])
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("order", ["tpgcz", "tpgzc", "ptcz"])
+def test_positions_channels_and_z_land_where_their_events_say(mmc, tmp_path, order):
+    seq = useq.MDASequence(
+        axis_order=order,
+        time_plan={"interval": 0, "loops": 2},
+        stage_positions=[{"x": 0, "y": 0, "name": "left"}, {"x": 500, "y": 20, "name": "right"}],
+        channels=["DAPI", "FITC"],
+        z_plan={"range": 2, "step": 1},
+    )
+    out = tmp_path / f"{order}.ome.zarr"
+    writer, capture = _run(mmc, seq, out)
+    assert writer.summary.ok and writer.summary.frames_written == 24
+    validate_ngff(json.loads((out / "zarr.json").read_text())["attributes"], "bf2raw")
+    assert _check_placement(out, capture) == 24
+    images = _images(out)
+    assert set(images) == {"left", "right"}
+    for key, x in (("left", 0.0), ("right", 500.0)):
+        attrs = json.loads((images[key] / "zarr.json").read_text())["attributes"]
+        ms = attrs["ome"]["multiscales"][0]
+        assert [a["name"] for a in ms["axes"]] == ["t", "c", "z", "y", "x"]
+        assert ms["datasets"][0]["coordinateTransformations"][1]["translation"][-1] == x
+        assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][2] == 1.0  # z step
+        assert [c["label"] for c in attrs["ome"]["omero"]["channels"]] == ["DAPI", "FITC"]
+        for record in frame_records(images[key]):
+            z = record["metadata"]["event_index"]["z"]
+            assert record["metadata"]["z_um"] == pytest.approx(z - 1.0, abs=0.01)  # read back
+    root = json.loads((out / "zarr.json").read_text())["attributes"]["acqwriter"]
+    repeated = useq.MDASequence.model_validate(root["mda"]["mda_sequence"])
+    assert repeated.sizes == seq.sizes  # the acquisition can be repeated from the dataset
+
+
+def test_a_ragged_plan_and_a_channel_without_stack(mmc, tmp_path):
+    seq = useq.MDASequence(
+        stage_positions=[
+            {"x": 0, "y": 0, "name": "a"},
+            {"x": 100, "y": 0, "name": "b", "sequence": {"z_plan": {"range": 4, "step": 1}}},
+        ],
+        channels=["DAPI", {"config": "FITC", "do_stack": False}],
+        z_plan={"range": 2, "step": 1},
+    )
+    out = tmp_path / "ragged.ome.zarr"
+    writer, capture = _run(mmc, seq, out)
+    images = _images(out)
+    shapes = {k: read_zarr(p).shape for k, p in images.items()}
+    # b's own sequence takes 5 planes of its first channel (useq: the sub-sequence's plan)
+    assert shapes["a"][:3] == (1, 2, 3) and shapes["b"][:3] == (1, 1, 5)
+    assert _check_placement(out, capture) == len(capture.frames)
+    summary = writer.summary
+    assert summary.frames_written == len(capture.frames)
+    # FITC without a stack: its middle plane only; the others are flagged missing
+    assert summary.images["a"].frames_missing == 2 and summary.images["b"].frames_missing == 0
+    missing = [r for r in frame_records(images["a"]) if r["dropped"]]
+    assert [r["index"] for r in missing] == [3, 5]  # (c 1, z 0) and (c 1, z 2)
+    assert summary.state == "complete"
+
+
+def test_a_grid_and_a_well_plate(mmc, tmp_path):
+    grid = useq.MDASequence(
+        stage_positions=[{"x": 0, "y": 0, "name": "site"}],
+        grid_plan={"rows": 1, "columns": 2, "fov_width": 512, "fov_height": 512},
+        channels=["DAPI"],
+    )
+    out = tmp_path / "grid.ome.zarr"
+    _, capture = _run(mmc, grid, out)
+    images = _images(out)
+    assert len(images) == 2
+    xs = sorted(
+        json.loads((p / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0][
+            "datasets"
+        ][0]["coordinateTransformations"][1]["translation"][-1]
+        for p in images.values()
+    )
+    assert xs[1] - xs[0] == pytest.approx(512, abs=1)
+    assert _check_placement(out, capture) == 2
+    plate = useq.MDASequence(
+        stage_positions=useq.WellPlatePlan(
+            plate="96-well",
+            a1_center_xy=(0, 0),
+            selected_wells=([0, 1], [0, 2]),
+            well_points_plan={"fov_width": 100, "fov_height": 100, "num_points": 2},
+        ),
+        channels=["DAPI"],
+    )
+    out = tmp_path / "plate.ome.zarr"
+    _, capture = _run(mmc, plate, out)
+    root = json.loads((out / "zarr.json").read_text())["attributes"]
+    validate_ngff(root, "plate")
+    assert {w["path"] for w in root["ome"]["plate"]["wells"]} == {"A/1", "B/3"}
+    assert set(_images(out)) == {"A/1/0", "A/1/1", "B/3/0", "B/3/1"}
+    assert _check_placement(out, capture) == 4
+
+
+def test_a_cancelled_sequence_is_kept_with_its_missing_frames_flagged(mmc, tmp_path):
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 50}, channels=["DAPI", "FITC"])
+    out = tmp_path / "cancel.ome.zarr"
+    capture = Capture(mmc)
+    writer = MDAWriter(out, core=mmc)
+    seen = []
+
+    def cancel_after(img, event, meta):
+        seen.append(1)
+        if len(seen) == 15:
+            mmc.mda.cancel()
+
+    mmc.mda.events.frameReady.connect(cancel_after)
+    try:
+        mmc.run_mda(seq, output=writer, block=True)
+    finally:
+        mmc.mda.events.frameReady.disconnect(cancel_after)
+        writer.detach()
+        capture.close()
+    summary = writer.summary
+    assert summary.state == "aborted" and "cancel" in summary.error
+    assert summary.frames_written == len(capture.frames) < 100
+    assert _check_placement(out, capture) == len(capture.frames)
+    data = read_zarr(out)
+    records = frame_records(out)
+    assert all(r["drop_reason"] == "missing" for r in records if r["dropped"])
+    assert data.shape[0] == -(-len(capture.frames) // 2)
+
+
+def test_the_relayed_handler_and_the_default_sink_agree(mmc, tmp_path):
+    """Without ``core`` the writer is a plain ``output=`` handler (relayed); the same
+    run through pymmcore-plus's default ome-writers sink reads back equal."""
+    import zarr
+
+    seq = useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"range": 2, "step": 1})
+    out = tmp_path / "ours.ome.zarr"
+    theirs = tmp_path / "theirs.ome.zarr"
+    writer = MDAWriter(out)
+    mmc.setProperty("Camera", "Mode", "Color Test Pattern")  # the same frames for both
+    try:
+        mmc.run_mda(seq, output=[writer, str(theirs)], block=True)
+    finally:
+        mmc.setProperty("Camera", "Mode", "Noise")
+    assert writer.summary.ok
+    ours = read_zarr(out)
+    group = zarr.open_group(str(theirs), mode="r")
+    arrays = [a for _, a in group.arrays()] or [a for g in group.groups() for _, a in g[1].arrays()]
+    np.testing.assert_array_equal(np.asarray(arrays[0][...]).reshape(ours.shape), ours)
