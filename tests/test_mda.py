@@ -226,3 +226,65 @@ def test_the_relayed_handler_and_the_default_sink_agree(mmc, tmp_path):
     group = zarr.open_group(str(theirs), mode="r")
     arrays = [a for _, a in group.arrays()] or [a for g in group.groups() for _, a in g[1].arrays()]
     np.testing.assert_array_equal(np.asarray(arrays[0][...]).reshape(ours.shape), ours)
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop"])
+def test_a_slow_disk_holds_the_acquisition_back_or_counts_drops(mmc, tmp_path, overflow):
+    """Connected to the core, frames reach the ring on the acquisition thread: with a
+    disk slower than the camera, ``block`` holds the acquisition (memory stays within
+    the ring) and ``drop`` drops frames, each counted and flagged."""
+    import threading
+    import time
+
+    import psutil
+    from stores import StoreWrapper, local_store
+
+    class SlowDisk(StoreWrapper):
+        def write_chunk_from(self, key, n, buf=None):
+            time.sleep(0.06)  # the demo camera delivers a frame every ~25 ms
+            return super().write_chunk_from(key, n, buf)
+
+    out = tmp_path / f"{overflow}.ome.zarr"
+    ring = 16 * 512 * 512 * 2
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 80})
+    exposure = mmc.getExposure()
+    mmc.setExposure(0)
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    writer = MDAWriter(
+        out,
+        core=mmc,
+        store=SlowDisk(local_store(out)),
+        ring_bytes=ring,
+        overflow=overflow,
+        shards="none",
+        threads=1,
+        pyramid={"enabled": False},
+    )
+    try:
+        mmc.run_mda(seq, block=True)
+    finally:
+        done.set()
+        sampler.join()
+        writer.detach()
+        mmc.setExposure(exposure)
+    summary = writer.summary
+    assert summary.frames_written + summary.frames_dropped == 80
+    assert peak[0] - base < ring + 300e6
+    if overflow == "block":
+        assert summary.frames_dropped == 0 and summary.ok
+    else:
+        assert summary.frames_dropped > 0
+        records = frame_records(out)
+        assert sum(r["dropped"] for r in records) == summary.frames_dropped
+        assert not read_zarr(out)[summary.dropped_indices[0]].any()

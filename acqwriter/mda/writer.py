@@ -33,6 +33,7 @@ import numpy as np
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.format.summary import Summary
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
+from acqwriter.store.base import Store
 
 __all__ = ["MDAWriter"]
 
@@ -57,9 +58,16 @@ class MDAWriter:
     IMAGE_OPTIONS = ("chunks", "shards", "pyramid")
 
     def __init__(
-        self, path: str | Path, *, core: Any = None, overwrite: bool = False, **options: Any
+        self,
+        path: str | Path,
+        *,
+        core: Any = None,
+        overwrite: bool = False,
+        store: Store | None = None,
+        **options: Any,
     ) -> None:
         self.path = Path(path)
+        self.store = store  # where to write instead of a new directory at ``path``
         self.overwrite = overwrite
         self.options = options
         self.dataset: DatasetWriter | None = None
@@ -148,6 +156,7 @@ class MDAWriter:
                 "images": images,
             },
             root_attrs={"mda": _jsonable(summary)},
+            store=self.store,
         )
 
     def _frame(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
