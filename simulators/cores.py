@@ -23,7 +23,7 @@ from typing import Any
 from pymmcore_plus import CMMCorePlus
 
 from acqwriter.simulators.camera import SimCamera
-from acqwriter.simulators.stages import SimXYStage, SimZStage
+from acqwriter.simulators.stages import SimFilterWheel, SimXYStage, SimZStage
 
 __all__ = ["demo_config_path", "demo_core", "sim_core"]
 
@@ -64,6 +64,7 @@ def sim_core(
     core.loadPyDevice("Camera", cam)
     core.loadPyDevice("XY", SimXYStage())
     core.loadPyDevice("Z", SimZStage())
+    core.loadPyDevice("Filter", SimFilterWheel())
     core.initializeAllDevices()
     core.setCameraDevice("Camera")
     # The core's circular buffer is the camera's slack when the consumer hiccups; UniMMCore
@@ -76,6 +77,9 @@ def sim_core(
     core.setPixelSizeUm("Res", pixel_size_um)
     core.setPixelSizeConfig("Res")
     core.setAutoShutter(False)
+    for channel in SimFilterWheel.CHANNELS:  # MDA sequences name channels of this group
+        core.defineConfig("Channel", channel, "Filter", "Label", channel)
+    core.setChannelGroup("Channel")
     core_ref = weakref.ref(core)  # no camera → core reference cycle
 
     def has_room() -> bool:

@@ -1,4 +1,5 @@
-"""Pure-Python XY and Z stages for ``UniMMCore``, with optional travel time.
+"""Pure-Python XY and Z stages (and a filter wheel) for ``UniMMCore``, with optional
+travel time.
 
 A move sets a target; with ``speed_um_s`` set the stage reports busy until the travel
 time has elapsed (so ``waitForDevice`` is exercised), and the position reads as the
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from pymmcore_plus.experimental.unicore import StageDevice, XYStageDevice
+from pymmcore_plus.experimental.unicore import StageDevice, StateDevice, XYStageDevice
 
-__all__ = ["SimXYStage", "SimZStage"]
+__all__ = ["SimFilterWheel", "SimXYStage", "SimZStage"]
 
 
 class _Travel:
@@ -84,3 +85,21 @@ class SimZStage(StageDevice):
 
     def set_origin(self) -> None:
         self._pos = 0.0
+
+
+class SimFilterWheel(StateDevice):
+    """A filter wheel whose positions are the channels of the simulated core's
+    ``Channel`` config group (DAPI, FITC, TRITC, Cy5), so MDA sequences switch channels
+    on the simulated core as they do on a real one."""
+
+    CHANNELS = ("DAPI", "FITC", "TRITC", "Cy5")
+
+    def __init__(self) -> None:
+        super().__init__(dict(enumerate(self.CHANNELS)))
+        self._state = 0
+
+    def get_state(self) -> int:
+        return self._state
+
+    def set_state(self, position: int) -> None:
+        self._state = int(position)

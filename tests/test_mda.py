@@ -288,3 +288,55 @@ def test_a_slow_disk_holds_the_acquisition_back_or_counts_drops(mmc, tmp_path, o
         records = frame_records(out)
         assert sum(r["dropped"] for r in records) == summary.frames_dropped
         assert not read_zarr(out)[summary.dropped_indices[0]].any()
+
+
+SEQUENCE_YAML = """\
+time_plan: {interval: 0, loops: 2}
+channels: [DAPI, FITC]
+z_plan: {range: 2, step: 1}
+stage_positions:
+  - {x: 0, y: 0, name: left}
+  - {x: 500, y: 0, name: right}
+"""
+
+
+@pytest.mark.parametrize("camera", ["demo", "sim"])
+def test_acquire_runs_a_sequence_file(tmp_path, camera):
+    from helpers import run_cli
+
+    (tmp_path / "seq.yaml").write_text(SEQUENCE_YAML)
+    out = tmp_path / "run.ome.zarr"
+    args = ["acquire", "--camera", camera, "--sequence", "seq.yaml", "--out", str(out), "--json"]
+    if camera == "sim":
+        args += ["--shape", "64x64"]
+    run = run_cli(*args, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["ok"] and report["summary"]["frames_written"] == 24
+    images = _images(out)
+    assert set(images) == {"left", "right"}
+    check_dataset(out)
+    for image in images.values():
+        assert read_zarr(image).shape[:3] == (2, 2, 3)
+        labels = json.loads((image / "zarr.json").read_text())["attributes"]["ome"]["omero"]
+        assert [c["label"] for c in labels["channels"]] == ["DAPI", "FITC"]
+    refused = run_cli(*args, "--frames", "5", "--overwrite", cwd=tmp_path)
+    assert refused.returncode == 2 and "frames: the sequence says it" in refused.stderr
+
+
+def test_the_daemon_runs_a_sequence(daemon, tmp_path):
+    from daemon_helpers import EventRecorder
+
+    recorder = EventRecorder(daemon.local_events)
+    try:
+        with daemon.client() as c:
+            sequence = {"channels": ["DAPI", "FITC"], "time_plan": {"interval": 0, "loops": 3}}
+            c.configure(camera="sim", shape=[64, 64], out="seq.ome.zarr", sequence=sequence)
+            c.start()
+            summary = recorder.wait_for("summary")
+    finally:
+        recorder.close()
+    assert summary["ok"] is True and summary["summary"]["frames_written"] == 6
+    out = tmp_path / "seq.ome.zarr"
+    check_dataset(out)
+    assert read_zarr(out).shape == (3, 2, 64, 64)

@@ -108,6 +108,7 @@ class AcquisitionSpec(WriterOptions):
     frame_timeout_s: PositiveFloat = 5.0
     positions: PositiveInt | None = None
     stage_positions: list[StagePosition] | None = None
+    sequence: dict[str, Any] | None = None  # a useq MDASequence's fields
 
     @field_validator("duration", mode="before")
     @classmethod
@@ -147,8 +148,25 @@ class AcquisitionSpec(WriterOptions):
             data = {**data, "dims": "tcyx"}
         return data
 
+    @field_validator("sequence")
+    @classmethod
+    def _sequence(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        import useq
+
+        try:
+            useq.MDASequence.model_validate(value)
+        except (ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()
+            detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+            raise ValueError(f"expected a useq MDASequence: {detail}") from None
+        return value
+
     @model_validator(mode="after")
     def _length_and_camera(self) -> AcquisitionSpec:
+        if self.sequence is not None:
+            return self._sequence_says_it()
         if self.camera != "sim":
             for name, hint in _SIM_ONLY_HINTS.items():
                 if getattr(self, name) is not None:
@@ -196,6 +214,24 @@ class AcquisitionSpec(WriterOptions):
                 f"frames ({self._per_tp_text()}); give timepoints, a multiple of {per_tp}, "
                 "or allow_partial (--allow-partial) to record an incomplete last time point"
             )
+        return self
+
+    def _sequence_says_it(self) -> AcquisitionSpec:
+        """With a sequence, what it describes is not given twice (the sequence wins
+        nowhere silently: a second description is refused, naming it)."""
+        given = self.model_fields_set
+        for name in ("frames", "timepoints", "duration", "positions", "stage_positions"):
+            if name in given and getattr(self, name) is not None:
+                raise ValueError(
+                    f"{name}: the sequence says it (its time plan, positions and "
+                    "channels); give it in the sequence"
+                )
+        for name in ("sizes", "channels", "time_increment", "dims"):
+            if name in given and getattr(self, name):
+                raise ValueError(
+                    f"{name}: the sequence says it (its time plan, positions and "
+                    "channels); give it in the sequence"
+                )
         return self
 
     def _nothing_moves(self) -> None:

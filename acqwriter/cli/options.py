@@ -113,6 +113,12 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
         "--timepoints", type=int, help="number of time points (frames = time points x c x z)"
     )
     p.add_argument(
+        "--sequence",
+        type=Path,
+        help="a useq MDASequence (.yaml/.json, useq-schema's format) to run: it moves the "
+        "stages and switches channels, and says the length, channels, z and positions",
+    )
+    p.add_argument(
         "--positions",
         type=int,
         help="visit N stage positions (one field of view apart along x) every time point, "
@@ -207,6 +213,8 @@ def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
     from acqwriter.spec.files import load_mapping
 
     data: dict[str, Any] = load_mapping(args.spec) if args.spec else {}
+    if getattr(args, "sequence", None) is not None:
+        data["sequence"] = load_mapping(args.sequence)
     for name in _PLAIN_FIELDS:
         value = getattr(args, name, None)
         if value is not None:

@@ -160,7 +160,7 @@ class MDAWriter:
         )
 
     def _frame(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
-        if self.dataset is None or self.plan is None:
+        if self.dataset is None or self.dataset.closed or self.plan is None:
             return
         index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
         key = self.plan.key_of(index)
@@ -187,11 +187,10 @@ class MDAWriter:
         self._canceled = True
 
     def _finished(self, sequence: Any) -> None:
-        if self.dataset is None:
+        if self.dataset is None or self.dataset.closed:
             return
         reason = "sequence cancelled" if self._canceled else None
         self.summary = self.dataset.close(aborted=reason, pyramid=not self._canceled)
-        self.dataset = None
 
 
 def _jsonable(value: Any) -> Any:
