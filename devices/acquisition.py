@@ -38,7 +38,7 @@ from acqwriter.spec.dataset import IMAGE_FIELDS, WRITER_FIELDS
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["AcquisitionReport", "configure_camera", "run_acquisition"]
+__all__ = ["AcquisitionReport", "check_sequence", "configure_camera", "run_acquisition"]
 
 
 @dataclass
@@ -405,8 +405,11 @@ def _run_sequence(
     from acqwriter.mda import MDAWriter
 
     sequence = useq.MDASequence.model_validate(spec.sequence)
+    check_channels(scope, sequence)
     options = {name: getattr(spec, name) for name in WRITER_FIELDS if name != "overwrite"}
     options.update(chunks=spec.chunks, shards=spec.shards, pyramid=spec.pyramid.model_dump())
+    if spec.channels:
+        options["channels"] = [channel.model_dump() for channel in spec.channels]
     core = scope.core
     writer = MDAWriter(spec.out, core=core, overwrite=spec.overwrite, store=store, **options)
     done = threading.Event()
@@ -452,3 +455,26 @@ def _run_sequence(
         stopped[0] and not aborted,
         True,  # frames the plan promised and never came are flagged, by design
     )
+
+
+def check_channels(scope: Microscope, sequence: Any) -> None:
+    """Every channel the sequence names is a configuration of its config group on this
+    core (else one line naming it, before anything is written)."""
+    core = scope.core
+    for channel in sequence.channels:
+        group = channel.group or core.getChannelGroup()
+        available = list(core.getAvailableConfigs(group)) if group else []
+        if channel.config not in available:
+            raise DeviceError(
+                f"channels: {channel.config!r} is not a configuration of the core's "
+                f"{group or 'Channel'!r} group (available: {', '.join(available) or 'none'})"
+            )
+
+
+def check_sequence(scope: Microscope, spec: AcquisitionSpec) -> None:
+    """Refuse, before anything starts, a sequence this scope cannot run (a channel its
+    core does not have)."""
+    if spec.sequence is not None:
+        import useq
+
+        check_channels(scope, useq.MDASequence.model_validate(spec.sequence))

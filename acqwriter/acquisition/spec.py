@@ -77,10 +77,13 @@ class AcquisitionSpec(WriterOptions):
     """Camera + acquisition length + every writer option (see :class:`WriterOptions`).
 
     A camera stream records what the camera delivers, back to back, without moving
-    anything: no channel is switched, no focus moved, nobody waits between time points.
-    So it is refused when the dataset would claim otherwise (``c`` or ``z`` sizes over
-    1, several channels, a ``time_increment``): its ``t`` scale is the camera's
-    measured frame interval (:mod:`acqwriter.format.display`).
+    anything: its ``t`` scale is the camera's measured frame interval
+    (:mod:`acqwriter.format.display`). Options that ask the hardware to do something
+    (``c`` or ``z`` sizes over 1, several channels, a ``time_increment``) make it a
+    multi-dimensional acquisition instead: the useq ``sequence`` they describe is run by
+    pymmcore-plus's MDA engine, which switches channels (the core's ``Channel`` group),
+    moves the focus (``z_step`` apart) and waits between time points; so does a
+    ``sequence`` given as such (``--sequence``).
 
     Positions: ``positions`` (N places one field of view apart along x, from where the
     stage is) or ``stage_positions`` (names and coordinates): the XY stage visits each in
@@ -174,6 +177,10 @@ class AcquisitionSpec(WriterOptions):
                         f"{name}: only the simulated camera ('sim') takes it; camera "
                         f"{self.camera!r} has its own ({hint})"
                     )
+        implied = self._implied_sequence()
+        if implied is not None:  # channels, z planes or an interval: an MDA does them
+            object.__setattr__(self, "sequence", implied)
+            return self
         self._nothing_moves()
         given = self.stage_positions
         if self.positions is not None and given is not None and self.positions != len(given):
@@ -216,6 +223,57 @@ class AcquisitionSpec(WriterOptions):
             )
         return self
 
+    def _implied_sequence(self) -> dict[str, Any] | None:
+        """The useq sequence the plain options describe when they ask the hardware to do
+        something (switch channels, move the focus, wait between time points), or None
+        for a camera stream. Channels are the core's ``Channel`` config group's; z planes
+        are ``z_step`` apart around the current focus."""
+        sizes = {a: self.sizes.get(a) or 1 for a in self.dims[1:-2]}
+        n_c = max(sizes.get("c", 1), len(self.channels))
+        if n_c <= 1 and sizes.get("z", 1) <= 1 and self.time_increment is None:
+            return None
+        if self.dims[0] != "t":
+            raise ValueError(
+                "dims: expected 't' first (time points of channels and z planes), "
+                f"got {self.dims!r}"
+            )
+        if n_c > 1 and len(self.channels) != n_c:
+            raise ValueError(
+                f"channels: name the {n_c} channels to switch between (--channel NAME, a "
+                "configuration of the core's Channel group)"
+            )
+        if self.duration is not None:
+            raise ValueError(
+                "duration: channels, z planes or an interval run as a multi-dimensional "
+                "acquisition; give its length in time points (--timepoints)"
+            )
+        for name in ("positions", "stage_positions"):
+            if getattr(self, name) is not None:
+                raise ValueError(
+                    f"{name}: with channels, z planes or an interval, give the positions "
+                    "in a sequence file (--sequence)"
+                )
+        per_tp = n_c * sizes.get("z", 1)
+        timepoints = self.timepoints or (self.sizes.get("t") if self.dims[0] == "t" else None)
+        if timepoints is None and self.frames is not None:
+            if self.frames % per_tp:
+                raise ValueError(
+                    f"frames: {self.frames} is not a whole number of time points of {per_tp} "
+                    "frames; give timepoints"
+                )
+            timepoints = self.frames // per_tp
+        if timepoints is None:
+            raise ValueError("timepoints: expected the number of time points (--timepoints)")
+        sequence: dict[str, Any] = {
+            "axis_order": "t" + "".join(a for a in self.dims[1:-2] if a in "cz"),
+            "time_plan": {"interval": self.time_increment or 0, "loops": timepoints},
+        }
+        if self.channels:
+            sequence["channels"] = [channel.name for channel in self.channels]
+        if sizes.get("z", 1) > 1:
+            sequence["z_plan"] = {"range": (sizes["z"] - 1) * self.z_step, "step": self.z_step}
+        return sequence
+
     def _sequence_says_it(self) -> AcquisitionSpec:
         """With a sequence, what it describes is not given twice (the sequence wins
         nowhere silently: a second description is refused, naming it)."""
@@ -235,32 +293,14 @@ class AcquisitionSpec(WriterOptions):
         return self
 
     def _nothing_moves(self) -> None:
-        """Refuse what a camera stream cannot make true (see the class docstring)."""
-        why = "a camera stream takes frames back to back without moving anything"
-        mda = "multi-dimensional acquisitions (MDA) that drive the hardware are not supported yet"
-        for axis, what in (("c", "switch channels"), ("z", "move the focus")):
-            size = self.sizes.get(axis)
-            if axis in self.dims and (size or 1) > 1:
-                raise ValueError(
-                    f"sizes.{axis}: {why}; it does not {what}, so {size} {axis} planes "
-                    f"would be labelled with something that did not happen ({mda}; "
-                    f"record one {'channel' if axis == 'c' else 'plane'} per acquisition)"
-                )
-        if len(self.channels) > 1:
-            raise ValueError(
-                f"channels: {why}; it does not switch channels, so one channel can be named, "
-                f"not {len(self.channels)} ({mda})"
-            )
+        """A camera stream is a time series of frames taken back to back: its first
+        axis is ``t`` (channels, z planes and intervals run as an MDA instead)."""
         if "t" not in self.dims:
             raise ValueError(
                 f"dims: a camera stream is a time series; expected a 't' axis first, got "
-                f"{self.dims!r} (its frames are not {self.dims[0]} planes: {why}; {mda})"
-            )
-        if self.time_increment is not None:
-            raise ValueError(
-                "time_increment: not taken by a camera stream: its t scale is the camera's "
-                "measured frame interval (set the frame rate with fps on the sim camera, or "
-                f"exposure_ms; waiting between time points needs an MDA: {mda})"
+                f"{self.dims!r} (z stacks, channels and intervals are recorded with "
+                "--sizes/--channel/--z-step/--time-increment or --sequence, which run a "
+                "multi-dimensional acquisition)"
             )
 
     @property

@@ -100,6 +100,7 @@ def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     from acqwriter.devices import DeviceError, Microscope, run_acquisition, sim_camera_options
+    from acqwriter.devices.acquisition import check_sequence
 
     try:
         spec = build_acquisition_spec(args)
@@ -111,6 +112,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     progress = None
     try:
         scope = Microscope.open(spec.camera, **sim_options)
+        check_sequence(scope, spec)
         frames = None if spec.frames is None else spec.frames * spec.position_count
         progress = ProgressDisplay(frames, spec.duration, args.quiet or args.json)
         report = run_acquisition(scope, spec, on_progress=progress.update)

@@ -328,10 +328,11 @@ class Server:
         if self._scope is None or self._scope_key != key:
             self._open_scope(spec.camera, sim_options)
         from acqwriter.devices import DeviceError, configure_camera
-        from acqwriter.devices.acquisition import stream_spec_for
+        from acqwriter.devices.acquisition import check_sequence, stream_spec_for
         from acqwriter.engine.preflight import check_resources
 
         try:
+            check_sequence(self._scope, spec)
             configure_camera(self._scope, spec)
             stream_spec = stream_spec_for(self._scope, spec)  # full writer validation now
         except DeviceError as exc:

@@ -53,9 +53,10 @@ class MDAWriter:
 
     ``options`` are acqwriter's writer options (``codec``, ``ring_bytes``, ``overflow``,
     ``sync``, ``io``, ``threads``, ``commit_interval_s``, ``min_free_bytes``, …) and the
-    per-image ``chunks``, ``shards`` and ``pyramid``, applied to every image."""
+    per-image ``chunks``, ``shards`` and ``pyramid``, applied to every image; ``channels``
+    (name, colour, display window) set how the channels of those names are shown."""
 
-    IMAGE_OPTIONS = ("chunks", "shards", "pyramid")
+    IMAGE_OPTIONS = ("chunks", "shards", "pyramid", "channels")
 
     def __init__(
         self,
@@ -120,6 +121,13 @@ class MDAWriter:
         pixel_size = info.get("pixel_size_um") or 1.0
         self.plan = plan = plan_sequence(sequence)
         image_options = {k: self.options[k] for k in self.IMAGE_OPTIONS if k in self.options}
+        # channels given by name (colour, display window) override the defaults
+        given = {
+            (c["name"] if isinstance(c, dict) else c.name): (
+                c if isinstance(c, dict) else c.model_dump()
+            )
+            for c in image_options.pop("channels", None) or []
+        }
         writer_options = {k: v for k, v in self.options.items() if k not in self.IMAGE_OPTIONS}
         images = {}
         for key, image in plan.images.items():
@@ -135,12 +143,10 @@ class MDAWriter:
             if plan.z_step and "z" in image.sizes:
                 spec["z_step"] = plan.z_step
             if "c" in image.sizes:
+                names = [image.channels.get(c, f"Channel {c}") for c in range(image.sizes["c"])]
                 spec["channels"] = [
-                    {
-                        "name": image.channels.get(c, f"Channel {c}"),
-                        "color": _COLORS.get(image.channels.get(c, ""), "FFFFFF"),
-                    }
-                    for c in range(image.sizes["c"])
+                    given.get(name) or {"name": name, "color": _COLORS.get(name, "FFFFFF")}
+                    for name in names
                 ]
             if image.x is not None and image.y is not None:
                 spec["translation"] = {"x": float(image.x), "y": float(image.y)}
