@@ -320,11 +320,12 @@ class DatasetWriter:
         """A cheap live snapshot for progress bars and status replies."""
         elapsed = time.perf_counter() - self._t_open
         images = list(self.images.values())
-        written = sum(max(i.writer.committer.frames_written, i.frames_in_extent()) for i in images)
-        raw = sum(
-            max(i.writer.committer.frames_written, i.frames_in_extent()) * i.layout.frame_bytes
-            for i in images
-        )
+        per_image = {
+            key: max(i.writer.committer.frames_written, i.frames_in_extent())
+            for key, i in self.images.items()
+        }
+        written = sum(per_image.values())
+        raw = sum(per_image[key] * i.layout.frame_bytes for key, i in self.images.items())
         error = self.pipeline.health.error
         return {
             "phase": self._phase,
@@ -341,6 +342,8 @@ class DatasetWriter:
             "mb_per_s": raw / 1e6 / elapsed if elapsed > 0 else 0.0,
             "elapsed_s": elapsed,
             "error": None if error is None else str(error),
+            # frames each image holds, for displays per position (not for one image)
+            **({"images": per_image} if self.layout != "image" else {}),
         }
 
     def _set_phase(self, phase: str) -> None:
