@@ -1,8 +1,9 @@
 """Run as a separate process: stream stamped frames until killed.
 
-Usage: crash_writer.py OUT SEED [sync]. Prints "ready" once the dataset exists. The
-frames are FrameBank((48, 40), uint16, size=3, seed=SEED).frame(i), appended in order,
-so a test can check every frame inside whatever extent the kill leaves.
+Usage: crash_writer.py OUT SEED [sync [shards [ngff_version]]]. Prints "ready" once
+the dataset exists. The frames are FrameBank((48, 40), uint16, size=3,
+seed=SEED).frame(i), appended in order, so a test can check every frame inside whatever
+extent the kill leaves.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def main() -> None:
     out, seed = sys.argv[1], int(sys.argv[2])
     sync = sys.argv[3] if len(sys.argv) > 3 else "close"
     shards = sys.argv[4] if len(sys.argv) > 4 else "none"  # "auto": t-shards, sealed often
+    ngff = sys.argv[5] if len(sys.argv) > 5 else "0.5"
     bank = FrameBank(SHAPE, "uint16", size=3, seed=seed)
     frames = [bank.frame(i) for i in range(4000)]
     stream = open_stream(
@@ -34,6 +36,7 @@ def main() -> None:
             "pyramid": {"levels": 2},
             "shards": shards,
             "shard_seal_s": 0.02,
+            "ngff_version": ngff,
         }
     )
     print("ready", flush=True)

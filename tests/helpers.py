@@ -18,12 +18,13 @@ import referencing
 import referencing.jsonschema
 import zarr
 
-SCHEMA_DIR = Path(__file__).parent / "ngff_schemas" / "0.5"
+SCHEMA_ROOT = Path(__file__).parent / "ngff_schemas"
+SCHEMA_DIR = SCHEMA_ROOT / "0.5"
 
 
 def _registry() -> referencing.Registry:
     resources = []
-    for file in SCHEMA_DIR.glob("*.schema"):
+    for file in SCHEMA_ROOT.glob("*/*.schema"):
         doc = json.loads(file.read_text())
         resources.append(
             (
@@ -39,13 +40,13 @@ def _registry() -> referencing.Registry:
 REGISTRY = _registry()
 
 
-def ngff_validator(name: str = "image") -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMA_DIR / f"{name}.schema").read_text())
+def ngff_validator(name: str = "image", version: str = "0.5") -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMA_ROOT / version / f"{name}.schema").read_text())
     return jsonschema.Draft202012Validator(schema, registry=REGISTRY)
 
 
-def validate_ngff(attributes: dict[str, Any], name: str = "image") -> None:
-    ngff_validator(name).validate(attributes)
+def validate_ngff(attributes: dict[str, Any], name: str = "image", version: str = "0.5") -> None:
+    ngff_validator(name, version).validate(attributes)
 
 
 def check_dataset(path: Path) -> dict[str, Any]:
@@ -56,6 +57,8 @@ def check_dataset(path: Path) -> dict[str, Any]:
     """
     import yaozarrs
 
+    if (path / ".zattrs").exists() and not (path / "zarr.json").exists():
+        return check_dataset_v2(path)
     root = json.loads((path / "zarr.json").read_text())
     assert root["zarr_format"] == 3 and root["node_type"] == "group"
     attrs = root["attributes"]
@@ -95,6 +98,42 @@ def check_dataset(path: Path) -> dict[str, Any]:
     return attrs
 
 
+def check_dataset_v2(path: Path) -> dict[str, Any]:
+    """The OME-NGFF 0.4 / Zarr v2 counterpart of :func:`check_dataset`."""
+    assert json.loads((path / ".zgroup").read_text()) == {"zarr_format": 2}
+    attrs = json.loads((path / ".zattrs").read_text())
+    layout = attrs.get("acqwriter", {}).get("layout")
+    if layout in ("collection", "plate"):
+        if layout == "collection":
+            assert attrs["bioformats2raw.layout"] == 3
+            series = json.loads((path / "OME" / ".zattrs").read_text())["series"]
+            assert series == list(attrs["acqwriter"]["images"].values())
+        else:
+            validate_ngff(attrs, "plate", "0.4")
+            validate_ngff(attrs, "strict_plate", "0.4")
+            for well in attrs["plate"]["wells"]:
+                validate_ngff(
+                    json.loads((path / well["path"] / ".zattrs").read_text()), "well", "0.4"
+                )
+        for image in attrs["acqwriter"]["images"].values():
+            check_dataset_v2(path / image)
+        return attrs
+    validate_ngff(attrs, "image", "0.4")
+    validate_ngff(attrs, "strict_image", "0.4")
+    ms = attrs["multiscales"][0]
+    assert ms["version"] == "0.4"
+    axes = [a["name"] for a in ms["axes"]]
+    assert axes[-2:] == ["y", "x"]
+    for i, ds in enumerate(ms["datasets"]):
+        assert ds["path"] == str(i)
+        meta = json.loads((path / ds["path"] / ".zarray").read_text())
+        assert meta["zarr_format"] == 2 and meta["dimension_separator"] == "/"
+        assert len(meta["shape"]) == len(axes) == len(ds["coordinateTransformations"][0]["scale"])
+        arr = zarr.open_array(str(path / ds["path"]), mode="r")
+        assert list(arr.shape) == meta["shape"]
+    return attrs
+
+
 def read_zarr(path: Path, level: int = 0) -> np.ndarray:
     return zarr.open_array(str(path / str(level)), mode="r")[...]
 
@@ -102,8 +141,9 @@ def read_zarr(path: Path, level: int = 0) -> np.ndarray:
 def read_tensorstore(path: Path, level: int = 0) -> np.ndarray:
     import tensorstore as ts
 
+    driver = "zarr3" if (path / str(level) / "zarr.json").exists() else "zarr"  # v3 or v2
     store = ts.open(
-        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / str(level))}},
+        {"driver": driver, "kvstore": {"driver": "file", "path": str(path / str(level))}},
         read=True,
     ).result()
     return store.read().result()

@@ -72,7 +72,7 @@ def test_a_full_memory_store_fails_the_stream_cleanly(tmp_path):
     exact."""
     shape = (64, 64)
     bank = FrameBank(shape, "uint16", size=5, seed=4)
-    store = MemoryStore(capacity=200_000)
+    store = MemoryStore(capacity=200_000 + 5 * 2**20)  # frames + the two reserves
     spec = {"out": tmp_path / "full.ome.zarr", "shape": shape, "dtype": "uint16"}
     spec |= {"shards": "none", "codec": "none", "disk_check": False, "min_free_bytes": 0}
     spec |= {"ring_bytes": 16 * 64 * 64 * 2}  # the writer, not the ring, meets the full store

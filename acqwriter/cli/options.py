@@ -113,6 +113,13 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
         "--timepoints", type=int, help="number of time points (frames = time points x c x z)"
     )
     p.add_argument(
+        "--ngff",
+        dest="ngff_version",
+        choices=["0.4", "0.5"],
+        help="OME-NGFF version: 0.5 (default, Zarr v3) or 0.4 (Zarr v2, for tools that "
+        "cannot read 0.5 yet; no shards)",
+    )
+    p.add_argument(
         "--sequence",
         type=Path,
         help="a useq MDASequence (.yaml/.json, useq-schema's format) to run: it moves the "
@@ -186,6 +193,7 @@ _PLAIN_FIELDS = [
     "frames",
     "timepoints",
     "positions",
+    "ngff_version",
     "allow_partial",
     "duration",
     "shape",

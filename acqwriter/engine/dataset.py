@@ -32,7 +32,6 @@ from acqwriter.engine.preflight import (
     slots_for,
 )
 from acqwriter.engine.slots import FrameSlots
-from acqwriter.format.keys import GROUP_METADATA
 from acqwriter.format.ngff_v05 import (
     COLLECTION_SERIES,
     TRANSLATION_KEY,
@@ -42,6 +41,7 @@ from acqwriter.format.ngff_v05 import (
     well_group,
 )
 from acqwriter.format.summary import DatasetSummary, Summary
+from acqwriter.format.versions import write_group
 from acqwriter.plan.resources import Plan
 from acqwriter.plan.sharding import shard_factors
 from acqwriter.post.pyramid import BuildProgress
@@ -209,15 +209,17 @@ class DatasetWriter:
         if self.layout == "image":
             return
         paths = list(self._paths.values())
+        version = self.spec.ngff_version
+        write = self.store.write_atomic
         if self.layout == "collection":
-            self.store.write_atomic(f"{COLLECTION_SERIES}/{GROUP_METADATA}", series_group(paths))
+            write_group(write, series_group(paths), version, COLLECTION_SERIES)
         else:
             wells: dict[str, list[str]] = {}
             for path in paths:
                 well, _, field_path = path.rpartition("/")
                 wells.setdefault(well, []).append(field_path)
             for well, fields in wells.items():
-                self.store.write_atomic(f"{well}/{GROUP_METADATA}", well_group(fields))
+                write_group(write, well_group(fields), version, well)
         attrs: dict[str, Any] = {
             "state": state,
             "layout": self.layout,
@@ -226,7 +228,7 @@ class DatasetWriter:
         }
         if summary is not None:
             attrs["summary"] = summary.model_dump()
-        self.store.write_atomic(GROUP_METADATA, dataset_root(self.layout, attrs, self._plate))
+        write_group(write, dataset_root(self.layout, attrs, self._plate), version)
 
     # -- frames in -------------------------------------------------------------------------------
     def image(self, key: str | None) -> tuple[str, ImageWriter]:

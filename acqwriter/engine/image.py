@@ -29,10 +29,10 @@ from acqwriter.engine.ledger import FrameLedger
 from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
-from acqwriter.format.keys import GROUP_METADATA, LEVEL0
 from acqwriter.format.ngff_v05 import group_metadata, level0
 from acqwriter.format.summary import Summary
-from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata
+from acqwriter.format.versions import array_document, array_keys, write_group
+from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.resources import Plan
 from acqwriter.post.pyramid import BuildProgress, build_pyramid
 from acqwriter.spec.model import StreamSpec
@@ -60,14 +60,15 @@ class ImageWriter:
         self.store = store
         self._pipeline = pipeline
         self.attrs = dict(attrs or {})  # carried in attributes.acqwriter (translation, key)
-        self._array_meta = array_metadata(
+        self.keys = array_keys("0", spec.ngff_version)  # level 0
+        self._array_meta = array_document(
             spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape
         )
         self.levels = [level0(spec)]
         self.ledger = FrameLedger(layout, by_index=by_index)
         self.writer = ArrayWriter(
             layout=layout,
-            keys=LEVEL0,
+            keys=self.keys,
             array_meta=self._array_meta,
             codec=spec.codec,
             store=store,
@@ -90,10 +91,14 @@ class ImageWriter:
         """The array first, then the group that points at it: a reader never finds a
         multiscale whose dataset is missing."""
         self.store.write_atomic(
-            LEVEL0.metadata, encode_array_metadata(self._array_meta, self.layout.array_shape(0))
+            self.keys.metadata,
+            encode_array_metadata(self._array_meta, self.layout.array_shape(0)),
         )
-        self.store.write_atomic(LEVEL0.frame_metadata, b"")
-        self.store.write_atomic(GROUP_METADATA, self.group_document("acquiring"))
+        self.store.write_atomic(self.keys.frame_metadata, b"")
+        self._write_group(self.group_document("acquiring"))
+
+    def _write_group(self, document: bytes) -> None:
+        write_group(self.store.write_atomic, document, self.spec.ngff_version)
 
     def group_document(self, state: str, extra: dict[str, Any] | None = None) -> bytes:
         attrs = {**self.attrs, **(extra or {})}
@@ -268,7 +273,7 @@ class ImageWriter:
         measured = self.ledger.measured()
         summary.time_increment_s = measured.get("time_increment_s")
         extra = {"summary": summary.model_dump(), MEASURED_KEY: measured}
-        self.store.write_atomic(GROUP_METADATA, self.group_document(state, extra))
+        self._write_group(self.group_document(state, extra))
 
 
 def checked_frame(frame: Any, image: ImageWriter) -> np.ndarray:

@@ -21,14 +21,16 @@ FRAME_METADATA_NAME = "frame_metadata.jsonl"  # one JSON line per frame, in the 
 
 @dataclass(frozen=True)
 class ArrayKeys:
-    """The keys of one array, given its path inside the dataset."""
+    """The keys of one array, given its path inside the dataset (and its Zarr version:
+    v2 keeps its metadata in ``.zarray`` and its chunks right under its path)."""
 
     path: str
+    zarr_format: int = 3
 
     @property
     def metadata(self) -> str:
-        """The array's ``zarr.json``."""
-        return f"{self.path}/zarr.json"
+        """The array's ``zarr.json`` (Zarr v2: ``.zarray``)."""
+        return f"{self.path}/{'zarr.json' if self.zarr_format == 3 else '.zarray'}"
 
     @property
     def frame_metadata(self) -> str:
@@ -39,11 +41,11 @@ class ArrayKeys:
     @property
     def chunks(self) -> str:
         """The folder under which every chunk (or shard) key of the array lies."""
-        return f"{self.path}/c"
+        return f"{self.path}/c" if self.zarr_format == 3 else self.path
 
     def chunk(self, coords: Sequence[int]) -> str:
-        """The key of the chunk (or shard) at grid ``coords``."""
-        return f"{self.path}/c/" + "/".join(str(int(i)) for i in coords)
+        """The key of the chunk (or shard) at grid ``coords`` (``/`` separators)."""
+        return f"{self.chunks}/" + "/".join(str(int(i)) for i in coords)
 
     def shard_in_progress(self, coords: Sequence[int]) -> str:
         """The temporary key of the shard at ``coords`` while it is written."""
@@ -51,9 +53,9 @@ class ArrayKeys:
         return f"{head}/.{name}.shard.tmp"
 
 
-def level(k: int) -> ArrayKeys:
+def level(k: int, zarr_format: int = 3) -> ArrayKeys:
     """The keys of pyramid level ``k`` of a one-image dataset."""
-    return ArrayKeys(str(k))
+    return ArrayKeys(str(k), zarr_format)
 
 
 LEVEL0 = level(0)

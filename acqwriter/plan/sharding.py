@@ -56,7 +56,7 @@ def shard_factors(spec: StreamSpec) -> tuple[int, ...]:
     n_outer = len(spec.outer_dims)
     outer_chunks = chunks[:n_outer]
     sizes = spec.outer_sizes()
-    if spec.shards == "none":
+    if spec.shards == "none" or spec.ngff_version == "0.4":  # Zarr v2 has no shards
         return (1,) * n_outer
     if isinstance(spec.shards, dict):
         out = []

@@ -16,6 +16,7 @@ import numpy as np
 
 from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
 from acqwriter.format.ngff_v05 import frame_metadata_key
+from acqwriter.format.versions import read_attributes
 from acqwriter.store.local import writer_alive
 
 __all__ = ["dataset_info", "format_info", "read_frame_metadata"]
@@ -31,7 +32,7 @@ def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
     A torn last line (a crash while appending) is ignored."""
     root = Path(path)
     try:
-        acq = json.loads((root / GROUP_METADATA).read_text())["attributes"]["acqwriter"]
+        acq = read_attributes(lambda key: (root / key).read_bytes())["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         acq = None
     records = []
@@ -58,6 +59,14 @@ def _du(path: Path) -> int:
 def _inner(meta: dict[str, Any]) -> tuple[list[Any], list[int], list[int] | None]:
     """(codecs, chunk shape, shard shape or None) of an array, looking inside a
     ``sharding_indexed`` codec: users think in chunks and codecs, shards are storage."""
+    if meta.get("zarr_format") == 2:  # one compressor, no shards: as v3 codecs
+        compressor = meta.get("compressor")
+        codecs = []
+        if compressor:
+            name = compressor["id"]
+            conf = {k: v for k, v in compressor.items() if k != "id"}
+            codecs = [{"name": name, "configuration": conf}]
+        return codecs, meta["chunks"], None
     grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
     codecs = meta.get("codecs", [])
     if codecs and codecs[0]["name"] == "sharding_indexed":
@@ -97,19 +106,21 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
     dataset's writer, when the caller knows it (an image inside a dataset)."""
     root = Path(path)
     try:
-        group = json.loads((root / GROUP_METADATA).read_text())
+        attributes = read_attributes(lambda key: (root / key).read_bytes())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{root}: not a Zarr v3 dataset (no zarr.json)") from None
-    acq = group.get("attributes", {}).get("acqwriter", {})
+        raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json or .zattrs)") from None
+    group = {"attributes": attributes}
+    acq = attributes.get("acqwriter", {})
     if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
-        return _collection_info(root, group["attributes"])
-    ome = group.get("attributes", {}).get("ome")
+        return _collection_info(root, attributes)
+    ome = attributes.get("ome")
     if not ome or "multiscales" not in ome:
-        raise ValueError(f"{root}: not an OME-NGFF 0.5 image (no ome.multiscales in zarr.json)")
+        raise ValueError(f"{root}: not an OME-NGFF image (no multiscales in its attributes)")
     multiscale = ome["multiscales"][0]
     levels = []
     for dataset in multiscale["datasets"]:
-        meta = json.loads((root / ArrayKeys(dataset["path"]).metadata).read_text())
+        keys = ArrayKeys(dataset["path"], 3 if (root / GROUP_METADATA).exists() else 2)
+        meta = json.loads((root / keys.metadata).read_text())
         scale = next(
             (t["scale"] for t in dataset["coordinateTransformations"] if t["type"] == "scale"), None
         )
@@ -119,7 +130,7 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
                 "shape": meta["shape"],
                 "chunks": _inner(meta)[1],
                 "shards": _inner(meta)[2],
-                "dtype": meta["data_type"],
+                "dtype": (meta.get("data_type") or np.dtype(meta["dtype"]).name),
                 "scale": scale,
                 "codec": _codec(meta),
                 "blosc_blocksize": _blosc_blocksize(meta),

@@ -32,9 +32,10 @@ import numpy as np
 
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.codec.chain import chunk_encoder
-from acqwriter.format.keys import GROUP_METADATA, LEVEL0, ArrayKeys, level
+from acqwriter.format.keys import ArrayKeys, level
 from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
-from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata
+from acqwriter.format.versions import ZARR_FORMAT, array_document, read_attributes, write_group
+from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.post.reader import LevelReader
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
@@ -382,7 +383,8 @@ def build_pyramid(
     progress = progress or BuildProgress()
     decoder = chunk_encoder(spec.codec)
     base_chunks = spec.resolved_chunks()
-    src_shape = tuple(json.loads(store.read_bytes(LEVEL0.metadata))["shape"])
+    zarr_format = ZARR_FORMAT[spec.ngff_version]
+    src_shape = tuple(json.loads(store.read_bytes(level(0, zarr_format).metadata))["shape"])
     levels = [level0(spec)]
     step = tuple(
         2 if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
@@ -394,8 +396,8 @@ def build_pyramid(
             chunks = tuple(min(c, s) for c, s in zip(base_chunks, shape, strict=True))
             grid = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
             progress.start_level(k, len(shapes), grid)
-            meta = array_metadata(spec, shape, chunks)
-            keys = level(k)
+            meta = array_document(spec, shape, chunks)
+            keys = level(k, zarr_format)
             store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
             source = LevelReader(store, level(k - 1).path, decoder)
             _write_level(store, spec, source, keys, shape, chunks, step, threads, progress)
@@ -427,8 +429,10 @@ def replace_pyramid(
 ) -> list[Level]:
     """Drop levels 1.. and build them again. The group is first rewritten to list level 0
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
-    store.write_atomic(
-        GROUP_METADATA, group_metadata(spec, [level0(spec)], state=state, extra=extra)
+    write_group(
+        store.write_atomic,
+        group_metadata(spec, [level0(spec)], state=state, extra=extra),
+        spec.ngff_version,
     )
     for name in store.list_dir():
         if name.isdigit() and name != "0":  # levels 1..: folders named by their number
@@ -448,8 +452,7 @@ def rebuild_pyramid(
     root = Path(root)
     store = LocalStore(root, sync="close")
     try:
-        group = json.loads(store.read_bytes(GROUP_METADATA))
-        attrs = group["attributes"]["acqwriter"]
+        attrs = read_attributes(store.read_bytes)["acqwriter"]
     except FileNotFoundError:
         raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
     except (KeyError, ValueError, TypeError) as exc:
@@ -483,8 +486,7 @@ def _rebuild_image(
 ) -> list[Level]:
     """Rebuild one image's pyramid; the caller holds the dataset's lock."""
     try:
-        group = json.loads(store.read_bytes(GROUP_METADATA))
-        attrs = group["attributes"]["acqwriter"]
+        attrs = read_attributes(store.read_bytes)["acqwriter"]
         spec = StreamSpec.model_validate({**attrs["spec"], "overwrite": True})
     except FileNotFoundError:
         raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
@@ -505,6 +507,10 @@ def _rebuild_image(
     )
     if "summary" in extra:
         extra["summary"]["pyramid_levels"] = len(levels)
-    store.write_atomic(GROUP_METADATA, group_metadata(spec, levels, state=state, extra=extra))
+    write_group(
+        store.write_atomic,
+        group_metadata(spec, levels, state=state, extra=extra),
+        spec.ngff_version,
+    )
     store.flush()
     return levels

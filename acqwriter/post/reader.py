@@ -30,13 +30,22 @@ class LevelReader:
 
     def __init__(self, store: Store, path: str, decoder: Any) -> None:
         self.keys = ArrayKeys(path)
-        meta = json.loads(store.read_bytes(self.keys.metadata))
+        try:
+            meta = json.loads(store.read_bytes(self.keys.metadata))
+        except FileNotFoundError:  # Zarr v2 (OME-NGFF 0.4)
+            self.keys = ArrayKeys(path, 2)
+            meta = json.loads(store.read_bytes(self.keys.metadata))
         self.store = store
         self.path = path
         self.decoder = decoder
         self.shape = tuple(meta["shape"])
-        self.chunks = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         self.shard: tuple[int, ...] | None = None  # inner chunks per shard, per axis
+        if meta.get("zarr_format") == 2:
+            self.chunks = tuple(meta["chunks"])
+            self.dtype = np.dtype(meta["dtype"])
+            self.fill_value = meta["fill_value"] or 0
+            return
+        self.chunks = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         first = meta["codecs"][0]
         if first["name"] == "sharding_indexed":
             inner = tuple(first["configuration"]["chunk_shape"])

@@ -37,7 +37,7 @@ import numpy as np
 from acqwriter import jsonio
 from acqwriter.codec.chain import chunk_encoder
 from acqwriter.format.display import MEASURED_KEY, sample_windows, time_increment
-from acqwriter.format.keys import GROUP_METADATA, LEVEL0
+from acqwriter.format.keys import ArrayKeys
 from acqwriter.format.ngff_v05 import (
     FINISHED_STATES,
     carried_attrs,
@@ -45,7 +45,8 @@ from acqwriter.format.ngff_v05 import (
     group_metadata,
     level0,
 )
-from acqwriter.format.zarr_v3 import array_metadata, encode_array_metadata
+from acqwriter.format.versions import array_document, array_keys, read_attributes, write_group
+from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.layout import FrameLayout
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
 from acqwriter.post.reader import LevelReader, read_inner_chunk
@@ -66,14 +67,11 @@ class RecoverWriteError(RecoverError):
 
 def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     try:
-        text = (root / GROUP_METADATA).read_text()
+        attrs = read_attributes(lambda key: (root / key).read_bytes())
     except FileNotFoundError:
         raise RecoverError(
             f"{root}: not a Zarr dataset (no zarr.json); nothing to recover"
         ) from None
-    try:
-        group = json.loads(text)
-        attrs = group["attributes"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RecoverError(f"{root}: root zarr.json is corrupt ({exc}); cannot recover") from None
     acq = attrs.get("acqwriter") if isinstance(attrs, dict) else None
@@ -115,7 +113,12 @@ def _consecutive_records(store: LocalStore, key: str) -> tuple[list[dict[str, An
 
 
 def _group_ok(
-    store: LocalStore, layout: FrameLayout, decoder: Any, key: tuple[int, ...], all_dropped: bool
+    store: LocalStore,
+    keys: ArrayKeys,
+    layout: FrameLayout,
+    decoder: Any,
+    key: tuple[int, ...],
+    all_dropped: bool,
 ) -> bool:
     """Every tile chunk of a group exists and decodes to a whole chunk (inside a shard
     whose index is whole and passes its checksum, when sharded)."""
@@ -124,9 +127,9 @@ def _group_ok(
         for tx in range(layout.tiles_x):
             try:
                 if plan is None:
-                    data = store.read_bytes(LEVEL0.chunk(layout.chunk_coords(key, ty, tx)))
+                    data = store.read_bytes(keys.chunk(layout.chunk_coords(key, ty, tx)))
                 else:
-                    shard = LEVEL0.chunk(plan.grid_coords(plan.shard_of(key)))
+                    shard = keys.chunk(plan.grid_coords(plan.shard_of(key)))
                     found = read_inner_chunk(store, shard, plan.position(key, ty, tx), plan.n_inner)
                     if found is None:
                         raise FileNotFoundError(shard)
@@ -220,7 +223,7 @@ def recover(
 def dataset_layout(root: Path) -> dict[str, Any] | None:
     """The ``attributes.acqwriter`` of a collection or plate root, or None (an image)."""
     try:
-        acq = json.loads((root / GROUP_METADATA).read_text())["attributes"]["acqwriter"]
+        acq = read_attributes(lambda key: (root / key).read_bytes())["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
@@ -266,14 +269,15 @@ def _recover_dataset(
             )
         for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
             (root / name).unlink(missing_ok=True)
-        group = json.loads(store.read_bytes(GROUP_METADATA))
-        attrs = group["attributes"]
+        attrs = read_attributes(store.read_bytes)
         attrs["acqwriter"] = {
             **acq,
             "state": "recovered",
             "recovery": {"images": accounts, "time": time.time()},
         }
-        store.write_atomic(GROUP_METADATA, jsonio.dumps(group, indent=2).encode())
+        group = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+        version = "0.4" if (root / ".zattrs").exists() else "0.5"
+        write_group(store.write_atomic, jsonio.dumps(group, indent=2).encode(), version)
         store.flush()
     except OSError as exc:
         raise RecoverWriteError(
@@ -308,12 +312,13 @@ def _recover_locked(
     progress: BuildProgress | None,
 ) -> dict[str, Any]:
     layout = FrameLayout(spec)
+    keys = array_keys("0", spec.ngff_version)
     try:
-        meta0 = json.loads(store.read_bytes(LEVEL0.metadata))
+        meta0 = json.loads(store.read_bytes(keys.metadata))
         rows_before = int(meta0["shape"][0])
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         meta0, rows_before = None, 0  # regenerated below from the stored spec
-    array_meta = array_metadata(spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape)
+    array_meta = array_document(spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape)
 
     metadata_key = frame_metadata_key(acq)
     records, clean = _consecutive_records(store, metadata_key)
@@ -329,7 +334,9 @@ def _recover_locked(
         for index in range(lo, hi):
             dropped = records[index].get("dropped", False) if index < len(records) else False
             by_group.setdefault(layout.group_of(index), []).append(bool(dropped))
-        if not all(_group_ok(store, layout, decoder, key, all(d)) for key, d in by_group.items()):
+        if not all(
+            _group_ok(store, keys, layout, decoder, key, all(d)) for key, d in by_group.items()
+        ):
             rows = min(rows, block * rpb)
             break
 
@@ -338,17 +345,17 @@ def _recover_locked(
     lines = b"".join(jsonio.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
     if not clean or len(records) != len(kept):
         store.write_atomic(metadata_key, lines)
-    store.write_atomic(LEVEL0.metadata, encode_array_metadata(array_meta, layout.array_shape(rows)))
+    store.write_atomic(keys.metadata, encode_array_metadata(array_meta, layout.array_shape(rows)))
 
     # Remove what lies beyond the extent, and leftovers of the crash.
     removed = 0
     last_block = -(-rows // rpb)  # blocks [0, last_block) are inside the extent
-    chunk_root = root / LEVEL0.chunks
+    chunk_root = root / keys.chunks
     if chunk_root.is_dir():
         for child in chunk_root.iterdir():
             if child.name.isdigit() and int(child.name) >= last_block:
                 removed += sum(1 for p in child.rglob("*") if p.is_file()) if child.is_dir() else 1
-                store.remove_tree(f"{LEVEL0.chunks}/{child.name}")
+                store.remove_tree(f"{keys.chunks}/{child.name}")
     for tmp in root.rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
     for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
@@ -377,9 +384,10 @@ def _recover_locked(
         "nothing_to_recover": False,
         "time": time.time(),
     }
-    store.write_atomic(
-        GROUP_METADATA,
+    write_group(
+        store.write_atomic,
         group_metadata(spec, levels, state="recovered", extra={**carried, "recovery": account}),
+        spec.ngff_version,
     )
     store.flush()
     return account

@@ -240,6 +240,7 @@ class WriterOptions(StrictModel):
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     commit_interval_s: Annotated[float, Field(ge=0.01, le=60, allow_inf_nan=False)] = 0.25
     shard_seal_s: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
+    ngff_version: Literal["0.4", "0.5"] = "0.5"  # 0.4: Zarr v2, for tools that need it
     expected_frames: PositiveInt | None = None
     disk_check: bool = True
     min_free_bytes: NonNegativeInt = 256 * 2**20
@@ -306,6 +307,11 @@ class WriterOptions(StrictModel):
                         f"shards.{key}: axis {key!r} is not one of the non-frame axes "
                         f"{list(outer)} of dims {self.dims!r}"
                     )
+        if self.ngff_version == "0.4" and isinstance(self.shards, dict):
+            raise ValueError(
+                "shards: OME-NGFF 0.4 is stored in Zarr v2, which has no shards; remove "
+                "shards (each chunk is its own file) or write ngff_version 0.5"
+            )
         for axis in outer[1:]:
             if self.sizes.get(axis) is None and not (axis == "c" and self.channels):
                 raise ValueError(

@@ -107,7 +107,8 @@ def _create_locked(out: Path, overwrite: bool) -> int:
             raise FileExistsError(
                 f"{str(out)!r} exists and is not a directory; refusing to delete it"
             )
-        if any(out.iterdir()) and not (out / GROUP_METADATA).exists():
+        zarr = (out / GROUP_METADATA).exists() or (out / ".zgroup").exists()  # v3 or v2
+        if any(out.iterdir()) and not zarr:
             raise FileExistsError(
                 f"{str(out)!r} is a non-empty directory that is not a Zarr dataset; "
                 "refusing to delete it even with overwrite"

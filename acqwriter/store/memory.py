@@ -2,7 +2,8 @@
 filesystem.
 
 :class:`MemoryStore` keeps every object as bytes in a dict, behind one lock. It has no
-direct I/O, no cross-process lock and no reserve (its capability flags say so); its
+direct I/O and no cross-process lock (its capability flags say so); its reserves count
+against its capacity until given back, as a reserved file's blocks do; its
 writes and renames are atomic because they happen under the lock. ``capacity`` bounds
 the bytes it holds: a write beyond it fails with ``ENOSPC`` as a full disk does (part
 of an append is kept, cut back to whole lines), which makes it a full disk for tests
@@ -17,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from acqwriter.store.base import PartialAppend, ShardSink, StorageError, Store
+from acqwriter.store.base import RESERVE_NAME, PartialAppend, ShardSink, StorageError, Store
 
 __all__ = ["MemoryStore"]
 
@@ -25,10 +26,13 @@ __all__ = ["MemoryStore"]
 class MemoryStore(Store):
     """Objects in a dict (see the module docstring)."""
 
+    supports_reserve = True  # reserves count against the capacity until given back
+
     def __init__(self, *, capacity: int | None = None, sync: str = "close") -> None:
         super().__init__(sync=sync)
         self.capacity = capacity
         self.objects: dict[str, bytes] = {}
+        self._reserved: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -43,7 +47,7 @@ class MemoryStore(Store):
         self.objects[key] = data
 
     def _used_locked(self) -> int:
-        return sum(len(v) for v in self.objects.values())
+        return sum(len(v) for v in self.objects.values()) + sum(self._reserved.values())
 
     def write_chunk_from(self, key: str, n: int, buf: Any = None) -> int:
         if buf is None:
@@ -117,6 +121,14 @@ class MemoryStore(Store):
                 k[len(prefix) :].split("/", 1)[0] for k in self.objects if k.startswith(prefix)
             }
         return sorted(names)
+
+    def reserve(self, nbytes: int, name: str = RESERVE_NAME) -> None:
+        with self._lock:
+            self._reserved[name] = nbytes
+
+    def free_reserve(self, name: str = RESERVE_NAME) -> None:
+        with self._lock:
+            self._reserved.pop(name, None)
 
     def free_bytes(self) -> int:
         if self.capacity is None:
