@@ -61,7 +61,7 @@ def main() -> None:
     spec = bench_peers.acqwriter_spec(sc, workdir / "p.ome.zarr")
     for arg in sys.argv[2:]:
         key, value = arg.split("=", 1)
-        spec[key] = json.loads(value) if value[:1] in "{[0123456789" else value
+        spec[key] = json.loads(value) if value[:1] in "{[" or value.isdigit() else value
     if os.environ.get("PHASES_SETTLE"):
         bench_peers.settle(float(os.environ["PHASES_SETTLE"]))
     if os.environ.get("PHASES_PAUSE"):  # let a profiler attach to the timed region only
