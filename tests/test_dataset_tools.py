@@ -152,8 +152,9 @@ assert ds.summary.ok and ds.summary.frames_written == 3 * 384, ds.summary.descri
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(base, peak, fds)
 """
+    # cwd: away from the source tree, whose acqwriter/ is not the installed package
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert out.returncode == 0, out.stderr
     base, peak, fds = map(int, out.stdout.split())
