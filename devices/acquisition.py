@@ -41,6 +41,17 @@ from acqwriter.store.base import Store
 __all__ = ["AcquisitionReport", "check_sequence", "configure_camera", "run_acquisition"]
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """How the caller follows and steers an acquisition (see :func:`run_acquisition`)."""
+
+    on_progress: Callable[[dict[str, Any]], None] | None
+    progress_interval_s: float
+    should_stop: Callable[[], bool] | None
+    should_abort: Callable[[], bool] | None
+    on_finalizing: Callable[[], None] | None
+
+
 @dataclass
 class AcquisitionReport:
     summary: Summary
@@ -156,23 +167,15 @@ def run_acquisition(
         return _run_sequence(
             scope,
             spec,
-            on_progress=on_progress,
-            progress_interval_s=progress_interval_s,
-            should_stop=should_stop,
-            should_abort=should_abort,
-            on_finalizing=on_finalizing,
-            store=store,
+            _Hooks(on_progress, progress_interval_s, should_stop, should_abort, on_finalizing),
+            store,
         )
     if spec.position_count > 1:
         return _run_positions(
             scope,
             spec,
-            on_progress=on_progress,
-            progress_interval_s=progress_interval_s,
-            should_stop=should_stop,
-            should_abort=should_abort,
-            on_finalizing=on_finalizing,
-            store=store,
+            _Hooks(on_progress, progress_interval_s, should_stop, should_abort, on_finalizing),
+            store,
         )
     camera = scope.camera
     stream = open_stream(stream_spec_for(scope, spec), ring=ring, store=store)
@@ -273,18 +276,16 @@ def _places(
 def _run_positions(
     scope: Microscope,
     spec: AcquisitionSpec,
-    *,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-    progress_interval_s: float,
-    should_stop: Callable[[], bool] | None,
-    should_abort: Callable[[], bool] | None,
-    on_finalizing: Callable[[], None] | None,
+    hooks: _Hooks,
     store: Store | None,
 ) -> AcquisitionReport:
     """Every time point, move the XY stage to each position in turn and take that
     position's frames there; each position is an image of a collection, placed where the
     stage read back it was (its ``translation``) and each frame's metadata carries the
     stage position read back after the move."""
+    on_progress, progress_interval_s = hooks.on_progress, hooks.progress_interval_s
+    should_stop, should_abort = hooks.should_stop, hooks.should_abort
+    on_finalizing = hooks.on_finalizing
     camera = scope.camera
     stage = scope.xy_stage
     if stage is None:
@@ -386,18 +387,16 @@ def _run_positions(
 def _run_sequence(
     scope: Microscope,
     spec: AcquisitionSpec,
-    *,
-    on_progress: Callable[[dict[str, Any]], None] | None,
-    progress_interval_s: float,
-    should_stop: Callable[[], bool] | None,
-    should_abort: Callable[[], bool] | None,
-    on_finalizing: Callable[[], None] | None,
+    hooks: _Hooks,
     store: Store | None,
 ) -> AcquisitionReport:
     """Run ``spec.sequence`` (a useq MDASequence) with pymmcore-plus's MDA engine on the
     scope's core, written by :class:`acqwriter.mda.MDAWriter` connected to the core (frames
     reach the ring on the acquisition thread). A stop or an abort cancels the sequence:
     what was acquired is kept, the rest flagged ``missing``."""
+    on_progress, progress_interval_s = hooks.on_progress, hooks.progress_interval_s
+    should_stop, should_abort = hooks.should_stop, hooks.should_abort
+    on_finalizing = hooks.on_finalizing
     import threading
 
     import useq

@@ -25,12 +25,13 @@ from helpers import check_dataset, frame_records, read_tensorstore, read_zarr, r
 HERE = Path(__file__).parent
 
 
-def _ome_zarr_levels(path: Path) -> list[np.ndarray]:
+def _ome_zarr_read(path: Path) -> tuple[list[np.ndarray], dict]:
+    """The levels and the metadata (axes, scales) as ome-zarr-py's reader gives them."""
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
 
     node = next(iter(Reader(parse_url(str(path)))()))
-    return [np.asarray(level) for level in node.data]
+    return [np.asarray(level) for level in node.data], node.metadata
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd", "none", "blosc-zstd"])
@@ -62,10 +63,13 @@ def test_an_image_in_0_4_reads_back_everywhere(tmp_path, codec):
     expected = np.stack(frames).reshape(4, 3, 96, 80)
     for read in (read_zarr, read_tensorstore):
         np.testing.assert_array_equal(read(out), expected)
-    levels = _ome_zarr_levels(out)
+    levels, metadata = _ome_zarr_read(out)
     assert len(levels) == 2
     np.testing.assert_array_equal(levels[0], expected)
     assert levels[1].shape == (4, 3, 48, 40)
+    assert [a["name"] for a in metadata["axes"]] == ["t", "z", "y", "x"]
+    scales = [level[0]["scale"] for level in metadata["coordinateTransformations"]]
+    assert [s[-2:] for s in scales] == [[0.5, 0.5], [1.0, 1.0]]
     assert [r["metadata"]["n"] for r in frame_records(out)] == [1] * 12
 
 
@@ -116,9 +120,12 @@ def test_shards_are_refused_in_0_4(tmp_path):
 
 
 def test_0_4_killed_at_random_moments_is_valid_and_recovers(tmp_path):
-    rng = random.Random(4)
-    extents = []
-    for k in range(20):
+    """20 kills, two writers at a time (the machine has two cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    delays = [random.Random(4 + k).uniform(0.0, 0.5) for k in range(20)]
+
+    def kill(k: int) -> int:
         out = tmp_path / f"kill{k}.ome.zarr"
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "crash_writer.py"), str(out), str(k), "close", "none",
@@ -126,7 +133,7 @@ def test_0_4_killed_at_random_moments_is_valid_and_recovers(tmp_path):
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(delays[k])
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         before = _exact(out, k)
@@ -135,7 +142,10 @@ def test_0_4_killed_at_random_moments_is_valid_and_recovers(tmp_path):
         assert after == account["rows"] >= before
         assert json.loads((out / ".zattrs").read_text())["acqwriter"]["state"] == "recovered"
         assert recover(out)["nothing_to_recover"]
-        extents.append(after)
+        return after
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        extents = list(pool.map(kill, range(20)))
     assert len(set(extents)) >= 5 and max(extents) > 30
 
 

@@ -200,13 +200,7 @@ def recover(
     acq, spec = _load_root(root)
     if acq.get("state") in FINISHED_STATES:
         return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
-    store = LocalStore(root, sync="close")
-    try:
-        store.take_lock()
-    except FileExistsError:
-        raise RecoverError(
-            f"{root}: a live writer holds the lock; stop it before recovering"
-        ) from None
+    store = _locked_store(root)
     try:
         return _recover_locked(
             root, store, acq, spec, threads=threads, verify=verify, progress=progress
@@ -218,6 +212,19 @@ def recover(
         ) from None
     finally:
         store.release_lock()
+
+
+def _locked_store(root: Path) -> LocalStore:
+    """The dataset's store, holding its writer lock (or a refusal naming the live
+    writer)."""
+    store = LocalStore(root, sync="close")
+    try:
+        store.take_lock()
+    except FileExistsError:
+        raise RecoverError(
+            f"{root}: a live writer holds the lock; stop it before recovering"
+        ) from None
+    return store
 
 
 def dataset_layout(root: Path) -> dict[str, Any] | None:
@@ -243,13 +250,7 @@ def _recover_dataset(
     path), holding the dataset's lock, then mark the root ``recovered``."""
     if acq.get("state") in FINISHED_STATES:
         return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
-    store = LocalStore(root, sync="close")
-    try:
-        store.take_lock()
-    except FileExistsError:
-        raise RecoverError(
-            f"{root}: a live writer holds the lock; stop it before recovering"
-        ) from None
+    store = _locked_store(root)
     accounts: dict[str, Any] = {}
     try:
         for key, path in acq.get("images", {}).items():
