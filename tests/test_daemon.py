@@ -348,7 +348,7 @@ def test_ctl_stop_prints_the_summary(daemon, tmp_path):
 
 def test_the_daemon_writes_stage_positions_as_a_collection(daemon, tmp_path):
     """``configure`` takes the same positions as ``acquire``: each visited position is
-    its own image, placed where the stage was."""
+    its own image, placed where the stage was, and progress is reported per image."""
     recorder = EventRecorder(daemon.local_events)
     try:
         with daemon.client() as c:
@@ -362,6 +362,10 @@ def test_the_daemon_writes_stage_positions_as_a_collection(daemon, tmp_path):
     assert summary_event["ok"] is True
     assert summary_event["summary"]["frames_written"] == 16
     assert set(summary_event["summary"]["images"]) == {"left", "right"}
+    # progress per position: every progress event says what each image holds
+    progress = [e for topic, e in recorder.events if topic == "progress"]
+    assert progress and all(set(e["images"]) == {"left", "right"} for e in progress)
+    assert progress[-1]["images"] == {"left": 8, "right": 8}
     out = tmp_path / "pos.ome.zarr"
     root = json.loads((out / "zarr.json").read_text())["attributes"]
     assert root["acqwriter"]["images"] == {"left": "0", "right": "1"}
