@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -79,3 +79,14 @@ class StrictModel(BaseModel):
     """Base of every spec model: unknown fields are errors, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """Validate ``data`` (a mapping, or an instance as it is) or raise
+        :class:`SpecError` naming each bad field."""
+        if isinstance(data, cls):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise format_validation_error(exc) from None

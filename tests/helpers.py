@@ -183,3 +183,30 @@ def resident_fraction(arr: np.ndarray) -> float:
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
     assert libc.mincore(ctypes.c_void_p(start), length, vec) == 0, ctypes.get_errno()
     return sum(v & 1 for v in vec) / len(vec)
+
+
+def peak_rss_during(fn) -> tuple[int, int]:
+    """(RSS before, peak RSS while ``fn()`` runs), sampled every 5 ms."""
+    import threading
+    import time
+
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    return base, peak[0]

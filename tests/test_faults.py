@@ -14,13 +14,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from stores import StoreWrapper, local_store
 
 from acqwriter import SpecError, StreamError, open_stream
 from acqwriter.simulators import FrameBank, read_stamp
-from helpers import check_dataset, frame_records, read_tensorstore, read_zarr, run_cli
+from helpers import (
+    check_dataset,
+    frame_records,
+    peak_rss_during,
+    read_tensorstore,
+    read_zarr,
+    run_cli,
+)
 
 HERE = Path(__file__).parent
 
@@ -417,27 +423,6 @@ class GatedStore(StoreWrapper):
         return super().write_chunk_from(key, n, buf)
 
 
-def _peak_rss_during(fn) -> tuple[int, int]:
-    proc = psutil.Process()
-    base = proc.memory_info().rss
-    peak = [base]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.005)
-
-    t = threading.Thread(target=sample)
-    t.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        t.join()
-    return base, peak[0]
-
-
 @pytest.mark.parametrize("policy", ["drop", "block"])
 def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
 
@@ -469,7 +454,7 @@ def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
             stream.append(frames[i % 3])
         result["summary"] = stream.close()
 
-    base, peak = _peak_rss_during(run)
+    base, peak = peak_rss_during(run)
     summary = result["summary"]
     assert peak - base <= ring + (40 << 20), (base, peak)
     if policy == "drop":

@@ -233,11 +233,11 @@ def test_a_slow_disk_holds_the_acquisition_back_or_counts_drops(mmc, tmp_path, o
     """Connected to the core, frames reach the ring on the acquisition thread: with a
     disk slower than the camera, ``block`` holds the acquisition (memory stays within
     the ring) and ``drop`` drops frames, each counted and flagged."""
-    import threading
     import time
 
-    import psutil
     from stores import StoreWrapper, local_store
+
+    from helpers import peak_rss_during
 
     class SlowDisk(StoreWrapper):
         def write_chunk_from(self, key, n, buf=None):
@@ -249,18 +249,6 @@ def test_a_slow_disk_holds_the_acquisition_back_or_counts_drops(mmc, tmp_path, o
     seq = useq.MDASequence(time_plan={"interval": 0, "loops": 80})
     exposure = mmc.getExposure()
     mmc.setExposure(0)
-    proc = psutil.Process()
-    base = proc.memory_info().rss
-    peak = [base]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     writer = MDAWriter(
         out,
         core=mmc,
@@ -272,15 +260,13 @@ def test_a_slow_disk_holds_the_acquisition_back_or_counts_drops(mmc, tmp_path, o
         pyramid={"enabled": False},
     )
     try:
-        mmc.run_mda(seq, block=True)
+        base, peak = peak_rss_during(lambda: mmc.run_mda(seq, block=True))
     finally:
-        done.set()
-        sampler.join()
         writer.detach()
         mmc.setExposure(exposure)
     summary = writer.summary
     assert summary.frames_written + summary.frames_dropped == 80
-    assert peak[0] - base < ring + 300e6
+    assert peak - base < ring + 300e6
     if overflow == "block":
         assert summary.frames_dropped == 0 and summary.ok
     else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from acqwriter.spec.model import (
     FiniteFloat,
@@ -26,7 +26,6 @@ from acqwriter.spec.model import (
     StreamSpec,
     StrictModel,
     WriterOptions,
-    format_validation_error,
 )
 
 __all__ = ["AcquisitionSpec", "parse_duration"]
@@ -328,10 +327,3 @@ class AcquisitionSpec(WriterOptions):
         if data.get("expected_frames") is None and self.frames is not None:
             data["expected_frames"] = self.frames
         return StreamSpec.parse(data)
-
-    @classmethod
-    def parse(cls, data: Any) -> AcquisitionSpec:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise format_validation_error(exc) from None

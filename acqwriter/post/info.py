@@ -208,10 +208,8 @@ def _blocks(blocksize: int | None) -> str:
     return f" ({blocksize} byte blocks)"
 
 
-def format_info(info: dict[str, Any]) -> str:
-    if "images" in info:
-        return _format_collection(info)
-    ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
+def _state_text(info: dict[str, Any]) -> str:
+    """The state, and what to do when its writer is gone."""
     state = info["state"] or "n/a"
     if info.get("writer") == "gone":
         state += (
@@ -220,6 +218,14 @@ def format_info(info: dict[str, Any]) -> str:
         )
     elif info.get("writer") == "alive":
         state += ", being written now"
+    return state
+
+
+def format_info(info: dict[str, Any]) -> str:
+    if "images" in info:
+        return _format_collection(info)
+    ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
+    state = _state_text(info)
     lines = [
         f"dataset   {info['path']}  (OME-NGFF {info['ome_version']}, state {state})",
         f"shape     {tuple(info['shape'])} {''.join(info['axes'])} {info['dtype']}",
@@ -244,14 +250,7 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def _format_collection(info: dict[str, Any]) -> str:
-    state = info["state"] or "n/a"
-    if info.get("writer") == "gone":
-        state += (
-            f" — but its writer is gone (crashed or killed): run "
-            f"'acqwriter recover {info['path']}' to finish it"
-        )
-    elif info.get("writer") == "alive":
-        state += ", being written now"
+    state = _state_text(info)
     ratio = f"{info['compression_ratio']:.2f}x" if info["compression_ratio"] else "n/a"
     lines = [
         f"dataset   {info['path']}  ({info['layout']} of {len(info['images'])} images, "

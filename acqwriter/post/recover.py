@@ -206,12 +206,17 @@ def recover(
             root, store, acq, spec, threads=threads, verify=verify, progress=progress
         )
     except OSError as exc:  # a full disk: every step so far left a valid dataset
-        raise RecoverWriteError(
-            f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
-            "valid as it is: free space and run recover again"
-        ) from None
+        raise _write_error(root, exc) from None
     finally:
         store.release_lock()
+
+
+def _write_error(root: Path, exc: OSError) -> RecoverWriteError:
+    """A write failed (a full disk): every step so far left a valid dataset."""
+    return RecoverWriteError(
+        f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
+        "valid as it is: free space and run recover again"
+    )
 
 
 def _locked_store(root: Path) -> LocalStore:
@@ -281,10 +286,7 @@ def _recover_dataset(
         write_group(store.write_atomic, jsonio.dumps(group, indent=2).encode(), version)
         store.flush()
     except OSError as exc:
-        raise RecoverWriteError(
-            f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
-            "valid as it is: free space and run recover again"
-        ) from None
+        raise _write_error(root, exc) from None
     finally:
         store.release_lock()
     done = [a for a in accounts.values() if not a.get("nothing_to_recover")]

@@ -165,16 +165,6 @@ class DatasetSpec(WriterOptions):
             error = format_validation_error(exc, prefix=f"images.{key}.")
             raise ValueError(str(error).removeprefix("invalid spec: ")) from None
 
-    @classmethod
-    def parse(cls, data: Any) -> DatasetSpec:
-        """Validate ``data`` (a mapping) or raise :class:`SpecError` naming each bad field."""
-        if isinstance(data, cls):
-            return data
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise format_validation_error(exc) from None
-
 
 def plate_key(key: str) -> tuple[str, str, str] | None:
     """(row, column, field) of a plate image key ``ROW/COLUMN/FIELD``, or None."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import Field, Strict, field_validator, model_validator
 
 from acqwriter.codec.settings import Compression
 from acqwriter.spec.files import dump_spec, load_spec
@@ -422,13 +422,3 @@ class StreamSpec(WriterOptions):
                 chunk = min(chunk, sizes[axis])
             out.append(chunk)
         return tuple(out)
-
-    @classmethod
-    def parse(cls, data: Any) -> StreamSpec:
-        """Validate ``data`` (a mapping) or raise :class:`SpecError` naming each bad field."""
-        if isinstance(data, cls):
-            return data
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise format_validation_error(exc) from None
