@@ -163,20 +163,11 @@ def run_acquisition(
     write instead of a new directory at ``spec.out`` (see :func:`acqwriter.open_stream`).
     """
     configure_camera(scope, spec)
+    hooks = _Hooks(on_progress, progress_interval_s, should_stop, should_abort, on_finalizing)
     if spec.sequence is not None:
-        return _run_sequence(
-            scope,
-            spec,
-            _Hooks(on_progress, progress_interval_s, should_stop, should_abort, on_finalizing),
-            store,
-        )
+        return _run_sequence(scope, spec, hooks, store)
     if spec.position_count > 1:
-        return _run_positions(
-            scope,
-            spec,
-            _Hooks(on_progress, progress_interval_s, should_stop, should_abort, on_finalizing),
-            store,
-        )
+        return _run_positions(scope, spec, hooks, store)
     camera = scope.camera
     stream = open_stream(stream_spec_for(scope, spec), ring=ring, store=store)
     per_tp = spec.frames_per_timepoint
@@ -238,28 +229,42 @@ def run_acquisition(
     except KeyboardInterrupt:
         error = "interrupted"
     finally:
-        if on_finalizing is not None:
-            on_finalizing()
-        aborted = should_abort is not None and should_abort()
-        reason = "aborted on request" if aborted else None
-        if error == "interrupted":
-            reason = "interrupted (Ctrl-C)"
-        summary = stream.close(
-            pyramid=not aborted,
-            aborted=reason,
-            on_progress=on_progress,
-            progress_interval_s=progress_interval_s,
-        )
+        summary, aborted = _close_run(stream, hooks, error, aborted=False)
         if aborted and error is None:
             error = "aborted"
-    if on_progress is not None:  # final state; the rate is the streaming rate, not incl. pyramid
-        on_progress({**stream.progress(), "mb_per_s": summary.throughput_mb_s})
-    by_request = should_stop is not None and should_stop()
-    by_deadline = deadline is not None and time.monotonic() >= deadline
-    stopped = (by_request or by_deadline) and not aborted
+    stopped = _stopped(hooks, deadline) and not aborted
     return AcquisitionReport(
         summary, spec.frames, delivered, lost, error, stopped, spec.allow_partial
     )
+
+
+def _close_run(
+    writer: Any, hooks: _Hooks, error: str | None, aborted: bool
+) -> tuple[Summary, bool]:
+    """End a run: tell the caller, close the stream or dataset (no pyramid after an
+    abort, the reason in the summary), report the final progress (its rate the
+    streaming rate, pyramid excluded). Returns the summary and whether it was aborted."""
+    if hooks.on_finalizing is not None:
+        hooks.on_finalizing()
+    aborted = aborted or (hooks.should_abort is not None and hooks.should_abort())
+    reason = "aborted on request" if aborted else None
+    if error == "interrupted":
+        reason = "interrupted (Ctrl-C)"
+    summary = writer.close(
+        pyramid=not aborted,
+        aborted=reason,
+        on_progress=hooks.on_progress,
+        progress_interval_s=hooks.progress_interval_s,
+    )
+    if hooks.on_progress is not None:
+        hooks.on_progress({**writer.progress(), "mb_per_s": summary.throughput_mb_s})
+    return summary, aborted
+
+
+def _stopped(hooks: _Hooks, deadline: float | None) -> bool:
+    """The run ended on request or at its deadline (not by a fault)."""
+    by_request = hooks.should_stop is not None and hooks.should_stop()
+    return by_request or (deadline is not None and time.monotonic() >= deadline)
 
 
 def _places(
@@ -285,7 +290,6 @@ def _run_positions(
     stage position read back after the move."""
     on_progress, progress_interval_s = hooks.on_progress, hooks.progress_interval_s
     should_stop, should_abort = hooks.should_stop, hooks.should_abort
-    on_finalizing = hooks.on_finalizing
     camera = scope.camera
     stage = scope.xy_stage
     if stage is None:
@@ -361,23 +365,8 @@ def _run_positions(
         aborted = abort_now()
         error = "aborted" if aborted else "interrupted"
     finally:
-        if on_finalizing is not None:
-            on_finalizing()
-        aborted = aborted or abort_now()
-        reason = "aborted on request" if aborted else None
-        if error == "interrupted":
-            reason = "interrupted (Ctrl-C)"
-        summary = dataset.close(
-            pyramid=not aborted,
-            aborted=reason,
-            on_progress=on_progress,
-            progress_interval_s=progress_interval_s,
-        )
-    if on_progress is not None:
-        on_progress({**dataset.progress(), "mb_per_s": summary.throughput_mb_s})
-    by_request = should_stop is not None and should_stop()
-    by_deadline = deadline is not None and time.monotonic() >= deadline
-    stopped = (by_request or by_deadline) and not aborted
+        summary, aborted = _close_run(dataset, hooks, error, aborted)
+    stopped = _stopped(hooks, deadline) and not aborted
     requested = None if spec.frames is None else spec.frames * len(places)
     return AcquisitionReport(
         summary, requested, delivered, lost, error, stopped, spec.allow_partial
