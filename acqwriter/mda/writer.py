@@ -12,19 +12,28 @@ marks the run cut short; ``sequenceFinished`` closes the dataset (frames the pla
 promised that never came are flagged ``missing``).
 
 Back-pressure. pymmcore-plus relays the calls of ``output=`` handlers through a thread
-with an unbounded queue: a writer slower than the camera lets frames pile up in
-memory there, whatever the writer's own bound. Given the core (``core=mmc``), the
-writer connects itself to ``mmc.mda.events`` directly, so its ``frameReady`` runs on
-the acquisition thread: a frame is copied into the ring (or waits for a slot under
-``overflow="block"``, or is dropped and counted under ``"drop"``) before the next one is
-taken, and the relayed calls are ignored. ``mmc.run_mda(seq, output=MDAWriter(path,
-core=mmc))`` is the bounded way; without ``core`` it works the same with memory bounded
-only by the relay.
+with an unbounded queue: a writer slower than the camera would let frames pile up in
+memory there, whatever the writer's own bound. So the writer takes frames on the
+acquisition thread itself, where a frame is copied into the ring (or waits for a slot
+under ``overflow="block"``, or is dropped and counted under ``"drop"``) before the next
+one is taken:
+
+* given the core (``MDAWriter(path, core=mmc)``), it connects to ``mmc.mda.events`` at
+  construction and ignores the relayed calls, for every run until :meth:`detach`;
+* without it (``output=MDAWriter(path)``), the relayed ``sequenceStarted`` finds the
+  core running the sequence (pymmcore-plus's global core, the one ``CMMCorePlus.instance()``
+  returns, when it is running) and connects to its ``frameReady`` for that run. The few
+  frames queued before that moment arrive relayed; from then on each frame arrives
+  twice and is written by whichever call claims its event index first. Frames of
+  another sequence (a second core running its own) are left to the relay. When no
+  running core is found, every frame comes through the relay, and memory is bounded
+  only by how far the relay falls behind.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -75,31 +84,36 @@ class MDAWriter:
         self.plan: SequencePlan | None = None
         self.summary: Summary | None = None
         self._canceled = False
-        self._direct = False
-        self._core = core
+        self._core: Any = None  # connected at construction: every call comes from it
+        self._joined: Any = None  # core whose frameReady was joined for the current run
+        self._sequence: Any = None
+        self._claimed: set[tuple[tuple[str, int], ...]] = set()  # arrived one way of two
+        self._claim_lock = threading.Lock()
         if core is not None:
             events = core.mda.events
             events.sequenceStarted.connect(self._started)
             events.frameReady.connect(self._frame)
             events.sequenceCanceled.connect(self._cancel)
             events.sequenceFinished.connect(self._finished)
-            self._direct = True
+            self._core = core
 
-    # -- the handler protocol (relayed calls are ignored when connected directly) -----------
+    # -- the handler protocol (relayed calls are ignored when the core was given) ------------
     def sequenceStarted(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
-        if not self._direct:
+        if self._core is None:
             self._started(sequence, summary)
+            self._join(_running_core())
 
     def frameReady(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
-        if not self._direct:
-            self._frame(image, event, metadata)
+        if self._core is None:
+            self._frame_once(image, event, metadata)
 
     def sequenceCanceled(self, sequence: Any) -> None:
-        if not self._direct:
+        if self._core is None:
             self._cancel(sequence)
 
     def sequenceFinished(self, sequence: Any) -> None:
-        if not self._direct:
+        if self._core is None:
+            self._leave()  # the relay is FIFO: every frame of the run has arrived
             self._finished(sequence)
 
     def detach(self) -> None:
@@ -111,6 +125,40 @@ class MDAWriter:
             events.sequenceCanceled.disconnect(self._cancel)
             events.sequenceFinished.disconnect(self._finished)
             self._core = None
+
+    # -- taking frames on the acquisition thread of a run we were relayed -------------------
+    def _join(self, core: Any) -> None:
+        if core is not None and self.dataset is not None:
+            self._joined = core
+            core.mda.events.frameReady.connect(self._frame_joined)
+
+    def _leave(self) -> None:
+        with self._claim_lock:
+            if self._joined is not None:
+                self._joined.mda.events.frameReady.disconnect(self._frame_joined)
+                self._joined = None
+            self._claimed.clear()
+
+    def _frame_joined(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
+        if getattr(event, "sequence", None) is not self._sequence:
+            # Another run's frame (or events that do not name their sequence): this core
+            # is not feeding ours, or cannot be told apart; the relay brings every frame.
+            self._leave()
+            return
+        self._frame_once(image, event, metadata)
+
+    def _frame_once(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
+        """Write a frame that may arrive both relayed and joined, once."""
+        if self._joined is None:
+            self._frame(image, event, metadata)
+            return
+        key = tuple(sorted(_event_index(event).items()))
+        with self._claim_lock:  # held while a full ring blocks: the other path waits too
+            if key in self._claimed:
+                self._claimed.discard(key)
+                return
+            self._claimed.add(key)
+            self._frame(image, event, metadata)
 
     # -- what each call does ----------------------------------------------------------------
     def _started(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
@@ -153,6 +201,7 @@ class MDAWriter:
             images[key] = spec
         summary["mda_sequence"] = sequence.model_dump(mode="json", exclude_unset=True)
         self._canceled = False
+        self._sequence = sequence
         self.dataset = open_dataset(
             {
                 **writer_options,
@@ -168,7 +217,7 @@ class MDAWriter:
     def _frame(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
         if self.dataset is None or self.dataset.closed or self.plan is None:
             return
-        index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
+        index = _event_index(event)
         key = self.plan.key_of(index)
         dims = self.plan.images[key].dims()
         placed = {a: index.get(a, 0) for a in dims[:-2]}
@@ -197,6 +246,26 @@ class MDAWriter:
             return
         reason = "sequence cancelled" if self._canceled else None
         self.summary = self.dataset.close(aborted=reason, pyramid=not self._canceled)
+
+
+def _event_index(event: Any) -> dict[str, int]:
+    return {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
+
+
+def _running_core() -> Any:
+    """pymmcore-plus's global core when it is running an MDA, else None.
+
+    ``CMMCorePlus.instance()`` would create a core when none is alive, so its weak
+    reference is read instead; were it renamed, frames simply keep coming relayed."""
+    try:
+        from pymmcore_plus.core import _mmcore_plus
+    except ImportError:
+        return None
+    ref = getattr(_mmcore_plus, "_instance", None)
+    core = ref() if callable(ref) else None
+    if core is None or not core.mda.is_running():
+        return None
+    return core
 
 
 def _jsonable(value: Any) -> Any:
