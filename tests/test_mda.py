@@ -142,6 +142,39 @@ def test_a_ragged_plan_and_a_channel_without_stack(mmc, tmp_path):
     assert summary.state == "complete"
 
 
+def test_autofocus_events_are_run_and_every_frame_is_placed(mmc, tmp_path):
+    """Hardware-autofocus events (before each position and time point) acquire no frame:
+    they take no place in the images, and every frame still lands at its index with the
+    z read back after the autofocus and the stack's move."""
+    seq = useq.MDASequence(
+        axis_order="tpcz",
+        time_plan={"interval": 0, "loops": 2},
+        stage_positions=[
+            {"x": 0, "y": 0, "z": 10, "name": "a"},
+            {"x": 300, "y": 0, "z": 20, "name": "b"},
+        ],
+        channels=["DAPI"],
+        z_plan={"range": 2, "step": 1},
+        autofocus_plan={
+            "autofocus_device_name": "Z",
+            "autofocus_motor_offset": 5,
+            "axes": ("t", "p"),
+        },
+    )
+    assert sum(e.action.type == "hardware_autofocus" for e in seq) == 4
+    out = tmp_path / "af.ome.zarr"
+    writer, capture = _run(mmc, seq, out)
+    summary = writer.summary
+    assert summary.ok and summary.frames_written == 12 and summary.frames_dropped == 0
+    assert _check_placement(out, capture) == 12
+    images = _images(out)
+    for key, z0 in (("a", 10.0), ("b", 20.0)):
+        assert read_zarr(images[key]).shape[:3] == (2, 1, 3)
+        for record in frame_records(images[key]):
+            z = record["metadata"]["event_index"]["z"]
+            assert record["metadata"]["z_um"] == pytest.approx(z0 + z - 1.0, abs=0.01)
+
+
 def test_a_grid_and_a_well_plate(mmc, tmp_path):
     grid = useq.MDASequence(
         stage_positions=[{"x": 0, "y": 0, "name": "site"}],
