@@ -8,17 +8,25 @@ run in a fresh process, settled first, interleaved over ``--repeats`` rounds:
 * ``nothing``: a handler connected to the core that does nothing (what the engine
   delivers);
 * ``acqwriter``: ``MDAWriter(path, core=mmc)``, lz4;
-* ``default``: ``output="x.ome.zarr"`` (pymmcore-plus's ome-writers sink as users get it).
+* ``acqwriter-output``: ``output=MDAWriter(path)``, lz4 (joins the running core);
+* ``default``: ``output="x.ome.zarr"`` (pymmcore-plus's ome-writers sink as users get
+  it: uncompressed);
+* ``ome-writers-tensorstore`` and ``ome-writers-acquire-zarr``: the same sink given an
+  ``AcquisitionSettings`` with that backend and blosc lz4, acqwriter's codec.
 
-Prints frames/s (median and range), peak RSS and frames dropped, and the ratios::
+The camera's frame bank is built before the clock starts (a first snap): it is the
+simulated camera's warm-up, not the engine's rate. Timed from ``run_mda`` to the
+files synced. Prints frames/s (median and range), peak RSS and frames dropped, the
+ratios, and the CPU seconds per frame of the acquisition thread and of the rest::
 
-    python benchmarks/mda.py --timepoints 2 --repeats 3
+    python benchmarks/mda.py --timepoints 4 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -45,11 +53,33 @@ def sequence(timepoints: int):
     )
 
 
+def _ome_writers_settings(out: Path, backend: str):
+    from ome_writers import AcquisitionSettings
+    from ome_writers._schema import OmeZarrFormat
+
+    return AcquisitionSettings(
+        root_path=str(out), format=OmeZarrFormat(backend=backend), compression="blosc-lz4"
+    )
+
+
 def run_one(writer: str, timepoints: int) -> dict[str, float]:
     from acqwriter.simulators import sim_core
 
     core = sim_core((2048, 2048), "uint16", buffer_mb=512)
+    core.snapImage()  # builds the camera's frame bank
+    core.getImage()
     seq = sequence(timepoints)
+    # CPU time of the acquisition thread: from the sequence's start to its last frame
+    # (time.thread_time on that thread; our frameReady runs there before these)
+    acq_cpu = [0.0, 0.0]
+
+    def on_start(*_args) -> None:
+        acq_cpu[0] = acq_cpu[1] = time.thread_time()
+
+    def on_frame(*_args) -> None:
+        acq_cpu[1] = time.thread_time()
+
+    core.mda.events.sequenceStarted.connect(on_start)
     workdir = Path(tempfile.mkdtemp(prefix="acqwriter-mda-", dir="."))
     out = workdir / "x.ome.zarr"
     frames = [0]
@@ -60,34 +90,56 @@ def run_one(writer: str, timepoints: int) -> dict[str, float]:
 
     bench_peers.settle(3)
     try:
+        cpu0 = os.times()
         t0 = time.perf_counter()
+        core.mda.events.frameReady.connect(on_frame)  # after acqwriter's (given the core)
         if writer == "nothing":
             core.mda.events.frameReady.connect(count)
             core.run_mda(seq, block=True)
-        elif writer == "acqwriter":
+        elif writer.startswith("acqwriter"):
             from acqwriter.mda import MDAWriter
 
-            handler = MDAWriter(out, core=core, codec="lz4", pyramid={"enabled": False})
-            core.run_mda(seq, block=True)
+            given = core if writer == "acqwriter" else None
+            handler = MDAWriter(out, core=given, codec="lz4", pyramid={"enabled": False})
+            core.run_mda(seq, output=None if given else handler, block=True)
             handler.detach()
             frames[0] = handler.summary.frames_written
             dropped = handler.summary.frames_dropped
         else:
             core.mda.events.frameReady.connect(count)
-            core.run_mda(seq, output=str(out), block=True)
+            if writer == "default":
+                output = str(out)
+            else:
+                output = _ome_writers_settings(out, writer.removeprefix("ome-writers-"))
+            core.run_mda(seq, output=output, block=True)
         bench_peers.syncfs(workdir)
         elapsed = time.perf_counter() - t0
+        cpu1 = os.times()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"fps": frames[0] / elapsed, "frames": frames[0], "rss_mb": peak, "dropped": dropped}
+    n = max(frames[0], 1)
+    cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / n * 1e3
+    return {
+        "fps": frames[0] / elapsed,
+        "frames": frames[0],
+        "rss_mb": peak,
+        "dropped": dropped,
+        "cpu_ms_per_frame": cpu,
+        "acq_thread_ms_per_frame": (acq_cpu[1] - acq_cpu[0]) / n * 1e3,
+        "wall_ms_per_frame": elapsed / n * 1e3,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timepoints", type=int, default=2)
+    parser.add_argument("--timepoints", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--writers", default="nothing,acqwriter,default")
+    parser.add_argument(
+        "--writers",
+        default="nothing,acqwriter,acqwriter-output,default,"
+        "ome-writers-tensorstore,ome-writers-acquire-zarr",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -112,15 +164,18 @@ def main() -> None:
             continue
         fps = [r["fps"] for r in runs]
         medians[writer] = statistics.median(fps)
+        cpu = statistics.median(r["cpu_ms_per_frame"] for r in runs)
+        acq = statistics.median(r["acq_thread_ms_per_frame"] for r in runs)
         print(
-            f"{writer:<10} {medians[writer]:6.1f} frames/s [{min(fps):.1f}-{max(fps):.1f}], "
+            f"{writer:<25} {medians[writer]:6.1f} frames/s [{min(fps):.1f}-{max(fps):.1f}], "
             f"{runs[0]['frames']:.0f} frames, peak RSS {max(r['rss_mb'] for r in runs):.0f} MB, "
-            f"dropped {max(r['dropped'] for r in runs):.0f}"
+            f"dropped {max(r['dropped'] for r in runs):.0f}, CPU {cpu:.1f} ms/frame "
+            f"({acq:.1f} on the acquisition thread)"
         )
-    if "acqwriter" in medians:
-        for other in ("nothing", "default"):
-            if other in medians:
-                print(f"acqwriter / {other}: {medians['acqwriter'] / medians[other]:.2f}")
+    for ours in ("acqwriter", "acqwriter-output"):
+        for other in medians:
+            if ours in medians and not other.startswith("acqwriter"):
+                print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,13 @@ def test_defaults_and_derived_values():
     assert spec.resolved_chunks() == (1, 64, 64)
     assert spec.codec.name == "blosc" and spec.codec.cname == "lz4" and spec.codec.level == 5
     assert spec.frame_bytes == 64 * 64 * 2
-    big = StreamSpec.parse({**BASE, "shape": [2048, 3000]})
+    # frames up to 8 MiB are one chunk; larger ones are cut into 1024² tiles
+    assert StreamSpec.parse({**BASE, "shape": [2048, 2048]}).resolved_chunks() == (1, 2048, 2048)
+    assert StreamSpec.parse({**BASE, "shape": [1500, 1500]}).resolved_chunks() == (1, 1500, 1500)
+    big = StreamSpec.parse({**BASE, "shape": [2048, 2049]})
     assert big.resolved_chunks() == (1, 1024, 1024)
+    wide = StreamSpec.parse({**BASE, "shape": [2048, 2048], "dtype": "float32"})
+    assert wide.resolved_chunks() == (1, 1024, 1024)
 
 
 @pytest.mark.parametrize(
@@ -200,8 +205,11 @@ def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
     cores = len(os.sched_getaffinity(0))
     base = {"out": "/nonexistent.ome.zarr", "dtype": "uint16"}
     small = StreamSpec.parse({**base, "shape": (512, 512)})  # 512 KiB chunks
-    big = StreamSpec.parse({**base, "shape": (2048, 2048)})  # 8 MiB chunks
-    big_sharded = StreamSpec.parse({**base, "shape": (2048, 2048), "shards": {"t": 4}})
+    tiles = {"y": 1024, "x": 1024}
+    big = StreamSpec.parse({**base, "shape": (2048, 2048), "chunks": tiles})  # 2 MiB chunks
+    big_sharded = StreamSpec.parse(
+        {**base, "shape": (2048, 2048), "chunks": tiles, "shards": {"t": 4}}
+    )
     huge = StreamSpec.parse(
         {**base, "shape": (2048, 2048), "chunks": {"t": 16, "y": 2048, "x": 2048}}  # 128 MiB
     )

@@ -34,6 +34,7 @@ from acqwriter.validation import SpecError, StrictModel, format_validation_error
 
 __all__ = [
     "AXIS_ORDER",
+    "FRAME_CHUNK_MAX_BYTES",
     "SPACE_UNITS",
     "SUPPORTED_DTYPES",
     "TIME_UNITS",
@@ -46,6 +47,12 @@ __all__ = [
     "WriterOptions",
     "format_validation_error",
 ]
+
+# Frames up to this size are one chunk by default: compressed straight from the frame
+# slot, one file per frame, where tiles cost a copy into a tile buffer and a file and a
+# compressor call per tile (measured in docs/decisions.md). Larger frames keep 1024²
+# tiles, so a chunk stays a few MiB for viewers.
+FRAME_CHUNK_MAX_BYTES = 8 << 20
 
 AXIS_ORDER = "tczyx"
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32")
@@ -354,8 +361,9 @@ class WriterOptions(StrictModel):
 class StreamSpec(WriterOptions):
     """Everything the writer needs: :class:`WriterOptions` plus the frame shape and dtype.
 
-    ``shape`` is one frame, ``(y, x)``. ``chunks`` defaults to 1 along t/c/z and
-    ``min(size, 1024)`` along y and x; a chunk may span several frames along t, c or z.
+    ``shape`` is one frame, ``(y, x)``. ``chunks`` defaults to 1 along t/c/z and, along
+    y and x, to the whole frame when a frame is at most :data:`FRAME_CHUNK_MAX_BYTES`
+    (else ``min(size, 1024)``); a chunk may span several frames along t, c or z.
     """
 
     shape: tuple[PositiveInt, PositiveInt]
@@ -416,7 +424,12 @@ class StreamSpec(WriterOptions):
         sizes = dict(zip(self.outer_dims, self.outer_sizes(), strict=True))
         sizes.update(y=self.shape[0], x=self.shape[1])
         for axis in self.dims:
-            default = 1 if axis in "tcz" else min(sizes[axis], 1024)
+            if axis in "tcz":
+                default = 1
+            elif self.frame_bytes <= FRAME_CHUNK_MAX_BYTES:
+                default = sizes[axis]
+            else:
+                default = min(sizes[axis], 1024)
             chunk = self.chunks.get(axis, default)
             if sizes.get(axis) is not None:
                 chunk = min(chunk, sizes[axis])
