@@ -9,6 +9,9 @@ run in a fresh process, settled first, interleaved over ``--repeats`` rounds:
   delivers);
 * ``acqwriter``: ``MDAWriter(path, core=mmc)``, lz4;
 * ``acqwriter-output``: ``output=MDAWriter(path)``, lz4 (joins the running core);
+* ``acqwriter-alone``: the same ``MDAWriter`` called by hand with the camera's frames
+  and the sequence's events, no engine: what the writer does on this machine without
+  an MDA beside it (the ceiling for the two above);
 * ``default``: ``output="x.ome.zarr"`` (pymmcore-plus's ome-writers sink as users get
   it: uncompressed);
 * ``ome-writers-tensorstore`` and ``ome-writers-acquire-zarr``: the same sink given an
@@ -62,12 +65,34 @@ def _ome_writers_settings(out: Path, backend: str):
     )
 
 
+def _write_alone(out: Path, seq, camera) -> tuple[int, int]:
+    """``MDAWriter`` fed by hand: the sequence's events with the camera's frames."""
+    from acqwriter.mda import MDAWriter
+
+    events = [e for e in seq if e.action is None or e.action.type == "acquire_image"]
+    frames = camera.bank.frames
+    height, width = camera.shape()
+    info = {"width": width, "height": height, "dtype": "uint16", "pixel_size_um": 0.65}
+    handler = MDAWriter(out, codec="lz4", pyramid={"enabled": False})
+    handler.sequenceStarted(seq, {"image_infos": [info]})
+    t0 = time.perf_counter()
+    for i, event in enumerate(events):
+        position = {"x": event.x_pos, "y": event.y_pos, "z": event.z_pos}
+        meta = {"position": position, "runner_time_ms": (time.perf_counter() - t0) * 1e3}
+        handler.frameReady(frames[i % len(frames)], event, meta)
+    handler.sequenceFinished(seq)
+    return handler.summary.frames_written, handler.summary.frames_dropped
+
+
 def run_one(writer: str, timepoints: int) -> dict[str, float]:
     from acqwriter.simulators import sim_core
+    from acqwriter.simulators.camera import SimCamera
 
     core = sim_core((2048, 2048), "uint16", buffer_mb=512)
     core.snapImage()  # builds the camera's frame bank
     core.getImage()
+    camera = SimCamera((2048, 2048), "uint16")  # the same frames, for acqwriter-alone
+    _ = camera.bank
     seq = sequence(timepoints)
     # CPU time of the acquisition thread: from the sequence's start to its last frame
     # (time.thread_time on that thread; our frameReady runs there before these)
@@ -96,6 +121,8 @@ def run_one(writer: str, timepoints: int) -> dict[str, float]:
         if writer == "nothing":
             core.mda.events.frameReady.connect(count)
             core.run_mda(seq, block=True)
+        elif writer == "acqwriter-alone":
+            frames[0], dropped = _write_alone(out, seq, camera)
         elif writer.startswith("acqwriter"):
             from acqwriter.mda import MDAWriter
 
@@ -137,7 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--writers",
-        default="nothing,acqwriter,acqwriter-output,default,"
+        default="nothing,acqwriter,acqwriter-output,acqwriter-alone,default,"
         "ome-writers-tensorstore,ome-writers-acquire-zarr",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -174,7 +201,7 @@ def main() -> None:
         )
     for ours in ("acqwriter", "acqwriter-output"):
         for other in medians:
-            if ours in medians and not other.startswith("acqwriter"):
+            if ours in medians and (other == "acqwriter-alone" or other[:9] != "acqwriter"):
                 print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}")
 
 
