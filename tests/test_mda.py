@@ -175,6 +175,49 @@ def test_autofocus_events_are_run_and_every_frame_is_placed(mmc, tmp_path):
             assert record["metadata"]["z_um"] == pytest.approx(z0 + z - 1.0, abs=0.01)
 
 
+def _z_axis(image_root: Path) -> tuple[dict, float]:
+    ms = json.loads((image_root / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    names = [a["name"] for a in ms["axes"]]
+    z = names.index("z")
+    return ms["axes"][z], ms["datasets"][0]["coordinateTransformations"][0]["scale"][z]
+
+
+def test_the_z_scale_is_each_images_real_plane_spacing(mmc, tmp_path):
+    """The z scale is the spacing of the planes each image's events name: a position's
+    own z plan gives its own step, a list of evenly spaced positions its spacing, and
+    uneven positions make z a plane index with no unit (never a step nothing moved)."""
+    seq = useq.MDASequence(
+        stage_positions=[
+            {"x": 0, "y": 0, "z": 10, "name": "plan"},
+            {
+                "x": 100,
+                "y": 0,
+                "z": 10,
+                "name": "own",
+                "sequence": {"z_plan": {"range": 1, "step": 0.5}},
+            },
+            {"x": 200, "y": 0, "name": "listed", "sequence": {"z_plan": {"relative": [0, 2.5, 5]}}},
+            {"x": 300, "y": 0, "name": "uneven", "sequence": {"z_plan": {"absolute": [1, 2, 4]}}},
+        ],
+        z_plan={"range": 4, "step": 2},
+    )
+    out = tmp_path / "z.ome.zarr"
+    writer, capture = _run(mmc, seq, out)
+    assert writer.summary.ok
+    assert _check_placement(out, capture) == len(capture.frames) == 12
+    images = _images(out)
+    expected = {"plan": 2.0, "own": 0.5, "listed": 2.5}
+    for key, step in expected.items():
+        axis, scale = _z_axis(images[key])
+        assert (axis.get("unit"), scale) == ("micrometer", step), key
+    axis, scale = _z_axis(images["uneven"])
+    assert "unit" not in axis and scale == 1.0
+    zs = [r["metadata"]["z_um"] for r in frame_records(images["uneven"])]
+    assert zs == pytest.approx([1.0, 2.0, 4.0], abs=0.01)  # the real planes, per frame
+    validate_ngff(json.loads((out / "zarr.json").read_text())["attributes"], "bf2raw")
+    check_dataset(out)
+
+
 def test_a_grid_and_a_well_plate(mmc, tmp_path):
     grid = useq.MDASequence(
         stage_positions=[{"x": 0, "y": 0, "name": "site"}],
@@ -382,6 +425,40 @@ def test_an_output_writer_on_another_core_gets_every_frame_relayed(mmc, tmp_path
     assert _check_placement(out, capture) == 6
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["direct", "relayed"])
+def test_a_writer_connected_by_hand_writes_each_frame_once(global_core, tmp_path, asynchronous):
+    """Connected to ``mmc.mda.events`` by hand (pymmcore-plus's
+    ``mda_listeners_connected``, on the acquisition thread or through its relay) next to
+    another handler, the writer writes each frame once, where its event says."""
+    from pymmcore_plus.mda import mda_listeners_connected
+
+    mmc = global_core
+    seq = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 2},
+        channels=["DAPI", "FITC"],
+        z_plan={"range": 2, "step": 1},
+    )
+    out = tmp_path / "by-hand.ome.zarr"
+    capture = Capture(mmc)
+    writer = MDAWriter(out)
+    others = []
+
+    class Other:
+        def frameReady(self, img, event, meta):
+            others.append(event.index)
+
+    try:
+        with mda_listeners_connected(
+            writer, Other(), mda_events=mmc.mda.events, asynchronous=asynchronous
+        ):
+            mmc.mda.run(seq)
+    finally:
+        capture.close()
+    assert len(others) == 12
+    assert writer.summary.ok and writer.summary.frames_written == 12
+    assert _check_placement(out, capture) == 12
+
+
 def test_an_output_writer_joined_mid_run_writes_each_frame_once(global_core, tmp_path):
     """Passed as ``output=`` only, the writer joins the running core: the frames queued
     before that arrive relayed, later ones twice; each lands once, where its event says."""
@@ -455,3 +532,79 @@ def test_the_daemon_runs_a_sequence(daemon, tmp_path):
     out = tmp_path / "seq.ome.zarr"
     check_dataset(out)
     assert read_zarr(out).shape == (3, 2, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"ring": 1 << 26}, "ring: not an MDAWriter option (did you mean 'ring_bytes'?)"),
+        ({"tread": 2}, "tread: not an MDAWriter option (did you mean 'threads'?)"),
+        ({"codec": "lz5"}, "codec: expected one of"),
+        ({"overflow": "bloc"}, "overflow: Input should be 'block' or 'drop'"),
+        ({"chunks": {"q": 3}}, "chunks.q: axis 'q' is not in dims"),
+        ({"ring_bytes": -5}, "ring_bytes: Input should be greater than 0"),
+        ({"channels": ["DAPI"]}, "channels.0: expected a channel"),
+        ({"channels": [{"name": "DAPI", "color": "zz"}]}, "channels.0.color: expected 6 hex"),
+    ],
+)
+def test_bad_options_are_refused_when_the_writer_is_made(tmp_path, options, expected):
+    """Refused at construction, in one line naming the option: raised when a relayed
+    sequence starts, the error would only be logged while the acquisition went on."""
+    from acqwriter import SpecError
+
+    out = tmp_path / "x.ome.zarr"
+    with pytest.raises(SpecError) as refused:
+        MDAWriter(out, **options)
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+    assert not out.exists()
+
+
+def test_an_existing_dataset_or_a_url_is_refused_when_the_writer_is_made(tmp_path):
+    from acqwriter import SpecError
+
+    out = tmp_path / "kept.ome.zarr"
+    out.mkdir()
+    (out / "zarr.json").write_text("{}")
+    with pytest.raises(SpecError, match="already exists \\(set overwrite to replace it\\)"):
+        MDAWriter(out)
+    assert (out / "zarr.json").read_text() == "{}"
+    with pytest.raises(SpecError, match="out: 's3' URLs are not supported"):
+        MDAWriter("s3://bucket/run.ome.zarr")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("connect", ["core", "output"])
+def test_a_dataset_that_cannot_be_opened_stops_the_acquisition(global_core, tmp_path, connect):
+    """A path taken between the writer's making and the run: the acquisition stops at
+    once instead of running with nothing written, and what is there is not touched."""
+    mmc = global_core
+    out = tmp_path / "taken.ome.zarr"
+    writer = MDAWriter(out, core=mmc if connect == "core" else None)
+    out.mkdir()
+    (out / "zarr.json").write_text("{}")
+    delivered = []
+
+    def count(*_args):
+        delivered.append(1)
+
+    mmc.mda.events.frameReady.connect(count)
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 50})
+    try:
+        mmc.run_mda(seq, output=writer if connect == "output" else None, block=True)
+    finally:
+        mmc.mda.events.frameReady.disconnect(count)
+        writer.detach()
+    assert len(delivered) <= 3
+    assert writer.summary is None and writer.dataset is None
+    assert (out / "zarr.json").read_text() == "{}" and len(list(out.iterdir())) == 1
+
+
+def test_chunks_along_an_axis_an_image_lacks_do_not_apply_to_it(mmc, tmp_path):
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 4}, channels=["DAPI"])
+    out = tmp_path / "no-z.ome.zarr"
+    writer, capture = _run(mmc, seq, out, chunks={"z": 4, "t": 2})
+    assert writer.summary.ok and writer.summary.frames_written == 4
+    import zarr
+
+    assert zarr.open_array(str(out / "0"), mode="r").chunks[:2] == (2, 1)
+    assert _check_placement(out, capture) == 4

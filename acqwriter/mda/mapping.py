@@ -9,7 +9,10 @@ sub-sequences (their own z plans or channels), channels without z stacks and cha
 acquired every n-th time point all fit: the frames that never come are flagged
 ``missing``. A ``WellPlatePlan`` (positions named ``A1_0000``) becomes a plate of wells
 and fields; other positions a collection named after them. Each image's stage position
-(from its first event) becomes its ``translation``.
+(from its first event) becomes its ``translation``. Its z step is the spacing of the z
+positions its events name, when they are evenly spaced (any z plan: a range, above and
+below, top and bottom, or a list of positions); when they are not, or name no position,
+z is written as a plane index with no unit rather than as a distance nothing moved.
 """
 
 from __future__ import annotations
@@ -35,9 +38,25 @@ class ImagePlan:
     channels: dict[int, str] = field(default_factory=dict)  # c index -> channel name
     x: float | None = None
     y: float | None = None
+    z_positions: dict[int, float | None] = field(default_factory=dict)  # z index -> z (µm)
 
     def dims(self) -> str:
         return "t" + "".join(a for a in "cz" if a in self.sizes) + "yx"
+
+    def z_step(self) -> float | None:
+        """The spacing of the z planes in µm, or None when the planes' positions are not
+        all known or not evenly spaced (a single plane: None, nothing to space)."""
+        planes = self.sizes.get("z", 0)
+        zs = [self.z_positions.get(k) for k in range(planes)]
+        if planes < 2 or any(z is None for z in zs):
+            return None
+        steps = [b - a for a, b in itertools.pairwise(zs)]  # type: ignore[operator]
+        step = abs(steps[0])
+        if step == 0 or any(abs(abs(d) - step) > 1e-6 * max(step, 1.0) for d in steps):
+            return None
+        if any((d > 0) != (steps[0] > 0) for d in steps):
+            return None
+        return step
 
 
 @dataclass
@@ -45,7 +64,6 @@ class SequencePlan:
     layout: str
     images: dict[str, ImagePlan]
     keys: dict[tuple[int, int], str]  # (p, g) -> image key
-    z_step: float | None = None
 
     def key_of(self, index: dict[str, int]) -> str:
         return self.keys[(index.get("p", 0), index.get("g", 0))]
@@ -95,14 +113,14 @@ def plan_sequence(sequence: Any) -> SequencePlan:
                 image.sizes[axis] = max(image.sizes.get(axis, 0), index[axis] + 1)
         if "c" in index and event.channel is not None:
             image.channels.setdefault(index["c"], event.channel.config)
+        if "z" in index:
+            image.z_positions.setdefault(index["z"], event.z_pos)
     truncated = read >= MAX_EVENTS_READ
     for image in images.values():
         seen = image.sizes.get("t", 1)
         image.sizes["t"] = max(seen, sequence.sizes.get("t") or 1) if truncated else seen
-    z_plan = sequence.z_plan
-    step = getattr(z_plan, "step", None) if z_plan is not None else None
     if plate:
         layout = "plate"
     else:
         layout = "collection" if len(images) > 1 or sequence.stage_positions else "image"
-    return SequencePlan(layout, images, keys, float(step) if step else None)
+    return SequencePlan(layout, images, keys)

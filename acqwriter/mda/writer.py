@@ -38,11 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.format.summary import Summary
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
+from acqwriter.spec.dataset import WRITER_FIELDS
+from acqwriter.spec.model import Channel, StreamSpec
 from acqwriter.store.base import Store
+from acqwriter.validation import SpecError, did_you_mean, format_validation_error
 
 __all__ = ["MDAWriter"]
 
@@ -80,6 +84,7 @@ class MDAWriter:
         self.store = store  # where to write instead of a new directory at ``path``
         self.overwrite = overwrite
         self.options = options
+        self._check_options(path)
         self.dataset: DatasetWriter | None = None
         self.plan: SequencePlan | None = None
         self.summary: Summary | None = None
@@ -97,11 +102,55 @@ class MDAWriter:
             events.sequenceFinished.connect(self._finished)
             self._core = core
 
+    def _check_options(self, out: str | Path) -> None:
+        """Refuse a bad option here, before any acquisition: raised when the sequence
+        starts, pymmcore-plus would log the error and acquire on with nothing written.
+        Raises :class:`SpecError` naming the option."""
+        allowed = (*(f for f in WRITER_FIELDS if f != "overwrite"), *self.IMAGE_OPTIONS)
+        for name in self.options:
+            if name not in allowed:
+                longer = [a for a in allowed if a.startswith(name)]  # "ring": ring_bytes
+                hint = f" (did you mean {longer[0]!r}?)" if longer else did_you_mean(name, allowed)
+                raise SpecError(
+                    f"invalid option: {name}: not an MDAWriter option{hint}; "
+                    f"expected one of {', '.join(allowed)}"
+                )
+        given = {k: v for k, v in self.options.items() if k != "channels"}
+        # checked as a stream of one-pixel frames with every axis (chunks are clipped
+        # to the frame): the same rules and messages as any stream's spec
+        probe = {"shape": [1, 1], "dtype": "uint16", "dims": "tczyx", "sizes": {"c": 1, "z": 1}}
+        StreamSpec.parse({**probe, **given, "out": out, "overwrite": self.overwrite})
+        if self.store is None and not self.overwrite and self.path.exists():
+            raise SpecError(f"out: {str(self.path)!r} already exists (set overwrite to replace it)")
+        channels = self.options.get("channels") or []
+        if not isinstance(channels, list | tuple):
+            raise SpecError(f"invalid option: channels: expected a list, got {channels!r}")
+        for i, channel in enumerate(channels):
+            if isinstance(channel, Channel):
+                continue
+            if not isinstance(channel, dict):
+                raise SpecError(
+                    f"invalid option: channels.{i}: expected a channel "
+                    f"{{name, color, window}}, got {channel!r}"
+                )
+            try:
+                Channel.model_validate(channel)
+            except ValidationError as exc:
+                raise format_validation_error(exc, f"channels.{i}.") from None
+
     # -- the handler protocol (relayed calls are ignored when the core was given) ------------
     def sequenceStarted(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
         if self._core is None:
-            self._started(sequence, summary)
-            self._join(_running_core())
+            core = _running_core()
+            try:
+                self._started(sequence, summary)
+            except BaseException:
+                # relayed, the error would only be logged and the acquisition go on
+                # with nothing written: stop it
+                if core is not None:
+                    core.mda.cancel()
+                raise
+            self._join(core)
 
     def frameReady(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
         if self._core is None:
@@ -188,8 +237,15 @@ class MDAWriter:
                 "pixel_size": pixel_size,
                 **image_options,
             }
-            if plan.z_step and "z" in image.sizes:
-                spec["z_step"] = plan.z_step
+            for name in ("chunks", "shards"):  # sizes along axes this image does not have
+                if isinstance(spec.get(name), dict):  # do not apply to it
+                    spec[name] = {a: n for a, n in spec[name].items() if a in spec["dims"]}
+            if "z" in image.sizes:
+                step = image.z_step()
+                if step is not None:
+                    spec["z_step"] = step
+                elif image.sizes["z"] > 1:
+                    spec["z_unit"] = None  # planes unevenly spaced: z is a plane index
             if "c" in image.sizes:
                 names = [image.channels.get(c, f"Channel {c}") for c in range(image.sizes["c"])]
                 spec["channels"] = [

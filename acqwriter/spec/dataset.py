@@ -77,7 +77,7 @@ class ImageSpec(StrictModel):
     pixel_size: PositiveFloat = 1.0
     pixel_unit: str = "micrometer"
     z_step: PositiveFloat = 1.0
-    z_unit: str = "micrometer"
+    z_unit: str | None = "micrometer"  # None: z is a plane index (see StreamSpec)
     time_increment: PositiveFloat | None = None
     time_unit: str = "second"
     channels: list[Channel] = Field(default_factory=list)

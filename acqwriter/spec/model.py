@@ -233,7 +233,8 @@ class WriterOptions(StrictModel):
     pixel_size: PositiveFloat = 1.0
     pixel_unit: str = "micrometer"
     z_step: PositiveFloat = 1.0
-    z_unit: str = "micrometer"
+    # None: z is a plane index, not a distance (planes unevenly spaced, or not known)
+    z_unit: str | None = "micrometer"
     time_increment: PositiveFloat | None = None  # None: measured (see acqwriter.format.display)
     time_unit: str = "second"
     channels: list[Channel] = Field(default_factory=list)
@@ -278,7 +279,9 @@ class WriterOptions(StrictModel):
 
     @field_validator("pixel_unit", "z_unit")
     @classmethod
-    def _space_unit(cls, value: str) -> str:
+    def _space_unit(cls, value: str | None, info: Any) -> str | None:
+        if value is None and info.field_name == "z_unit":
+            return value
         if value not in SPACE_UNITS:
             raise ValueError("expected an OME-NGFF space unit such as 'micrometer' or 'nanometer'")
         return value
