@@ -608,3 +608,36 @@ def test_chunks_along_an_axis_an_image_lacks_do_not_apply_to_it(mmc, tmp_path):
 
     assert zarr.open_array(str(out / "0"), mode="r").chunks[:2] == (2, 1)
     assert _check_placement(out, capture) == 4
+
+
+def test_events_the_engine_skips_are_flagged_missing(mmc, tmp_path):
+    """An engine's ``SkipEvent`` (pymmcore-plus's skip: no frame for that event) leaves
+    its place flagged ``missing``, never filled with something that was not acquired;
+    every other frame lands where its event says."""
+    from pymmcore_plus.mda import MDAEngine, SkipEvent
+
+    class SkippingEngine(MDAEngine):
+        def setup_event(self, event):
+            if event.index.get("z") == 1 and event.index.get("p") == 1:
+                raise SkipEvent(reason="out of range")
+            super().setup_event(event)
+
+    seq = useq.MDASequence(
+        stage_positions=[{"x": 0, "y": 0, "name": "a"}, {"x": 200, "y": 0, "name": "b"}],
+        channels=["DAPI"],
+        z_plan={"range": 2, "step": 1},
+    )
+    default = mmc.mda.engine
+    mmc.mda.set_engine(SkippingEngine(mmc))
+    try:
+        out = tmp_path / "skip.ome.zarr"
+        writer, capture = _run(mmc, seq, out)
+    finally:
+        mmc.mda.set_engine(default)
+    summary = writer.summary
+    assert summary.frames_written == 5 and summary.images["b"].frames_missing == 1
+    assert _check_placement(out, capture) == 5
+    images = _images(out)
+    missing = [r for r in frame_records(images["b"]) if r["dropped"]]
+    assert [(r["index"], r["drop_reason"]) for r in missing] == [(1, "missing")]
+    assert not read_zarr(images["b"])[0, 0, 1].any()
