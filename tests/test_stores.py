@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 
 import numpy as np
 import pytest
@@ -82,6 +83,10 @@ def test_a_full_memory_store_fails_the_stream_cleanly(tmp_path):
         for i in range(500):
             stream.append(bank.frame(i))
             appended += 1
+            if appended == 10:  # a first commit before the store fills, however slow
+                deadline = time.monotonic() + 30
+                while stream.progress()["frames_written"] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
     summary = stream.close()
     assert summary.state == "failed" and "no space" in summary.error.lower()
     assert 0 < summary.frames_written < appended
