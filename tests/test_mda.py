@@ -641,3 +641,28 @@ def test_events_the_engine_skips_are_flagged_missing(mmc, tmp_path):
     missing = [r for r in frame_records(images["b"]) if r["dropped"]]
     assert [(r["index"], r["drop_reason"]) for r in missing] == [(1, "missing")]
     assert not read_zarr(images["b"])[0, 0, 1].any()
+
+
+def test_a_hardware_sequenced_z_stack(mmc, tmp_path):
+    """With the demo Z stage sequenceable, pymmcore-plus runs each z stack as one
+    hardware sequence: every frame is flagged hardware-triggered and lands at its plane;
+    no z is read back for it (none is claimed), the plane the event asked for is kept."""
+    mmc.setProperty("Z", "UseSequences", "Yes")
+    try:
+        seq = useq.MDASequence(
+            time_plan={"interval": 0, "loops": 3}, z_plan={"range": 4, "step": 1}
+        )
+        out = tmp_path / "hw.ome.zarr"
+        writer, capture = _run(mmc, seq, out)
+    finally:
+        mmc.setProperty("Z", "UseSequences", "No")
+    assert writer.summary.ok and writer.summary.frames_written == 15
+    assert _check_placement(out, capture) == 15
+    records = frame_records(out)
+    assert all(r["metadata"]["hardware_triggered"] for r in records)
+    for r in records:
+        z = r["metadata"]["event_index"]["z"]
+        assert r["metadata"]["z_um"] is None
+        assert r["metadata"]["target_um"]["z"] == pytest.approx(z - 2.0)
+    axis, scale = _z_axis(out)
+    assert (axis["unit"], scale) == ("micrometer", 1.0)

@@ -6,7 +6,8 @@ sizes, channels, stage translations; frame shape, dtype and pixel size from the
 summary's ``image_infos``) and stores the summary metadata (devices, config groups,
 the sequence as useq JSON) once, in the root's ``attributes.acqwriter.mda``;
 ``frameReady(image, event, metadata)`` places each frame at its event's index in its
-image, with the event's index, the stage position read back, exposure, runner time,
+image, with the event's index, the stage position read back (none for a
+hardware-sequenced frame) and the one the event asked for, exposure, runner time,
 camera and hardware-triggered flag as its per-frame metadata; ``sequenceCanceled``
 marks the run cut short; ``sequenceFinished`` closes the dataset (frames the plan
 promised that never came are flagged ``missing``).
@@ -284,6 +285,12 @@ class MDAWriter:
             "x_um": position.get("x"),
             "y_um": position.get("y"),
             "z_um": position.get("z"),
+            # where the event sent the stages (a hardware-sequenced frame has no read-back)
+            "target_um": {
+                axis: value
+                for axis, value in (("x", event.x_pos), ("y", event.y_pos), ("z", event.z_pos))
+                if value is not None
+            },
             "exposure_ms": metadata.get("exposure_ms"),
             "runner_time_ms": metadata.get("runner_time_ms"),
             "camera": metadata.get("camera_device"),
