@@ -543,7 +543,7 @@ def test_the_daemon_runs_a_sequence(daemon, tmp_path):
         ({"overflow": "bloc"}, "overflow: Input should be 'block' or 'drop'"),
         ({"chunks": {"q": 3}}, "chunks.q: axis 'q' is not in dims"),
         ({"ring_bytes": -5}, "ring_bytes: Input should be greater than 0"),
-        ({"channels": ["DAPI"]}, "channels.0: expected a channel"),
+        ({"channels": ["DAPI"]}, "channels.0: Input should be a valid dictionary"),
         ({"channels": [{"name": "DAPI", "color": "zz"}]}, "channels.0.color: expected 6 hex"),
     ],
 )

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.format.summary import Summary
@@ -123,21 +123,10 @@ class MDAWriter:
         StreamSpec.parse({**probe, **given, "out": out, "overwrite": self.overwrite})
         if self.store is None and not self.overwrite and self.path.exists():
             raise SpecError(f"out: {str(self.path)!r} already exists (set overwrite to replace it)")
-        channels = self.options.get("channels") or []
-        if not isinstance(channels, list | tuple):
-            raise SpecError(f"invalid option: channels: expected a list, got {channels!r}")
-        for i, channel in enumerate(channels):
-            if isinstance(channel, Channel):
-                continue
-            if not isinstance(channel, dict):
-                raise SpecError(
-                    f"invalid option: channels.{i}: expected a channel "
-                    f"{{name, color, window}}, got {channel!r}"
-                )
-            try:
-                Channel.model_validate(channel)
-            except ValidationError as exc:
-                raise format_validation_error(exc, f"channels.{i}.") from None
+        try:  # by name, for any number of channels: not part of the probe
+            TypeAdapter(list[Channel]).validate_python(self.options.get("channels") or [])
+        except ValidationError as exc:
+            raise format_validation_error(exc, "channels.") from None
 
     # -- the handler protocol (relayed calls are ignored when the core was given) ------------
     def sequenceStarted(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
@@ -151,6 +140,7 @@ class MDAWriter:
                 if core is not None:
                     core.mda.cancel()
                 raise
+            self._claimed.clear()
             self._join(core)
 
     def frameReady(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
@@ -164,6 +154,7 @@ class MDAWriter:
     def sequenceFinished(self, sequence: Any) -> None:
         if self._core is None:
             self._leave()  # the relay is FIFO: every frame of the run has arrived
+            self._claimed.clear()
             self._finished(sequence)
 
     def detach(self) -> None:
@@ -183,11 +174,12 @@ class MDAWriter:
             core.mda.events.frameReady.connect(self._frame_joined)
 
     def _leave(self) -> None:
+        """Stop taking frames from the joined core. The claims stay until the run ends:
+        frames it already wrote may still be queued in the relay."""
         with self._claim_lock:
             if self._joined is not None:
                 self._joined.mda.events.frameReady.disconnect(self._frame_joined)
                 self._joined = None
-            self._claimed.clear()
 
     def _frame_joined(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
         if getattr(event, "sequence", None) is not self._sequence:
@@ -198,16 +190,15 @@ class MDAWriter:
         self._frame_once(image, event, metadata)
 
     def _frame_once(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
-        """Write a frame that may arrive both relayed and joined, once."""
-        if self._joined is None:
-            self._frame(image, event, metadata)
-            return
+        """Write a frame that may arrive both relayed and joined, once: the first call
+        claims its event index, the second finds the claim and drops it."""
         key = tuple(sorted(_event_index(event).items()))
         with self._claim_lock:  # held while a full ring blocks: the other path waits too
             if key in self._claimed:
                 self._claimed.discard(key)
                 return
-            self._claimed.add(key)
+            if self._joined is not None:
+                self._claimed.add(key)
             self._frame(image, event, metadata)
 
     # -- what each call does ----------------------------------------------------------------
