@@ -207,6 +207,16 @@ def settle(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def child_result(cmd: list[str], label: str) -> dict[str, Any] | None:
+    """Run one measurement in a fresh process; its last stdout line is its JSON result.
+    A failed run is reported (its last stderr line) and gives None."""
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"{label}: failed: {run.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def syncfs(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

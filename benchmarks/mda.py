@@ -33,7 +33,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,8 +56,7 @@ def sequence(timepoints: int):
 
 
 def _ome_writers_settings(out: Path, backend: str):
-    from ome_writers import AcquisitionSettings
-    from ome_writers._schema import OmeZarrFormat
+    from ome_writers import AcquisitionSettings, OmeZarrFormat
 
     return AcquisitionSettings(
         root_path=str(out), format=OmeZarrFormat(backend=backend), compression="blosc-lz4"
@@ -176,15 +174,9 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {w: [] for w in writers}
     for i in range(args.repeats):
         for writer in writers if i % 2 == 0 else writers[::-1]:
-            run = subprocess.run(
-                [sys.executable, __file__, "--one", writer, "--timepoints", str(args.timepoints)],
-                capture_output=True,
-                text=True,
-            )
-            if run.returncode != 0:
-                print(f"{writer}: failed: {run.stderr.strip().splitlines()[-1:]}", flush=True)
-                continue
-            results[writer].append(json.loads(run.stdout.strip().splitlines()[-1]))
+            cmd = [sys.executable, __file__, "--one", writer, "--timepoints", str(args.timepoints)]
+            if (result := bench_peers.child_result(cmd, writer)) is not None:
+                results[writer].append(result)
     medians = {}
     for writer, runs in results.items():
         if not runs:

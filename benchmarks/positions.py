@@ -24,7 +24,6 @@ import json
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -195,24 +194,10 @@ def main() -> None:
     for i in range(args.pairs):
         order = writers if i % 2 == 0 else writers[::-1]
         for writer in order:
-            run = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    writer,
-                    "--positions",
-                    str(args.positions),
-                    "--frames",
-                    str(args.frames),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if run.returncode != 0:
-                print(f"{writer}: failed: {run.stderr.strip().splitlines()[-1:]}", flush=True)
-                continue
-            results[writer].append(json.loads(run.stdout.strip().splitlines()[-1]))
+            cmd = [sys.executable, __file__, "--one", writer]
+            cmd += ["--positions", str(args.positions), "--frames", str(args.frames)]
+            if (result := bench_peers.child_result(cmd, writer)) is not None:
+                results[writer].append(result)
     base = statistics.median(r["mb_s"] for r in results["positions"])
     for writer in writers:
         rates = [r["mb_s"] for r in results[writer]]

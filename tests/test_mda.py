@@ -409,9 +409,11 @@ def test_a_slow_disk_holds_the_acquisition_back_or_counts_drops(
 
 
 def test_an_output_writer_on_another_core_gets_every_frame_relayed(mmc, tmp_path, monkeypatch):
-    """When the core running the sequence is not pymmcore-plus's global one, frames come
-    through the relay: each written once, where its event says; the global core's own
-    frames (another sequence) are not taken."""
+    """When the core running the sequence is not pymmcore-plus's global one, and the
+    global one runs a sequence of its own meanwhile, the writer leaves the global core
+    at its first foreign frame: its frames come through the relay, each written once
+    where its event says, and none of the global core's frames is taken."""
+    import time
     import weakref
 
     from pymmcore_plus import CMMCorePlus
@@ -421,16 +423,38 @@ def test_an_output_writer_on_another_core_gets_every_frame_relayed(mmc, tmp_path
     other.loadSystemConfiguration()
     other.setProperty("Camera", "Mode", "Noise")
     monkeypatch.setattr(_mmcore_plus, "_instance", weakref.ref(mmc))
+    foreign = []
+
+    def count(*_args):
+        foreign.append(1)
+
+    mmc.mda.events.frameReady.connect(count)
     seq = useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"range": 2, "step": 1})
+    # the global core runs the same plan over and over as another sequence: its frames
+    # carry the very indices ours do, so any it gave the writer would land in our images
+    theirs = useq.MDASequence(channels=["DAPI", "FITC"], z_plan={"range": 2, "step": 1})
+    mmc.run_mda(list(theirs) * 400)  # in a thread
     out = tmp_path / "other.ome.zarr"
     capture = Capture(other)
     writer = MDAWriter(out)
     try:
+        deadline = time.monotonic() + 10
+        while not foreign and time.monotonic() < deadline:
+            time.sleep(0.01)
+        during = len(foreign)
         other.run_mda(seq, output=writer, block=True)
+        during = len(foreign) - during
     finally:
+        mmc.mda.cancel()
+        deadline = time.monotonic() + 10
+        while mmc.mda.is_running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mmc.mda.events.frameReady.disconnect(count)
         capture.close()
         other.reset()
+    assert during > 0  # the global core delivered frames while ours ran
     assert writer.summary.ok and writer.summary.frames_written == 6
+    assert writer.summary.frames_dropped == 0
     assert _check_placement(out, capture) == 6
 
 

@@ -51,12 +51,10 @@ class ImagePlan:
         if planes < 2 or any(z is None for z in zs):
             return None
         steps = [b - a for a, b in itertools.pairwise(zs)]  # type: ignore[operator]
-        step = abs(steps[0])
-        if step == 0 or any(abs(abs(d) - step) > 1e-6 * max(step, 1.0) for d in steps):
-            return None
-        if any((d > 0) != (steps[0] > 0) for d in steps):
-            return None
-        return step
+        first = steps[0]
+        if first == 0 or any(abs(d - first) > 1e-6 * max(abs(first), 1.0) for d in steps):
+            return None  # uneven, or moving back and forth
+        return abs(first)
 
 
 @dataclass

@@ -192,14 +192,15 @@ class MDAWriter:
     def _frame_once(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
         """Write a frame that may arrive both relayed and joined, once: the first call
         claims its event index, the second finds the claim and drops it."""
-        key = tuple(sorted(_event_index(event).items()))
+        index = _event_index(event)
+        key = tuple(sorted(index.items()))
         with self._claim_lock:  # held while a full ring blocks: the other path waits too
             if key in self._claimed:
                 self._claimed.discard(key)
                 return
             if self._joined is not None:
                 self._claimed.add(key)
-            self._frame(image, event, metadata)
+            self._frame(image, event, metadata, index)
 
     # -- what each call does ----------------------------------------------------------------
     def _started(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
@@ -262,10 +263,17 @@ class MDAWriter:
             store=self.store,
         )
 
-    def _frame(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
+    def _frame(
+        self,
+        image: np.ndarray,
+        event: Any,
+        metadata: dict[str, Any],
+        index: dict[str, int] | None = None,
+    ) -> None:
         if self.dataset is None or self.dataset.closed or self.plan is None:
             return
-        index = _event_index(event)
+        if index is None:  # connected to the core directly: the signal's three arguments
+            index = _event_index(event)
         key = self.plan.key_of(index)
         dims = self.plan.images[key].dims()
         placed = {a: index.get(a, 0) for a in dims[:-2]}
