@@ -34,9 +34,12 @@ from acqwriter.engine.dataset import open_dataset
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.engine.stream import StreamError, open_stream
 from acqwriter.format.summary import Summary
+from acqwriter.mda.placement import image_axes
+from acqwriter.mda.sequence import check_core, parse_sequence
 from acqwriter.spec.dataset import IMAGE_FIELDS, WRITER_FIELDS
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
+from acqwriter.validation import SpecError
 
 __all__ = ["AcquisitionReport", "check_sequence", "configure_camera", "run_acquisition"]
 
@@ -296,6 +299,7 @@ def _run_positions(
         raise DeviceError(f"positions: {scope.source!r} has no XY stage to move")
     image = stream_spec_for(scope, spec)
     places = _places(scope, spec, camera.shape[1] * image.pixel_size)
+    to_image = image_axes(scope.core)
     fields = {name: getattr(image, name) for name in IMAGE_FIELDS}
     writer = {name: getattr(spec, name) for name in WRITER_FIELDS}
     if writer.get("expected_frames") is None and spec.frames is not None:
@@ -305,7 +309,7 @@ def _run_positions(
             **writer,
             "out": spec.out,
             "layout": "collection",
-            "images": {key: {**fields, "translation": {"x": x, "y": y}} for key, x, y in places},
+            "images": {key: {**fields, "translation": to_image(x, y)} for key, x, y in places},
         },
         store=store,
     )
@@ -388,12 +392,10 @@ def _run_sequence(
     on_finalizing = hooks.on_finalizing
     import threading
 
-    import useq
-
     from acqwriter.mda import MDAWriter
 
-    sequence = useq.MDASequence.model_validate(spec.sequence)
-    check_channels(scope, sequence)
+    sequence = parse_sequence(spec.sequence)
+    check_core(scope.core, sequence)
     options = {name: getattr(spec, name) for name in WRITER_FIELDS if name != "overwrite"}
     options.update(chunks=spec.chunks, shards=spec.shards, pyramid=spec.pyramid.model_dump())
     if spec.channels:
@@ -429,11 +431,13 @@ def _run_sequence(
             on_finalizing()
     summary = writer.summary
     if summary is None:
-        raise DeviceError(f"the sequence did not start: {error or 'no frames'}")
+        raise DeviceError(writer.error or f"the sequence did not start: {error or 'no frames'}")
+    error = error or writer.error
     if on_progress is not None and writer.dataset is not None:
         on_progress({**writer.dataset.progress(), "mb_per_s": summary.throughput_mb_s})
     aborted = should_abort is not None and should_abort()
-    requested = sum(1 for _ in sequence) if not stopped[0] else None
+    plan = writer.plan
+    requested = plan.events if plan is not None and not stopped[0] else None
     return AcquisitionReport(
         summary,
         requested,
@@ -445,24 +449,13 @@ def _run_sequence(
     )
 
 
-def check_channels(scope: Microscope, sequence: Any) -> None:
-    """Every channel the sequence names is a configuration of its config group on this
-    core (else one line naming it, before anything is written)."""
-    core = scope.core
-    for channel in sequence.channels:
-        group = channel.group or core.getChannelGroup()
-        available = list(core.getAvailableConfigs(group)) if group else []
-        if channel.config not in available:
-            raise DeviceError(
-                f"channels: {channel.config!r} is not a configuration of the core's "
-                f"{group or 'Channel'!r} group (available: {', '.join(available) or 'none'})"
-            )
-
-
 def check_sequence(scope: Microscope, spec: AcquisitionSpec) -> None:
     """Refuse, before anything starts, a sequence this scope cannot run (a channel its
     core does not have)."""
     if spec.sequence is not None:
-        import useq
-
-        check_channels(scope, useq.MDASequence.model_validate(spec.sequence))
+        try:
+            # made from the options (--channel): name the option, not the sequence
+            prefix = "" if spec.channels else "sequence"
+            check_core(scope.core, parse_sequence(spec.sequence), prefix)
+        except SpecError as exc:
+            raise DeviceError(str(exc)) from None

@@ -74,6 +74,7 @@ def _dataset(out: Path, frames: int = 24, shape=(128, 128)) -> None:
             "chunks": {"y": 32, "x": 32},
             "shards": "none",
             "time_increment": 1.0,
+            "pyramid": {"levels": 3},
         }
     ) as stream:
         for i in range(frames):

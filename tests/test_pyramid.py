@@ -48,7 +48,7 @@ def test_levels_match_numpy_reference(tmp_path, method):
         "shape": shape,
         "dtype": "uint16",
         "chunks": {"t": 2, "y": 32, "x": 32},
-        "pyramid": {"method": method},
+        "pyramid": {"method": method, "levels": 4},
         "pixel_size": 0.5,
         "time_increment": 1.0,
     }
@@ -57,7 +57,7 @@ def test_levels_match_numpy_reference(tmp_path, method):
             stream.append(frame)
     attrs = check_dataset(out)
     datasets = attrs["ome"]["multiscales"][0]["datasets"]
-    # 150x133 → 75x67 → 38x34 → 19x17 (fits one 32x32 chunk): 4 levels
+    # 150x133 → 75x67 → 38x34 → 19x17: the 4 levels asked for
     assert [d["path"] for d in datasets] == ["0", "1", "2", "3"]
     assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [
         [1.0, 0.5, 0.5],
@@ -119,7 +119,7 @@ def test_pyramid_cli_rebuild_is_idempotent(tmp_path):
         "shape": (80, 80),
         "dtype": "uint16",
         "chunks": {"y": 32, "x": 32},
-        "pyramid": {"enabled": False},
+        "pyramid": {"enabled": False, "levels": 3},
     }
     with open_stream(spec) as stream:
         for i in range(3):
@@ -145,7 +145,13 @@ def test_odd_chunks_read_the_region_and_match_the_reference(tmp_path):
     shape = (70, 61)
     bank = FrameBank(shape, "uint16", size=2, seed=5)
     frames = [bank.frame(i) for i in range(3)]
-    spec = {"out": out, "shape": shape, "dtype": "uint16", "chunks": {"y": 31, "x": 17}}
+    spec = {
+        "out": out,
+        "shape": shape,
+        "dtype": "uint16",
+        "chunks": {"y": 31, "x": 17},
+        "pyramid": {"levels": 3},
+    }
     with open_stream(spec) as stream:
         for frame in frames:
             stream.append(frame)

@@ -27,6 +27,7 @@ from acqwriter.spec.model import (
     StrictModel,
     WriterOptions,
 )
+from acqwriter.validation import SpecError
 
 __all__ = ["AcquisitionSpec", "parse_duration"]
 
@@ -155,14 +156,12 @@ class AcquisitionSpec(WriterOptions):
     def _sequence(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return value
-        import useq
+        from acqwriter.mda.sequence import parse_sequence
 
         try:
-            useq.MDASequence.model_validate(value)
-        except (ValueError, TypeError) as exc:
-            first = str(exc).strip().splitlines()
-            detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
-            raise ValueError(f"expected a useq MDASequence: {detail}") from None
+            parse_sequence(value)
+        except SpecError as exc:
+            raise ValueError(f"sequence{str(exc).removeprefix('sequence')}") from None
         return value
 
     @model_validator(mode="after")

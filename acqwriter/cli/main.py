@@ -178,11 +178,16 @@ def _with_build_progress(work: Any, quiet: bool) -> Any:
 def cmd_pyramid(args: argparse.Namespace) -> int:
     from acqwriter.post.pyramid import rebuild_pyramid
 
+    notes: list[str] = []
+
+    def build(progress: Any) -> Any:
+        try:
+            return rebuild_pyramid(args.path, threads=args.threads, progress=progress)
+        finally:
+            notes.extend(progress.notes)
+
     try:
-        levels = _with_build_progress(
-            lambda build: rebuild_pyramid(args.path, threads=args.threads, progress=build),
-            args.quiet,
-        )
+        levels = _with_build_progress(build, args.quiet)
     except (FileNotFoundError, ValueError, SpecError) as exc:
         print(f"acqwriter pyramid: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -194,6 +199,8 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
         )
         return EXIT_INCOMPLETE
     write_out(f"{args.path}: {len(levels)} level(s): " + ", ".join(lv.path for lv in levels))
+    for note in notes:
+        write_out(note)
     return EXIT_OK
 
 

@@ -37,11 +37,13 @@ from acqwriter.format.ngff_v05 import (
     TRANSLATION_KEY,
     dataset_root,
     plate_metadata,
+    row_group,
     series_group,
     well_group,
 )
 from acqwriter.format.summary import DatasetSummary, Summary
 from acqwriter.format.versions import write_group
+from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.plan.resources import Plan
 from acqwriter.plan.sharding import shard_factors
 from acqwriter.post.pyramid import BuildProgress
@@ -220,6 +222,8 @@ class DatasetWriter:
                 wells.setdefault(well, []).append(field_path)
             for well, fields in wells.items():
                 write_group(write, well_group(fields), version, well)
+            for row in sorted({well.partition("/")[0] for well in wells}):
+                write_group(write, row_group(), version, row)
         attrs: dict[str, Any] = {
             "state": state,
             "layout": self.layout,
@@ -410,6 +414,11 @@ class DatasetWriter:
             for image in building:
                 if health.error is None:
                     image.build_pyramid(self._build)
+        elif building and no_pyramid_reason(building[0].spec) is None:
+            why = "the writer failed" if health.error is not None else "the run was cut short"
+            for image in building:
+                image.pyramid_note = f"not built: {why} (acqwriter pyramid PATH builds it)"
+
         self.slots.close()
         self.store.free_reserve()
         self.store.free_reserve(FINAL_RESERVE_NAME)
@@ -497,8 +506,15 @@ def open_dataset(
     plate = None
     if spec.layout == "plate":
         keys = [plate_key(key) for key in spec.images]
-        name = (spec.plate.name if spec.plate else None) or spec.out.name.split(".")[0]
-        plate = plate_metadata(keys, name, name)  # type: ignore[arg-type]
+        given = spec.plate
+        name = (given.name if given else None) or spec.out.name.split(".")[0]
+        plate = plate_metadata(
+            keys,  # type: ignore[arg-type]
+            name,
+            name,
+            rows=given.row_names() if given else None,
+            columns=given.column_names() if given else None,
+        )
     return DatasetWriter(
         spec,
         entries,

@@ -33,6 +33,7 @@ from acqwriter.format.ngff_v05 import group_metadata, level0
 from acqwriter.format.summary import Summary
 from acqwriter.format.versions import array_document, array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
+from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.plan.resources import Plan
 from acqwriter.post.pyramid import BuildProgress, build_pyramid
 from acqwriter.spec.model import StreamSpec
@@ -85,6 +86,8 @@ class ImageWriter:
         pipeline.pending.append(self.writer)
         self._early_inline = plan.producer_compresses and pipeline.io is not None
         self.pyramid_duration_s = 0.0
+        # why the image has no lower level, when that is not the spec's own doing
+        self.pyramid_note: str | None = None
 
     # -- metadata --------------------------------------------------------------------------
     def write_first_metadata(self) -> None:
@@ -218,6 +221,8 @@ class ImageWriter:
         """Levels 1.. (if the spec asks and level 0 has data); a failure fails the
         stream but level 0 stays."""
         if not (self.spec.pyramid.enabled and self.writer.committer.committed_rows > 0):
+            if self.spec.pyramid.enabled:
+                self.pyramid_note = "not built: no frame reached the dataset"
             return
         t0 = time.perf_counter()
         try:
@@ -264,6 +269,11 @@ class ImageWriter:
             ring_bytes=slots.capacity * slots.slot_bytes,
             frames_inline=ledger.frames_inline,
             pyramid_levels=len(self.levels),
+            pyramid_note=(
+                (self.pyramid_note or no_pyramid_reason(self.spec))
+                if len(self.levels) == 1
+                else None
+            ),
             error=self._pipeline.health.describe(),
             **ledger.latencies(),
         )

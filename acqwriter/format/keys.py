@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["GROUP_METADATA", "LEVEL0", "ArrayKeys", "level"]
+__all__ = ["GROUP_METADATA", "LEVEL0", "ArrayKeys", "image_path", "level"]
 
 GROUP_METADATA = "zarr.json"  # the root group's document
 FRAME_METADATA_NAME = "frame_metadata.jsonl"  # one JSON line per frame, in the array's folder
@@ -59,3 +59,24 @@ def level(k: int, zarr_format: int = 3) -> ArrayKeys:
 
 
 LEVEL0 = level(0)
+
+
+def image_path(path: object) -> str:
+    """An image's path as a dataset's root document names it, checked to stay inside the
+    dataset: a relative path of plain names (``"0"``, ``"B/3/0"``), never absolute,
+    never ``..`` or ``.``, no backslash or NUL. A document names paths for the tools
+    that read it (``info``, ``pyramid``, ``recover``): one naming ``"../other"`` must not
+    make them touch another dataset. Raises ValueError saying which path."""
+    if not isinstance(path, str):
+        raise ValueError(f"image path: expected a string, got {path!r}")
+    if path == "":
+        return path
+    parts = path.split("/")
+    if (
+        path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise ValueError(f"image path {path!r}: not a path inside the dataset; refused")
+    return path

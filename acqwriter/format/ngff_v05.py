@@ -27,7 +27,9 @@ import numpy as np
 from acqwriter import __version__
 from acqwriter.format.display import measured_from
 from acqwriter.format.keys import LEVEL0
+from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.spec.model import StreamSpec
+from acqwriter.spec.palette import channel_color
 
 __all__ = [
     "FINISHED_STATES",
@@ -150,7 +152,6 @@ def _omero(spec: StreamSpec, measured_windows: list[Any] | None = None) -> dict[
         lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
     else:
         lo, hi = 0.0, 1.0
-    default_colors = ["FFFFFF"] if n_channels == 1 else ["00FF00", "FF00FF", "00FFFF", "FFFF00"]
     channels = []
     for i in range(n_channels):
         given = spec.channels[i] if i < len(spec.channels) else None
@@ -164,7 +165,8 @@ def _omero(spec: StreamSpec, measured_windows: list[Any] | None = None) -> dict[
         channels.append(
             {
                 "label": given.name if given else f"Channel {i}",
-                "color": given.color if given else default_colors[i % len(default_colors)],
+                "color": (given.color if given else None)
+                or channel_color(given.name if given else None, i, n_channels),
                 "active": True,
                 "coefficient": 1.0,
                 "family": "linear",
@@ -220,9 +222,14 @@ def group_metadata(
     # type/metadata describe how levels 1.. are made; written from the start (strict NGFF
     # readers require both keys even for a single level)
     multiscale["type"] = spec.pyramid.method
+    single = no_pyramid_reason(spec)
     multiscale["metadata"] = {
-        "description": f"2x {spec.pyramid.method} downsampling in y, x"
-        + (" and z" if spec.pyramid.downsample_z else ""),
+        "description": (
+            f"2x {spec.pyramid.method} downsampling in y, x"
+            + (" and z" if spec.pyramid.downsample_z else "")
+            if single is None
+            else f"a single level: {single}"
+        ),
         "method": f"acqwriter.post.pyramid.downsample_{spec.pyramid.method}",
         "version": __version__,
     }
@@ -293,13 +300,27 @@ def _natural(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
+def row_group() -> bytes:
+    """A plate's row group (``B/``): a plain group, so Zarr readers can walk from the
+    plate to its wells (NGFF puts no metadata on it)."""
+    return _group({})
+
+
 def plate_metadata(
-    keys: list[tuple[str, str, str]], name: str, acquisition_name: str
+    keys: list[tuple[str, str, str]],
+    name: str,
+    acquisition_name: str,
+    rows: list[str] | None = None,
+    columns: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The ``plate`` object of (row, column, field) image keys: rows, columns and wells
-    in natural order (``2`` before ``10``), the largest field count, one acquisition."""
-    rows = sorted({r for r, _, _ in keys}, key=lambda s: (len(s), s))
-    columns = sorted({c for _, c, _ in keys}, key=_natural)
+    """The ``plate`` object of (row, column, field) image keys: the plate's ``rows`` and
+    ``columns`` (all of them, used or not; omitted: those the keys use, in natural order,
+    ``2`` before ``10``), each well placed by its index in them, the largest field
+    count, one acquisition."""
+    if rows is None:
+        rows = sorted({r for r, _, _ in keys}, key=lambda s: (len(s), s))
+    if columns is None:
+        columns = sorted({c for _, c, _ in keys}, key=_natural)
     wells = sorted(
         {(r, c) for r, c, _ in keys}, key=lambda w: (rows.index(w[0]), columns.index(w[1]))
     )

@@ -53,6 +53,9 @@ class Summary(BaseModel):
         "writer, not the source, set the pace",
     )
     pyramid_levels: int = 1
+    pyramid_note: str | None = Field(
+        None, description="why the image has no level below level 0 (None when it has some)"
+    )
     latency_p50_ms: float | None = Field(None, description="append → in the committed extent")
     latency_p99_ms: float | None = None
     latency_max_ms: float | None = None
@@ -75,7 +78,9 @@ class Summary(BaseModel):
         lines = [
             f"dataset      {self.path}",
             f"state        {self.state}" + (f" — {self.error}" if self.error else ""),
-            f"shape        {tuple(self.shape)}  ({self.pyramid_levels} level(s))",
+            f"shape        {tuple(self.shape)}  ({self.pyramid_levels} level(s)"
+            + (f": {self.pyramid_note}" if self.pyramid_note else "")
+            + ")",
             f"frames       received {self.frames_received}, written {self.frames_written}, "
             f"dropped {self.frames_dropped}, missing {self.frames_missing}",
             f"bytes        raw {self.raw_bytes / 1e6:.1f} MB, "
@@ -140,6 +145,7 @@ class DatasetSummary(Summary):
             ring_bytes=first.ring_bytes,
             frames_inline=sum(s.frames_inline for s in parts),
             pyramid_levels=min((s.pyramid_levels for s in parts), default=1),
+            pyramid_note=next((s.pyramid_note for s in parts if s.pyramid_note), None),
             error=next((s.error for s in parts if s.error), None),
         )
 
@@ -155,7 +161,10 @@ class DatasetSummary(Summary):
         ]
         for key, s in self.images.items():
             lines.append(
-                f"  {key:<12} shape {tuple(s.shape)}, written {s.frames_written}, "
-                f"dropped {s.frames_dropped}, missing {s.frames_missing}"
+                f"  {key:<12} shape {tuple(s.shape)}, {s.pyramid_levels} level(s), "
+                f"written {s.frames_written}, dropped {s.frames_dropped}, "
+                f"missing {s.frames_missing}"
             )
+        if self.pyramid_note:
+            lines.append(f"pyramid      {self.pyramid_note}")
         return "\n".join(lines)

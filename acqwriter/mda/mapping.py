@@ -1,32 +1,43 @@
 """From a useq ``MDASequence`` to the dataset it fills: which image each event's frame
 belongs to, the axes and sizes of each image, and where each image was.
 
-The sequence's events are read once, before the first frame (a long time plan is
-counted from its first time points and its size): each distinct position (``p``, and
-grid field ``g``) is an image; its axes are ``t`` and, where the events have them,
-``c`` and ``z``, sized by the largest index any of its events has, so per-position
-sub-sequences (their own z plans or channels), channels without z stacks and channels
-acquired every n-th time point all fit: the frames that never come are flagged
-``missing``. A ``WellPlatePlan`` (positions named ``A1_0000``) becomes a plate of wells
-and fields; other positions a collection named after them. Each image's stage position
-(from its first event) becomes its ``translation``. Its z step is the spacing of the z
-positions its events name, when they are evenly spaced (any z plan: a range, above and
-below, top and bottom, or a list of positions); when they are not, or name no position,
-z is written as a plane index with no unit rather than as a distance nothing moved.
+The sequence is planned without expanding its time plan: the events of one time point
+(the sequence with its top-level time plan cut to one time point) are read once, before the first
+frame, and the time points are counted (:func:`acqwriter.mda.sequence.timepoints`).
+Each distinct position (``p``, and grid field ``g``) is an image; its axes are ``t``
+and, where the events have them, ``c`` and ``z``, sized by the largest index any of its
+events has, so per-position sub-sequences (their own z plans or channels), channels
+without z stacks and channels acquired every n-th time point all fit: the frames that
+never come are flagged ``missing``.
+
+A ``WellPlatePlan`` becomes a plate: its selected wells and points per well give each
+position's ``ROW/COLUMN/FIELD`` key (whatever the names: ``B3`` with one point per
+well, ``B3_0001`` with several), and the physical plate its rows, columns and name.
+Other positions make a collection named after them. Each image's stage position (from
+its first event) becomes its ``translation`` (see :func:`image_translation`). Its z
+step is the spacing of the z positions its events name, when they are evenly spaced
+(any z plan: a range, above and below, top and bottom, or a list of positions); when
+they are not, or name no position, z is written as a plane index with no unit rather
+than as a distance nothing moved.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from acqwriter.mda.sequence import (
+    MAX_EVENTS_PER_TIMEPOINT,
+    MAX_IMAGES,
+    check_bounds,
+    timepoints,
+)
+from acqwriter.validation import SpecError
+
 __all__ = ["ImagePlan", "SequencePlan", "plan_sequence"]
 
-# at most this many events are read ahead; time points beyond are counted, not read
-MAX_EVENTS_READ = 200_000
-_WELL_POINT = re.compile(r"^([A-Za-z]+)(\d+)_(\d+)$")  # useq WellPlatePlan names: A1_0000
+_ROW_LETTERS = 26
 
 
 @dataclass
@@ -39,6 +50,14 @@ class ImagePlan:
     x: float | None = None
     y: float | None = None
     z_positions: dict[int, float | None] = field(default_factory=dict)  # z index -> z (µm)
+
+    def z_origin(self) -> float | None:
+        """The z of plane 0 (µm) when the planes are evenly spaced and known, else None."""
+        if "z" not in self.sizes:
+            return None
+        if self.sizes["z"] > 1 and self.z_step() is None:
+            return None
+        return self.z_positions.get(0)
 
     def dims(self) -> str:
         return "t" + "".join(a for a in "cz" if a in self.sizes) + "yx"
@@ -62,9 +81,12 @@ class SequencePlan:
     layout: str
     images: dict[str, ImagePlan]
     keys: dict[tuple[int, int], str]  # (p, g) -> image key
+    plate: dict[str, Any] | None = None  # name, rows, columns of a well plate
+    events: int = 0  # events the whole sequence holds (counted, not expanded)
 
-    def key_of(self, index: dict[str, int]) -> str:
-        return self.keys[(index.get("p", 0), index.get("g", 0))]
+    def key_of(self, index: dict[str, int]) -> str | None:
+        """The image of an event's index, or None for a position the plan does not hold."""
+        return self.keys.get((index.get("p", 0), index.get("g", 0)))
 
 
 def _axis(name: Any) -> str:
@@ -75,27 +97,56 @@ def _event_index(event: Any) -> dict[str, int]:
     return {_axis(k): int(v) for k, v in event.index.items()}
 
 
-def _plate_key(name: str | None) -> str | None:
-    match = _WELL_POINT.match(name or "")
-    if match is None:
-        return None
-    return f"{match.group(1).upper()}/{match.group(2)}/{int(match.group(3))}"
+def row_name(index: int) -> str:
+    """A plate row's name from its index: A..Z, then AA, AB, … (useq's naming)."""
+    name = ""
+    index += 1
+    while index:
+        index, r = divmod(index - 1, _ROW_LETTERS)
+        name = chr(ord("A") + r) + name
+    return name
+
+
+def _plate_keys(plan: Any) -> tuple[dict[int, str], dict[str, Any]]:
+    """Each position index of a WellPlatePlan → ``ROW/COLUMN/FIELD``, and the plate."""
+    per_well = max(1, int(plan.num_points_per_well))
+    keys = {}
+    for w, (row, column) in enumerate(plan.selected_well_indices):
+        for f in range(per_well):
+            keys[w * per_well + f] = f"{row_name(int(row))}/{int(column) + 1}/{f}"
+    plate = plan.plate
+    info = {"name": plate.name or None, "rows": int(plate.rows), "columns": int(plate.columns)}
+    return keys, info
 
 
 def plan_sequence(sequence: Any) -> SequencePlan:
-    """The images ``sequence`` fills (see the module docstring)."""
-    plate = type(sequence.stage_positions).__name__ == "WellPlatePlan"
+    """The images ``sequence`` fills (see the module docstring). Raises SpecError for a
+    sequence beyond :mod:`acqwriter.mda.sequence`'s bounds."""
+    check_bounds(sequence)
+    plate_keys: dict[int, str] = {}
+    plate_info = None
+    if type(sequence.stage_positions).__name__ == "WellPlatePlan":
+        plate_keys, plate_info = _plate_keys(sequence.stage_positions)
+    n_t = timepoints(sequence)
+    one_timepoint = sequence
+    if sequence.time_plan is not None:  # the events of time point 0 (all channels come)
+        one_timepoint = sequence.replace(time_plan={"interval": 0, "loops": 1})
     images: dict[str, ImagePlan] = {}
     keys: dict[tuple[int, int], str] = {}
     owner: dict[str, tuple[int, int]] = {}
     read = 0
-    for event in itertools.islice(iter(sequence), MAX_EVENTS_READ):
+    for event in one_timepoint:
         read += 1
+        if read > MAX_EVENTS_PER_TIMEPOINT:
+            raise SpecError(
+                f"sequence: more than {MAX_EVENTS_PER_TIMEPOINT} events per time point "
+                "(positions x grid fields x channels x planes); split the acquisition"
+            )
         index = _event_index(event)
         where = (index.get("p", 0), index.get("g", 0))
         key = keys.get(where)
         if key is None:
-            key = _plate_key(event.pos_name) if plate else None
+            key = plate_keys.get(where[0]) if plate_info is not None else None
             if key is None:
                 key = event.pos_name or f"p{where[0]}"
                 if "g" in index:
@@ -104,6 +155,11 @@ def plan_sequence(sequence: Any) -> SequencePlan:
                     key = f"{key}_{where[0]}_{where[1]}"
             owner[key] = where
             keys[where] = key
+            if len(images) >= MAX_IMAGES:
+                raise SpecError(
+                    f"sequence: more than {MAX_IMAGES} images (positions x grid fields); "
+                    "split the acquisition"
+                )
             images[key] = ImagePlan(key, x=event.x_pos, y=event.y_pos)
         image = images[key]
         for axis in ("t", "c", "z"):
@@ -113,12 +169,10 @@ def plan_sequence(sequence: Any) -> SequencePlan:
             image.channels.setdefault(index["c"], event.channel.config)
         if "z" in index:
             image.z_positions.setdefault(index["z"], event.z_pos)
-    truncated = read >= MAX_EVENTS_READ
     for image in images.values():
-        seen = image.sizes.get("t", 1)
-        image.sizes["t"] = max(seen, sequence.sizes.get("t") or 1) if truncated else seen
-    if plate:
+        image.sizes["t"] = max(image.sizes.get("t", 1), n_t)
+    if plate_info is not None:
         layout = "plate"
     else:
         layout = "collection" if len(images) > 1 or sequence.stage_positions else "image"
-    return SequencePlan(layout, images, keys)
+    return SequencePlan(layout, images, keys, plate_info, read * n_t)

@@ -23,7 +23,7 @@ one is taken:
   construction and ignores the relayed calls, for every run until :meth:`detach`;
 * without it (``output=MDAWriter(path)``), the relayed ``sequenceStarted`` finds the
   core running the sequence (pymmcore-plus's global core, the one ``CMMCorePlus.instance()``
-  returns, when it is running) and connects to its ``frameReady`` for that run. The few
+  returns, when it is running; its channels are checked against the sequence's) and connects to its ``frameReady`` for that run. The few
   frames queued before that moment arrive relayed; from then on each frame arrives
   twice and is written by whichever call claims its event index first. Frames of
   another sequence (a second core running its own) are left to the relay. When no
@@ -33,7 +33,9 @@ one is taken:
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,11 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
+from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.format.summary import Summary
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
+from acqwriter.mda.placement import image_axes
+from acqwriter.mda.sequence import check_core
 from acqwriter.spec.dataset import WRITER_FIELDS
 from acqwriter.spec.model import Channel, StreamSpec
 from acqwriter.store.base import Store
@@ -51,15 +56,9 @@ from acqwriter.validation import SpecError, did_you_mean, format_validation_erro
 
 __all__ = ["MDAWriter"]
 
-_COLORS = {
-    "DAPI": "0000FF",
-    "FITC": "00FF00",
-    "GFP": "00FF00",
-    "Rhodamine": "FF0000",
-    "Cy5": "FF00FF",
-    "mCherry": "FF0000",
-    "TRITC": "FF8000",
-}
+_log = logging.getLogger("acqwriter")
+_engine_log = logging.getLogger("pymmcore-plus")
+FIRST = 1_000  # psygnal priority: called before handlers connected with the default 0
 
 
 class MDAWriter:
@@ -90,6 +89,11 @@ class MDAWriter:
         self.plan: SequencePlan | None = None
         self.summary: Summary | None = None
         self._canceled = False
+        self.error: str | None = None  # why the last run was not started or did not finish
+        self._run_core: Any = None  # the core running the current run, when known
+        # frames delivered after the dataset stopped taking them: (image, frame index)
+        self._stopped_frames: list[tuple[str, int | None]] = []
+        self._engine_errors = _ErrorRecords()
         self._core: Any = None  # connected at construction: every call comes from it
         self._joined: Any = None  # core whose frameReady was joined for the current run
         self._sequence: Any = None
@@ -97,8 +101,10 @@ class MDAWriter:
         self._claim_lock = threading.Lock()
         if core is not None:
             events = core.mda.events
-            events.sequenceStarted.connect(self._started)
-            events.frameReady.connect(self._frame)
+            events.sequenceStarted.connect(self._started_direct)
+            # first of frameReady's handlers: one that raises stops psygnal's emission
+            # for the handlers behind it, and this writer must get every frame
+            events.frameReady.connect(self._frame, priority=FIRST)
             events.sequenceCanceled.connect(self._cancel)
             events.sequenceFinished.connect(self._finished)
             self._core = core
@@ -131,17 +137,11 @@ class MDAWriter:
     # -- the handler protocol (relayed calls are ignored when the core was given) ------------
     def sequenceStarted(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
         if self._core is None:
-            core = _running_core()
-            try:
-                self._started(sequence, summary)
-            except BaseException:
-                # relayed, the error would only be logged and the acquisition go on
-                # with nothing written: stop it
-                if core is not None:
-                    core.mda.cancel()
-                raise
-            self._claimed.clear()
-            self._join(core)
+            core = _global_core()
+            if self._start(sequence, summary, core):
+                self._claimed.clear()
+                if core is not None and core.mda.is_running():
+                    self._join(core)
 
     def frameReady(self, image: np.ndarray, event: Any, metadata: dict[str, Any]) -> None:
         if self._core is None:
@@ -161,7 +161,7 @@ class MDAWriter:
         """Disconnect from the core given at construction."""
         if self._core is not None:
             events = self._core.mda.events
-            events.sequenceStarted.disconnect(self._started)
+            events.sequenceStarted.disconnect(self._started_direct)
             events.frameReady.disconnect(self._frame)
             events.sequenceCanceled.disconnect(self._cancel)
             events.sequenceFinished.disconnect(self._finished)
@@ -171,7 +171,7 @@ class MDAWriter:
     def _join(self, core: Any) -> None:
         if core is not None and self.dataset is not None:
             self._joined = core
-            core.mda.events.frameReady.connect(self._frame_joined)
+            core.mda.events.frameReady.connect(self._frame_joined, priority=FIRST)
 
     def _leave(self) -> None:
         """Stop taking frames from the joined core. The claims stay until the run ends:
@@ -203,13 +203,43 @@ class MDAWriter:
             self._frame(image, event, metadata, index)
 
     # -- what each call does ----------------------------------------------------------------
-    def _started(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
+    def _started_direct(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
+        self._start(sequence, summary, self._core)
+
+    def _start(self, sequence: Any, summary: dict[str, Any] | None, core: Any) -> bool:
+        """Open the dataset for a run; when it cannot be (a channel the core lacks, a
+        sequence beyond the bounds, a path taken meanwhile), cancel the run before
+        anything moves and say why in :attr:`error`, instead of acquiring with nothing
+        written."""
+        self.error = None
+        self.summary = None
+        self._run_core = core
+        self._stopped_frames = []
+        self._engine_errors.clear()
+        try:
+            self._started(sequence, summary, core)
+        except Exception as exc:
+            self.error = f"the sequence was not started: {_one_line(exc)}"
+            _log.error("acqwriter MDAWriter: %s", self.error)
+            if core is not None:
+                core.mda.cancel()
+            return False
+        _engine_log.addHandler(self._engine_errors)
+        return True
+
+    def _started(
+        self, sequence: Any, summary: dict[str, Any] | None = None, core: Any = None
+    ) -> None:
         summary = dict(summary or {})
+        core = core if core is not None else self._core
         info = (summary.get("image_infos") or [{}])[0]
         shape = tuple(info.get("plane_shape") or (info["height"], info["width"]))
         dtype = info.get("dtype", "uint16")
         pixel_size = info.get("pixel_size_um") or 1.0
+        if core is not None:
+            check_core(core, sequence)
         self.plan = plan = plan_sequence(sequence)
+        to_image = image_axes(core)
         image_options = {k: self.options[k] for k in self.IMAGE_OPTIONS if k in self.options}
         # channels given by name (colour, display window) override the defaults
         given = {
@@ -241,14 +271,21 @@ class MDAWriter:
                     spec["z_unit"] = None  # planes unevenly spaced: z is a plane index
             if "c" in image.sizes:
                 names = [image.channels.get(c, f"Channel {c}") for c in range(image.sizes["c"])]
-                spec["channels"] = [
-                    given.get(name) or {"name": name, "color": _COLORS.get(name, "FFFFFF")}
-                    for name in names
-                ]
+                spec["channels"] = [given.get(name) or {"name": name} for name in names]
+            translation = {}
             if image.x is not None and image.y is not None:
-                spec["translation"] = {"x": float(image.x), "y": float(image.y)}
+                translation = to_image(float(image.x), float(image.y))
+            z0 = image.z_origin()
+            if z0 is not None and "z_step" in spec:
+                translation["z"] = float(z0)
+            if translation:
+                spec["translation"] = translation
             images[key] = spec
         summary["mda_sequence"] = sequence.model_dump(mode="json", exclude_unset=True)
+        summary["stage_to_image"] = to_image.describe
+        plate = None
+        if plan.plate is not None:
+            plate = {k: v for k, v in plan.plate.items() if v is not None}
         self._canceled = False
         self._sequence = sequence
         self.dataset = open_dataset(
@@ -258,6 +295,7 @@ class MDAWriter:
                 "overwrite": self.overwrite,
                 "layout": plan.layout,
                 "images": images,
+                **({"plate": plate} if plate is not None else {}),
             },
             root_attrs={"mda": _jsonable(summary)},
             store=self.store,
@@ -275,6 +313,9 @@ class MDAWriter:
         if index is None:  # connected to the core directly: the signal's three arguments
             index = _event_index(event)
         key = self.plan.key_of(index)
+        if key is None:  # a position the sequence did not name (a hand-made event)
+            self._not_taken(None, index, FrameError(f"index: no image for {index}"))
+            return
         dims = self.plan.images[key].dims()
         placed = {a: index.get(a, 0) for a in dims[:-2]}
         position = metadata.get("position") or {}
@@ -298,36 +339,124 @@ class MDAWriter:
         }
         runner = metadata.get("runner_time_ms")
         taken = runner / 1000 if isinstance(runner, float | int) and math.isfinite(runner) else None
-        self.dataset.append(image, image=key, index=placed, metadata=record, taken_s=taken)
+        try:
+            self.dataset.append(image, image=key, index=placed, metadata=record, taken_s=taken)
+        except Exception as exc:  # never raised into pymmcore-plus: it would stop the
+            self._not_taken(key, placed, exc)  # emission to the handlers behind this one
+
+    def _not_taken(self, key: str | None, placed: dict[str, int], exc: BaseException) -> None:
+        """A delivered frame the dataset did not take: counted with its index, and when
+        the writer cannot go on (a full disk, a failed write), the run is cancelled so
+        the stages stop moving for frames nobody will write."""
+        flat = None
+        if key is not None and self.dataset is not None:
+            try:
+                flat = self.dataset.images[key].index_of(placed, key)
+            except Exception:
+                flat = None
+        self._stopped_frames.append((key or "?", flat))
+        if self.error is None:
+            self.error = f"frames no longer written: {_one_line(exc)}"
+            _log.error("acqwriter MDAWriter: %s; cancelling the acquisition", self.error)
+        stopped = isinstance(exc, StreamError) or (
+            self.dataset is not None and self.dataset.error is not None
+        )
+        core = self._core or self._run_core
+        if stopped and core is not None and not self._canceled:
+            self._canceled = True
+            core.mda.cancel()
 
     def _cancel(self, sequence: Any) -> None:
         self._canceled = True
 
     def _finished(self, sequence: Any) -> None:
+        _engine_log.removeHandler(self._engine_errors)
         if self.dataset is None or self.dataset.closed:
             return
-        reason = "sequence cancelled" if self._canceled else None
-        self.summary = self.dataset.close(aborted=reason, pyramid=not self._canceled)
+        core = self._core or self._run_core
+        status = getattr(getattr(core, "mda", None), "status", None)
+        errored = str(getattr(status, "finish_reason", "")) == "errored"
+        reason = None
+        if errored:
+            detail = _runner_error() or self._engine_errors.last or "see pymmcore-plus's log"
+            reason = f"the MDA engine failed: {detail}"
+            self.error = self.error or reason
+        elif self._stopped_frames:
+            reason = f"acquisition cancelled: {self.error}"
+        elif self._canceled:
+            reason = "sequence cancelled"
+        self.summary = summary = self.dataset.close(aborted=reason, pyramid=reason is None)
+        if self._stopped_frames:
+            _count_not_taken(summary, self._stopped_frames)
+
+
+def _count_not_taken(summary: Summary, frames: list[tuple[str, int | None]]) -> None:
+    """Add the frames delivered after the dataset stopped to ``summary``'s drops, by
+    image and index (reason ``writer stopped``)."""
+    reason = "writer stopped"
+    parts = getattr(summary, "images", None) or {}
+    for key, flat in frames:
+        part = parts.get(key)
+        for target in (summary, part) if part is not None else (summary,):
+            target.frames_received += 1
+            target.frames_dropped += 1
+            target.dropped_by_reason[reason] = target.dropped_by_reason.get(reason, 0) + 1
+        if flat is not None:
+            (part or summary).dropped_indices.append(flat)
+
+
+def _runner_error() -> str | None:
+    """The exception pymmcore-plus's runner is about to raise, when ``sequenceFinished``
+    is emitted from inside its ``run`` (a handler connected to the core): the runner
+    keeps it in a local until the signals are sent and offers no other way to read it.
+    None when it cannot be found (a relayed call: the runner's log then says it)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        error = frame.f_locals.get("error") if frame.f_code.co_name == "run" else None
+        if isinstance(error, BaseException) and "mda" in frame.f_code.co_filename:
+            return _one_line(error)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+class _ErrorRecords(logging.Handler):
+    """The last error pymmcore-plus logs during a run (an engine's failure)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = _one_line(record.exc_info[1])
+        self.last = text.strip().splitlines()[-1][:300] if text.strip() else self.last
+
+    def clear(self) -> None:
+        self.last = None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
 
 
 def _event_index(event: Any) -> dict[str, int]:
     return {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
 
 
-def _running_core() -> Any:
-    """pymmcore-plus's global core when it is running an MDA, else None.
+def _global_core() -> Any:
+    """pymmcore-plus's global core (the one ``CMMCorePlus.instance()`` returns), or None.
 
     ``CMMCorePlus.instance()`` would create a core when none is alive, so its weak
-    reference is read instead; were it renamed, frames simply keep coming relayed."""
+    reference is read instead; were it renamed, frames simply keep coming relayed and
+    channels are checked by the engine alone."""
     try:
         from pymmcore_plus.core import _mmcore_plus
     except ImportError:
         return None
     ref = getattr(_mmcore_plus, "_instance", None)
-    core = ref() if callable(ref) else None
-    if core is None or not core.mda.is_running():
-        return None
-    return core
+    return ref() if callable(ref) else None
 
 
 def _jsonable(value: Any) -> Any:

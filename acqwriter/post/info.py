@@ -17,6 +17,9 @@ import numpy as np
 from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
 from acqwriter.format.ngff_v05 import frame_metadata_key
 from acqwriter.format.versions import read_attributes
+from acqwriter.plan.pyramid import no_pyramid_reason
+from acqwriter.post.hierarchy import dataset_images
+from acqwriter.spec.model import StreamSpec
 from acqwriter.store.local import writer_alive
 
 __all__ = ["dataset_info", "format_info", "read_frame_metadata"]
@@ -148,10 +151,14 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
     state = acq.get("state")
     if acq and writer is None:
         writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
+    note = None
+    if len(levels) == 1 and isinstance(acq, dict):
+        note = (acq.get("summary") or {}).get("pyramid_note") or _pyramid_reason(acq, state)
     return {
         "path": str(root),
         "ome_version": ome.get("version"),
         "writer": writer,
+        "pyramid_note": note,
         "axes": [a["name"] for a in multiscale["axes"]],
         "shape": level0["shape"],
         "dtype": level0["dtype"],
@@ -169,13 +176,27 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
     }
 
 
+def _pyramid_reason(acq: dict[str, Any], state: Any) -> str | None:
+    """Why an image of one level has no other (None for a dataset not written by us)."""
+    try:
+        spec = StreamSpec.model_validate({**acq["spec"], "overwrite": True})
+    except (KeyError, TypeError, ValueError):
+        return None
+    reason = no_pyramid_reason(spec)
+    if reason is None and state in _LIVE_STATES:
+        return "lower levels are built when the writer closes"
+    if reason is None:
+        return "not built (acqwriter pyramid PATH builds it)"
+    return reason
+
+
 def _collection_info(root: Path, attributes: dict[str, Any]) -> dict[str, Any]:
     acq = attributes["acqwriter"]
     state = acq.get("state")
     writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
     images = {
-        key: dataset_info(root / path, writer=writer or "none")
-        for key, path in acq.get("images", {}).items()
+        key: dataset_info(folder, writer=writer or "none")
+        for key, folder in dataset_images(root, acq).items()
     }
     for info in images.values():
         if info["writer"] == "none":
@@ -232,7 +253,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"codec     {info['codec']}{_blocks(info.get('blosc_blocksize'))}",
         f"size      raw {info['raw_bytes'] / 1e6:.1f} MB, "
         f"stored {info['stored_bytes'] / 1e6:.1f} MB, ratio {ratio}",
-        f"levels    {len(info['levels'])}",
+        f"levels    {len(info['levels'])}"
+        + (f" (no lower level: {info['pyramid_note']})" if info.get("pyramid_note") else ""),
     ]
     for level in info["levels"]:
         shards = f" in shards {tuple(level['shards'])}" if level["shards"] else ""

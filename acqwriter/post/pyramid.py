@@ -36,6 +36,8 @@ from acqwriter.format.keys import ArrayKeys, level
 from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
 from acqwriter.format.versions import ZARR_FORMAT, array_document, read_attributes, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
+from acqwriter.plan.pyramid import level_chunks, no_pyramid_reason, plan_levels
+from acqwriter.post.hierarchy import dataset_images
 from acqwriter.post.reader import LevelReader
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
@@ -143,30 +145,6 @@ def _buffer(
     return found
 
 
-def plan_levels(spec: StreamSpec, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Shapes of levels 1.. for a level-0 ``shape`` (empty list: no pyramid needed)."""
-    pyr = spec.pyramid
-    dims = spec.dims
-    chunks = spec.resolved_chunks()
-    cy, cx = chunks[-2], chunks[-1]
-    shapes: list[tuple[int, ...]] = []
-    current = tuple(shape)
-    want = pyr.max_levels if pyr.levels == "auto" else pyr.levels
-    while len(shapes) + 1 < want:
-        fits = current[-2] <= cy and current[-1] <= cx
-        if pyr.levels == "auto" and fits:
-            break
-        if current[-2] == 1 and current[-1] == 1:
-            break
-        nxt = list(current)
-        for i, axis in enumerate(dims):
-            if axis in "yx" or (axis == "z" and pyr.downsample_z):
-                nxt[i] = math.ceil(current[i] / 2)
-        current = tuple(nxt)
-        shapes.append(current)
-    return shapes
-
-
 def _factors(spec: StreamSpec, level: int) -> tuple[int, ...]:
     return tuple(
         2**level if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
@@ -187,6 +165,7 @@ class BuildProgress:
         self.chunks_done = 0
         self.chunks_total = 0
         self.level_chunks: list[int] = []  # chunks of each level started so far
+        self.notes: list[str] = []  # why an image got no lower level
         self.bytes_done = 0
         self._t0: float | None = None
         self._lock = threading.Lock()
@@ -382,7 +361,6 @@ def build_pyramid(
     threads = threads or pyramid_threads(base_chunk_bytes)
     progress = progress or BuildProgress()
     decoder = chunk_encoder(spec.codec)
-    base_chunks = spec.resolved_chunks()
     zarr_format = ZARR_FORMAT[spec.ngff_version]
     src_shape = tuple(json.loads(store.read_bytes(level(0, zarr_format).metadata))["shape"])
     levels = [level0(spec)]
@@ -393,7 +371,7 @@ def build_pyramid(
     shapes = plan_levels(spec, src_shape)
     try:
         for k, shape in enumerate(shapes, start=1):
-            chunks = tuple(min(c, s) for c, s in zip(base_chunks, shape, strict=True))
+            chunks = level_chunks(spec, shape)
             grid = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
             progress.start_level(k, len(shapes), grid)
             meta = array_document(spec, shape, chunks)
@@ -457,9 +435,9 @@ def rebuild_pyramid(
         raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"{root}: not an acqwriter dataset (no acqwriter in zarr.json)") from exc
-    images = [""]
+    images = [root]
     if isinstance(attrs, dict) and attrs.get("layout") in ("collection", "plate"):
-        images = list(attrs.get("images", {}).values())
+        images = list(dataset_images(root, attrs).values())
         state = attrs.get("state")
         if state not in FINISHED_STATES:
             raise ValueError(
@@ -472,9 +450,8 @@ def rebuild_pyramid(
         raise ValueError(f"{root}: {exc}".replace(f"{str(root)!r} ", "")) from None
     try:
         levels: list[Level] = []
-        for path in images:
-            image_root = root / path if path else root
-            image_store = store if not path else LocalStore(image_root, sync="close")
+        for image_root in images:
+            image_store = store if image_root == root else LocalStore(image_root, sync="close")
             levels = _rebuild_image(image_root, image_store, threads, progress)
     finally:
         store.release_lock()
@@ -505,8 +482,12 @@ def _rebuild_image(
     levels = replace_pyramid(
         store, spec, state=state, extra=extra, threads=threads, progress=progress
     )
+    note = no_pyramid_reason(spec, rebuild=True) if len(levels) == 1 else None
+    if note is not None and progress is not None:
+        progress.notes.append(f"{root}: no lower level: {note}")
     if "summary" in extra:
         extra["summary"]["pyramid_levels"] = len(levels)
+        extra["summary"]["pyramid_note"] = note
     write_group(
         store.write_atomic,
         group_metadata(spec, levels, state=state, extra=extra),

@@ -48,6 +48,7 @@ from acqwriter.format.ngff_v05 import (
 from acqwriter.format.versions import array_document, array_keys, read_attributes, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.layout import FrameLayout
+from acqwriter.post.hierarchy import dataset_images
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
 from acqwriter.post.reader import LevelReader, read_inner_chunk
 from acqwriter.spec.model import StreamSpec
@@ -255,11 +256,14 @@ def _recover_dataset(
     path), holding the dataset's lock, then mark the root ``recovered``."""
     if acq.get("state") in FINISHED_STATES:
         return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
+    try:
+        images = dataset_images(root, acq)
+    except ValueError as exc:
+        raise RecoverError(str(exc)) from None
     store = _locked_store(root)
     accounts: dict[str, Any] = {}
     try:
-        for key, path in acq.get("images", {}).items():
-            image_root = root / path
+        for key, image_root in images.items():
             image_acq, spec = _load_root(image_root)
             if image_acq.get("state") in FINISHED_STATES:
                 accounts[key] = {"path": str(image_root), "nothing_to_recover": True}

@@ -60,7 +60,8 @@ IMAGE_FIELDS = (
 WRITER_FIELDS = tuple(
     name for name in WriterOptions.model_fields if name not in IMAGE_FIELDS and name != "out"
 )
-_PLATE_KEY = re.compile(r"^([A-Za-z0-9]+)/([A-Za-z0-9]+)/([A-Za-z0-9]+)$")
+# fullmatch, not ``$``: ``$`` also matches before a final newline ("A/1/0\n")
+_PLATE_KEY = re.compile(r"([A-Za-z0-9]+)/([A-Za-z0-9]+)/([A-Za-z0-9]+)")
 
 
 class ImageSpec(StrictModel):
@@ -102,10 +103,53 @@ class ImageSpec(StrictModel):
         return value
 
 
+def _row_names(count: int) -> list[str]:
+    """Row names of a plate of ``count`` rows: A..Z, then AA, AB, … (as plates are labelled)."""
+    names = []
+    for i in range(count):
+        name = ""
+        i += 1
+        while i:
+            i, r = divmod(i - 1, 26)
+            name = chr(ord("A") + r) + name
+        names.append(name)
+    return names
+
+
 class PlateSpec(StrictModel):
-    """The plate's own description; its rows, columns and wells follow from the keys."""
+    """The physical plate: its name and its rows and columns, used or not.
+
+    OME-NGFF lists the rows and columns of the plate itself (a 96-well plate has 8 rows
+    and 12 columns even when three wells were imaged), and places each well by its index
+    in them. ``rows`` / ``columns``: a count (rows named ``A``, ``B``, …, columns ``1``,
+    ``2``, …) or the names in plate order. Omitted, they are the rows and columns the
+    image keys use (a plate of unknown format). ``name`` defaults to the folder's name.
+    """
 
     name: str | None = None
+    rows: Annotated[int, Field(ge=1, le=702)] | list[str] | None = None
+    columns: Annotated[int, Field(ge=1, le=10_000)] | list[str] | None = None
+
+    @field_validator("rows", "columns")
+    @classmethod
+    def _names(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("expected at least one name")
+            for name in value:
+                if not re.fullmatch(r"[A-Za-z0-9]+", name):
+                    raise ValueError(f"expected names of letters and digits, got {name!r}")
+            if len(set(value)) != len(value):
+                raise ValueError("expected distinct names")
+        return value
+
+    def row_names(self) -> list[str] | None:
+        return _row_names(self.rows) if isinstance(self.rows, int) else self.rows
+
+    def column_names(self) -> list[str] | None:
+        if isinstance(self.columns, int):
+            return [str(i) for i in range(1, self.columns + 1)]
+        return self.columns
 
 
 class DatasetSpec(WriterOptions):
@@ -143,6 +187,20 @@ class DatasetSpec(WriterOptions):
                 )
         if self.plate is not None and self.layout != "plate":
             raise ValueError("plate: given, but layout is not 'plate'")
+        if self.plate is not None:
+            rows, columns = self.plate.row_names(), self.plate.column_names()
+            for key in self.images:
+                row, column, _ = plate_key(key)  # type: ignore[misc]
+                if rows is not None and row not in rows:
+                    raise ValueError(
+                        f"images.{key}: row {row!r} is not a row of the plate "
+                        f"(plate.rows: {rows[0]}..{rows[-1]})"
+                    )
+                if columns is not None and column not in columns:
+                    raise ValueError(
+                        f"images.{key}: column {column!r} is not a column of the plate "
+                        f"(plate.columns: {columns[0]}..{columns[-1]})"
+                    )
         for key in self.images:  # each image must make a valid stream spec
             self.image_stream(key)
         return self
@@ -168,5 +226,5 @@ class DatasetSpec(WriterOptions):
 
 def plate_key(key: str) -> tuple[str, str, str] | None:
     """(row, column, field) of a plate image key ``ROW/COLUMN/FIELD``, or None."""
-    match = _PLATE_KEY.match(key)
+    match = _PLATE_KEY.fullmatch(key)
     return None if match is None else (match.group(1), match.group(2), match.group(3))

@@ -153,16 +153,19 @@ def check_local_path(text: str) -> None:
 
 
 class Channel(StrictModel):
-    """One channel: a name and a display colour as 6 hex digits (RRGGBB)."""
+    """One channel: a name and a display colour as 6 hex digits (RRGGBB); without one,
+    the colour comes from :mod:`acqwriter.spec.palette` (``DAPI`` blue, ``FITC`` green)."""
 
     name: str = Field(min_length=1)
-    color: str = "FFFFFF"
+    color: str | None = None
     # display (start, end); default: measured from the data (acqwriter.format.display)
     window: tuple[FiniteFloat, FiniteFloat] | None = None
 
     @field_validator("color")
     @classmethod
-    def _hex(cls, value: str) -> str:
+    def _hex(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         value = value.removeprefix("#").upper()
         if len(value) != 6 or any(ch not in "0123456789ABCDEF" for ch in value):
             raise ValueError(f"expected 6 hex digits RRGGBB, got {value!r}")
@@ -173,9 +176,11 @@ class PyramidSpec(StrictModel):
     """The multiscale pyramid built after acquisition.
 
     Levels are downsampled 2× in y and x (and in z when ``downsample_z``). With
-    ``levels="auto"`` levels are added until one fits in a single (y, x) chunk or
-    ``max_levels`` (level 0 included) is reached; an integer asks for exactly that many
-    levels (level 0 included), still capped where a level would be 1×1.
+    ``levels="auto"`` levels are added until the largest of y and x is at most 256
+    pixels (a size a viewer shows whole; :mod:`acqwriter.plan.pyramid`) or
+    ``max_levels`` (level 0 included) is reached, whatever the chunking; an integer asks
+    for exactly that many levels (level 0 included), still capped where a level would be
+    1×1.
     ``method="mean"`` averages each block (integers rounded half up:
     ``(sum + n // 2) // n``; at an odd edge the block is clipped to the pixels that
     exist); ``"nearest"`` keeps the top-left pixel of each block.
