@@ -29,13 +29,25 @@ class StrictJSONError(ValueError):
 
 
 def finite(value: Any) -> Any:
-    """``value`` with every non-finite float (at any depth) replaced by ``None``."""
+    """``value`` with every non-finite float (at any depth) replaced by ``None``, and
+    every lone surrogate in a string (a camera's or another program's malformed text;
+    no UTF-8 form, refused by strict JSON readers) by U+FFFD."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
+        return {(_text(k) if isinstance(k, str) else k): finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
+    return value
+
+
+def _text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # pairs are joined, lone halves become U+FFFD
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return value
 
 

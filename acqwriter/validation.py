@@ -13,9 +13,15 @@ import difflib
 import re
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-__all__ = ["SpecError", "StrictModel", "did_you_mean", "format_validation_error"]
+__all__ = [
+    "SpecError",
+    "StrictModel",
+    "did_you_mean",
+    "format_validation_error",
+    "lone_surrogate",
+]
 
 
 class SpecError(ValueError):
@@ -75,10 +81,47 @@ def did_you_mean(given: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The path of the first string (value or key, at any depth) holding a lone UTF-16
+    surrogate (``"\\ud800"``), or None. Such a string has no UTF-8 form: written into
+    a document, it makes JSON that strict readers refuse."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "value"
+        return None
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and lone_surrogate(key) is not None:
+                return f"{path}[{key.encode('utf-8', 'backslashreplace').decode()!r}]"
+            found = lone_surrogate(sub, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, sub in enumerate(value):
+            found = lone_surrogate(sub, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 class StrictModel(BaseModel):
-    """Base of every spec model: unknown fields are errors, instances are immutable."""
+    """Base of every spec model: unknown fields are errors, instances are immutable,
+    and no string holds a lone surrogate (see :func:`lone_surrogate`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data: Any) -> Any:
+        where = lone_surrogate(data)
+        if where is not None:
+            raise ValueError(
+                f"{where}: expected text, got a string holding a lone surrogate (not valid Unicode)"
+            )
+        return data
 
     @classmethod
     def parse(cls, data: Any) -> Self:

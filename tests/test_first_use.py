@@ -349,8 +349,13 @@ def test_close_reports_flushing_then_each_pyramid_level(tmp_path):
     out = tmp_path / "ph.ome.zarr"
     snapshots: list[dict] = []
     stream = open_stream(
-        {"out": out, "shape": (512, 512), "dtype": "uint16", "chunks": {"y": 64, "x": 64},
-         "pyramid": {"levels": 4}}  # fmt: skip
+        {
+            "out": out,
+            "shape": (512, 512),
+            "dtype": "uint16",
+            "chunks": {"y": 64, "x": 64},
+            "pyramid": {"levels": 4},
+        }
     )
     bank = FrameBank((512, 512), "uint16", seed=1)
     for i in range(40):
@@ -483,8 +488,13 @@ def test_zarr_listing_has_no_warning_and_old_datasets_still_read(tmp_path, acqwr
 def test_pyramid_and_recover_commands_show_their_levels(tmp_path, acqwriter):
     out = tmp_path / "lv.ome.zarr"
     with open_stream(
-        {"out": out, "shape": (256, 256), "dtype": "uint16", "chunks": {"y": 64, "x": 64},
-         "pyramid": {"levels": 3}}  # fmt: skip
+        {
+            "out": out,
+            "shape": (256, 256),
+            "dtype": "uint16",
+            "chunks": {"y": 64, "x": 64},
+            "pyramid": {"levels": 3},
+        }
     ) as stream:
         for i in range(4):
             stream.append(np.full((256, 256), i, np.uint16))

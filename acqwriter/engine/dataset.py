@@ -52,7 +52,7 @@ from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import FINAL_RESERVE_NAME, StorageError, Store
 from acqwriter.store.local import LocalStore
 from acqwriter.store.prefixed import PrefixedStore
-from acqwriter.validation import SpecError
+from acqwriter.validation import SpecError, lone_surrogate
 
 __all__ = ["DatasetWriter", "ImageEntry", "open_dataset"]
 
@@ -311,10 +311,24 @@ class DatasetWriter:
         """Record frames the source lost (fill value, flagged as dropped): ``count``
         next frames of ``image``, or the one at ``index``."""
         key, writer = self.image(image)
+        if not isinstance(reason, str) or not reason or lone_surrogate(reason) is not None:
+            raise FrameError(
+                f"reason: expected non-empty text, got {reason!r}; nothing was written"
+            )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise FrameError(
+                f"count: expected 0 or more frames, got {count!r}; nothing was written"
+            )
         if index is not None and count != 1:
             raise FrameError("count: one frame is skipped at a given index; nothing was written")
         indices = []
         with self._append_lock:
+            limit = writer.layout.max_frames
+            if index is None and limit is not None and writer.ledger.next_index + count > limit:
+                raise FrameError(
+                    f"count: image {key!r} has room for {limit - writer.ledger.next_index} "
+                    f"more of its {limit} frames, {count} skipped; nothing was written"
+                )
             for _ in range(count):
                 flat = self._claim(key, writer, index)
                 writer.skip(flat, metadata, reason)

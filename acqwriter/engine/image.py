@@ -25,7 +25,7 @@ import numpy as np
 
 from acqwriter.engine.array import ArrayWriter
 from acqwriter.engine.errors import FrameError, StreamError
-from acqwriter.engine.ledger import FrameLedger
+from acqwriter.engine.ledger import MAX_ROWS_AHEAD, FrameLedger
 from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
@@ -111,6 +111,11 @@ class ImageWriter:
     def index_of(self, index: dict[str, Any], image: str) -> int:
         """The frame index of coordinates ``index`` (omitted axes mean 0), or
         :class:`FrameError` naming the image and the axis."""
+        if not isinstance(index, dict):
+            raise FrameError(
+                f"index: expected a mapping of axis to position, e.g. {{'t': 0}}, for image "
+                f"{image!r}, got {index!r}; nothing was written"
+            )
         layout = self.layout
         flat = 0
         for axis, size in zip(layout.outer_dims, layout.outer_sizes, strict=True):
@@ -125,6 +130,12 @@ class ImageWriter:
                 raise FrameError(
                     f"index.{axis}: expected {bound} for image {image!r}, got {value}; "
                     "nothing was written"
+                )
+            if size is None and value >= self.ledger.next_row_limit():
+                raise FrameError(
+                    f"index.{axis}: {value} is more than {MAX_ROWS_AHEAD} beyond the frames "
+                    f"given so far to image {image!r} (every frame in between would be "
+                    "recorded missing); nothing was written"
                 )
             flat = flat * (size or 1) + int(value)  # C order; the first axis is slowest
         for axis in index:

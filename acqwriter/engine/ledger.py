@@ -26,7 +26,13 @@ from acqwriter import jsonio
 from acqwriter.format.display import WindowSampler, time_increment
 from acqwriter.plan.layout import FrameLayout
 
-__all__ = ["FrameLedger", "json_line", "latency_stats"]
+__all__ = ["MAX_ROWS_AHEAD", "FrameLedger", "json_line", "latency_stats"]
+
+# How far past the frames given so far an index may reach along an unbounded first axis:
+# every frame in between is recorded missing (a record each), so a typo such as t=3e6
+# or t=2**63 would cost memory and documents out of all proportion; an index that far
+# ahead is refused in one line instead.
+MAX_ROWS_AHEAD = 100_000
 
 
 def json_line(record: dict[str, Any]) -> str:
@@ -106,6 +112,12 @@ class FrameLedger:
         self._claimed.add(index)
         self.next_index = max(self.next_index, index + 1)
         return True
+
+    def next_row_limit(self) -> int:
+        """The first-axis position beyond which an index is refused (see
+        :data:`acqwriter.engine.image.MAX_ROWS_AHEAD`)."""
+        from_rows = -(-self.next_index // self.layout.frames_per_row)
+        return from_rows + MAX_ROWS_AHEAD
 
     def unclaim(self, index: int) -> None:
         """Give back the index just claimed (its frame was not accepted)."""

@@ -23,7 +23,8 @@ one is taken:
   construction and ignores the relayed calls, for every run until :meth:`detach`;
 * without it (``output=MDAWriter(path)``), the relayed ``sequenceStarted`` finds the
   core running the sequence (pymmcore-plus's global core, the one ``CMMCorePlus.instance()``
-  returns, when it is running; its channels are checked against the sequence's) and connects to its ``frameReady`` for that run. The few
+  returns, when it is running; its channels are checked against the sequence's) and
+  connects to its ``frameReady`` for that run. The few
   frames queued before that moment arrive relayed; from then on each frame arrives
   twice and is written by whichever call claims its event index first. Frames of
   another sequence (a second core running its own) are left to the relay. When no
