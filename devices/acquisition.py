@@ -386,7 +386,8 @@ def _run_sequence(
     """Run ``spec.sequence`` (a useq MDASequence) with pymmcore-plus's MDA engine on the
     scope's core, written by :class:`acqwriter.mda.MDAWriter` connected to the core (frames
     reach the ring on the acquisition thread). A stop or an abort cancels the sequence:
-    what was acquired is kept, the rest flagged ``missing``."""
+    what was acquired is kept, the rest flagged ``missing``; a stop finishes the dataset
+    (pyramid included), an abort leaves it ``aborted``."""
     on_progress, progress_interval_s = hooks.on_progress, hooks.progress_interval_s
     should_stop, should_abort = hooks.should_stop, hooks.should_abort
     on_finalizing = hooks.on_finalizing
@@ -407,11 +408,12 @@ def _run_sequence(
 
     def watch() -> None:
         while not done.wait(progress_interval_s):
-            if (should_abort is not None and should_abort()) or (
-                should_stop is not None and should_stop()
-            ):
+            if should_abort is not None and should_abort():
                 stopped[0] = True
-                core.mda.cancel()
+                core.mda.cancel()  # the dataset is left aborted, no pyramid
+            elif should_stop is not None and should_stop():
+                stopped[0] = True
+                writer.stop(core)  # finished: pyramid built, what never came flagged
             dataset = writer.dataset
             if on_progress is not None and dataset is not None and not dataset.closed:
                 on_progress(dataset.progress())
@@ -447,6 +449,16 @@ def _run_sequence(
         stopped[0] and not aborted,
         True,  # frames the plan promised and never came are flagged, by design
     )
+
+
+def sequence_frames(spec: AcquisitionSpec) -> int | None:
+    """Frames ``spec.sequence`` acquires (counted from its plan, the time plan never
+    expanded), or None without a sequence: what the disk check weighs."""
+    if spec.sequence is None:
+        return None
+    from acqwriter.mda.mapping import plan_sequence
+
+    return plan_sequence(parse_sequence(spec.sequence)).events
 
 
 def check_sequence(scope: Microscope, spec: AcquisitionSpec) -> None:

@@ -328,7 +328,11 @@ class Server:
         if self._scope is None or self._scope_key != key:
             self._open_scope(spec.camera, sim_options)
         from acqwriter.devices import DeviceError, configure_camera
-        from acqwriter.devices.acquisition import check_sequence, stream_spec_for
+        from acqwriter.devices.acquisition import (
+            check_sequence,
+            sequence_frames,
+            stream_spec_for,
+        )
         from acqwriter.engine.preflight import check_resources
 
         try:
@@ -344,6 +348,9 @@ class Server:
         # backed only as far as its backlog reaches (acqwriter.engine.slots), and given back at
         # the end: a configured or idle daemon holds no ring memory.
         try:
+            frames = sequence_frames(spec)  # a sequence is weighed as a stream is
+            if frames and stream_spec.expected_frames is None:
+                stream_spec = stream_spec.model_copy(update={"expected_frames": frames})
             check_resources(stream_spec)
         except SpecError as exc:
             raise ControlError("invalid_params", str(exc)) from None

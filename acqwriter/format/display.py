@@ -12,8 +12,8 @@ Two facts about an acquisition are only known once its frames exist:
   close. The cost on the producer's thread is a strided copy of ~4 000 pixels a few times
   a second, never a pass over a whole frame.
 * **the time scale**: a camera stream takes frames back to back, so the interval between
-  time points is whatever the camera delivered. :func:`time_increment` takes the median
-  interval between the arrival of each time point's first frame.
+  time points is whatever the camera delivered. :func:`time_increment` takes the mean
+  interval between time points over the run (first to last time point's first frame).
 
 Data flow: :class:`acqwriter.engine.stream.FrameStream` feeds :meth:`WindowSampler.offer` from
 ``append`` and records time-point arrivals; at close both go into the root group's
@@ -104,12 +104,18 @@ def sample_windows(frames_by_channel: list[list[np.ndarray]]) -> list[list[float
 
 
 def time_increment(starts: list[float]) -> float | None:
-    """Median interval between consecutive time points' first frames (seconds), or None
-    with fewer than two time points or no time passing between them."""
+    """The mean interval between time points over the run (seconds): the time from the
+    first time point's first frame to the last one's, over the intervals between them;
+    None with fewer than two time points or no time passing.
+
+    Not a median of the frame-to-frame differences: an engine that falls behind and
+    catches up runs late time points back to back, and the median of those short gaps
+    is less than the interval it waited; the span over the run never is.
+    """
     if len(starts) < 2:
         return None
-    diffs = np.diff(np.asarray(starts, dtype=np.float64))
-    value = float(np.median(diffs))
+    ordered = np.asarray(starts, dtype=np.float64)
+    value = float((ordered[-1] - ordered[0]) / (len(ordered) - 1))
     return value if value > 0 else None
 
 

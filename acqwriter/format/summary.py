@@ -60,7 +60,7 @@ class Summary(BaseModel):
     latency_p99_ms: float | None = None
     latency_max_ms: float | None = None
     time_increment_s: float | None = Field(
-        None, description="median interval between time points, measured from the frames"
+        None, description="mean interval between time points over the run, measured"
     )
     created_folders: list[str] = Field(
         default_factory=list, description="parent folders of the dataset that were created"

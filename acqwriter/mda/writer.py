@@ -90,6 +90,7 @@ class MDAWriter:
         self.plan: SequencePlan | None = None
         self.summary: Summary | None = None
         self._canceled = False
+        self._stop_asked = False  # a cancel that finishes the dataset (stop, not abort)
         self.error: str | None = None  # why the last run was not started or did not finish
         self._run_core: Any = None  # the core running the current run, when known
         # frames delivered after the dataset stopped taking them: (image, frame index)
@@ -158,6 +159,13 @@ class MDAWriter:
             self._claimed.clear()
             self._finished(sequence)
 
+    def stop(self, core: Any) -> None:
+        """End ``core``'s run early and finish the dataset as a finished one: pyramid
+        built, state ``complete``, the frames never acquired flagged ``missing``
+        (a cancel of the run by anyone else leaves it ``aborted``, with no pyramid)."""
+        self._stop_asked = True
+        core.mda.cancel()
+
     def detach(self) -> None:
         """Disconnect from the core given at construction."""
         if self._core is not None:
@@ -214,6 +222,7 @@ class MDAWriter:
         written."""
         self.error = None
         self.summary = None
+        self._stop_asked = False
         self._run_core = core
         self._stopped_frames = []
         self._engine_errors.clear()
@@ -384,7 +393,7 @@ class MDAWriter:
             self.error = self.error or reason
         elif self._stopped_frames:
             reason = f"acquisition cancelled: {self.error}"
-        elif self._canceled:
+        elif self._canceled and not self._stop_asked:
             reason = "sequence cancelled"
         self.summary = summary = self.dataset.close(aborted=reason, pyramid=reason is None)
         if self._stopped_frames:

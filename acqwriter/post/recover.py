@@ -52,7 +52,7 @@ from acqwriter.post.hierarchy import dataset_images
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
 from acqwriter.post.reader import LevelReader, read_inner_chunk
 from acqwriter.spec.model import StreamSpec
-from acqwriter.store.local import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore
+from acqwriter.store.local import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore, never_written
 
 __all__ = ["RecoverError", "RecoverWriteError", "recover"]
 
@@ -70,6 +70,12 @@ def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     try:
         attrs = read_attributes(lambda key: (root / key).read_bytes())
     except FileNotFoundError:
+        if never_written(root):
+            raise RecoverError(
+                f"{root}: created by acqwriter, but its writer died before writing its first "
+                "document: it holds no frame; nothing to recover (delete it, or write over "
+                "it with --overwrite)"
+            ) from None
         raise RecoverError(
             f"{root}: not a Zarr dataset (no zarr.json); nothing to recover"
         ) from None

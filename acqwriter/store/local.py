@@ -33,7 +33,14 @@ from acqwriter.store.base import (
 )
 from acqwriter.store.buffers import DIRECT_ALIGN, private_memory
 
-__all__ = ["FINAL_RESERVE_NAME", "LOCK_NAME", "RESERVE_NAME", "LocalStore", "StorageError"]
+__all__ = [
+    "FINAL_RESERVE_NAME",
+    "LOCK_NAME",
+    "RESERVE_NAME",
+    "LocalStore",
+    "StorageError",
+    "never_written",
+]
 
 LOCK_NAME = ".acqwriter.lock"
 
@@ -92,6 +99,17 @@ def _load_syncfs():
 _SYNCFS = _load_syncfs()
 
 
+def never_written(out: Path) -> bool:
+    """``out`` is a folder acqwriter created whose writer died before its first document
+    (a SIGKILL in the few milliseconds between the two): it holds nothing but
+    acqwriter's own files (lock, reserves, probe), so it may be replaced."""
+    try:
+        names = [p.name for p in out.iterdir()]
+    except OSError:
+        return False
+    return bool(names) and all(name.startswith(".acqwriter.") for name in names)
+
+
 def _create_locked(out: Path, overwrite: bool) -> int:
     """The body of :meth:`LocalStore.create`, under its guard: the new directory's
     lock fd."""
@@ -108,7 +126,7 @@ def _create_locked(out: Path, overwrite: bool) -> int:
                 f"{str(out)!r} exists and is not a directory; refusing to delete it"
             )
         zarr = (out / GROUP_METADATA).exists() or (out / ".zgroup").exists()  # v3 or v2
-        if any(out.iterdir()) and not zarr:
+        if any(out.iterdir()) and not zarr and not never_written(out):
             raise FileExistsError(
                 f"{str(out)!r} is a non-empty directory that is not a Zarr dataset; "
                 "refusing to delete it even with overwrite"
