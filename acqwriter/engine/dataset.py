@@ -32,6 +32,7 @@ from acqwriter.engine.preflight import (
     slots_for,
 )
 from acqwriter.engine.slots import FrameSlots
+from acqwriter.format.keys import COLLECTION_OME_XML
 from acqwriter.format.ngff_v05 import (
     COLLECTION_SERIES,
     TRANSLATION_KEY,
@@ -41,6 +42,7 @@ from acqwriter.format.ngff_v05 import (
     series_group,
     well_group,
 )
+from acqwriter.format.ome_xml import collection_ome_xml
 from acqwriter.format.summary import DatasetSummary, Summary
 from acqwriter.format.versions import write_group
 from acqwriter.plan.pyramid import no_pyramid_reason
@@ -204,8 +206,11 @@ class DatasetWriter:
 
     # -- the hierarchy -------------------------------------------------------------------------
     def _write_hierarchy(self, state: str, summary: DatasetSummary | None = None) -> None:
-        """Every image's documents first, then the groups that point at them."""
-        if state == "acquiring":
+        """Every image's documents first, then the groups that point at them
+        (``adding``: an image was added while acquiring; its documents exist)."""
+        if state == "adding":
+            state = "acquiring"
+        elif state == "acquiring":
             for image in self.images.values():
                 image.write_first_metadata()
         if self.layout == "image":
@@ -214,6 +219,7 @@ class DatasetWriter:
         version = self.spec.ngff_version
         write = self.store.write_atomic
         if self.layout == "collection":
+            write(COLLECTION_OME_XML, self._ome_xml(state))
             write_group(write, series_group(paths), version, COLLECTION_SERIES)
         else:
             wells: dict[str, list[str]] = {}
@@ -233,6 +239,63 @@ class DatasetWriter:
         if summary is not None:
             attrs["summary"] = summary.model_dump()
         write_group(write, dataset_root(self.layout, attrs, self._plate), version)
+
+    def _ome_xml(self, state: str) -> bytes:
+        """The collection's OME-XML: each image with its time points (planned while
+        acquiring, those on disk once closed) and stage position."""
+        entries = []
+        for image in self.images.values():
+            rows = image.writer.committer.committed_rows
+            planned = image.layout.outer_sizes[0]
+            time_points = rows if state != "acquiring" or planned is None else planned
+            translation = image.attrs.get(TRANSLATION_KEY) or {}
+            entries.append((image.spec, time_points, dict(translation)))
+        return collection_ome_xml(entries)
+
+    def add_image(self, key: str, image: dict[str, Any]) -> None:
+        """Add image ``key`` (:class:`~acqwriter.spec.dataset.ImageSpec` fields) to an
+        open collection, for acquisitions whose positions are only known as their
+        frames come (a list of events). Its frames must fit the shared frame slots (the
+        frame shape and dtype of the images given at open). The image's documents are
+        written before the groups that list it, as at open."""
+        if self.layout != "collection" or not isinstance(self.spec, DatasetSpec):
+            raise SpecError(f"images.{key}: images are added to a collection only")
+        with self._append_lock:
+            if self._closed:
+                raise StreamError("stream is closed; no image can be added")
+            if key in self.images:
+                raise SpecError(f"images.{key}: this dataset already has an image {key!r}")
+            spec = DatasetSpec.parse(
+                {
+                    **self.spec.model_dump(exclude={"images"}),
+                    "images": {key: image},
+                }
+            )
+            path = str(len(self.images))
+            stream = spec.image_stream(key, out=self.spec.out / path)
+            if stream.shards == "auto":
+                stream = _within_time_points(stream)
+            plan = Plan.of(stream)
+            slots = self.slots
+            if (
+                slots.slots.shape[1:] != tuple(plan.layout.frame_shape)
+                or slots.slots.dtype != plan.layout.dtype
+                or slots.capacity < plan.layout.min_ring_frames
+            ):
+                raise SpecError(
+                    f"images.{key}: its frames ({stream.shape} {stream.dtype}) do not fit "
+                    "the dataset's frame slots"
+                )
+            attrs: dict[str, Any] = {"image": key}
+            if spec.images[key].translation:
+                attrs[TRANSLATION_KEY] = dict(spec.images[key].translation)
+            view = PrefixedStore(self.store, path)
+            writer = ImageWriter(stream, plan, view, self.pipeline, by_index=True, attrs=attrs)
+            writer.write_first_metadata()
+            self.images[key] = writer
+            self._paths[key] = path
+            self._single = None
+            self._write_hierarchy("adding")
 
     # -- frames in -------------------------------------------------------------------------------
     def image(self, key: str | None) -> tuple[str, ImageWriter]:

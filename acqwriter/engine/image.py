@@ -39,7 +39,10 @@ from acqwriter.post.pyramid import BuildProgress, build_pyramid
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["ImageWriter", "checked_frame"]
+__all__ = ["UNWRITTEN", "ImageWriter", "checked_frame"]
+
+# the drop reason of frames the writer took and could not get on disk before it stopped
+UNWRITTEN = "not written: the writer stopped"
 
 
 class ImageWriter:
@@ -255,6 +258,11 @@ class ImageWriter:
         written = self.frames_in_extent()
         stored = self.writer.stored_bytes
         rows = self.writer.committer.committed_rows
+        if state != "acquiring":  # closed: what was taken and is not on disk is lost
+            lost = ledger.unwritten(rows * self.layout.frames_per_row)
+            if lost:
+                dropped = sorted([*dropped, *lost])
+                by_reason = {**by_reason, UNWRITTEN: by_reason.get(UNWRITTEN, 0) + len(lost)}
         raw = written * self.layout.frame_bytes
         slots = self._pipeline.slots
         return Summary(

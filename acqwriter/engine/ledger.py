@@ -257,6 +257,15 @@ class FrameLedger:
                 return end - dropped
             return sum(1 for i in self._claimed if i < end) - dropped
 
+    def unwritten(self, end_index: int) -> list[int]:
+        """Frames received (pixels handed over, not dropped) at or beyond ``end_index``,
+        the end of the committed extent: at close, those the writer took and never got
+        on disk (it stopped: a full disk, a write error)."""
+        with self._lock:
+            return sorted(
+                i for i, r in self._records.items() if i >= end_index and not r["dropped"]
+            )
+
     def drops(self) -> tuple[list[int], dict[str, int]]:
         """Dropped indices and their count by reason."""
         with self._lock:

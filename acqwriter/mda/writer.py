@@ -96,6 +96,7 @@ class MDAWriter:
         # frames delivered after the dataset stopped taking them: (image, frame index)
         self._stopped_frames: list[tuple[str, int | None]] = []
         self._engine_errors = _ErrorRecords()
+        self._events: _EventImages | None = None  # a run of events, not of a sequence
         self._core: Any = None  # connected at construction: every call comes from it
         self._joined: Any = None  # core whose frameReady was joined for the current run
         self._sequence: Any = None
@@ -259,6 +260,18 @@ class MDAWriter:
             for c in image_options.pop("channels", None) or []
         }
         writer_options = {k: v for k, v in self.options.items() if k not in self.IMAGE_OPTIONS}
+        self._canceled = False
+        self._sequence = sequence
+        self._events = None
+        if not plan.images:  # a list of events, not a sequence: images as frames come
+            base = {"shape": shape, "dtype": dtype, "pixel_size": pixel_size, **image_options}
+            for name in ("chunks", "shards"):
+                if isinstance(base.get(name), dict):
+                    base[name] = {a: n for a, n in base[name].items() if a in "tyx"}
+            summary["stage_to_image"] = to_image.describe
+            self._events = _EventImages(base, writer_options, to_image, _jsonable(summary))
+            self.dataset = None
+            return
         images = {}
         for key, image in plan.images.items():
             spec: dict[str, Any] = {
@@ -296,8 +309,6 @@ class MDAWriter:
         plate = None
         if plan.plate is not None:
             plate = {k: v for k, v in plan.plate.items() if v is not None}
-        self._canceled = False
-        self._sequence = sequence
         self.dataset = open_dataset(
             {
                 **writer_options,
@@ -318,16 +329,25 @@ class MDAWriter:
         metadata: dict[str, Any],
         index: dict[str, int] | None = None,
     ) -> None:
-        if self.dataset is None or self.dataset.closed or self.plan is None:
-            return
         if index is None:  # connected to the core directly: the signal's three arguments
             index = _event_index(event)
-        key = self.plan.key_of(index)
-        if key is None:  # a position the sequence did not name (a hand-made event)
-            self._not_taken(None, index, FrameError(f"index: no image for {index}"))
+        if self._events is not None:
+            try:
+                key, placed = self._events.place(self, event, index)
+            except Exception as exc:
+                self._not_taken(None, index, exc)
+                return
+        else:
+            if self.dataset is None or self.dataset.closed or self.plan is None:
+                return
+            key = self.plan.key_of(index)
+            if key is None:  # a position the sequence did not name (a hand-made event)
+                self._not_taken(None, index, FrameError(f"index: no image for {index}"))
+                return
+            dims = self.plan.images[key].dims()
+            placed = {a: index.get(a, 0) for a in dims[:-2]}
+        if self.dataset is None or self.dataset.closed:
             return
-        dims = self.plan.images[key].dims()
-        placed = {a: index.get(a, 0) for a in dims[:-2]}
         position = metadata.get("position") or {}
         record = {
             "event_index": index,
@@ -398,6 +418,54 @@ class MDAWriter:
         self.summary = summary = self.dataset.close(aborted=reason, pyramid=reason is None)
         if self._stopped_frames:
             _count_not_taken(summary, self._stopped_frames)
+
+
+class _EventImages:
+    """Images made as frames come, for a run of events that no sequence describes
+    (``mmc.run_mda([MDAEvent(...), ...])``): each position (its name, else ``p<p>``,
+    with ``_g<g>`` for a grid field) is an image of a collection, its frames along
+    ``t`` in the order they came (each frame's event index is in its metadata: no
+    size along c or z was ever said), placed at the stage position of its first event."""
+
+    def __init__(
+        self,
+        base: dict[str, Any],
+        options: dict[str, Any],
+        to_image: Any,
+        summary: dict[str, Any],
+    ) -> None:
+        self.base = base
+        self.options = options
+        self.to_image = to_image
+        self.summary = summary
+        self.count: dict[str, int] = {}
+
+    def place(self, writer: MDAWriter, event: Any, index: dict[str, int]) -> tuple[str, dict]:
+        key = event.pos_name or f"p{index.get('p', 0)}"
+        if "g" in index and not event.pos_name:
+            key = f"{key}_g{index['g']}"
+        if key not in self.count:
+            spec = dict(self.base)
+            if event.x_pos is not None and event.y_pos is not None:
+                spec["translation"] = self.to_image(float(event.x_pos), float(event.y_pos))
+            if writer.dataset is None:
+                writer.dataset = open_dataset(
+                    {
+                        **self.options,
+                        "out": writer.path,
+                        "overwrite": writer.overwrite,
+                        "layout": "collection",
+                        "images": {key: spec},
+                    },
+                    root_attrs={"mda": self.summary},
+                    store=writer.store,
+                )
+            else:
+                writer.dataset.add_image(key, spec)
+            self.count[key] = 0
+        t = self.count[key]
+        self.count[key] = t + 1
+        return key, {"t": t}
 
 
 def _count_not_taken(summary: Summary, frames: list[tuple[str, int | None]]) -> None:
