@@ -292,3 +292,31 @@ def test_positions_beyond_any_event_count_get_their_image():
     plan = plan_sequence(seq)
     assert sorted(plan.images) == [f"s{i}" for i in range(6)]
     assert all(p.sizes["t"] == 50_000 for p in plan.images.values())
+
+
+def test_a_list_of_events_is_written_as_its_frames_come(mmc, tmp_path):
+    events = [
+        useq.MDAEvent(index={"t": t, "p": p}, x_pos=10.0 * p, y_pos=0.0, pos_name=f"s{p}")
+        for t in range(3)
+        for p in range(2)
+    ]
+    events.append(useq.MDAEvent(index={"t": 0, "p": 2}, x_pos=50.0, y_pos=5.0))
+    out = tmp_path / "events.ome.zarr"
+    writer = MDAWriter(out, core=mmc)
+    counter = Counter(mmc)
+    try:
+        mmc.run_mda(events, output=writer, block=True)
+    finally:
+        writer.detach()
+        counter.close()
+    summary = writer.summary
+    assert summary is not None and summary.state == "complete", writer.error
+    assert counter.count == 7 and summary.frames_written == 7
+    images = _root(out)["acqwriter"]["images"]
+    assert sorted(images) == ["p2", "s0", "s1"]
+    s1 = out / images["s1"]
+    assert read_zarr(s1).shape == (3, 64, 64)
+    records = frame_records(s1)
+    assert [r["metadata"]["event_index"] for r in records] == [{"t": t, "p": 1} for t in range(3)]
+    check_dataset(s1)
+    assert (out / "OME" / "METADATA.ome.xml").exists()

@@ -49,7 +49,7 @@ from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.plan.resources import Plan
 from acqwriter.plan.sharding import shard_factors
 from acqwriter.post.pyramid import BuildProgress
-from acqwriter.spec.dataset import DatasetSpec, plate_key
+from acqwriter.spec.dataset import WRITER_FIELDS, DatasetSpec, plate_key
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import FINAL_RESERVE_NAME, StorageError, Store
 from acqwriter.store.local import LocalStore
@@ -267,7 +267,9 @@ class DatasetWriter:
                 raise SpecError(f"images.{key}: this dataset already has an image {key!r}")
             spec = DatasetSpec.parse(
                 {
-                    **self.spec.model_dump(exclude={"images"}),
+                    **{name: getattr(self.spec, name) for name in WRITER_FIELDS},
+                    "out": self.spec.out,
+                    "layout": "collection",
                     "images": {key: image},
                 }
             )
