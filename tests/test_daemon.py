@@ -249,7 +249,15 @@ def test_ctl_command_line(daemon, tmp_path):
     assert run.returncode == 0 and json.loads(run.stdout)["pong"] is True
     run = run_cli(*ctl, "configure", str(spec), "--frames", "25", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["spec"]["frames"] == 25
+    # what will be acquired, concisely: where, images, axes and sizes, frames, bytes
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("configured: 1 image(s) (image) -> ")
+    assert lines[0].endswith("cli.ome.zarr")
+    assert "25 frames of 64x64 uint16, 0.2 MB uncompressed" in lines[1]
+    assert len(lines) <= 5
+    whole = run_cli(*ctl, "configure", str(spec), "--frames", "25", "--json", cwd=tmp_path)
+    reply = json.loads(whole.stdout)
+    assert reply["spec"]["frames"] == 25 and reply["acquires"]["frames"] == 25
     run = run_cli(*ctl, "start", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     watch = run_cli(*ctl, "watch", cwd=tmp_path)

@@ -155,8 +155,7 @@ def _with_build_progress(work: Any, quiet: bool) -> Any:
             return
         if not shown:
             shown.append(ProgressDisplay(None, None, quiet))
-            shown[0].phase = "flushing"  # no acquisition bar: levels only
-            shown[0].progress.remove_task(shown[0].task)
+            shown[0].start_levels_only()
         shown[0].update({"phase": "pyramid", "frames_written": 0, **build.snapshot()})
 
     def feed() -> None:
@@ -250,7 +249,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="acqwriter", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(
+        prog="acqwriter",
+        description="Stream microscope camera frames to OME-Zarr while the acquisition "
+        "runs; finish, inspect and serve datasets.",
+    )
     parser.add_argument("--version", action="version", version=f"acqwriter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_acquire(sub)

@@ -41,18 +41,43 @@ class ProgressDisplay:
             console=self.console,
             transient=False,
         )
-        total = total_frames if total_frames is not None else duration
-        self.task = self.progress.add_task(
+        self.task: Any = None  # made at the first snapshot: a refused run shows no bar
+        self.acquiring_task: Any = None
+        self.flushing_task: Any = None
+
+    def _start(self) -> None:
+        assert self.progress is not None
+        total = self.total_frames if self.total_frames is not None else self.duration
+        self.task = self.acquiring_task = self.progress.add_task(
             "acquiring", total=total, count="0", rate=0.0, detail="ring 0/0 drops 0"
+        )
+        self.progress.start()
+
+    def start_levels_only(self) -> None:
+        """Show pyramid levels only (``acqwriter pyramid`` and ``recover``): no
+        acquisition bar."""
+        if self.progress is None:
+            return
+        self.phase = "flushing"
+        self.task = self.progress.add_task(
+            "flushing", total=None, count="", rate=0.0, detail="", visible=False
         )
         self.progress.start()
 
     def update(self, snap: dict[str, Any]) -> None:
         if self.progress is None:
             return
+        if self.task is None:
+            self._start()
         phase = snap.get("phase", "acquiring")
         written = snap["frames_written"]
         frames = f"{written}/{self.total_frames}" if self.total_frames else f"{written} frames"
+        if phase != "acquiring" and self.acquiring_task is not None:
+            # the backlog is written while flushing: the acquisition's bar ends at what
+            # is on disk, not at what was when the camera stopped
+            self.progress.update(self.acquiring_task, count=frames)
+            if self.flushing_task is not None:
+                self.progress.update(self.flushing_task, count=frames)
         if phase == "acquiring":
             done = (
                 written
@@ -76,7 +101,7 @@ class ProgressDisplay:
                 total=written or 1,
                 rate=snap["mb_per_s"],
             )
-            self.task = self.progress.add_task(
+            self.task = self.flushing_task = self.progress.add_task(
                 "flushing", total=None, count=frames, rate=0.0, detail=""
             )
             self.phase = "flushing"
@@ -111,8 +136,10 @@ class ProgressDisplay:
     def _finish_task(self) -> None:
         task = next((t for t in self.progress.tasks if t.id == self.task), None)
         if task is not None:
-            self.progress.update(self.task, completed=task.total or 1, total=task.total or 1)
+            total = task.total or 1
+            fields = {"count": f"{int(total)}/{int(total)} chunks"} if self.level else {}
+            self.progress.update(self.task, completed=total, total=total, **fields)
 
     def stop(self) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.stop()

@@ -67,6 +67,7 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("configure", help="spec file and/or the options of 'acqwriter acquire'")
     p.add_argument("spec_file", nargs="?", type=Path, help="spec file (.json/.yaml/.toml)")
     add_spec_options(p)
+    p.add_argument("--json", action="store_true", help="print the daemon's whole reply")
     p.set_defaults(handler=cmd_ctl)
     p = csub.add_parser("stop", help="finish the dataset (pyramid included) and print its summary")
     p.add_argument("--no-wait", action="store_true", help="return at once")
@@ -184,11 +185,21 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     finally:
         client.close()
     if args.ctl_command == "stop" and "summary" in (result or {}) and not args.json:
-        from acqwriter.format.summary import Summary
+        from acqwriter.format.summary import DatasetSummary, Summary
 
-        print(Summary.model_validate(result["summary"]).describe())
+        model = DatasetSummary if "images" in result["summary"] else Summary
+        print(model.model_validate(result["summary"]).describe())
         if not result.get("ok", True):
             print(f"incomplete: {result.get('reason')}", file=sys.stderr)
+    elif (
+        args.ctl_command == "configure"
+        and not getattr(args, "json", False)
+        and isinstance(result, dict)
+        and "acquires" in result
+    ):
+        from acqwriter.devices.acquisition import describe_plan
+
+        print(describe_plan(result["acquires"]))
     else:
         print(jsonio.dumps(result, indent=2))
     return EXIT_OK

@@ -329,6 +329,7 @@ class Server:
             self._open_scope(spec.camera, sim_options)
         from acqwriter.devices import DeviceError, configure_camera
         from acqwriter.devices.acquisition import (
+            acquisition_plan,
             check_sequence,
             sequence_frames,
             stream_spec_for,
@@ -360,7 +361,8 @@ class Server:
         self._set_state("configured")
         return {
             "state": self.state,
-            "spec": spec.model_dump(mode="json"),
+            "acquires": acquisition_plan(spec, stream_spec),
+            "spec": spec.model_dump(mode="json", exclude_defaults=True),
             "devices": self._description,
             "creates_folders": [str(p) for p in missing_parents(spec.out)],
         }
