@@ -161,7 +161,9 @@ class AcquisitionSpec(WriterOptions):
         try:
             parse_sequence(value)
         except SpecError as exc:
-            raise ValueError(f"sequence{str(exc).removeprefix('sequence')}") from None
+            raise ValueError(
+                str(exc).removeprefix("sequence.").removeprefix("sequence: ")
+            ) from None
         return value
 
     @model_validator(mode="after")
