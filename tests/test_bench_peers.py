@@ -79,6 +79,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_every_writer_runs_interleaved_and_reads_back_exact(small_run: dict) -> None:
     results = small_run["json"]
     assert results["protocol"]["repeats"] == 3

@@ -71,6 +71,7 @@ def kill_and_check(
     return out, extent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shards", ["none", "auto"])
 def test_sigkill_at_random_moments_then_recover(tmp_path, shards):
     """``auto``: 48×40 frames go 2 000+ to a shard along t, so everything the extent

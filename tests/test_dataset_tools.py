@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 
 from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank
@@ -47,6 +48,7 @@ def _plate_frames_ok(out: Path, seed: int) -> dict[str, int]:
     return extents
 
 
+@pytest.mark.slow
 def test_a_plate_killed_at_random_moments_is_valid_and_recovers(tmp_path):
     """20 kills, two writers at a time (the machine has two cores)."""
     from concurrent.futures import ThreadPoolExecutor

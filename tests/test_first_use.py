@@ -382,7 +382,8 @@ def test_daemon_events_show_the_phases(daemon, tmp_path):
     try:
         with daemon.client() as c:
             c.configure(camera="sim", shape=[1024, 1024], frames=60, out="ev.ome.zarr",
-                        chunks={"y": 256, "x": 256})  # fmt: skip
+                        chunks={"y": 256, "x": 256},
+                        ring_bytes=64 << 20)  # fmt: skip  # the test's ring, not the machine's
             c.start()
             recorder.wait_for("summary")
     finally:

@@ -146,6 +146,7 @@ def _crash(template: Path, out: Path, extent: int) -> None:
     (out / "0" / "zarr.json").write_text(json.dumps(meta0))
 
 
+@pytest.mark.slow
 def test_pyramid_killed_at_random_moments_leaves_an_honest_dataset(tmp_path, tried):
     template = tmp_path / "template.ome.zarr"
     _dataset(template)
@@ -171,6 +172,7 @@ def test_pyramid_killed_at_random_moments_leaves_an_honest_dataset(tmp_path, tri
     assert runs.kills == KILLS
 
 
+@pytest.mark.slow
 def test_recover_killed_at_random_moments_can_be_run_again(tmp_path, tried):
     template = tmp_path / "template.ome.zarr"
     _dataset(template)
@@ -445,13 +447,15 @@ def test_idle_daemon_holds_no_ring(tmp_path, tried):
         d.wait_ready()
         proc = psutil.Process(d.proc.pid)
         with d.client(timeout_s=60) as c:
-            c.configure(camera="sim", shape=[2048, 2048], frames=30, out="w.ome.zarr")
+            c.configure(camera="sim", shape=[2048, 2048], frames=30, out="w.ome.zarr",
+                        ring_bytes=128 << 20)  # fmt: skip  # sized for the test
             configured = proc.memory_info().rss
             for k in range(10):
                 c.configure(
                     camera="sim",
                     shape=[2048, 2048],
                     frames=30,
+                    ring_bytes=128 << 20,
                     out=f"cycle{k}.ome.zarr",
                     pyramid={"enabled": False},
                 )

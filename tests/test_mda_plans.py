@@ -46,15 +46,24 @@ class Counter:
         self._mmc.mda.events.frameReady.disconnect(self.frameReady)
 
 
+def _small(rows: int, columns: int, name: str) -> useq.WellPlate:
+    """A plate of ``rows`` × ``columns`` wells 100 µm apart: the demo XY stage takes
+    seconds per centimetre, and the mapping does not depend on the spacing."""
+    return useq.WellPlate(
+        rows=rows, columns=columns, well_spacing=(0.1, 0.1), well_size=(0.05, 0.05), name=name
+    )
+
+
 def _root(out):
     return json.loads((out / "zarr.json").read_text())["attributes"]
 
 
 @pytest.mark.parametrize("points", [None, 2])
 def test_a_well_plate_of_one_or_more_points_per_well_is_a_full_plate(mmc, tmp_path, points):
-    plan = {"plate": 96, "a1_center_xy": (0, 0), "selected_wells": ([1, 3], [2, 6])}
+    plate = _small(8, 12, "96-well")
+    plan = {"plate": plate, "a1_center_xy": (0, 0), "selected_wells": ([1, 3], [2, 6])}
     if points:
-        plan["well_points_plan"] = useq.GridRowsColumns(rows=points, columns=1, fov_width=1)
+        plan["well_points_plan"] = useq.GridRowsColumns(rows=points, columns=1, fov_width=0.01)
     seq = useq.MDASequence(stage_positions=useq.WellPlatePlan(**plan), channels=["DAPI"])
     out = tmp_path / "plate.ome.zarr"
     writer = MDAWriter(out, core=mmc)
@@ -87,7 +96,7 @@ def test_a_well_plate_of_one_or_more_points_per_well_is_a_full_plate(mmc, tmp_pa
 def test_plate_rows_and_columns_read_back_with_zarr_python_2_layout(mmc, tmp_path):
     seq = useq.MDASequence(
         stage_positions=useq.WellPlatePlan(
-            plate=24, a1_center_xy=(0, 0), selected_wells=([0, 2], [1, 1])
+            plate=_small(4, 6, "24-well"), a1_center_xy=(0, 0), selected_wells=([0, 2], [1, 1])
         )
     )
     out = tmp_path / "plate04.ome.zarr"
@@ -227,7 +236,7 @@ def test_a_writer_that_stopped_cancels_the_run_and_counts_what_came(mmc, tmp_pat
         counter.close()
     summary = writer.summary
     assert summary.state in ("failed", "aborted")
-    assert "disk" in summary.error
+    assert "no space" in summary.error or "disk" in summary.error
     assert counter.count < 400  # the run was cancelled
     after = summary.dropped_by_reason.get("writer stopped", 0)
     assert after >= 1
@@ -320,3 +329,44 @@ def test_a_list_of_events_is_written_as_its_frames_come(mmc, tmp_path):
     assert [r["metadata"]["event_index"] for r in records] == [{"t": t, "p": 1} for t in range(3)]
     check_dataset(s1)
     assert (out / "OME" / "METADATA.ome.xml").exists()
+
+
+def test_the_daemon_weighs_checks_and_stops_a_sequence(daemon, tmp_path):
+    import time
+
+    from acqwriter.control.client import ControlError
+    from daemon_helpers import EventRecorder
+
+    with daemon.client() as c:
+        # what start would fail on is refused at configure, with the reason
+        huge = {"time_plan": {"interval": 0, "loops": 10**9}}
+        with pytest.raises(ControlError) as refused:
+            c.configure(camera="sim", shape=[64, 64], out="h.ome.zarr", sequence=huge)
+        assert "time_plan" in refused.value.message and "\n" not in refused.value.message
+        disk = {"time_plan": {"interval": 0, "loops": 900_000}}
+        with pytest.raises(ControlError) as full:
+            c.configure(camera="sim", shape=[2048, 2048], out="d.ome.zarr", sequence=disk)
+        assert "not enough free space" in full.value.message
+        with pytest.raises(ControlError) as channel:
+            c.configure(camera="sim", shape=[64, 64], out="c.ome.zarr",
+                        sequence={"channels": ["DAPI", "Nope"]})  # fmt: skip
+        assert "Nope" in channel.value.message
+    recorder = EventRecorder(daemon.local_events)
+    try:
+        with daemon.client() as c:
+            slow = {"time_plan": {"interval": 0.05, "loops": 400}}
+            c.configure(camera="sim", shape=[300, 300], out="s.ome.zarr", sequence=slow)
+            c.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # some frames are on disk: then stop
+                if (c.status().get("progress") or {}).get("frames_written", 0) >= 3:
+                    break
+                time.sleep(0.05)
+            report = c.stop(wait=True)
+    finally:
+        recorder.close()
+    summary = report["summary"]
+    assert summary["state"] == "complete" and 0 < summary["frames_written"] < 400
+    assert summary["pyramid_levels"] == 2  # stop finishes the dataset, pyramid included
+    attrs = json.loads((tmp_path / "s.ome.zarr" / "zarr.json").read_text())["attributes"]
+    assert [d["path"] for d in attrs["ome"]["multiscales"][0]["datasets"]] == ["0", "1"]

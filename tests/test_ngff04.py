@@ -119,6 +119,7 @@ def test_shards_are_refused_in_0_4(tmp_path):
     assert run.returncode == 2 and "shards: OME-NGFF 0.4" in run.stderr
 
 
+@pytest.mark.slow
 def test_0_4_killed_at_random_moments_is_valid_and_recovers(tmp_path):
     """20 kills, two writers at a time (the machine has two cores)."""
     from concurrent.futures import ThreadPoolExecutor

@@ -219,7 +219,7 @@ class DatasetWriter:
         version = self.spec.ngff_version
         write = self.store.write_atomic
         if self.layout == "collection":
-            write(COLLECTION_OME_XML, self._ome_xml(state))
+            write(COLLECTION_OME_XML, _ome_xml(self.images.values(), state))
             write_group(write, series_group(paths), version, COLLECTION_SERIES)
         else:
             wells: dict[str, list[str]] = {}
@@ -240,18 +240,6 @@ class DatasetWriter:
             attrs["summary"] = summary.model_dump()
         write_group(write, dataset_root(self.layout, attrs, self._plate), version)
 
-    def _ome_xml(self, state: str) -> bytes:
-        """The collection's OME-XML: each image with its time points (planned while
-        acquiring, those on disk once closed) and stage position."""
-        entries = []
-        for image in self.images.values():
-            rows = image.writer.committer.committed_rows
-            planned = image.layout.outer_sizes[0]
-            time_points = rows if state != "acquiring" or planned is None else planned
-            translation = image.attrs.get(TRANSLATION_KEY) or {}
-            entries.append((image.spec, time_points, dict(translation)))
-        return collection_ome_xml(entries)
-
     def add_image(self, key: str, image: dict[str, Any]) -> None:
         """Add image ``key`` (:class:`~acqwriter.spec.dataset.ImageSpec` fields) to an
         open collection, for acquisitions whose positions are only known as their
@@ -261,42 +249,23 @@ class DatasetWriter:
         if self.layout != "collection" or not isinstance(self.spec, DatasetSpec):
             raise SpecError(f"images.{key}: images are added to a collection only")
         with self._append_lock:
-            if self._closed:
-                raise StreamError("stream is closed; no image can be added")
-            if key in self.images:
-                raise SpecError(f"images.{key}: this dataset already has an image {key!r}")
+            if self._closed or key in self.images:
+                raise SpecError(f"images.{key}: the dataset is closed or has this image")
+            writer = {name: getattr(self.spec, name) for name in WRITER_FIELDS}
             spec = DatasetSpec.parse(
-                {
-                    **{name: getattr(self.spec, name) for name in WRITER_FIELDS},
-                    "out": self.spec.out,
-                    "layout": "collection",
-                    "images": {key: image},
-                }
+                {**writer, "out": self.spec.out, "layout": "collection", "images": {key: image}}
             )
-            path = str(len(self.images))
-            stream = spec.image_stream(key, out=self.spec.out / path)
-            if stream.shards == "auto":
-                stream = _within_time_points(stream)
-            plan = Plan.of(stream)
-            slots = self.slots
-            if (
-                slots.slots.shape[1:] != tuple(plan.layout.frame_shape)
-                or slots.slots.dtype != plan.layout.dtype
-                or slots.capacity < plan.layout.min_ring_frames
-            ):
-                raise SpecError(
-                    f"images.{key}: its frames ({stream.shape} {stream.dtype}) do not fit "
-                    "the dataset's frame slots"
-                )
-            attrs: dict[str, Any] = {"image": key}
-            if spec.images[key].translation:
-                attrs[TRANSLATION_KEY] = dict(spec.images[key].translation)
-            view = PrefixedStore(self.store, path)
-            writer = ImageWriter(stream, plan, view, self.pipeline, by_index=True, attrs=attrs)
-            writer.write_first_metadata()
-            self.images[key] = writer
-            self._paths[key] = path
-            self._single = None
+            entry = image_entry(spec, key, str(len(self.images)), many=True)
+            plan = Plan.of(entry.spec)
+            slots, layout = self.slots, plan.layout
+            if (slots.slots.shape[1:], slots.slots.dtype) != (layout.frame_shape, layout.dtype):
+                raise SpecError(f"images.{key}: its frames do not fit the dataset's frame slots")
+            view = PrefixedStore(self.store, entry.path)
+            added = ImageWriter(
+                entry.spec, plan, view, self.pipeline, by_index=True, attrs=entry.attrs
+            )
+            added.write_first_metadata()
+            self.images[key], self._paths[key], self._single = added, entry.path, None
             self._write_hierarchy("adding")
 
     # -- frames in -------------------------------------------------------------------------------
@@ -539,6 +508,22 @@ class DatasetWriter:
         return result
 
 
+def _ome_xml(images: Any, state: str) -> bytes:
+    """A collection's OME-XML: time points planned while acquiring, then on disk."""
+    return collection_ome_xml(
+        [
+            (
+                i.spec,
+                i.writer.committer.committed_rows
+                if state != "acquiring" or i.layout.outer_sizes[0] is None
+                else i.layout.outer_sizes[0],
+                dict(i.attrs.get(TRANSLATION_KEY) or {}),
+            )
+            for i in images
+        ]
+    )
+
+
 def _finish_summary(
     summary: Summary, write_duration: float, pyramid_duration: float, aborted: str | None
 ) -> None:
@@ -574,14 +559,7 @@ def open_dataset(
             path = str(i)
         else:
             path = key
-        stream = spec.image_stream(key, out=spec.out / path if path else spec.out)
-        if len(spec.images) > 1 and stream.shards == "auto":
-            stream = _within_time_points(stream)
-        attrs: dict[str, Any] = {"image": key}
-        translation = spec.images[key].translation
-        if translation:
-            attrs[TRANSLATION_KEY] = dict(translation)
-        entries.append(ImageEntry(key, path, stream, attrs))
+        entries.append(image_entry(spec, key, path, many=len(spec.images) > 1))
     plate = None
     if spec.layout == "plate":
         keys = [plate_key(key) for key in spec.images]
@@ -604,6 +582,19 @@ def open_dataset(
         store=store,
         root_attrs=root_attrs,
     )
+
+
+def image_entry(spec: DatasetSpec, key: str, path: str, *, many: bool) -> ImageEntry:
+    """Image ``key`` of ``spec`` at ``path`` in the dataset (``many``: one of several
+    images, whose automatic shards stay within a time point: see :func:`open_dataset`)."""
+    stream = spec.image_stream(key, out=spec.out / path if path else spec.out)
+    if many and stream.shards == "auto":
+        stream = _within_time_points(stream)
+    attrs: dict[str, Any] = {"image": key}
+    translation = spec.images[key].translation
+    if translation:
+        attrs[TRANSLATION_KEY] = dict(translation)
+    return ImageEntry(key, path, stream, attrs)
 
 
 def _within_time_points(stream: StreamSpec) -> StreamSpec:

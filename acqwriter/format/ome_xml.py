@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["collection_ome_xml"]
 _UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
 _TIME_UNITS = {"second": "s", "millisecond": "ms", "minute": "min", "hour": "h"}
+_PIXEL_TYPES = {"float32": "float", "float64": "double"}  # OME's names; ints are numpy's
 
 
 def _image(i: int, spec: StreamSpec, time_points: int, stage: dict[str, float]) -> Any:
@@ -61,7 +62,7 @@ def _image(i: int, spec: StreamSpec, time_points: int, stage: dict[str, float]) 
     pixels = model.Pixels(
         id=f"Pixels:{i}",
         dimension_order="XYZCT",
-        type=str(spec.dtype),
+        type=_PIXEL_TYPES.get(str(spec.dtype), str(spec.dtype)),
         size_x=spec.shape[1],
         size_y=spec.shape[0],
         size_z=sizes.get("z") or 1,
