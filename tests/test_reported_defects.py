@@ -271,3 +271,19 @@ def test_a_collection_opens_in_ome_zarr_py_and_napari_ome_zarr(tmp_path):
     layers = reader(str(out))
     assert len(layers) == 2
     assert np.asarray(layers[1][0][0]).shape == (2, 2, 3, 32, 48)
+
+
+def test_missing_frames_are_ranges_in_the_documents(tmp_path):
+    out = tmp_path / "gap.ome.zarr"
+    images = {"a": {"shape": (8, 8), "dtype": "uint16", "dims": "tczyx",
+                    "sizes": {"c": 2, "z": 5}}}  # fmt: skip
+    with acqwriter.open_dataset({"out": out, "layout": "image", "images": images}) as ds:
+        ds.append(np.zeros((8, 8), np.uint16), index={"t": 0})
+        ds.append(np.zeros((8, 8), np.uint16), index={"t": 99_999, "c": 1, "z": 4})
+    summary = ds.summary
+    assert summary.frames_missing == 999_998
+    assert summary.missing_ranges == [(1, 999_999)]
+    assert summary.missing_indices[:3] == [1, 2, 3] and len(summary.missing_indices) == 10_000
+    stored = _root(out)["acqwriter"]["summary"]
+    assert stored["missing_ranges"] == [[1, 999_999]]
+    assert os.path.getsize(out / "zarr.json") < 1_000_000

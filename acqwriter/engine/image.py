@@ -30,7 +30,7 @@ from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
 from acqwriter.format.ngff_v05 import group_metadata, level0
-from acqwriter.format.summary import Summary
+from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
 from acqwriter.format.versions import array_document, array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.pyramid import no_pyramid_reason
@@ -254,6 +254,7 @@ class ImageWriter:
     def summary(self, *, state: str, duration: float) -> Summary:
         """What this image holds so far, as the summary model."""
         ledger = self.ledger
+        missing = sorted(ledger.missing)
         dropped, by_reason = ledger.drops()
         written = self.frames_in_extent()
         stored = self.writer.stored_bytes
@@ -273,8 +274,9 @@ class ImageWriter:
             frames_dropped=len(dropped),
             dropped_indices=dropped,
             dropped_by_reason=by_reason,
-            frames_missing=len(ledger.missing),
-            missing_indices=sorted(ledger.missing),
+            frames_missing=len(missing),
+            missing_indices=missing[:MAX_LISTED],
+            missing_ranges=index_ranges(missing),
             shape=list(self.layout.array_shape(rows)),
             raw_bytes=raw,
             stored_bytes=stored,

@@ -18,7 +18,23 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["DatasetSummary", "Summary"]
+__all__ = ["MAX_LISTED", "DatasetSummary", "Summary", "index_ranges"]
+
+
+# indices listed one by one in a summary; beyond, ranges say the rest (a document holding
+# a million indices is tens of megabytes, and every reader parses it)
+MAX_LISTED = 10_000
+
+
+def index_ranges(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted ``indices`` as merged [start, end) ranges."""
+    ranges: list[tuple[int, int]] = []
+    for i in indices:
+        if ranges and ranges[-1][1] == i:
+            ranges[-1] = (ranges[-1][0], i + 1)
+        else:
+            ranges.append((i, i + 1))
+    return ranges
 
 
 class Summary(BaseModel):
@@ -33,7 +49,15 @@ class Summary(BaseModel):
     dropped_indices: list[int] = Field(default_factory=list)
     dropped_by_reason: dict[str, int] = Field(default_factory=dict)
     frames_missing: int = 0
-    missing_indices: list[int] = Field(default_factory=list)
+    missing_indices: list[int] = Field(
+        default_factory=list,
+        description=f"the first {MAX_LISTED} missing frame indices (all: missing_ranges)",
+    )
+    missing_ranges: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="every missing frame as [start, end) index ranges: bounded in size "
+        "however many frames are missing",
+    )
     shape: list[int] = Field(default_factory=list)
     raw_bytes: int = 0
     stored_bytes: int = 0
