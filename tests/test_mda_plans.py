@@ -370,3 +370,52 @@ def test_the_daemon_weighs_checks_and_stops_a_sequence(daemon, tmp_path):
     assert summary["pyramid_levels"] == 2  # stop finishes the dataset, pyramid included
     attrs = json.loads((tmp_path / "s.ome.zarr" / "zarr.json").read_text())["attributes"]
     assert [d["path"] for d in attrs["ome"]["multiscales"][0]["datasets"]] == ["0", "1"]
+
+
+def test_a_big_grid_makes_its_images_as_their_frames_come(mmc, tmp_path):
+    """A 20 x 20 grid is not 400 images before its first frame; cancelled after 10
+    frames, the dataset holds the images that were reached, every one valid."""
+    seq = useq.MDASequence(
+        grid_plan=useq.GridRowsColumns(rows=20, columns=20, fov_width=1, fov_height=1)
+    )
+    out = tmp_path / "grid.ome.zarr"
+    writer = MDAWriter(out, core=mmc)
+    seen = []
+
+    def cancel_after_ten(img, event, meta):
+        seen.append(event.index["g"])
+        if len(seen) == 10:
+            mmc.mda.cancel()
+
+    mmc.mda.events.frameReady.connect(cancel_after_ten)
+    try:
+        mmc.run_mda(seq, output=writer, block=True)
+    finally:
+        writer.detach()
+        mmc.mda.events.frameReady.disconnect(cancel_after_ten)
+    summary = writer.summary
+    assert summary.state == "aborted" and summary.frames_written == len(seen) >= 10
+    images = _root(out)["acqwriter"]["images"]
+    assert len(images) == len(seen) < 400
+    for path in images.values():
+        check_dataset(out / path)
+    assert len(_root(out / "OME")["ome"]["series"]) == len(seen)
+
+
+def test_a_whole_run_lists_every_planned_image(mmc, tmp_path):
+    seq = useq.MDASequence(
+        grid_plan=useq.GridRowsColumns(rows=2, columns=3, fov_width=1, fov_height=1)
+    )
+    out = tmp_path / "all.ome.zarr"
+    writer, _ = _run_plain(mmc, seq, out)
+    assert writer.summary.state == "complete" and writer.summary.frames_written == 6
+    assert len(_root(out)["acqwriter"]["images"]) == 6
+
+
+def _run_plain(mmc, seq, out):
+    writer = MDAWriter(out, core=mmc)
+    try:
+        mmc.run_mda(seq, output=writer, block=True)
+    finally:
+        writer.detach()
+    return writer, None

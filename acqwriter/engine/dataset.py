@@ -241,21 +241,23 @@ class DatasetWriter:
         write_group(write, dataset_root(self.layout, attrs, self._plate), version)
 
     def add_image(self, key: str, image: dict[str, Any]) -> None:
-        """Add image ``key`` (:class:`~acqwriter.spec.dataset.ImageSpec` fields) to an
-        open collection, for acquisitions whose positions are only known as their
-        frames come (a list of events). Its frames must fit the shared frame slots (the
-        frame shape and dtype of the images given at open). The image's documents are
-        written before the groups that list it, as at open."""
-        if self.layout != "collection" or not isinstance(self.spec, DatasetSpec):
-            raise SpecError(f"images.{key}: images are added to a collection only")
+        """Add image ``key`` (ImageSpec fields) to an open collection or plate as its
+        first frame comes: a list of events names its positions only then, and a
+        10 000-field grid should not create 10 000 images before its first frame. Its
+        frames must fit the shared frame slots; its documents come before the groups."""
+        if self.layout == "image" or not isinstance(self.spec, DatasetSpec):
+            raise SpecError(f"images.{key}: images are added to a collection or a plate")
         with self._append_lock:
             if self._closed or key in self.images:
                 raise SpecError(f"images.{key}: the dataset is closed or has this image")
             writer = {name: getattr(self.spec, name) for name in WRITER_FIELDS}
+            plate = self.spec.plate
             spec = DatasetSpec.parse(
-                {**writer, "out": self.spec.out, "layout": "collection", "images": {key: image}}
+                {**writer, "out": self.spec.out, "layout": self.layout, "images": {key: image}}
+                | ({"plate": plate} if plate is not None else {})
             )
-            entry = image_entry(spec, key, str(len(self.images)), many=True)
+            path = key if self.layout == "plate" else str(len(self.images))
+            entry = image_entry(spec, key, path, many=True)
             plan = Plan.of(entry.spec)
             slots, layout = self.slots, plan.layout
             if (slots.slots.shape[1:], slots.slots.dtype) != (layout.frame_shape, layout.dtype):
@@ -266,6 +268,8 @@ class DatasetWriter:
             )
             added.write_first_metadata()
             self.images[key], self._paths[key], self._single = added, entry.path, None
+            if self.layout == "plate":
+                self._plate = _plate_document(spec, list(self.images))
             self._write_hierarchy("adding")
 
     # -- frames in -------------------------------------------------------------------------------
@@ -542,9 +546,12 @@ def open_dataset(
     ring: FrameSlots | None = None,
     store: Store | None = None,
     root_attrs: dict[str, Any] | None = None,
+    more_images: bool = False,
 ) -> DatasetWriter:
     """Validate ``spec`` and open a dataset of many images: the whole hierarchy exists
     (valid, empty) on return. Frames go to ``append(frame, image=KEY, index={...})``.
+    ``more_images``: images will be added as their frames come
+    (:meth:`DatasetWriter.add_image`); they are laid out as images of a dataset of many.
 
     Images without their own shard sizes are not sharded along the first axis: with
     many images open at once, each image's open t-shard would hold a staging segment
@@ -559,19 +566,9 @@ def open_dataset(
             path = str(i)
         else:
             path = key
-        entries.append(image_entry(spec, key, path, many=len(spec.images) > 1))
-    plate = None
-    if spec.layout == "plate":
-        keys = [plate_key(key) for key in spec.images]
-        given = spec.plate
-        name = (given.name if given else None) or spec.out.name.split(".")[0]
-        plate = plate_metadata(
-            keys,  # type: ignore[arg-type]
-            name,
-            name,
-            rows=given.row_names() if given else None,
-            columns=given.column_names() if given else None,
-        )
+        many = more_images or len(spec.images) > 1
+        entries.append(image_entry(spec, key, path, many=many))
+    plate = _plate_document(spec, list(spec.images)) if spec.layout == "plate" else None
     return DatasetWriter(
         spec,
         entries,
@@ -581,6 +578,19 @@ def open_dataset(
         ring=ring,
         store=store,
         root_attrs=root_attrs,
+    )
+
+
+def _plate_document(spec: DatasetSpec, keys: list[str]) -> dict[str, Any]:
+    """The ``plate`` object of the images ``keys`` of ``spec``'s plate."""
+    given = spec.plate
+    name = (given.name if given else None) or spec.out.name.split(".")[0]
+    return plate_metadata(
+        [plate_key(key) for key in keys],  # type: ignore[misc]
+        name,
+        name,
+        rows=given.row_names() if given else None,
+        columns=given.column_names() if given else None,
     )
 
 

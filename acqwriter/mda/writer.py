@@ -34,6 +34,7 @@ one is taken:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -97,6 +98,7 @@ class MDAWriter:
         self._stopped_frames: list[tuple[str, int | None]] = []
         self._engine_errors = _ErrorRecords()
         self._events: _EventImages | None = None  # a run of events, not of a sequence
+        self._pending: dict[str, dict[str, Any]] = {}  # planned images not made yet
         self._core: Any = None  # connected at construction: every call comes from it
         self._joined: Any = None  # core whose frameReady was joined for the current run
         self._sequence: Any = None
@@ -309,17 +311,25 @@ class MDAWriter:
         plate = None
         if plan.plate is not None:
             plate = {k: v for k, v in plan.plate.items() if v is not None}
+        # the first event's image now, every other one as its first frame comes: a
+        # 100 x 100 grid does not create 10 000 images before its first frame, and a run
+        # cancelled early leaves the images it reached; the disk is weighed for all
+        first = next(iter(images))
+        self._pending = {key: spec for key, spec in images.items() if key != first}
+        if writer_options.get("expected_frames") is None and plan.events:
+            writer_options["expected_frames"] = plan.events
         self.dataset = open_dataset(
             {
                 **writer_options,
                 "out": self.path,
                 "overwrite": self.overwrite,
                 "layout": plan.layout,
-                "images": images,
+                "images": {first: images[first]},
                 **({"plate": plate} if plate is not None else {}),
             },
             root_attrs={"mda": _jsonable(summary)},
             store=self.store,
+            more_images=bool(self._pending),
         )
 
     def _frame(
@@ -346,6 +356,12 @@ class MDAWriter:
                 return
             dims = self.plan.images[key].dims()
             placed = {a: index.get(a, 0) for a in dims[:-2]}
+            if key in self._pending and self.dataset is not None:
+                try:  # its first frame: the image is made now
+                    self.dataset.add_image(key, self._pending.pop(key))
+                except Exception as exc:
+                    self._not_taken(key, placed, exc)
+                    return
         if self.dataset is None or self.dataset.closed:
             return
         position = metadata.get("position") or {}
@@ -415,6 +431,11 @@ class MDAWriter:
             reason = f"acquisition cancelled: {self.error}"
         elif self._canceled and not self._stop_asked:
             reason = "sequence cancelled"
+        if reason is None:  # a whole run: images no frame reached still say so
+            for key, spec in list(self._pending.items()):
+                with contextlib.suppress(Exception):
+                    self.dataset.add_image(key, spec)  # its frames: flagged missing
+        self._pending.clear()
         self.summary = summary = self.dataset.close(aborted=reason, pyramid=reason is None)
         if self._stopped_frames:
             _count_not_taken(summary, self._stopped_frames)
