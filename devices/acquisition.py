@@ -522,16 +522,6 @@ def describe_plan(acquires: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def sequence_frames(spec: AcquisitionSpec) -> int | None:
-    """Frames ``spec.sequence`` acquires (counted from its plan, the time plan never
-    expanded), or None without a sequence: what the disk check weighs."""
-    if spec.sequence is None:
-        return None
-    from acqwriter.mda.mapping import plan_sequence
-
-    return plan_sequence(parse_sequence(spec.sequence)).events
-
-
 def check_sequence(scope: Microscope, spec: AcquisitionSpec) -> None:
     """Refuse, before anything starts, a sequence this scope cannot run (a channel its
     core does not have)."""

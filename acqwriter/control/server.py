@@ -347,7 +347,6 @@ class Server:
         from acqwriter.devices.acquisition import (
             acquisition_plan,
             check_sequence,
-            sequence_frames,
             stream_spec_for,
         )
         from acqwriter.engine.preflight import check_resources
@@ -365,8 +364,10 @@ class Server:
         # backed only as far as its backlog reaches (acqwriter.engine.slots), and given back at
         # the end: a configured or idle daemon holds no ring memory.
         try:
-            frames = sequence_frames(spec)  # a sequence is weighed as a stream is
-            if frames and stream_spec.expected_frames is None:
+            acquires = acquisition_plan(spec, stream_spec)  # a sequence planned once
+            frames = acquires["frames"]
+            if spec.sequence is not None and frames and stream_spec.expected_frames is None:
+                # a sequence is weighed as a stream is
                 stream_spec = stream_spec.model_copy(update={"expected_frames": frames})
             check_resources(stream_spec)
         except SpecError as exc:
@@ -377,7 +378,7 @@ class Server:
         self._set_state("configured")
         return {
             "state": self.state,
-            "acquires": acquisition_plan(spec, stream_spec),
+            "acquires": acquires,
             "spec": spec.model_dump(mode="json", exclude_defaults=True),
             "devices": self._description,
             "creates_folders": [str(p) for p in missing_parents(spec.out)],

@@ -259,8 +259,7 @@ class DatasetWriter:
             path = key if self.layout == "plate" else str(len(self.images))
             entry = image_entry(spec, key, path, many=True)
             plan = Plan.of(entry.spec)
-            slots, layout = self.slots, plan.layout
-            if (slots.slots.shape[1:], slots.slots.dtype) != (layout.frame_shape, layout.dtype):
+            if not self.slots.holds(plan.layout):
                 raise SpecError(f"images.{key}: its frames do not fit the dataset's frame slots")
             view = PrefixedStore(self.store, entry.path)
             added = ImageWriter(

@@ -305,14 +305,17 @@ class FrameSlots:
         n = math.prod(shape) * dtype.itemsize
         return frame.reshape(-1).view(np.uint8)[:n].view(dtype).reshape(shape)
 
-    def fits(self, layout: Any) -> bool:
-        """Idle, and right for ``layout`` (frame shape, dtype, enough slots)."""
+    def holds(self, layout: Any) -> bool:
+        """Right for ``layout``'s frames: frame shape, dtype, enough slots."""
         return (
             self.slots.shape[1:] == tuple(layout.frame_shape)
             and self.slots.dtype == layout.dtype
             and self.capacity >= layout.min_ring_frames
-            and len(self._free) == self.capacity
         )
+
+    def fits(self, layout: Any) -> bool:
+        """Idle, and right for ``layout`` (:meth:`holds`): a new stream may take it."""
+        return self.holds(layout) and len(self._free) == self.capacity
 
     def reopen(self) -> None:
         """Make a closed, idle ring usable by a new stream."""

@@ -33,11 +33,10 @@ from acqwriter.mda.sequence import (
     check_bounds,
     timepoints,
 )
+from acqwriter.spec.dataset import row_name
 from acqwriter.validation import SpecError
 
 __all__ = ["ImagePlan", "SequencePlan", "plan_sequence"]
-
-_ROW_LETTERS = 26
 
 
 @dataclass
@@ -95,16 +94,6 @@ def _axis(name: Any) -> str:
 
 def _event_index(event: Any) -> dict[str, int]:
     return {_axis(k): int(v) for k, v in event.index.items()}
-
-
-def row_name(index: int) -> str:
-    """A plate row's name from its index: A..Z, then AA, AB, … (useq's naming)."""
-    name = ""
-    index += 1
-    while index:
-        index, r = divmod(index - 1, _ROW_LETTERS)
-        name = chr(ord("A") + r) + name
-    return name
 
 
 def _plate_keys(plan: Any) -> tuple[dict[int, str], dict[str, Any]]:

@@ -113,10 +113,6 @@ def timepoints(sequence: Any) -> int:
     return 1 if plan is None else int(plan.num_timepoints())
 
 
-def _positions(sequence: Any) -> list[Any]:
-    return list(sequence.stage_positions)
-
-
 def check_bounds(sequence: Any, prefix: str = "sequence") -> None:
     """Refuse a sequence beyond the module's bounds (see the module docstring)."""
     for where, seq in _sequences(sequence, prefix):
@@ -126,7 +122,7 @@ def check_bounds(sequence: Any, prefix: str = "sequence") -> None:
                 f"{where}.time_plan: {n} time points; at most {MAX_TIMEPOINTS} can be "
                 "planned (split the acquisition, or use a longer interval)"
             )
-    count = len(_positions(sequence))
+    count = len(sequence.stage_positions)
     if count > MAX_IMAGES:
         raise SpecError(
             f"{prefix}.stage_positions: {count} positions; at most {MAX_IMAGES} images per dataset"

@@ -178,6 +178,7 @@ class MDAWriter:
             events.sequenceCanceled.disconnect(self._cancel)
             events.sequenceFinished.disconnect(self._finished)
             self._core = None
+        self._run_core = None
 
     # -- taking frames on the acquisition thread of a run we were relayed -------------------
     def _join(self, core: Any) -> None:
@@ -267,9 +268,7 @@ class MDAWriter:
         self._events = None
         if not plan.images:  # a list of events, not a sequence: images as frames come
             base = {"shape": shape, "dtype": dtype, "pixel_size": pixel_size, **image_options}
-            for name in ("chunks", "shards"):
-                if isinstance(base.get(name), dict):
-                    base[name] = {a: n for a, n in base[name].items() if a in "tyx"}
+            _only_axes(base, "tyx")
             summary["stage_to_image"] = to_image.describe
             self._events = _EventImages(base, writer_options, to_image, _jsonable(summary))
             self.dataset = None
@@ -285,9 +284,7 @@ class MDAWriter:
                 "pixel_size": pixel_size,
                 **image_options,
             }
-            for name in ("chunks", "shards"):  # sizes along axes this image does not have
-                if isinstance(spec.get(name), dict):  # do not apply to it
-                    spec[name] = {a: n for a, n in spec[name].items() if a in spec["dims"]}
+            _only_axes(spec, spec["dims"])
             if "z" in image.sizes:
                 step = image.z_step()
                 if step is not None:
@@ -417,9 +414,10 @@ class MDAWriter:
 
     def _finished(self, sequence: Any) -> None:
         _engine_log.removeHandler(self._engine_errors)
+        core = self._core or self._run_core
+        self._run_core = None  # a core kept alive past its run aborts the interpreter at exit
         if self.dataset is None or self.dataset.closed:
             return
-        core = self._core or self._run_core
         status = getattr(getattr(core, "mda", None), "status", None)
         errored = str(getattr(status, "finish_reason", "")) == "errored"
         reason = None
@@ -487,6 +485,13 @@ class _EventImages:
         t = self.count[key]
         self.count[key] = t + 1
         return key, {"t": t}
+
+
+def _only_axes(spec: dict[str, Any], dims: str) -> None:
+    """Chunk and shard sizes along axes an image does not have do not apply to it."""
+    for name in ("chunks", "shards"):
+        if isinstance(spec.get(name), dict):
+            spec[name] = {a: n for a, n in spec[name].items() if a in dims}
 
 
 def _count_not_taken(summary: Summary, frames: list[tuple[str, int | None]]) -> None:

@@ -37,7 +37,7 @@ from acqwriter.spec.model import (
 )
 from acqwriter.validation import StrictModel, format_validation_error
 
-__all__ = ["DatasetSpec", "ImageSpec", "PlateSpec", "plate_key"]
+__all__ = ["DatasetSpec", "ImageSpec", "PlateSpec", "plate_key", "row_name"]
 
 # The fields of a StreamSpec that belong to one image; the others are the writer's.
 IMAGE_FIELDS = (
@@ -103,17 +103,15 @@ class ImageSpec(StrictModel):
         return value
 
 
-def _row_names(count: int) -> list[str]:
-    """Row names of a plate of ``count`` rows: A..Z, then AA, AB, … (as plates are labelled)."""
-    names = []
-    for i in range(count):
-        name = ""
-        i += 1
-        while i:
-            i, r = divmod(i - 1, 26)
-            name = chr(ord("A") + r) + name
-        names.append(name)
-    return names
+def row_name(index: int) -> str:
+    """A plate row's name from its index: A..Z, then AA, AB, … (as plates are labelled,
+    and as useq names wells)."""
+    name = ""
+    index += 1
+    while index:
+        index, r = divmod(index - 1, 26)
+        name = chr(ord("A") + r) + name
+    return name
 
 
 class PlateSpec(StrictModel):
@@ -144,7 +142,9 @@ class PlateSpec(StrictModel):
         return value
 
     def row_names(self) -> list[str] | None:
-        return _row_names(self.rows) if isinstance(self.rows, int) else self.rows
+        if isinstance(self.rows, int):
+            return [row_name(i) for i in range(self.rows)]
+        return self.rows
 
     def column_names(self) -> list[str] | None:
         if isinstance(self.columns, int):
