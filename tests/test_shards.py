@@ -448,25 +448,25 @@ def test_writer_threads_buffers_for_big_sharded_chunks_come_out_of_the_ring(tmp_
     slots), so ring_bytes + 300 MB still bounds the RSS (2048² frames, 16 MiB t-shards:
     836–950 MB with a 512 MiB ring before). Pipelined (unsharded) big chunks and small
     chunks keep the whole ring."""
-    from acqwriter.plan.resources import Plan
+    from acqwriter.plan.resources import Resources
     from acqwriter.spec.model import StreamSpec
 
     frame_bytes = 2048 * 2048 * 2
     base = {"out": tmp_path / "big.ome.zarr", "shape": (2048, 2048), "dtype": "uint16"}
     base["chunks"] = {"y": 2048, "x": 2048}  # one frame per chunk
     sharded = StreamSpec.parse({**base, "shards": {"t": 2}, "threads": 6})
-    assert Plan.of(sharded).thread_buffer_bytes == 6 * 2 * frame_bytes
-    assert Plan.of(sharded).ring_frames == (512 << 20) // frame_bytes - 12 == 52
+    assert Resources.of(sharded).thread_buffer_bytes == 6 * 2 * frame_bytes
+    assert Resources.of(sharded).ring_frames == (512 << 20) // frame_bytes - 12 == 52
     plain = StreamSpec.parse({**base, "threads": 6})
-    assert Plan.of(plain).thread_buffer_bytes == 0 and Plan.of(plain).ring_frames == 64
+    assert Resources.of(plain).thread_buffer_bytes == 0 and Resources.of(plain).ring_frames == 64
     small = StreamSpec.parse({**base, "shape": (512, 512), "chunks": {}, "shards": {"t": 8}})
-    assert Plan.of(small).thread_buffer_bytes == 0
-    assert Plan.of(small).ring_frames == (512 << 20) // (512 * 512 * 2)
+    assert Resources.of(small).thread_buffer_bytes == 0
+    assert Resources.of(small).ring_frames == (512 << 20) // (512 * 512 * 2)
     # a ring too small for the threads' buffers keeps what one block needs
     tiny = StreamSpec.parse({**base, "shards": {"t": 2}, "ring_bytes": 64 << 20})
     from acqwriter.plan.layout import FrameLayout
 
-    assert Plan.of(tiny).ring_frames == FrameLayout(tiny).min_ring_frames >= 1
+    assert Resources.of(tiny).ring_frames == FrameLayout(tiny).min_ring_frames >= 1
 
 
 def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
@@ -474,7 +474,7 @@ def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
     staging segment: that memory is taken from ring_bytes (the ring gets fewer slots), so
     ring_bytes still bounds what is in flight. Shards that close in order change nothing."""
     from acqwriter.plan.layout import FrameLayout
-    from acqwriter.plan.resources import Plan
+    from acqwriter.plan.resources import Resources
     from acqwriter.plan.sharding import SEGMENT_BYTES
     from acqwriter.spec.model import StreamSpec
 
@@ -494,12 +494,12 @@ def test_staging_of_shards_open_together_comes_out_of_the_ring(tmp_path):
     spec = StreamSpec.parse(stack)
     layout = FrameLayout(spec)
     assert layout.shards.open_at_once() == 10  # 2 channels × 5 planes
-    assert Plan.of(spec).ring_frames == (ring - 9 * SEGMENT_BYTES) // frame_bytes == 64
+    assert Resources.of(spec).ring_frames == (ring - 9 * SEGMENT_BYTES) // frame_bytes == 64
     in_order = StreamSpec.parse({**stack, "shards": {"z": 5}})  # one shard open at a time
     assert FrameLayout(in_order).shards.open_at_once() == 1
-    assert Plan.of(in_order).ring_frames == ring // frame_bytes
+    assert Resources.of(in_order).ring_frames == ring // frame_bytes
     plain_t = StreamSpec.parse({**stack, "dims": "tyx", "sizes": {}})  # t-shards, no c/z
-    assert Plan.of(plain_t).ring_frames == ring // frame_bytes
+    assert Resources.of(plain_t).ring_frames == ring // frame_bytes
 
     bank = FrameBank(shape, "uint16", size=3, seed=9)
     frames = [bank.frame(i) for i in range(4 * 10 * 3)]  # three shards along t

@@ -6,7 +6,7 @@ import pytest
 
 from acqwriter import SpecError, StreamSpec, open_stream
 from acqwriter.acquisition.spec import AcquisitionSpec, parse_duration
-from acqwriter.plan.resources import Plan
+from acqwriter.plan.resources import Resources
 from acqwriter.spec.files import dump_spec, load_spec
 
 BASE = {"out": "x.ome.zarr", "shape": [64, 64], "dtype": "uint16"}
@@ -97,9 +97,9 @@ def test_ring_must_hold_open_chunk_rows():
     # with frame t3c0 (index 9), when 10 frames are resident at once
     spec = {**BASE, "dims": "tcyx", "sizes": {"c": 3}, "chunks": {"t": 4}}
     frame = 64 * 64 * 2
-    Plan.of(StreamSpec.parse({**spec, "ring_bytes": 10 * frame}))
+    Resources.of(StreamSpec.parse({**spec, "ring_bytes": 10 * frame}))
     with pytest.raises(SpecError, match=r"ring_bytes: expected at least 81920 bytes \(10 frames"):
-        Plan.of(StreamSpec.parse({**spec, "ring_bytes": 10 * frame - 1}))
+        Resources.of(StreamSpec.parse({**spec, "ring_bytes": 10 * frame - 1}))
     with pytest.raises(SpecError, match=r"ring_bytes: expected at least 81920 bytes"):
         open_stream({**spec, "ring_bytes": 10 * frame - 1})
 
@@ -222,25 +222,25 @@ def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
         }
     )
     # small chunks: writers compress and write, one per core plus one
-    assert (Plan.of(small).compressors, Plan.of(small).io_threads) == (cores + 1, 0)
+    assert (Resources.of(small).compressors, Resources.of(small).io_threads) == (cores + 1, 0)
     # big unsharded chunks: pipelined, one compressor per core and four I/O threads ...
-    assert (Plan.of(big).compressors, Plan.of(big).io_threads) == (cores, 4)  # 4 chunks per frame
-    assert (Plan.of(huge).compressors, Plan.of(huge).io_threads) == (cores, 4)
+    assert (Resources.of(big).compressors, Resources.of(big).io_threads) == (cores, 4)  # 4 chunks per frame
+    assert (Resources.of(huge).compressors, Resources.of(huge).io_threads) == (cores, 4)
     frame_chunks = {**base, "shape": (2048, 2048), "chunks": {"y": 2048, "x": 2048}}
     frame_drop = StreamSpec.parse({**frame_chunks, "overflow": "drop"})
-    assert (Plan.of(frame_drop).compressors, Plan.of(frame_drop).io_threads) == (cores, 4)
+    assert (Resources.of(frame_drop).compressors, Resources.of(frame_drop).io_threads) == (cores, 4)
     # ... less one when a frame is a chunk under "block": the producer compresses the
     # frames that find the ring full, on the core left to it
     frame_block = StreamSpec.parse(frame_chunks)
-    assert (Plan.of(frame_block).compressors, Plan.of(frame_block).io_threads) == (
+    assert (Resources.of(frame_block).compressors, Resources.of(frame_block).io_threads) == (
         max(1, cores - 1),
         4,
     )
     # ... whose encoded-chunk pool stays bounded (256 MiB) but keeps every compressor busy
-    assert Plan.of(big).encoded_buffers(8 << 20) == cores + 8
-    assert Plan.of(big).encoded_buffers(128 << 20) == cores + 1
+    assert Resources.of(big).encoded_buffers(8 << 20) == cores + 8
+    assert Resources.of(big).encoded_buffers(128 << 20) == cores + 1
     # big sharded chunks: writers also write segments, four per core, memory-capped
-    assert Plan.of(big_sharded).io_threads == 0
-    assert Plan.of(big_sharded).compressors == 4 * cores
-    assert Plan.of(huge_sharded).compressors == cores + 1  # two 128 MiB buffers per thread
-    assert Plan.of(StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2})).compressors == 2
+    assert Resources.of(big_sharded).io_threads == 0
+    assert Resources.of(big_sharded).compressors == 4 * cores
+    assert Resources.of(huge_sharded).compressors == cores + 1  # two 128 MiB buffers per thread
+    assert Resources.of(StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2})).compressors == 2

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,52 +23,34 @@ import numpy as np
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.engine.image import ImageWriter, checked_frame
 from acqwriter.engine.pipeline import Pipeline
-from acqwriter.engine.preflight import (
-    FINAL_RESERVE_BYTES,
-    RESERVE_BYTES,
-    check_disk,
-    check_memory,
-    slots_for,
-)
+from acqwriter.engine.preflight import check_disk, check_memory, slots_for
+from acqwriter.engine.progress import CloseTicker, finish_summary
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.format.keys import COLLECTION_OME_XML
-from acqwriter.format.ngff_v05 import (
-    COLLECTION_SERIES,
-    TRANSLATION_KEY,
-    dataset_root,
-    plate_metadata,
-    row_group,
-    series_group,
-    well_group,
-)
+from acqwriter.format.layouts import dataset_root, group_documents
+from acqwriter.format.ngff_v05 import TRANSLATION_KEY
 from acqwriter.format.ome_xml import collection_ome_xml
 from acqwriter.format.summary import DatasetSummary, Summary
 from acqwriter.format.versions import write_group
-from acqwriter.plan.pyramid import no_pyramid_reason
-from acqwriter.plan.resources import Plan
-from acqwriter.plan.sharding import shard_factors
+from acqwriter.plan.dataset import (
+    FINAL_RESERVE_BYTES,
+    RESERVE_BYTES,
+    DatasetPlan,
+    ImagePlan,
+    SlotPlan,
+)
 from acqwriter.post.pyramid import BuildProgress
-from acqwriter.spec.dataset import WRITER_FIELDS, DatasetSpec, plate_key
-from acqwriter.spec.model import StreamSpec
+from acqwriter.spec.dataset import DatasetSpec
+from acqwriter.spec.model import WriterOptions
 from acqwriter.store.base import FINAL_RESERVE_NAME, StorageError, Store
 from acqwriter.store.local import LocalStore
 from acqwriter.store.prefixed import PrefixedStore
 from acqwriter.validation import SpecError, lone_surrogate
 
-__all__ = ["DatasetWriter", "ImageEntry", "open_dataset"]
+__all__ = ["DatasetWriter", "open_dataset"]
 
 
-@dataclass
-class ImageEntry:
-    """One image to write: its key, its path in the dataset and its stream spec."""
-
-    key: str
-    path: str
-    spec: StreamSpec
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-
-def open_store(spec: StreamSpec) -> Store:
+def open_store(spec: WriterOptions) -> Store:
     """A new, locked dataset directory at ``spec.out`` with direct I/O as ``io`` asks."""
     try:
         return LocalStore.create_dataset(
@@ -82,88 +63,47 @@ def open_store(spec: StreamSpec) -> Store:
         raise SpecError(f"out: {exc}") from None
 
 
-class _Ticker:
-    """Calls ``on_progress(progress())`` every ``interval_s`` on its own thread while a
-    dataset closes (the closing thread is busy flushing and building levels)."""
-
-    def __init__(
-        self,
-        progress: Callable[[], dict[str, Any]],
-        on_progress: Callable[[dict[str, Any]], None],
-        interval_s: float,
-    ) -> None:
-        self._progress = progress
-        self._on_progress = on_progress
-        self._interval_s = interval_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="acqwriter-close-progress")
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(self._interval_s):
-            self._on_progress(self._progress())
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self._on_progress(self._progress())
-
-
 class DatasetWriter:
     """Writes a dataset of one or many images (see the module docstring)."""
 
     def __init__(
         self,
-        writer: StreamSpec,
-        images: list[ImageEntry],
+        plan: DatasetPlan,
         *,
-        layout: str = "image",
-        plate: dict[str, Any] | None = None,
-        by_index: bool = True,
         ring: FrameSlots | None = None,
         store: Store | None = None,
         root_attrs: dict[str, Any] | None = None,
     ) -> None:
-        self.spec = writer  # the writer options (out, ring, sync, ...) of every image
-        self.layout = layout
-        self._plate = plate
+        self.plan = plan
+        self.spec = writer = plan.writer  # the writer options (out, ring, sync, ...)
+        self.layout = plan.layout
         self._root_attrs = dict(root_attrs or {})  # stored once under attributes.acqwriter
-        if layout == "image":  # the root is the image's group: they go there
-            images[0].attrs.update(self._root_attrs)
         self._t_open = time.perf_counter()
-        plans = [Plan.of(entry.spec) for entry in images]
         self._owns_ring = ring is None
         if ring is not None:
-            if not all(ring.fits(plan.layout) for plan in plans):
-                first = plans[0].layout
+            layouts = [image.layout for image in plan.images.values()]
+            if not all(ring.fits(layout) for layout in layouts):
+                first = layouts[0]
                 raise SpecError(
                     f"ring: the given ring ({ring.capacity} frames of {ring.slots.shape[1:]} "
                     f"{ring.slots.dtype}, idle: {ring.occupancy == 0}) does not fit "
                     f"{first.min_ring_frames}+ frames of {first.frame_shape} {first.dtype}"
                 )
             ring.reopen()
+            shape = tuple(ring.slots.shape[1:])
+            plan.slots = SlotPlan(ring.capacity, shape, ring.slots.dtype)  # what is used
         else:
-            check_memory(plans, writer.ring_bytes)
+            check_memory(plan)
         if writer.disk_check:
-            check_disk(writer, plans, store)
+            check_disk(plan, store)
         self.store = store if store is not None else open_store(writer)
-        self.slots = ring if ring is not None else slots_for(plans, writer.ring_bytes)
-        self.pipeline = Pipeline(
-            plans=plans,
-            slots=self.slots,
-            store=self.store,
-            min_free_bytes=writer.min_free_bytes,
-            commit_interval_s=writer.commit_interval_s,
-        )
+        self.slots = ring if ring is not None else slots_for(plan.slots)
+        self.pipeline = Pipeline(plan, slots=self.slots, store=self.store)
         self.images: dict[str, ImageWriter] = {}
-        self._paths: dict[str, str] = {}
-        for entry, plan in zip(images, plans, strict=True):
-            view = PrefixedStore(self.store, entry.path) if entry.path else self.store
-            self.images[entry.key] = ImageWriter(
-                entry.spec, plan, view, self.pipeline, by_index=by_index, attrs=entry.attrs
-            )
-            self._paths[entry.key] = entry.path
+        for image in plan.images.values():
+            self._wire(image)
+        if self.layout == "image":  # the root is the image's group: they go there
+            next(iter(self.images.values())).attrs.update(self._root_attrs)
         self._single = next(iter(self.images.values())) if len(self.images) == 1 else None
         self._write_hierarchy("acquiring")
         self.store.reserve(RESERVE_BYTES)
@@ -175,6 +115,12 @@ class DatasetWriter:
         self._on_progress: Callable[[dict[str, Any]], None] | None = None
         self._build = BuildProgress(on_level=self._report_progress)
         self.pipeline.start()
+
+    def _wire(self, image: ImagePlan) -> ImageWriter:
+        view = PrefixedStore(self.store, image.path) if image.path else self.store
+        writer = ImageWriter(image, view, self.pipeline, by_index=self.plan.by_index)
+        self.images[image.key] = writer
+        return writer
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -215,60 +161,37 @@ class DatasetWriter:
                 image.write_first_metadata()
         if self.layout == "image":
             return
-        paths = list(self._paths.values())
+        paths = {key: image.path for key, image in self.plan.images.items()}
         version = self.spec.ngff_version
         write = self.store.write_atomic
         if self.layout == "collection":
             write(COLLECTION_OME_XML, _ome_xml(self.images.values(), state))
-            write_group(write, series_group(paths), version, COLLECTION_SERIES)
-        else:
-            wells: dict[str, list[str]] = {}
-            for path in paths:
-                well, _, field_path = path.rpartition("/")
-                wells.setdefault(well, []).append(field_path)
-            for well, fields in wells.items():
-                write_group(write, well_group(fields), version, well)
-            for row in sorted({well.partition("/")[0] for well in wells}):
-                write_group(write, row_group(), version, row)
+        for prefix, document in group_documents(self.layout, list(paths.values())):
+            write_group(write, document, version, prefix)
         attrs: dict[str, Any] = {
             "state": state,
             "layout": self.layout,
-            "images": self._paths,
+            "images": paths,
             **self._root_attrs,
         }
         if summary is not None:
             attrs["summary"] = summary.model_dump()
-        write_group(write, dataset_root(self.layout, attrs, self._plate), version)
+        write_group(write, dataset_root(self.layout, attrs, self.plan.plate), version)
 
     def add_image(self, key: str, image: dict[str, Any]) -> None:
         """Add image ``key`` (ImageSpec fields) to an open collection or plate as its
         first frame comes: a list of events names its positions only then, and a
         10 000-field grid should not create 10 000 images before its first frame. Its
         frames must fit the shared frame slots; its documents come before the groups."""
-        if self.layout == "image" or not isinstance(self.spec, DatasetSpec):
-            raise SpecError(f"images.{key}: images are added to a collection or a plate")
         with self._append_lock:
-            if self._closed or key in self.images:
-                raise SpecError(f"images.{key}: the dataset is closed or has this image")
-            writer = {name: getattr(self.spec, name) for name in WRITER_FIELDS}
-            plate = self.spec.plate
-            spec = DatasetSpec.parse(
-                {**writer, "out": self.spec.out, "layout": self.layout, "images": {key: image}}
-                | ({"plate": plate} if plate is not None else {})
-            )
-            path = key if self.layout == "plate" else str(len(self.images))
-            entry = image_entry(spec, key, path, many=True)
-            plan = Plan.of(entry.spec)
-            if not self.slots.holds(plan.layout):
+            if self._closed:
+                raise SpecError(f"images.{key}: the dataset is closed")
+            added = self.plan.add_image(key, image)
+            if not self.slots.holds(added.layout):
+                del self.plan.images[key]
                 raise SpecError(f"images.{key}: its frames do not fit the dataset's frame slots")
-            view = PrefixedStore(self.store, entry.path)
-            added = ImageWriter(
-                entry.spec, plan, view, self.pipeline, by_index=True, attrs=entry.attrs
-            )
-            added.write_first_metadata()
-            self.images[key], self._paths[key], self._single = added, entry.path, None
-            if self.layout == "plate":
-                self._plate = _plate_document(spec, list(self.images))
+            self._wire(added).write_first_metadata()
+            self._single = None
             self._write_hierarchy("adding")
 
     # -- frames in -------------------------------------------------------------------------------
@@ -429,7 +352,9 @@ class DatasetWriter:
             return self._summary
         self._on_progress = on_progress  # each phase and level is reported as it starts
         self._set_phase("flushing")
-        ticker = _Ticker(self.progress, on_progress, progress_interval_s) if on_progress else None
+        ticker = None
+        if on_progress is not None:
+            ticker = CloseTicker(self.progress, on_progress, progress_interval_s)
         try:
             return self._close(pyramid=pyramid, aborted=aborted)
         finally:
@@ -465,7 +390,7 @@ class DatasetWriter:
             for image in building:
                 if health.error is None:
                     image.build_pyramid(self._build)
-        elif building and no_pyramid_reason(building[0].spec) is None:
+        elif building and building[0].plan.no_pyramid is None:
             why = "the writer failed" if health.error is not None else "the run was cut short"
             for image in building:
                 image.pyramid_note = f"not built: {why} (acqwriter pyramid PATH builds it)"
@@ -484,7 +409,7 @@ class DatasetWriter:
         try:
             for key, image in self.images.items():
                 summary = image.summary(state=state, duration=duration)
-                _finish_summary(summary, write_duration, image.pyramid_duration_s, aborted)
+                finish_summary(summary, write_duration, image.pyramid_duration_s, aborted)
                 summary.created_folders = list(self.store.created_folders)
                 image.write_final(state, summary)
                 summaries[key] = summary
@@ -527,18 +452,6 @@ def _ome_xml(images: Any, state: str) -> bytes:
     )
 
 
-def _finish_summary(
-    summary: Summary, write_duration: float, pyramid_duration: float, aborted: str | None
-) -> None:
-    if summary.state == "aborted":
-        summary.error = aborted
-    summary.write_duration_s = write_duration
-    summary.pyramid_duration_s = pyramid_duration
-    if write_duration > 0:
-        summary.throughput_mb_s = summary.raw_bytes / 1e6 / write_duration
-        summary.frames_per_s = summary.frames_written / write_duration
-
-
 def open_dataset(
     spec: DatasetSpec | dict[str, Any],
     *,
@@ -557,62 +470,5 @@ def open_dataset(
     beside the frame slots, outside the memory bound. ``root_attrs``: what to store once
     under the root's ``attributes.acqwriter`` (JSON values; e.g. an MDA's summary)."""
     spec = DatasetSpec.parse(spec)
-    entries = []
-    for i, key in enumerate(spec.images):
-        if spec.layout == "image":
-            path = ""
-        elif spec.layout == "collection":
-            path = str(i)
-        else:
-            path = key
-        many = more_images or len(spec.images) > 1
-        entries.append(image_entry(spec, key, path, many=many))
-    plate = _plate_document(spec, list(spec.images)) if spec.layout == "plate" else None
-    return DatasetWriter(
-        spec,
-        entries,
-        layout=spec.layout,
-        plate=plate,
-        by_index=True,
-        ring=ring,
-        store=store,
-        root_attrs=root_attrs,
-    )
-
-
-def _plate_document(spec: DatasetSpec, keys: list[str]) -> dict[str, Any]:
-    """The ``plate`` object of the images ``keys`` of ``spec``'s plate."""
-    given = spec.plate
-    name = (given.name if given else None) or spec.out.name.split(".")[0]
-    return plate_metadata(
-        [plate_key(key) for key in keys],  # type: ignore[misc]
-        name,
-        name,
-        rows=given.row_names() if given else None,
-        columns=given.column_names() if given else None,
-    )
-
-
-def image_entry(spec: DatasetSpec, key: str, path: str, *, many: bool) -> ImageEntry:
-    """Image ``key`` of ``spec`` at ``path`` in the dataset (``many``: one of several
-    images, whose automatic shards stay within a time point: see :func:`open_dataset`)."""
-    stream = spec.image_stream(key, out=spec.out / path if path else spec.out)
-    if many and stream.shards == "auto":
-        stream = _within_time_points(stream)
-    attrs: dict[str, Any] = {"image": key}
-    translation = spec.images[key].translation
-    if translation:
-        attrs[TRANSLATION_KEY] = dict(translation)
-    return ImageEntry(key, path, stream, attrs)
-
-
-def _within_time_points(stream: StreamSpec) -> StreamSpec:
-    """``stream`` with automatic shards that do not span its first axis."""
-    factors = shard_factors(stream)
-    if factors[0] == 1:
-        return stream
-    chunks = stream.resolved_chunks()
-    outer = stream.outer_dims
-    shards = {axis: f * c for axis, f, c in zip(outer, factors, chunks, strict=False)}
-    shards[outer[0]] = chunks[0]
-    return stream.model_copy(update={"shards": shards})
+    plan = DatasetPlan.of(spec, more_images=more_images)
+    return DatasetWriter(plan, ring=ring, store=store, root_attrs=root_attrs)

@@ -33,10 +33,8 @@ from acqwriter.format.ngff_v05 import group_metadata, level0
 from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
 from acqwriter.format.versions import array_document, array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
-from acqwriter.plan.pyramid import no_pyramid_reason
-from acqwriter.plan.resources import Plan
+from acqwriter.plan.dataset import ImagePlan
 from acqwriter.post.pyramid import BuildProgress, build_pyramid
-from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
 __all__ = ["UNWRITTEN", "ImageWriter", "checked_frame"]
@@ -49,21 +47,15 @@ class ImageWriter:
     """One image (see the module docstring)."""
 
     def __init__(
-        self,
-        spec: StreamSpec,
-        plan: Plan,
-        store: Store,
-        pipeline: Pipeline,
-        *,
-        by_index: bool = False,
-        attrs: dict[str, Any] | None = None,
+        self, plan: ImagePlan, store: Store, pipeline: Pipeline, *, by_index: bool = False
     ) -> None:
-        self.spec = spec
+        self.spec = spec = plan.spec
         self.plan = plan
+        self.resources = plan.resources
         self.layout = layout = plan.layout
         self.store = store
         self._pipeline = pipeline
-        self.attrs = dict(attrs or {})  # carried in attributes.acqwriter (translation, key)
+        self.attrs = dict(plan.attrs)  # carried in attributes.acqwriter (translation, key)
         self.keys = array_keys("0", spec.ngff_version)  # level 0
         self._array_meta = array_document(
             spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape
@@ -86,8 +78,8 @@ class ImageWriter:
             commits=pipeline.commits,
             shard_seal_s=spec.shard_seal_s,
         )
-        pipeline.pending.append(self.writer)
-        self._early_inline = plan.producer_compresses and pipeline.io is not None
+        pipeline.arrays.append(self.writer)
+        self._early_inline = plan.resources.producer_compresses and pipeline.io is not None
         self.pyramid_duration_s = 0.0
         # why the image has no lower level, when that is not the spec's own doing
         self.pyramid_note: str | None = None
@@ -108,7 +100,9 @@ class ImageWriter:
 
     def group_document(self, state: str, extra: dict[str, Any] | None = None) -> bytes:
         attrs = {**self.attrs, **(extra or {})}
-        return group_metadata(self.spec, self.levels, state=state, extra=attrs)
+        return group_metadata(
+            self.spec, self.levels, state=state, extra=attrs, no_pyramid=self.plan.no_pyramid
+        )
 
     # -- frames in (the producer's thread, under the stream's append lock) -------------------
     def index_of(self, index: dict[str, Any], image: str) -> int:
@@ -164,7 +158,7 @@ class ImageWriter:
             return self._write_inline(index, frame, metadata, encoded, taken_s)
         slot = pipeline.slots.acquire(0)
         if slot is None and self.spec.overflow == "block":
-            if self.plan.producer_compresses and frame.flags.c_contiguous:
+            if self.resources.producer_compresses and frame.flags.c_contiguous:
                 return self._write_inline(index, frame, metadata, None, taken_s)
             if pipeline.slots_all_waiting():
                 self.ledger.unclaim(index)
@@ -291,7 +285,7 @@ class ImageWriter:
             frames_inline=ledger.frames_inline,
             pyramid_levels=len(self.levels),
             pyramid_note=(
-                (self.pyramid_note or no_pyramid_reason(self.spec))
+                (self.pyramid_note or self.plan.no_pyramid)
                 if len(self.levels) == 1
                 else None
             ),

@@ -14,12 +14,13 @@ shards finished, :meth:`stop_commits`, each image's final commit.
 
 from __future__ import annotations
 
-from acqwriter.codec.blosc import max_compressed_size
+from acqwriter.engine.array import ArrayWriter
 from acqwriter.engine.commit import CommitLoop
 from acqwriter.engine.guard import DiskGuard, Health
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.engine.workers import CompressorPool, EncodedBuffers, IOPool
-from acqwriter.plan.resources import INLINE_BACKLOG_PER_WRITER, Plan
+from acqwriter.plan.dataset import DatasetPlan
+from acqwriter.plan.resources import INLINE_BACKLOG_PER_WRITER
 from acqwriter.store.base import Store
 
 __all__ = ["Pipeline"]
@@ -30,44 +31,42 @@ class Pipeline:
 
     def __init__(
         self,
+        plan: DatasetPlan,
         *,
-        plans: list[Plan],
         slots: FrameSlots,
         store: Store,
-        min_free_bytes: int,
-        commit_interval_s: float,
     ) -> None:
         self.slots = slots
         self.store = store
         self.health = Health()
         self.health.on_fail(slots.close)
         self.health.on_fail(store.free_reserve)  # room for the final metadata
-        self.compressors = CompressorPool(max(p.compressors for p in plans))
+        self.compressors = CompressorPool(plan.compressors)
         self.io: IOPool | None = None
         self.encoded: EncodedBuffers | None = None
-        pipelined = [p for p in plans if p.io_threads]
-        if pipelined:
-            size = max(max_compressed_size(p.layout.chunk_bytes) for p in pipelined)
-            self.io = IOPool(max(p.io_threads for p in pipelined))
-            self.encoded = EncodedBuffers(max(p.encoded_buffers(size) for p in pipelined), size)
+        count, size = plan.encoded_buffers()
+        if count:
+            self.io = IOPool(plan.io_threads)
+            self.encoded = EncodedBuffers(count, size)
         # the producer compresses a frame itself once this many wait for a compressor
         self.inline_backlog = INLINE_BACKLOG_PER_WRITER * len(self.compressors)
         self._slot_bytes = slots.slot_bytes
-        self.pending: list[object] = []  # writers whose unwritten bytes count (see below)
-        self.guard = DiskGuard(store, min_free_bytes, self.health, self.pending_bytes)
-        self.commits = CommitLoop(commit_interval_s, self.health, self.guard)
+        self.arrays: list[ArrayWriter] = []  # arrays whose unwritten bytes count (see below)
+        writer = plan.writer
+        self.guard = DiskGuard(store, writer.min_free_bytes, self.health, self.pending_bytes)
+        self.commits = CommitLoop(writer.commit_interval_s, self.health, self.guard)
 
     def pending_bytes(self) -> int:
         """Bytes still to be written: frames waiting in slots (raw) and bytes packed into
         open shards with their indexes."""
         waiting = self.slots.occupancy * self._slot_bytes
-        return waiting + sum(w.unwritten_bytes() for w in self.pending)  # type: ignore[attr-defined]
+        return waiting + sum(array.unwritten_bytes() for array in self.arrays)
 
     def slots_all_waiting(self) -> bool:
         """Every frame slot holds a frame whose chunk waits for frames not yet given: no
         slot can come free until more frames come (a producer that waited would wait
         for ever)."""
-        waiting = sum(w.waiting_slots() for w in self.pending)  # type: ignore[attr-defined]
+        waiting = sum(array.waiting_slots() for array in self.arrays)
         return waiting >= self.slots.capacity
 
     def start(self) -> None:

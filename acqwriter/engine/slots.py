@@ -10,7 +10,7 @@ several frames, on disk.
 Slots are released out of order (chunks finish out of order on several threads), so
 this is a pool with a free list rather than a head/tail ring; it is still bounded in
 bytes: ``capacity = ring_bytes // frame_bytes`` slots (at most ``RING_MAX_FRAMES``,
-see :func:`acqwriter.plan.resources.Plan`). The free list is a stack: the slot
+see :func:`acqwriter.plan.resources.Resources`). The free list is a stack: the slot
 released last is handed out first, so the slots ever used are exactly the first
 ``high_water`` ones, and only they (plus a margin) are ever backed by memory.
 

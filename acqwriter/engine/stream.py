@@ -44,11 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.engine.dataset import DatasetWriter, ImageEntry
+from acqwriter.engine.dataset import DatasetWriter
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.engine.workers import EncodedBuffers
 from acqwriter.format.summary import Summary
+from acqwriter.plan.dataset import DatasetPlan
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
@@ -63,17 +64,10 @@ class FrameStream:
     ) -> None:
         self.spec = spec
         self._t_open = time.perf_counter()
-        self._dataset = DatasetWriter(
-            spec,
-            [ImageEntry("image", "", spec)],
-            layout="image",
-            by_index=False,
-            ring=ring,
-            store=store,
-        )
+        self._dataset = DatasetWriter(DatasetPlan.of_stream(spec), ring=ring, store=store)
         self._image = self._dataset.images["image"]
-        self.plan = self._image.plan
-        self.layout = self.plan.layout
+        self.plan = self._dataset.plan  # what was decided: printable (describe())
+        self.layout = self._image.layout
         self.store = self._dataset.store
         self.ring = self._dataset.slots
 

@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter import __version__
+from acqwriter._version import __version__
 from acqwriter.format.display import measured_from
 from acqwriter.format.keys import LEVEL0
-from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.spec.model import StreamSpec
 from acqwriter.spec.palette import channel_color
 
@@ -190,8 +189,10 @@ def group_metadata(
     *,
     state: str,
     extra: dict[str, Any] | None = None,
+    no_pyramid: str | None = None,
 ) -> bytes:
-    """The root group's ``zarr.json`` (OME-NGFF 0.5 image).
+    """The root group's ``zarr.json`` (OME-NGFF 0.5 image). ``no_pyramid``: why the
+    image gets no lower level, as the plan says (:mod:`acqwriter.plan.pyramid`).
 
     ``extra`` entries go into ``attributes.acqwriter``; its ``measured`` entry (time
     increment, display windows: :mod:`acqwriter.format.display`) also sets the ``t`` scale
@@ -222,7 +223,7 @@ def group_metadata(
     # type/metadata describe how levels 1.. are made; written from the start (strict NGFF
     # readers require both keys even for a single level)
     multiscale["type"] = spec.pyramid.method
-    single = no_pyramid_reason(spec)
+    single = no_pyramid
     multiscale["metadata"] = {
         "description": (
             f"2x {spec.pyramid.method} downsampling in y, x"
@@ -261,81 +262,3 @@ def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
     itself (summary, recovery account …): what a rewrite of the group must carry over."""
     own = ("version", "state", "spec")  # frame_metadata is carried: old datasets keep theirs
     return {k: v for k, v in acqwriter_attrs.items() if k not in own}
-
-
-# -- datasets of many images --------------------------------------------------------------
-COLLECTION_SERIES = "OME"  # the group whose ``series`` lists a collection's images
-
-
-def _group(attributes: dict[str, Any]) -> bytes:
-    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-    return json.dumps(doc, indent=2, allow_nan=False).encode()
-
-
-def dataset_root(
-    layout: str, acqwriter_attrs: dict[str, Any], plate: dict[str, Any] | None
-) -> bytes:
-    """The root group of a collection (``bioformats2raw.layout``) or a plate (``plate``);
-    ``acqwriter_attrs`` (state, images by key, summary) go under ``acqwriter``."""
-    ome: dict[str, Any] = {"version": "0.5"}
-    if layout == "collection":
-        ome["bioformats2raw.layout"] = 3
-    else:
-        ome["plate"] = plate
-    return _group({"ome": ome, "acqwriter": {"version": __version__, **acqwriter_attrs}})
-
-
-def series_group(paths: list[str]) -> bytes:
-    """The ``OME`` group of a collection: its images' paths, in order."""
-    return _group({"ome": {"version": "0.5", "series": list(paths)}})
-
-
-def well_group(fields: list[str]) -> bytes:
-    """A plate's well group: the paths of its fields (one acquisition, id 0)."""
-    images = [{"path": field, "acquisition": 0} for field in fields]
-    return _group({"ome": {"version": "0.5", "well": {"images": images}}})
-
-
-def _natural(name: str) -> tuple[int, int | str]:
-    return (0, int(name)) if name.isdigit() else (1, name)
-
-
-def row_group() -> bytes:
-    """A plate's row group (``B/``): a plain group, so Zarr readers can walk from the
-    plate to its wells (NGFF puts no metadata on it)."""
-    return _group({})
-
-
-def plate_metadata(
-    keys: list[tuple[str, str, str]],
-    name: str,
-    acquisition_name: str,
-    rows: list[str] | None = None,
-    columns: list[str] | None = None,
-) -> dict[str, Any]:
-    """The ``plate`` object of (row, column, field) image keys: the plate's ``rows`` and
-    ``columns`` (all of them, used or not; omitted: those the keys use, in natural order,
-    ``2`` before ``10``), each well placed by its index in them, the largest field
-    count, one acquisition."""
-    if rows is None:
-        rows = sorted({r for r, _, _ in keys}, key=lambda s: (len(s), s))
-    if columns is None:
-        columns = sorted({c for _, c, _ in keys}, key=_natural)
-    wells = sorted(
-        {(r, c) for r, c, _ in keys}, key=lambda w: (rows.index(w[0]), columns.index(w[1]))
-    )
-    fields: dict[tuple[str, str], int] = {}
-    for r, c, _ in keys:
-        fields[(r, c)] = fields.get((r, c), 0) + 1
-    field_count = max(fields.values())
-    return {
-        "name": name,
-        "rows": [{"name": r} for r in rows],
-        "columns": [{"name": c} for c in columns],
-        "wells": [
-            {"path": f"{r}/{c}", "rowIndex": rows.index(r), "columnIndex": columns.index(c)}
-            for r, c in wells
-        ],
-        "field_count": field_count,
-        "acquisitions": [{"id": 0, "name": acquisition_name, "maximumfieldcount": field_count}],
-    }

@@ -1,7 +1,7 @@
 """How a spec is written on this machine: threads, buffers and frame slots, decided once.
 
 A :class:`StreamSpec` says *what* to write and nothing about the machine. A
-:class:`Plan` is computed from a spec and the cores this process may run on, once per
+:class:`Resources` is computed from a spec and the cores this process may run on, once per
 stream, and the engine only reads it: the frame layout (:mod:`acqwriter.plan.layout`),
 how many threads compress and how many only write, whether the producer compresses
 frames itself when the writers fall behind, and how many frame slots ``ring_bytes``
@@ -27,7 +27,7 @@ __all__ = [
     "IO_THREADS",
     "RING_MAX_FRAMES",
     "THREAD_BUFFER_BYTES",
-    "Plan",
+    "Resources",
     "available_cores",
 ]
 
@@ -49,7 +49,7 @@ def available_cores() -> int:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Resources:
     """The resources one stream uses; see the module docstring. Build with :meth:`of`."""
 
     layout: FrameLayout
@@ -60,7 +60,7 @@ class Plan:
     ring_frames: int  # frame slots
 
     @classmethod
-    def of(cls, spec: StreamSpec, cores: int | None = None) -> Plan:
+    def of(cls, spec: StreamSpec, cores: int | None = None) -> Resources:
         """The plan for ``spec`` on ``cores`` cores (default: :func:`available_cores`).
         Raises :class:`SpecError` when ``ring_bytes`` cannot hold the frames one row of
         chunks keeps open at once (the writer would wait for itself)."""

@@ -409,7 +409,9 @@ def replace_pyramid(
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
     write_group(
         store.write_atomic,
-        group_metadata(spec, [level0(spec)], state=state, extra=extra),
+        group_metadata(
+            spec, [level0(spec)], state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)
+        ),
         spec.ngff_version,
     )
     for name in store.list_dir():
@@ -490,7 +492,9 @@ def _rebuild_image(
         extra["summary"]["pyramid_note"] = note
     write_group(
         store.write_atomic,
-        group_metadata(spec, levels, state=state, extra=extra),
+        group_metadata(
+            spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)
+        ),
         spec.ngff_version,
     )
     store.flush()

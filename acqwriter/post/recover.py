@@ -48,6 +48,7 @@ from acqwriter.format.ngff_v05 import (
 from acqwriter.format.versions import array_document, array_keys, read_attributes, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.layout import FrameLayout
+from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.hierarchy import dataset_images
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
 from acqwriter.post.reader import LevelReader, read_inner_chunk
@@ -399,7 +400,13 @@ def _recover_locked(
     }
     write_group(
         store.write_atomic,
-        group_metadata(spec, levels, state="recovered", extra={**carried, "recovery": account}),
+        group_metadata(
+            spec,
+            levels,
+            state="recovered",
+            extra={**carried, "recovery": account},
+            no_pyramid=no_pyramid_reason(spec),
+        ),
         spec.ngff_version,
     )
     store.flush()

@@ -211,7 +211,7 @@ class WriterOptions(StrictModel):
     ``ring_bytes // frame_bytes`` frames, minus the staging of shards that are open
     together (t-shards of a t × c × z stack keep a whole time point's shards open, each
     staging at least 8 MiB) and the writer threads' buffers for big sharded chunks (see
-    :func:`acqwriter.plan.resources.Plan`). It is backed with memory only as far as a
+    :func:`acqwriter.plan.resources.Resources`). It is backed with memory only as far as a
     backlog reaches (:mod:`acqwriter.engine.slots`), but opening a stream refuses a ring larger
     than the memory available.
 
@@ -401,7 +401,7 @@ class StreamSpec(WriterOptions):
     @model_validator(mode="after")
     def _ring_holds_a_chunk(self) -> StreamSpec:
         """The frames of one chunk must fit in the ring (the plan checks the frames a
-        whole row of chunks holds open at once: :class:`acqwriter.plan.resources.Plan`)."""
+        whole row of chunks holds open at once: :class:`acqwriter.plan.resources.Resources`)."""
         need = math.prod(self.resolved_chunks()[:-2])
         if self.ring_bytes < need * self.frame_bytes:
             raise ValueError(
