@@ -8,12 +8,16 @@ Embedding API (see README)::
         stream.append(frame, metadata={"exposure_ms": 10})
     print(stream.summary.describe())
 
-Sub-packages, in the order a frame moves: ``spec`` (what to write) → ``plan`` (how:
-layout, sharding, threads, frame slots) → ``format`` (keys and metadata documents) →
-``codec`` → ``store`` (where the bytes go) → ``engine`` (the streaming pipeline and
-:class:`FrameStream`) → ``post`` (reader, pyramid, recover, info). Outer layers:
-``acquisition``, ``control`` (daemon), ``cli``; cameras live in ``acqwriter.devices``,
-simulators in ``acqwriter.simulators``.
+Layers (:mod:`acqwriter.layers`), each importing only those before it. The core:
+``codec`` → ``spec`` → ``format`` → ``plan`` → ``store`` → ``post`` → ``engine``:
+compression, what to write (validated values), keys and documents on disk (Zarr arrays
+and shards, OME-NGFF groups, dataset layouts), the plan decided once before anything
+is wired (images, levels, frame slots, threads, memory and disk), where the bytes go,
+what reads and rebuilds a dataset (reader, pyramid, recover, info), and the streaming
+pipeline (:class:`FrameStream`, :class:`DatasetWriter`). The hardware layer:
+``acqwriter.devices`` (Micro-Manager cameras and stages) and ``acqwriter.simulators``.
+The outer layers: ``mda`` (the pymmcore-plus sink) → ``acquisition`` (the one runner)
+→ ``control`` (the daemon) → ``cli``.
 """
 
 from acqwriter._version import __version__

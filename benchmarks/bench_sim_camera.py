@@ -69,10 +69,10 @@ def run_writer(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_camera(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from acqwriter.acquisition import open_microscope, run_acquisition
     from acqwriter.acquisition.spec import AcquisitionSpec
-    from acqwriter.devices import Microscope, run_acquisition
 
-    scope = Microscope.open("sim", shape=(args.height, args.width), dtype=args.dtype, seed=1)
+    scope = open_microscope("sim", shape=(args.height, args.width), dtype=args.dtype, seed=1)
     try:
         spec = AcquisitionSpec.parse({**_spec(args, out), "frames": args.frames})
         t0 = time.perf_counter()

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from acqwriter.acquisition import open_microscope, run_acquisition
 from acqwriter.acquisition.spec import AcquisitionSpec
-from acqwriter.devices import Microscope, run_acquisition
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
                 )
             )
 
-    scope = Microscope.open("sim", shape=(args.height, args.width), fps=args.fps, seed=1)
+    scope = open_microscope("sim", shape=(args.height, args.width), fps=args.fps, seed=1)
     thread = threading.Thread(target=sampler, daemon=True)
     try:
         spec = AcquisitionSpec.parse(

@@ -23,14 +23,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from acqwriter.acquisition import open_microscope, run_acquisition
 from acqwriter.acquisition.spec import AcquisitionSpec
-from acqwriter.devices import Microscope, run_acquisition
 
 
 def run_rate(fps: float, args: argparse.Namespace) -> dict[str, Any]:
     """One free-running acquisition at ``fps``; what was written and lost."""
     workdir = Path(tempfile.mkdtemp(prefix="acqwriter-sustained-", dir=args.workdir))
-    scope = Microscope.open("sim", shape=(args.height, args.width), fps=fps)
+    scope = open_microscope("sim", shape=(args.height, args.width), fps=fps)
     try:
         scope.core.setCircularBufferMemoryFootprint(args.core_buffer_mb)
         spec = AcquisitionSpec.parse(

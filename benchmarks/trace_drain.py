@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 import acqwriter.engine.stream as stream_module
+from acqwriter.acquisition import open_microscope, run_acquisition
 from acqwriter.acquisition.spec import AcquisitionSpec
-from acqwriter.devices import Microscope, run_acquisition
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
 
     stream_module.FrameStream.append = timed_append  # type: ignore[method-assign]
     workdir = Path(tempfile.mkdtemp(prefix="acqwriter-trace-", dir="."))
-    scope = Microscope.open("sim", shape=(2048, 2048), fps=args.fps)
+    scope = open_microscope("sim", shape=(2048, 2048), fps=args.fps)
     core = scope.core
     original_pop = core.popNextImageAndMD
 

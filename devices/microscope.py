@@ -1,9 +1,10 @@
-"""Open a Micro-Manager core and expose its camera and stages.
+"""A Micro-Manager core with typed access to its camera and stages.
 
-:meth:`Microscope.open` takes ``"sim"`` (our Python simulators on ``UniMMCore``),
-``"demo"`` (the DemoCamera configuration that ``mm-test-adapters`` ships) or the path of
-any Micro-Manager configuration file (real adapters, wherever Micro-Manager's device
-adapters are installed and discoverable by pymmcore-plus).
+:class:`Microscope` wraps any core (a configured ``CMMCorePlus``, a ``UniMMCore`` with
+Python devices); :meth:`Microscope.from_config` loads a Micro-Manager configuration
+file. Choosing a simulator by name (``"sim"``, ``"demo"``) is the acquisition layer's
+job (:func:`acqwriter.acquisition.open_microscope`): this hardware layer knows no
+simulator, no writer and no MDA code.
 
 :meth:`Microscope.close` stops any sequence and drops the core deterministically: a
 ``UniMMCore`` left to the interpreter's exit aborted the process (``FATAL: exception not
@@ -21,7 +22,7 @@ from typing import Any
 from acqwriter.devices.camera import Camera, DeviceError
 from acqwriter.devices.stages import XYStage, ZStage
 
-__all__ = ["Microscope", "sim_camera_options"]
+__all__ = ["Microscope"]
 
 
 class Microscope:
@@ -45,37 +46,20 @@ class Microscope:
             raise DeviceError("the microscope is closed") from None
 
     @classmethod
-    def open(cls, source: str | Path, **sim_options: Any) -> Microscope:
-        """``"sim"``, ``"demo"`` or a config file path; ``sim_options`` go to :class:`SimCamera`."""
-        from acqwriter.simulators import SimCamera, demo_core, sim_core
-
-        text = str(source)
-        if text == "sim":
-            pixel = sim_options.pop("pixel_size_um", 0.65)
-            camera = SimCamera(**sim_options)
-            _ = camera.bank  # build the frame bank now, not in the first frame's time budget
-            core = sim_core(camera=camera, pixel_size_um=pixel)
-            return cls(core, source="sim", py_devices={"Camera": camera})
-        if sim_options:
-            raise DeviceError(
-                f"options {sorted(sim_options)} only apply to the simulated camera 'sim'"
-            )
-        if text == "demo":
-            return cls(demo_core(), source="demo")
-        path = Path(text)
-        if not path.is_file():
-            raise DeviceError(
-                f"camera: {text!r} is neither 'sim', 'demo' nor an existing "
-                "Micro-Manager config file"
-            )
+    def from_config(cls, path: str | Path) -> Microscope:
+        """The microscope a Micro-Manager configuration file describes (real adapters,
+        wherever pymmcore-plus finds Micro-Manager's device adapters)."""
+        text = str(path)
+        if not Path(text).is_file():
+            raise DeviceError(f"camera: {text!r} is not an existing Micro-Manager config file")
         from pymmcore_plus import CMMCorePlus
 
         core = CMMCorePlus()
         try:
-            core.loadSystemConfiguration(str(path))
+            core.loadSystemConfiguration(text)
         except Exception as exc:
             raise DeviceError(f"camera: cannot load Micro-Manager config {text!r}: {exc}") from exc
-        return cls(core, source=str(path))
+        return cls(core, source=text)
 
     # -- devices ----------------------------------------------------------------------
     @property
@@ -166,19 +150,3 @@ def _close_at_exit(ref: weakref.ref[Microscope]) -> None:
     scope = ref()
     if scope is not None:
         scope.close()
-
-
-def sim_camera_options(spec: Any) -> dict[str, Any]:
-    """SimCamera keyword arguments for an AcquisitionSpec with ``camera: sim``."""
-    options: dict[str, Any] = {
-        "shape": tuple(spec.shape or (2048, 2048)),
-        "dtype": spec.dtype or "uint16",
-        "fps": spec.fps,
-        "seed": spec.seed,
-    }
-    if spec.sim_faults is not None:
-        from acqwriter.simulators import SimFaults
-
-        faults = spec.sim_faults
-        options["faults"] = SimFaults(dict(faults.stall_ms), set(faults.skip), faults.stop_after)
-    return options

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from pymmcore_plus.experimental.unicore import CameraDevice
 
-from acqwriter.engine.slots import populate_backing
+from acqwriter.pages import populate_backing
 from acqwriter.simulators.frames import FrameBank, write_stamp
 
 __all__ = ["FRAME_NUMBER_KEY", "SimCamera", "SimFaults"]

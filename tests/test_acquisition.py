@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from acqwriter import open_stream
+from acqwriter.acquisition import open_microscope, run_acquisition
 from acqwriter.acquisition.spec import AcquisitionSpec
-from acqwriter.devices import CameraFrame, LostFrames, Microscope, run_acquisition
+from acqwriter.devices import CameraFrame, LostFrames
 from acqwriter.simulators import FrameBank, SimFaults, read_stamp
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 
 def test_sim_camera_to_dataset_every_pixel(tmp_path, collect_cores):
-    scope = Microscope.open("sim", shape=(256, 200), dtype="uint16", seed=9)
+    scope = open_microscope("sim", shape=(256, 200), dtype="uint16", seed=9)
     collect_cores.append(scope)
     scope.xy_stage.move(10.0, 20.0)
     scope.z_stage.move(3.5)
@@ -45,7 +46,7 @@ def test_sim_camera_to_dataset_every_pixel(tmp_path, collect_cores):
 
 
 def test_camera_gaps_land_as_flagged_drops(tmp_path, collect_cores):
-    scope = Microscope.open("sim", shape=(64, 64), seed=2)
+    scope = open_microscope("sim", shape=(64, 64), seed=2)
     collect_cores.append(scope)
     scope.py_devices["Camera"].faults = SimFaults(skip={5, 6, 20})
     out = tmp_path / "gaps.ome.zarr"
@@ -66,7 +67,7 @@ def test_camera_gaps_land_as_flagged_drops(tmp_path, collect_cores):
 
 
 def test_camera_that_stops_delivering_ends_cleanly(tmp_path, collect_cores):
-    scope = Microscope.open("sim", shape=(32, 32), seed=2)
+    scope = open_microscope("sim", shape=(32, 32), seed=2)
     collect_cores.append(scope)
     scope.py_devices["Camera"].faults = SimFaults(stop_after=12)
     out = tmp_path / "stop.ome.zarr"
@@ -79,7 +80,7 @@ def test_camera_that_stops_delivering_ends_cleanly(tmp_path, collect_cores):
 
 
 def test_duration_mode(tmp_path, collect_cores):
-    scope = Microscope.open("sim", shape=(32, 32), fps=100)
+    scope = open_microscope("sim", shape=(32, 32), fps=100)
     collect_cores.append(scope)
     out = tmp_path / "dur.ome.zarr"
     report = run_acquisition(scope, AcquisitionSpec.parse({"out": str(out), "duration": "0.5s"}))
@@ -90,7 +91,7 @@ def test_duration_mode(tmp_path, collect_cores):
 
 
 def test_demo_camera_pixels_match_what_the_camera_produced(tmp_path, collect_cores):
-    scope = Microscope.open("demo")
+    scope = open_microscope("demo")
     collect_cores.append(scope)
     cam = scope.camera
     cam.exposure_ms = 1
@@ -112,7 +113,7 @@ def test_demo_camera_pixels_match_what_the_camera_produced(tmp_path, collect_cor
 
 
 def test_demo_camera_through_run_acquisition(tmp_path, collect_cores):
-    scope = Microscope.open("demo")
+    scope = open_microscope("demo")
     collect_cores.append(scope)
     out = tmp_path / "demo2.ome.zarr"
     spec = AcquisitionSpec.parse(

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
+from acqwriter.acquisition import open_microscope
 from acqwriter.devices import (
     CameraFrame,
     CameraTimeout,
     DeviceError,
     LostFrames,
-    Microscope,
     SequenceEnded,
     pixel_dtype,
 )
@@ -33,7 +33,7 @@ def drain(camera, n, **kw):
 
 @pytest.fixture
 def sim(collect_cores):
-    scope = Microscope.open("sim", shape=(120, 160), dtype="uint16", seed=5)
+    scope = open_microscope("sim", shape=(120, 160), dtype="uint16", seed=5)
     collect_cores.append(scope)
     return scope
 
@@ -133,7 +133,7 @@ def test_silent_camera_times_out_with_clear_error(sim):
 
 
 def test_stages_move_and_wait(collect_cores):
-    scope = Microscope.open("sim", shape=(16, 16))
+    scope = open_microscope("sim", shape=(16, 16))
     collect_cores.append(scope)
     scope.xy_stage.move(100.5, -20.0)
     scope.z_stage.move(12.25)
@@ -154,15 +154,15 @@ def test_pixel_type_mapping_refuses_unsupported():
 
 def test_open_refuses_unknown_sources(tmp_path):
     with pytest.raises(DeviceError, match="neither 'sim', 'demo' nor an existing"):
-        Microscope.open(str(tmp_path / "missing.cfg"))
+        open_microscope(str(tmp_path / "missing.cfg"))
     bad = tmp_path / "bad.cfg"
     bad.write_text("Device,Cam,NoSuchAdapter,NoSuchCamera\n")
     with pytest.raises(DeviceError, match="cannot load Micro-Manager config"):
-        Microscope.open(str(bad))
+        open_microscope(str(bad))
 
 
 def test_demo_camera_sequence(collect_cores):
-    scope = Microscope.open("demo")
+    scope = open_microscope("demo")
     collect_cores.append(scope)
     cam = scope.camera
     assert cam.shape == (512, 512) and cam.dtype == np.uint16
@@ -189,7 +189,7 @@ def _slow_drain(camera, n, delay_s):
 
 
 def test_free_running_camera_overflow_is_reported_as_buffer_overflow(collect_cores):
-    scope = Microscope.open("sim", shape=(256, 256), fps=400)
+    scope = open_microscope("sim", shape=(256, 256), fps=400)
     collect_cores.append(scope)
     scope.core.setCircularBufferMemoryFootprint(1)  # 8 frames of 128 KiB
     numbers, lost = _slow_drain(scope.camera, 60, 0.02)
@@ -200,7 +200,7 @@ def test_free_running_camera_overflow_is_reported_as_buffer_overflow(collect_cor
 
 
 def test_unpaced_camera_waits_for_room_instead_of_overwriting(collect_cores):
-    scope = Microscope.open("sim", shape=(256, 256))
+    scope = open_microscope("sim", shape=(256, 256))
     collect_cores.append(scope)
     scope.core.setCircularBufferMemoryFootprint(1)
     numbers, lost = _slow_drain(scope.camera, 30, 0.01)
@@ -208,7 +208,7 @@ def test_unpaced_camera_waits_for_room_instead_of_overwriting(collect_cores):
 
 
 def test_demo_camera_colour_pixel_type_is_refused(collect_cores):
-    scope = Microscope.open("demo")
+    scope = open_microscope("demo")
     collect_cores.append(scope)
     scope.core.setProperty("Camera", "PixelType", "32bitRGB")
     with pytest.raises(DeviceError, match=r"components .* not supported; expected 8, 16 or 32-bit"):

@@ -472,11 +472,11 @@ def test_slow_disk_memory_stays_within_the_ring(tmp_path, monkeypatch, policy):
 def test_block_policy_back_pressure_reaches_the_camera(tmp_path, monkeypatch, collect_cores):
     """A paced camera, a slow disk and a small ring: the camera's circular buffer overflows
     and every lost frame is counted with its index and flagged in the dataset."""
+    from acqwriter.acquisition import open_microscope, run_acquisition
     from acqwriter.acquisition.spec import AcquisitionSpec
-    from acqwriter.devices import Microscope, run_acquisition
 
     GatedStore.delay = 0.03
-    scope = Microscope.open("sim", shape=(128, 128), fps=200, seed=13)
+    scope = open_microscope("sim", shape=(128, 128), fps=200, seed=13)
     collect_cores.append(scope)
     scope.core.setCircularBufferMemoryFootprint(1)
     out = tmp_path / "bp.ome.zarr"

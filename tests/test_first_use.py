@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from acqwriter import open_stream
-from acqwriter.devices.acquisition import AcquisitionReport
+from acqwriter.acquisition import AcquisitionReport
 from acqwriter.format.summary import Summary
 from acqwriter.simulators import FrameBank
 from daemon_helpers import EventRecorder

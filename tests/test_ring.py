@@ -135,16 +135,16 @@ def _fresh_pool(nbytes: int) -> np.ndarray:
 
 @pytest.mark.parametrize("madvise", [True, False], ids=["madvise", "touch-fallback"])
 def test_populate_backing_faults_in_the_whole_pool_under_a_view(monkeypatch, madvise) -> None:
-    import acqwriter.engine.slots as ring_module
+    import acqwriter.pages as pages_module
 
     if not madvise:
-        monkeypatch.setattr(ring_module, "_madvise_populate", lambda address, nbytes: False)
+        monkeypatch.setattr(pages_module, "madvise_populate", lambda address, nbytes: False)
     pool = _fresh_pool(32 << 20)
     pool[:5000] = 7  # written before: must survive
     pool[-3:] = 9
     view = pool[(8 << 20) + 6 : (16 << 20) + 6].view(np.uint16).reshape(2048, 2048)
     assert resident_fraction(pool) < 0.1
-    ring_module.populate_backing(view)
+    pages_module.populate_backing(view)
     assert resident_fraction(pool) == pytest.approx(1.0)
     assert (pool[:5000] == 7).all() and (pool[-3:] == 9).all()
     assert not pool[5000:-3].any()
@@ -152,24 +152,24 @@ def test_populate_backing_faults_in_the_whole_pool_under_a_view(monkeypatch, mad
 
 @pytest.mark.parametrize("madvise", [True, False], ids=["madvise", "touch-fallback"])
 def test_populate_backing_can_stop_after_nbytes_from_the_view(monkeypatch, madvise) -> None:
-    import acqwriter.engine.slots as ring_module
+    import acqwriter.pages as pages_module
 
     if not madvise:
-        monkeypatch.setattr(ring_module, "_madvise_populate", lambda address, nbytes: False)
+        monkeypatch.setattr(pages_module, "madvise_populate", lambda address, nbytes: False)
     page = 4096
     pool = _fresh_pool(64 * page)
     pool[10 * page + 5] = 3
-    ring_module.populate_backing(pool[10 * page + 100 :], 8 * page)  # pages 10..18
+    pages_module.populate_backing(pool[10 * page + 100 :], 8 * page)  # pages 10..18
     resident = [resident_fraction(pool[i * page : (i + 1) * page]) for i in range(64)]
     assert resident[10:19] == [1.0] * 9
     assert sum(resident[:10]) + sum(resident[19:]) == 0
-    ring_module.populate_backing(pool[page:], 0)  # nothing asked, nothing touched
+    pages_module.populate_backing(pool[page:], 0)  # nothing asked, nothing touched
     assert resident_fraction(pool[page : 2 * page]) == 0
     assert pool[10 * page + 5] == 3 and pool.sum() == 3  # (reading maps the zero page)
 
 
 def test_populate_backing_leaves_what_it_cannot_name_alone() -> None:
-    from acqwriter.engine.slots import populate_backing
+    from acqwriter.pages import populate_backing
 
     strided = np.zeros((64, 64), np.uint16)[:, ::2]  # not one contiguous allocation
     populate_backing(strided)
@@ -235,16 +235,16 @@ def test_a_new_ring_waits_for_releases_in_flight(monkeypatch) -> None:
     import threading
     import time
 
-    import acqwriter.engine.slots as ring_module
+    import acqwriter.engine.slots as slots_module
 
     stand_in = threading.Thread(target=time.sleep, args=(0.3,), name="stand-in release")
-    monkeypatch.setattr(ring_module, "_releases", [stand_in])
+    monkeypatch.setattr(slots_module, "_releases", [stand_in])
     stand_in.start()
     t0 = time.monotonic()
     FrameSlots(2, (64, 64), np.dtype("uint16"))
     assert not stand_in.is_alive()
     assert time.monotonic() - t0 >= 0.25
-    assert ring_module._releases == []
+    assert slots_module._releases == []
 
 
 def test_population_can_wait_for_start_populating() -> None:

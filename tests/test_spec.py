@@ -224,7 +224,10 @@ def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
     # small chunks: writers compress and write, one per core plus one
     assert (Resources.of(small).compressors, Resources.of(small).io_threads) == (cores + 1, 0)
     # big unsharded chunks: pipelined, one compressor per core and four I/O threads ...
-    assert (Resources.of(big).compressors, Resources.of(big).io_threads) == (cores, 4)  # 4 chunks per frame
+    assert (Resources.of(big).compressors, Resources.of(big).io_threads) == (
+        cores,
+        4,
+    )  # 4 chunks per frame
     assert (Resources.of(huge).compressors, Resources.of(huge).io_threads) == (cores, 4)
     frame_chunks = {**base, "shape": (2048, 2048), "chunks": {"y": 2048, "x": 2048}}
     frame_drop = StreamSpec.parse({**frame_chunks, "overflow": "drop"})
@@ -243,4 +246,7 @@ def test_writer_threads_follow_chunk_size_and_explicit_setting_wins() -> None:
     assert Resources.of(big_sharded).io_threads == 0
     assert Resources.of(big_sharded).compressors == 4 * cores
     assert Resources.of(huge_sharded).compressors == cores + 1  # two 128 MiB buffers per thread
-    assert Resources.of(StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2})).compressors == 2
+    assert (
+        Resources.of(StreamSpec.parse({**base, "shape": (2048, 2048), "threads": 2})).compressors
+        == 2
+    )

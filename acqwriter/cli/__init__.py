@@ -1,2 +1,6 @@
-"""The command line: ``main`` (the ``acqwriter`` command), ``options`` (options shared
-with the daemon's ``ctl`` commands) and ``progress`` (the progress line)."""
+"""The command line: ``main`` (the ``acqwriter`` command and its own commands),
+``daemon`` (the daemon's ``serve``, ``ctl …`` and ``keys``), ``options`` (the spec
+options ``acquire`` and ``ctl configure`` share) and ``progress`` (the progress line).
+
+The outermost layer: it imports the acquisition runner, the daemon's client and
+server, and the writer's post-processing; nothing imports it."""

@@ -1,9 +1,10 @@
-"""The ``acqwriter`` command line: ``acquire``, ``pyramid``, ``info``.
+"""The ``acqwriter`` command line: ``acquire``, ``pyramid``, ``recover``, ``info``, and
+the daemon's ``serve``, ``ctl …`` and ``keys`` (:mod:`acqwriter.cli.daemon`).
 
 ``acquire`` builds an :class:`AcquisitionSpec` from a spec file (``--spec``) overlaid
 with the options given on the command line (same field names), opens the camera
 (:class:`acqwriter.devices.Microscope`), runs
-:func:`acqwriter.devices.run_acquisition` with a live progress bar on stderr, and
+:func:`acqwriter.acquisition.run_acquisition` with a live progress bar on stderr, and
 prints the summary (``--json``: as JSON on stdout).
 
 Exit status: 0 only when every requested frame was written; 1 when the acquisition
@@ -21,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from acqwriter import __version__, jsonio
+from acqwriter import jsonio
+from acqwriter._version import __version__
 from acqwriter.cli.options import add_spec_options, spec_mapping
 from acqwriter.cli.progress import ProgressDisplay
 from acqwriter.spec.model import SpecError
@@ -99,8 +101,9 @@ def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
 
 
 def cmd_acquire(args: argparse.Namespace) -> int:
-    from acqwriter.devices import DeviceError, Microscope, run_acquisition, sim_camera_options
-    from acqwriter.devices.acquisition import check_sequence
+    from acqwriter.acquisition import open_microscope, run_acquisition, sim_camera_options
+    from acqwriter.acquisition.preview import check_sequence
+    from acqwriter.devices import DeviceError
 
     try:
         spec = build_acquisition_spec(args)
@@ -111,7 +114,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     scope = None
     progress = None
     try:
-        scope = Microscope.open(spec.camera, **sim_options)
+        scope = open_microscope(spec.camera, **sim_options)
         check_sequence(scope, spec)
         frames = None if spec.frames is None else spec.frames * spec.position_count
         progress = ProgressDisplay(frames, spec.duration, args.quiet or args.json)
@@ -278,7 +281,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_info)
-    from acqwriter.control.cli import add_daemon_commands
+    from acqwriter.cli.daemon import add_daemon_commands
 
     add_daemon_commands(sub)
     return parser

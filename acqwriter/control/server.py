@@ -8,7 +8,7 @@ Threads and data flow::
                       both sockets and the state) ────┘
                               │ start / stop / abort        ▲ ("finalizing", "done")
                               ▼                             │ via a queue
-                      acquisition thread: run_acquisition(camera → FrameStream)
+                      acquisition thread: run_acquisition(camera → dataset)
 
 Pixels never cross the control socket: they go camera → ring → disk inside the
 acquisition thread. The server loop never blocks on a client or on the acquisition: it
@@ -39,7 +39,8 @@ import psutil
 import zmq
 from pydantic import BaseModel, ValidationError
 
-from acqwriter import __version__, jsonio
+from acqwriter import jsonio
+from acqwriter._version import __version__
 from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.control.paths import check_out
 from acqwriter.control.protocol import (
@@ -337,18 +338,15 @@ class Server:
         spec = spec.model_copy(update={"out": check_out(self.root, spec)})
         sim_options: dict[str, Any] = {}
         if spec.camera == "sim":
-            from acqwriter.devices import sim_camera_options
+            from acqwriter.acquisition.microscopes import sim_camera_options
 
             sim_options = sim_camera_options(spec)
         key = (spec.camera, repr(sorted(sim_options.items())))
         if self._scope is None or self._scope_key != key:
             self._open_scope(spec.camera, sim_options)
-        from acqwriter.devices import DeviceError, configure_camera
-        from acqwriter.devices.acquisition import (
-            acquisition_plan,
-            check_sequence,
-            stream_spec_for,
-        )
+        from acqwriter.acquisition.preview import acquisition_plan, check_sequence
+        from acqwriter.acquisition.runner import configure_camera, stream_spec_for
+        from acqwriter.devices import DeviceError
         from acqwriter.engine.preflight import check_resources
 
         try:
@@ -438,13 +436,14 @@ class Server:
 
     # -- helpers -------------------------------------------------------------------------
     def _open_scope(self, camera: str, sim_options: dict[str, Any]) -> None:
-        from acqwriter.devices import DeviceError, Microscope
+        from acqwriter.acquisition.microscopes import open_microscope
+        from acqwriter.devices import DeviceError
 
         if self._scope is not None:
             self._scope.close()
             self._scope = self._scope_key = None
         try:
-            self._scope = Microscope.open(camera, **sim_options)
+            self._scope = open_microscope(camera, **sim_options)
         except (DeviceError, ValueError) as exc:
             raise ControlError("device_error", str(exc)) from None
         self._scope_key = (camera, repr(sorted(sim_options.items())))

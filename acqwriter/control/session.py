@@ -55,7 +55,7 @@ class Session:
 
     def run(self, scope: Any, inbox: queue.SimpleQueue[Any]) -> None:
         """The acquisition thread: run it, report phases and the end through ``inbox``."""
-        from acqwriter.devices import run_acquisition
+        from acqwriter.acquisition.runner import run_acquisition
 
         def progress(snapshot: dict[str, Any]) -> None:
             previous = self.progress

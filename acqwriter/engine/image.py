@@ -285,9 +285,7 @@ class ImageWriter:
             frames_inline=ledger.frames_inline,
             pyramid_levels=len(self.levels),
             pyramid_note=(
-                (self.pyramid_note or self.plan.no_pyramid)
-                if len(self.levels) == 1
-                else None
+                (self.pyramid_note or self.plan.no_pyramid) if len(self.levels) == 1 else None
             ),
             error=self._pipeline.health.describe(),
             **ledger.latencies(),

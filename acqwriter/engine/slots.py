@@ -45,9 +45,6 @@ before it allocates (:func:`wait_for_releases`), so two rings' memory never coex
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import math
 import mmap
 import threading
@@ -57,107 +54,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameSlots", "populate_backing", "wait_for_releases"]
+from acqwriter.pages import (
+    MADVISE_STEP,
+    madvise_dontneed,
+    madvise_populate,
+    populated,
+)
+
+__all__ = ["FrameSlots", "wait_for_releases"]
 
 
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; Python's mmap module does not name it
-_MADV_DONTNEED = 4
-# bytes per madvise call, populating or giving back: each call holds the memory-map lock
-# (for reading), so other threads' maps and unmaps never wait long (see FrameSlots)
-_MADVISE_STEP = 8 << 20
 _EAGER_SLOTS = 1  # populated before FrameSlots returns (the first frame needs it at once)
 # beyond the high-water mark, the populating thread keeps this much backed (at least this
 # many slots), so that a producer filling the ring rarely page-faults (see FrameSlots)
 _POPULATE_AHEAD_BYTES = 64 << 20
 _POPULATE_AHEAD_MIN_SLOTS = 2
-
-
-def _populated(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An array whose every page is already backed by memory, so the hot path never
-    page-faults. On Linux an anonymous ``mmap`` with ``MAP_POPULATE`` lets the kernel fault
-    everything in at once (0.12 s for 512 MiB here, against 0.08–0.65 s for writing zeros
-    from numpy, depending on how recently the host gave the memory back); elsewhere the
-    pages are touched by writing zeros.
-
-    Transparent huge pages were tried (``MADV_HUGEPAGE`` + ``MADV_POPULATE_WRITE``): 0.06 s
-    on a fresh host, but 0.4–1.2 s once the page cache holds earlier acquisitions,
-    because the kernel compacts memory synchronously for madvised regions
-    (``defrag=madvise``, the common default). Not worth the stall."""
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    populate = getattr(mmap, "MAP_POPULATE", None)
-    if populate is not None and nbytes > 0:
-        try:
-            buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-            return np.frombuffer(buf, dtype=dtype).reshape(shape)
-        except (OSError, ValueError):
-            pass
-    arr = np.empty(shape, dtype=dtype)
-    arr.view(np.uint8).reshape(-1)[:] = 0
-    return arr
-
-
-@functools.cache
-def _libc_madvise() -> Any:
-    madvise = ctypes.CDLL(None, use_errno=True).madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return madvise
-
-
-def _madvise_dontneed(address: int, nbytes: int) -> None:
-    """``madvise(MADV_DONTNEED)``: drop the pages of a private anonymous range (GIL
-    released). It holds the process's memory-map lock for reading only, where ``munmap``
-    holds it for writing: see :meth:`FrameSlots.release_memory`."""
-    _libc_madvise()(address, nbytes, _MADV_DONTNEED)
-
-
-def _madvise_populate(address: int, nbytes: int) -> bool:
-    """``madvise(MADV_POPULATE_WRITE)`` through ctypes, which releases the GIL (the mmap
-    module's ``madvise`` holds it). False where the kernel does not offer it."""
-    if _libc_madvise()(address, nbytes, _MADV_POPULATE_WRITE) == 0:
-        return True
-    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS):
-        return False
-    raise OSError(ctypes.get_errno(), "madvise(MADV_POPULATE_WRITE) failed")
-
-
-def populate_backing(array: np.ndarray, nbytes: int | None = None) -> None:
-    """Back the pages of the allocation under ``array`` with memory, contents unchanged.
-
-    Walks ``array.base`` to the outermost numpy array (a view into a larger pool) and asks
-    the kernel to fault in that whole allocation, or with ``nbytes`` only the ``nbytes``
-    from ``array``'s first byte on (capped at the allocation's end), via
-    ``MADV_POPULATE_WRITE`` (GIL released; pages already present cost a page-table walk).
-    Where the kernel does not offer that, each page is rewritten in place with its own
-    byte. For a buffer someone else owns and fills on a hot path, e.g. the core's
-    circular buffer that a simulated camera writes into: its first pass would otherwise
-    page-fault at the host's pace (0.5 s for 256 MiB here, enough to throw a
-    free-running camera off its schedule).
-    """
-    view_start = array.ctypes.data
-    while isinstance(array.base, np.ndarray):
-        array = array.base
-    if array.nbytes == 0 or not array.flags.c_contiguous:
-        return  # nothing to populate, or not one allocation we can name
-    base_start = array.ctypes.data
-    base_end = base_start + array.nbytes
-    start = base_start if nbytes is None else view_start
-    end = base_end if nbytes is None else min(base_end, view_start + max(nbytes, 0))
-    if end <= start:
-        return
-    page = mmap.PAGESIZE
-    aligned = start - start % page
-    try:
-        if hasattr(mmap, "MAP_ANONYMOUS") and _madvise_populate(aligned, end - aligned):
-            return
-    except OSError:
-        pass  # e.g. a file-backed or read-only mapping: fall through to touching
-    if array.flags.writeable:
-        flat = array.reshape(-1).view(np.uint8)
-        offset = start - base_start
-        first = offset + (-start) % page  # the first page boundary at or after start
-        pages = flat[first : end - base_start : page]
-        np.bitwise_or(pages, 0, out=pages)
-        flat[offset : offset + 1] |= 0  # the page holding start, when not on a boundary
 
 
 # Rings whose memory is being unmapped in the background (FrameSlots.release_memory)
@@ -185,19 +96,19 @@ def _reserved(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, int]
     """The slots array and how many of its slots are backed by memory already: the
     first :data:`_EAGER_SLOTS` of a fresh private anonymous mapping (the rest are backed
     on demand by :func:`_populate_ahead`), or all of them where that mapping or
-    ``MADV_POPULATE_WRITE`` is not available (:func:`_populated`)."""
+    ``MADV_POPULATE_WRITE`` is not available (:func:`acqwriter.pages.populated`)."""
     slot_bytes = int(np.prod(shape[1:])) * dtype.itemsize
     nbytes = shape[0] * slot_bytes
     if nbytes == 0 or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return _populated(shape, dtype), shape[0]
+        return populated(shape, dtype), shape[0]
     try:
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         slots = np.frombuffer(buf, dtype=dtype).reshape(shape)
         eager = min(shape[0], _EAGER_SLOTS)
-        if not _madvise_populate(slots.ctypes.data, eager * slot_bytes):
-            return _populated(shape, dtype), shape[0]
+        if not madvise_populate(slots.ctypes.data, eager * slot_bytes):
+            return populated(shape, dtype), shape[0]
     except OSError:
-        return _populated(shape, dtype), shape[0]
+        return populated(shape, dtype), shape[0]
     return slots, eager
 
 
@@ -225,9 +136,9 @@ def _populate_ahead(
             wanted.clear()
             continue
         slot_bytes = ring._slot_bytes
-        n = min(max(1, _MADVISE_STEP // max(slot_bytes, 1)), target - ring._backed)
+        n = min(max(1, MADVISE_STEP // max(slot_bytes, 1)), target - ring._backed)
         try:
-            _madvise_populate(ring.slots.ctypes.data + ring._backed * slot_bytes, n * slot_bytes)
+            madvise_populate(ring.slots.ctypes.data + ring._backed * slot_bytes, n * slot_bytes)
         except OSError:
             return  # the producer's own page faults back the rest
         ring._backed += n
@@ -235,7 +146,7 @@ def _populate_ahead(
 
 def _is_anonymous_mapping(slots: np.ndarray) -> bool:
     """Whether ``slots`` spans the whole of an ``mmap`` (the private anonymous mapping
-    :func:`_reserved` and :func:`_populated` make; a ring never wraps anyone else's), the
+    :func:`_reserved` and :func:`acqwriter.pages.populated` make; a ring never wraps anyone else's), the
     only memory ``MADV_DONTNEED`` may drop safely. False for the numpy fallback."""
     base = slots.base
     while isinstance(base, np.ndarray):
@@ -415,8 +326,8 @@ class FrameSlots:
             # (the last reference going) then finds nothing left to free.
             if anonymous:
                 address, nbytes = old[0].ctypes.data, old[0].nbytes
-                for start in range(0, nbytes, _MADVISE_STEP):
-                    _madvise_dontneed(address + start, min(_MADVISE_STEP, nbytes - start))
+                for start in range(0, nbytes, MADVISE_STEP):
+                    madvise_dontneed(address + start, min(MADVISE_STEP, nbytes - start))
             old.clear()
 
         thread = threading.Thread(target=unmap, name="acqwriter-ring-release", daemon=True)

@@ -108,8 +108,7 @@ class ImagePlan:
             "chunks": list(layout.chunk_shape),
             "shards": None if layout.shard_shape is None else list(layout.shard_shape),
             "levels": [
-                {"shape": list(level.shape), "chunks": list(level.chunks)}
-                for level in self.levels
+                {"shape": list(level.shape), "chunks": list(level.chunks)} for level in self.levels
             ],
             "no_pyramid": self.no_pyramid,
             "min_slot_frames": layout.min_ring_frames,
@@ -381,4 +380,3 @@ def _within_time_points(stream: StreamSpec) -> StreamSpec:
     shards = {axis: f * c for axis, f, c in zip(outer, factors, chunks, strict=False)}
     shards[outer[0]] = chunks[0]
     return stream.model_copy(update={"shards": shards})
-

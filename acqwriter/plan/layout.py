@@ -67,8 +67,8 @@ class FrameLayout:
         # Compressed chunks staged in shards open at the same time (a segment each, at
         # least one chunk), beyond the first shard's segment (part of the writer's fixed
         # overhead, as it always was): memory beside the ring's, so it comes out of
-        # ring_bytes (acqwriter.plan.resources.Resources). 0 unless a shard spans the first axis of a
-        # layout with other axes (t-shards of a t × c × z stack: 59 segments of 8 MiB).
+        # ring_bytes (acqwriter.plan.resources.Resources). 0 unless a shard spans the first
+        # axis of a layout with other axes (t-shards of a t × c × z stack: 59 segments of 8 MiB).
         self.extra_staging_bytes = (
             0
             if self.shards is None

@@ -492,9 +492,7 @@ def _rebuild_image(
         extra["summary"]["pyramid_note"] = note
     write_group(
         store.write_atomic,
-        group_metadata(
-            spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)
-        ),
+        group_metadata(spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)),
         spec.ngff_version,
     )
     store.flush()

@@ -197,7 +197,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         and isinstance(result, dict)
         and "acquires" in result
     ):
-        from acqwriter.devices.acquisition import describe_plan
+        from acqwriter.acquisition.preview import describe_plan
 
         print(describe_plan(result["acquires"]))
     else:
