@@ -146,8 +146,9 @@ def _populate_ahead(
 
 def _is_anonymous_mapping(slots: np.ndarray) -> bool:
     """Whether ``slots`` spans the whole of an ``mmap`` (the private anonymous mapping
-    :func:`_reserved` and :func:`acqwriter.pages.populated` make; a ring never wraps anyone else's), the
-    only memory ``MADV_DONTNEED`` may drop safely. False for the numpy fallback."""
+    :func:`_reserved` and :func:`acqwriter.pages.populated` make; a ring never wraps
+    anyone else's), the only memory ``MADV_DONTNEED`` may drop safely. False for the numpy
+    fallback."""
     base = slots.base
     while isinstance(base, np.ndarray):
         base = base.base
