@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acqwriter.post.pyramid import downsample
+from acqwriter.post.downsample import downsample
 from acqwriter.post.recover import RecoverError, recover
 from acqwriter.simulators import FrameBank, read_stamp
 from helpers import check_dataset, read_tensorstore, read_zarr, run_cli

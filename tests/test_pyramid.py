@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from acqwriter import open_stream
-from acqwriter.post.pyramid import downsample
+from acqwriter.post.downsample import downsample
 from acqwriter.simulators import FrameBank
 from helpers import check_dataset, read_tensorstore, read_zarr, run_cli
 

@@ -21,17 +21,13 @@ from typing import Any
 import numpy as np
 
 from acqwriter.engine.errors import FrameError, StreamError
+from acqwriter.engine.hierarchy import write_groups
 from acqwriter.engine.image import ImageWriter, checked_frame
 from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.preflight import check_disk, check_memory, slots_for
-from acqwriter.engine.progress import CloseTicker, finish_summary
+from acqwriter.engine.progress import CloseTicker, finish_summary, progress_snapshot
 from acqwriter.engine.slots import FrameSlots
-from acqwriter.format.keys import COLLECTION_OME_XML
-from acqwriter.format.layouts import dataset_root, group_documents
-from acqwriter.format.ngff_v05 import TRANSLATION_KEY
-from acqwriter.format.ome_xml import collection_ome_xml
 from acqwriter.format.summary import DatasetSummary, Summary
-from acqwriter.format.versions import write_group
 from acqwriter.plan.dataset import (
     FINAL_RESERVE_BYTES,
     RESERVE_BYTES,
@@ -159,24 +155,7 @@ class DatasetWriter:
         elif state == "acquiring":
             for image in self.images.values():
                 image.write_first_metadata()
-        if self.layout == "image":
-            return
-        paths = {key: image.path for key, image in self.plan.images.items()}
-        version = self.spec.ngff_version
-        write = self.store.write_atomic
-        if self.layout == "collection":
-            write(COLLECTION_OME_XML, _ome_xml(self.images.values(), state))
-        for prefix, document in group_documents(self.layout, list(paths.values())):
-            write_group(write, document, version, prefix)
-        attrs: dict[str, Any] = {
-            "state": state,
-            "layout": self.layout,
-            "images": paths,
-            **self._root_attrs,
-        }
-        if summary is not None:
-            attrs["summary"] = summary.model_dump()
-        write_group(write, dataset_root(self.layout, attrs, self.plan.plate), version)
+        write_groups(self.plan, self.store, self.images, state, self._root_attrs, summary)
 
     def add_image(self, key: str, image: dict[str, Any]) -> None:
         """Add image ``key`` (ImageSpec fields) to an open collection or plate as its
@@ -298,33 +277,15 @@ class DatasetWriter:
     # -- progress ----------------------------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         """A cheap live snapshot for progress bars and status replies."""
-        elapsed = time.perf_counter() - self._t_open
-        images = list(self.images.values())
-        per_image = {
-            key: max(i.writer.committer.frames_written, i.frames_in_extent())
-            for key, i in self.images.items()
-        }
-        written = sum(per_image.values())
-        raw = sum(per_image[key] * i.layout.frame_bytes for key, i in self.images.items())
-        error = self.pipeline.health.error
-        return {
-            "phase": self._phase,
-            **self._build.snapshot(),
-            "frames_appended": sum(i.ledger.next_index for i in images),
-            "frames_received": sum(i.ledger.frames_received for i in images),
-            "frames_written": written,
-            "frames_dropped": sum(i.ledger.dropped_count for i in images),
-            "rows_committed": min(i.writer.committer.committed_rows for i in images),
-            "ring_occupancy": self.slots.occupancy,
-            "ring_capacity": self.slots.capacity,
-            "ring_high_water": self.slots.high_water,
-            "frames_inline": sum(i.ledger.frames_inline for i in images),
-            "mb_per_s": raw / 1e6 / elapsed if elapsed > 0 else 0.0,
-            "elapsed_s": elapsed,
-            "error": None if error is None else str(error),
-            # frames each image holds, for displays per position (not for one image)
-            **({"images": per_image} if self.layout != "image" else {}),
-        }
+        return progress_snapshot(
+            self.images,
+            self.slots,
+            phase=self._phase,
+            elapsed=time.perf_counter() - self._t_open,
+            error=self.pipeline.health.error,
+            per_image=self.layout != "image",
+            building=self._build.snapshot(),
+        )
 
     def _set_phase(self, phase: str) -> None:
         self._phase = phase
@@ -434,22 +395,6 @@ class DatasetWriter:
         self.store.release_lock()
         self._set_phase("done")
         return result
-
-
-def _ome_xml(images: Any, state: str) -> bytes:
-    """A collection's OME-XML: time points planned while acquiring, then on disk."""
-    return collection_ome_xml(
-        [
-            (
-                i.spec,
-                i.writer.committer.committed_rows
-                if state != "acquiring" or i.layout.outer_sizes[0] is None
-                else i.layout.outer_sizes[0],
-                dict(i.attrs.get(TRANSLATION_KEY) or {}),
-            )
-            for i in images
-        ]
-    )
 
 
 def open_dataset(

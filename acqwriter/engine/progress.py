@@ -8,12 +8,51 @@ progress (the CLI's bar, the daemon's status) gets a snapshot every ``interval_s
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from acqwriter.engine.image import ImageWriter
+from acqwriter.engine.slots import FrameSlots
 from acqwriter.format.summary import Summary
 
-__all__ = ["CloseTicker", "finish_summary"]
+__all__ = ["CloseTicker", "finish_summary", "progress_snapshot"]
+
+
+def progress_snapshot(
+    images: Mapping[str, ImageWriter],
+    slots: FrameSlots,
+    *,
+    phase: str,
+    elapsed: float,
+    error: BaseException | None,
+    per_image: bool,
+    building: dict[str, Any],
+) -> dict[str, Any]:
+    """A cheap live snapshot of a dataset for progress bars and status replies
+    (``per_image``: the frames each image holds, for displays per position)."""
+    written_by = {
+        key: max(i.writer.committer.frames_written, i.frames_in_extent())
+        for key, i in images.items()
+    }
+    values = list(images.values())
+    raw = sum(written_by[key] * i.layout.frame_bytes for key, i in images.items())
+    return {
+        "phase": phase,
+        **building,
+        "frames_appended": sum(i.ledger.next_index for i in values),
+        "frames_received": sum(i.ledger.frames_received for i in values),
+        "frames_written": sum(written_by.values()),
+        "frames_dropped": sum(i.ledger.dropped_count for i in values),
+        "rows_committed": min(i.writer.committer.committed_rows for i in values),
+        "ring_occupancy": slots.occupancy,
+        "ring_capacity": slots.capacity,
+        "ring_high_water": slots.high_water,
+        "frames_inline": sum(i.ledger.frames_inline for i in values),
+        "mb_per_s": raw / 1e6 / elapsed if elapsed > 0 else 0.0,
+        "elapsed_s": elapsed,
+        "error": None if error is None else str(error),
+        **({"images": written_by} if per_image else {}),
+    }
 
 
 class CloseTicker:

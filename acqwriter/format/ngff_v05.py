@@ -231,7 +231,7 @@ def group_metadata(
             if single is None
             else f"a single level: {single}"
         ),
-        "method": f"acqwriter.post.pyramid.downsample_{spec.pyramid.method}",
+        "method": f"acqwriter.post.downsample.downsample:{spec.pyramid.method}",
         "version": __version__,
     }
     acq: dict[str, Any] = {
