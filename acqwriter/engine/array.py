@@ -3,7 +3,7 @@
 An :class:`ArrayWriter` owns everything about one array path of a dataset: the
 assembly of its frames into chunk batches (:mod:`acqwriter.engine.assembly`), the
 encoding and writing of each (y, x) tile of a batch, its open shards
-(:class:`acqwriter.engine.shards.OpenShards`) and the committer of its extent
+(:class:`acqwriter.engine.open_shards.OpenShards`) and the committer of its extent
 (:mod:`acqwriter.engine.commit`). What costs memory or threads is shared and handed
 in: the frame slots, the compressor and I/O pools, the encoded-chunk buffers, the
 store, the stream's health and its disk guard, so several array writers (the images of
@@ -29,7 +29,7 @@ import numpy as np
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.engine.assembly import ChunkAssembler, ChunkBatch
 from acqwriter.engine.commit import CommitLoop, ExtentCommitter
-from acqwriter.engine.shards import OpenShards
+from acqwriter.engine.open_shards import OpenShards
 
 if TYPE_CHECKING:
     from acqwriter.codec.settings import Compression

@@ -10,7 +10,7 @@ are both on disk, and a reader, or a crash, never finds a frame inside the exten
 that is not real data or flagged.
 
 Shards along the first axis grow slowly at low frame rates; their unfinished shards
-are *sealed* (:meth:`acqwriter.engine.shards.ShardWriter.seal`) once they have held
+are *sealed* (:meth:`acqwriter.engine.open_shards.OpenShards.seal_due`) once they have held
 chunks for ``shard_seal_s``, and the extent then covers the block's leading rows whose
 every batch is in the sealed copies.
 
@@ -22,7 +22,6 @@ checks the free space; at close the caller stops it and commits a last time.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from acqwriter.engine.assembly import ChunkBatch
     from acqwriter.engine.guard import DiskGuard, Health
     from acqwriter.engine.ledger import FrameLedger
-    from acqwriter.engine.shards import OpenShards
+    from acqwriter.engine.open_shards import OpenShards
     from acqwriter.format.keys import ArrayKeys
     from acqwriter.plan.layout import FrameLayout
     from acqwriter.store.base import Store
@@ -151,7 +150,8 @@ class ExtentCommitter:
     # -- committing ---------------------------------------------------------------------------
     def step(self) -> None:
         """What the commit loop does for this array: seal if due, then commit."""
-        self._seal_front_block()
+        if self.shards is not None:
+            self.shards.seal_due(self._seal_after)
         self.commit()
 
     def commit(self) -> None:
@@ -194,38 +194,6 @@ class ExtentCommitter:
             self._ledger.committed(first, rows * layout.frames_per_row)
         if failure is not None:
             raise failure
-
-    def _seal_front_block(self) -> None:
-        """Publish the unfinished shards of the first block not yet in the extent when
-        they have held chunks for ``shard_seal_s`` without a seal, and remember how many
-        of the block's leading rows they now hold whole."""
-        shards = self.shards
-        if shards is None or self.layout.shard_factors[0] == 1:
-            return
-        now = time.monotonic()
-        with self._lock:
-            block = self.committed_blocks
-        open_shards = shards.of_block(block)
-        due = [
-            sh
-            for sh in open_shards
-            if len(sh.groups) > sh.sealed_groups
-            and now - (sh.sealed_at or sh.opened_at) >= self._seal_after
-        ]
-        if not due:
-            return
-        if not self._guard.check(extra=sum(shard.seal_bytes() for shard in open_shards)):
-            return  # no room for the copies: the shards appear when finished
-        batches = self.finished_batches(block)
-        for shard in open_shards:  # every open shard of the block: a row needs all of them
-            if len(shard.groups) > shard.sealed_groups or shard.sealed_at is None:
-                sealed = shard.seal()
-                if sealed is None:
-                    return  # finished meanwhile: the block commits the usual way
-            else:
-                sealed = shard.groups[: shard.sealed_groups]
-            batches += sealed
-        self.seal_rows(block, self.leading_whole_rows(block, batches))
 
 
 class CommitLoop:
