@@ -19,7 +19,17 @@ import json
 import math
 from typing import Any
 
-__all__ = ["MAX_INT_DIGITS", "OversizedNumber", "StrictJSONError", "dumps", "finite", "loads"]
+import numpy as np
+
+__all__ = [
+    "MAX_INT_DIGITS",
+    "OversizedNumber",
+    "StrictJSONError",
+    "dumps",
+    "finite",
+    "jsonable",
+    "loads",
+]
 
 MAX_INT_DIGITS = 64  # far beyond any id or count; Python refuses str→int over 4 300
 
@@ -41,6 +51,26 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON values, whatever a camera or a caller put in it: numpy scalars
+    and arrays of at most 64 values as plain values, tuples as lists, keys as text,
+    non-finite floats as ``None``, anything else as its ``str``. The one rule for
+    per-frame metadata and an MDA's summary metadata alike."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray) and value.size <= 64:
+        return jsonable(value.tolist())
+    return str(value)
 
 
 def _text(value: str) -> str:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from acqwriter.spec.model import SpecError
+from acqwriter.spec.model import NGFF_VERSIONS, SpecError
 
 __all__ = ["add_spec_options", "spec_mapping"]
 
@@ -115,7 +115,7 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ngff",
         dest="ngff_version",
-        choices=["0.4", "0.5"],
+        choices=list(NGFF_VERSIONS),
         help="OME-NGFF version: 0.5 (default, Zarr v3) or 0.4 (Zarr v2, for tools that "
         "cannot read 0.5 yet; no shards)",
     )

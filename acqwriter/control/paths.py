@@ -8,6 +8,7 @@ from pathlib import Path
 
 from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.control.protocol import ControlError
+from acqwriter.store.folders import nearest_existing, replace_refusal
 
 __all__ = ["check_out"]
 
@@ -30,17 +31,13 @@ def check_out(root: Path | None, spec: AcquisitionSpec) -> Path:
             raise ControlError(
                 "path_refused", f"out: {out} already exists (set overwrite to replace it)"
             )
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "zarr.json").exists()):
-            raise ControlError(
-                "path_refused",
-                f"out: {out} exists and is not a Zarr dataset; refusing to replace it",
-            )
+        refusal = replace_refusal(out)  # the rule `acquire --overwrite` follows
+        if refusal is not None:
+            raise ControlError("path_refused", f"out: {out} {refusal}")
     # Missing parent folders are created when the acquisition starts (as `acquire`
     # does) and listed in the configure reply and the summary; the nearest existing
     # one must be a writable directory.
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise ControlError("path_refused", f"out: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -38,23 +38,7 @@ MAX_ROWS_AHEAD = 100_000
 def json_line(record: dict[str, Any]) -> str:
     """One per-frame record as strict JSON: NaN and infinities (a camera's missing
     timestamp is NaN) become ``null`` (:func:`acqwriter.jsonio.dumps`)."""
-    return jsonio.dumps(_jsonable(record), separators=(",", ":"))
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as JSON values: numpy scalars and small arrays as plain values,
-    anything else not JSON as its ``str``."""
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray) and value.size <= 64:
-        return _jsonable(value.tolist())
-    return str(value)
+    return jsonio.dumps(jsonio.jsonable(record), separators=(",", ":"))
 
 
 class FrameLedger:

@@ -13,9 +13,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["COLLECTION_OME_XML", "GROUP_METADATA", "LEVEL0", "ArrayKeys", "image_path", "level"]
+__all__ = [
+    "COLLECTION_OME_XML",
+    "GROUP_METADATA",
+    "LEVEL0",
+    "ZATTRS",
+    "ZGROUP",
+    "ArrayKeys",
+    "image_path",
+    "level",
+]
 
 GROUP_METADATA = "zarr.json"  # the root group's document
+ZGROUP = ".zgroup"  # a Zarr v2 group's marker (its attributes are in ``.zattrs``)
+ZATTRS = ".zattrs"
 COLLECTION_OME_XML = "OME/METADATA.ome.xml"  # a collection's OME-XML (bioformats2raw)
 FRAME_METADATA_NAME = "frame_metadata.jsonl"  # one JSON line per frame, in the array's folder
 

@@ -15,10 +15,10 @@ paths and the plate with them, the engine writes what they return.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from acqwriter._version import __version__
+from acqwriter.format.versions import group_document
 from acqwriter.spec.dataset import plate_key
 
 if TYPE_CHECKING:
@@ -47,11 +47,6 @@ def image_path_in(layout: str, key: str, position: int) -> str:
     return key
 
 
-def _group(attributes: dict[str, Any]) -> bytes:
-    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-    return json.dumps(doc, indent=2, allow_nan=False).encode()
-
-
 def dataset_root(
     layout: str, acqwriter_attrs: dict[str, Any], plate: dict[str, Any] | None
 ) -> bytes:
@@ -62,40 +57,40 @@ def dataset_root(
         ome["bioformats2raw.layout"] = 3
     else:
         ome["plate"] = plate
-    return _group({"ome": ome, "acqwriter": {"version": __version__, **acqwriter_attrs}})
+    return group_document({"ome": ome, "acqwriter": {"version": __version__, **acqwriter_attrs}})
 
 
-def series_group(paths: list[str]) -> bytes:
+def seriesgroup_document(paths: list[str]) -> bytes:
     """The ``OME`` group of a collection: its images' paths, in order."""
-    return _group({"ome": {"version": "0.5", "series": list(paths)}})
+    return group_document({"ome": {"version": "0.5", "series": list(paths)}})
 
 
-def well_group(fields: list[str]) -> bytes:
+def wellgroup_document(fields: list[str]) -> bytes:
     """A plate's well group: the paths of its fields (one acquisition, id 0)."""
     images = [{"path": field, "acquisition": 0} for field in fields]
-    return _group({"ome": {"version": "0.5", "well": {"images": images}}})
+    return group_document({"ome": {"version": "0.5", "well": {"images": images}}})
 
 
-def row_group() -> bytes:
+def rowgroup_document() -> bytes:
     """A plate's row group (``B/``): a plain group, so Zarr readers can walk from the
     plate to its wells (NGFF puts no metadata on it)."""
-    return _group({})
+    return group_document({})
 
 
 def group_documents(layout: str, paths: list[str]) -> list[tuple[str, bytes]]:
     """The groups between the root and the images at ``paths``, as (prefix, document):
     the ``OME`` series of a collection; a plate's wells, then its rows."""
     if layout == "collection":
-        return [(COLLECTION_SERIES, series_group(paths))]
+        return [(COLLECTION_SERIES, seriesgroup_document(paths))]
     if layout != "plate":
         return []
     wells: dict[str, list[str]] = {}
     for path in paths:
         well, _, field_path = path.rpartition("/")
         wells.setdefault(well, []).append(field_path)
-    groups = [(well, well_group(fields)) for well, fields in wells.items()]
+    groups = [(well, wellgroup_document(fields)) for well, fields in wells.items()]
     rows = sorted({well.partition("/")[0] for well in wells})
-    return groups + [(row, row_group()) for row in rows]
+    return groups + [(row, rowgroup_document()) for row in rows]
 
 
 def _natural(name: str) -> tuple[int, int | str]:

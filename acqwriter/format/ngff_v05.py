@@ -37,6 +37,7 @@ __all__ = [
     "frame_metadata_key",
     "group_metadata",
     "level0",
+    "multiscale_levels",
 ]
 
 # States written by a writer (or recover) that finished the dataset; ``acquiring`` and
@@ -262,3 +263,18 @@ def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
     itself (summary, recovery account …): what a rewrite of the group must carry over."""
     own = ("version", "state", "spec")  # frame_metadata is carried: old datasets keep theirs
     return {k: v for k, v in acqwriter_attrs.items() if k not in own}
+
+
+def multiscale_levels(attributes: dict[str, Any]) -> list[tuple[str, list[float] | None]]:
+    """(path, scale) of each level an image group's attributes (in their 0.5 shape)
+    list, level 0 first: the reading side of :func:`group_metadata`. Raises ValueError
+    when the group is not an OME-NGFF image."""
+    ome = attributes.get("ome")
+    if not isinstance(ome, dict) or not ome.get("multiscales"):
+        raise ValueError("not an OME-NGFF image (no multiscales in its attributes)")
+    levels = []
+    for dataset in ome["multiscales"][0]["datasets"]:
+        transforms = dataset.get("coordinateTransformations", [])
+        scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
+        levels.append((dataset["path"], scale))
+    return levels

@@ -18,9 +18,10 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from acqwriter.format.keys import ArrayKeys
+from acqwriter.format.keys import GROUP_METADATA, ZATTRS, ZGROUP, ArrayKeys
 from acqwriter.format.zarr_v2 import array_metadata_v2
 from acqwriter.format.zarr_v3 import array_metadata
+from acqwriter.spec.model import NGFF_VERSIONS
 
 if TYPE_CHECKING:
     from acqwriter.spec.model import StreamSpec
@@ -30,12 +31,13 @@ __all__ = [
     "ZARR_FORMAT",
     "array_document",
     "array_keys",
+    "group_document",
     "group_files",
     "read_attributes",
+    "stored_version",
     "write_group",
 ]
 
-NGFF_VERSIONS = ("0.4", "0.5")
 ZARR_FORMAT = {"0.4": 2, "0.5": 3}  # the Zarr version each OME-NGFF version is stored in
 _V04_VERSIONED = ("plate", "well")  # 0.4 objects that carry their own version
 
@@ -79,7 +81,26 @@ def group_files(document: bytes, ngff_version: str, prefix: str = "") -> list[tu
         return [(f"{base}zarr.json", document)]
     attributes = json.loads(document)["attributes"]
     attrs = json.dumps(_to_v04(attributes), indent=2, allow_nan=False).encode()
-    return [(f"{base}.zattrs", attrs), (f"{base}.zgroup", b'{\n  "zarr_format": 2\n}')]
+    return [(f"{base}{ZATTRS}", attrs), (f"{base}{ZGROUP}", b'{\n  "zarr_format": 2\n}')]
+
+
+def group_document(attributes: dict[str, Any]) -> bytes:
+    """A group's document in its 0.5 form (``write_group`` stores it as a version
+    asks)."""
+    doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(doc, indent=2, allow_nan=False).encode()
+
+
+def stored_version(exists: Callable[[str], bool], prefix: str = "") -> str:
+    """The OME-NGFF version the group at ``prefix`` is stored in, from its files:
+    ``zarr.json`` is Zarr v3 (0.5), ``.zattrs`` Zarr v2 (0.4). ``exists(key)``: whether
+    the store has that key. Raises FileNotFoundError when it has neither."""
+    base = f"{prefix.rstrip('/')}/" if prefix else ""
+    if exists(f"{base}{GROUP_METADATA}"):
+        return "0.5"
+    if exists(f"{base}{ZATTRS}"):
+        return "0.4"
+    raise FileNotFoundError(f"no zarr.json or .zattrs at {prefix or 'the root'!r}")
 
 
 def read_attributes(read: Callable[[str], bytes], prefix: str = "") -> dict[str, Any]:

@@ -48,6 +48,7 @@ from pydantic import TypeAdapter, ValidationError
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.format.summary import Summary
+from acqwriter.jsonio import jsonable
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
 from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core
@@ -270,7 +271,7 @@ class MDAWriter:
             base = {"shape": shape, "dtype": dtype, "pixel_size": pixel_size, **image_options}
             _only_axes(base, "tyx")
             summary["stage_to_image"] = to_image.describe
-            self._events = _EventImages(base, writer_options, to_image, _jsonable(summary))
+            self._events = _EventImages(base, writer_options, to_image, jsonable(summary))
             self.dataset = None
             return
         images = {}
@@ -324,7 +325,7 @@ class MDAWriter:
                 "images": {first: images[first]},
                 **({"plate": plate} if plate is not None else {}),
             },
-            root_attrs={"mda": _jsonable(summary)},
+            root_attrs={"mda": jsonable(summary)},
             store=self.store,
             more_images=bool(self._pending),
         )
@@ -561,14 +562,3 @@ def _global_core() -> Any:
         return None
     ref = getattr(_mmcore_plus, "_instance", None)
     return ref() if callable(ref) else None
-
-
-def _jsonable(value: Any) -> Any:
-    """Summary metadata as JSON values (tuples as lists, anything else as its string)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value if not (isinstance(value, float) and not math.isfinite(value)) else None
-    return str(value)

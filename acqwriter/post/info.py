@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
-from acqwriter.format.ngff_v05 import frame_metadata_key
+from acqwriter.format.ngff_v05 import frame_metadata_key, multiscale_levels
 from acqwriter.format.versions import read_attributes
 from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.hierarchy import dataset_images
@@ -116,20 +116,18 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
     acq = attributes.get("acqwriter", {})
     if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
         return _collection_info(root, attributes)
-    ome = attributes.get("ome")
-    if not ome or "multiscales" not in ome:
-        raise ValueError(f"{root}: not an OME-NGFF image (no multiscales in its attributes)")
-    multiscale = ome["multiscales"][0]
+    ome = attributes.get("ome") or {}
+    try:
+        listed = multiscale_levels(attributes)
+    except ValueError as exc:
+        raise ValueError(f"{root}: {exc}") from None
     levels = []
-    for dataset in multiscale["datasets"]:
-        keys = ArrayKeys(dataset["path"], 3 if (root / GROUP_METADATA).exists() else 2)
+    for path, scale in listed:
+        keys = ArrayKeys(path, 3 if (root / GROUP_METADATA).exists() else 2)
         meta = json.loads((root / keys.metadata).read_text())
-        scale = next(
-            (t["scale"] for t in dataset["coordinateTransformations"] if t["type"] == "scale"), None
-        )
         levels.append(
             {
-                "path": dataset["path"],
+                "path": path,
                 "shape": meta["shape"],
                 "chunks": _inner(meta)[1],
                 "shards": _inner(meta)[2],
@@ -159,7 +157,7 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
         "ome_version": ome.get("version"),
         "writer": writer,
         "pyramid_note": note,
-        "axes": [a["name"] for a in multiscale["axes"]],
+        "axes": [a["name"] for a in ome["multiscales"][0]["axes"]],
         "shape": level0["shape"],
         "dtype": level0["dtype"],
         "codec": level0["codec"],

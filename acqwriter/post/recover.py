@@ -45,7 +45,14 @@ from acqwriter.format.ngff_v05 import (
     group_metadata,
     level0,
 )
-from acqwriter.format.versions import array_document, array_keys, read_attributes, write_group
+from acqwriter.format.versions import (
+    array_document,
+    array_keys,
+    group_document,
+    read_attributes,
+    stored_version,
+    write_group,
+)
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.layout import FrameLayout
 from acqwriter.plan.pyramid import no_pyramid_reason
@@ -292,9 +299,8 @@ def _recover_dataset(
             "state": "recovered",
             "recovery": {"images": accounts, "time": time.time()},
         }
-        group = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
-        version = "0.4" if (root / ".zattrs").exists() else "0.5"
-        write_group(store.write_atomic, jsonio.dumps(group, indent=2).encode(), version)
+        version = stored_version(lambda key: (root / key).exists())
+        write_group(store.write_atomic, group_document(jsonio.finite(attrs)), version)
         store.flush()
     except OSError as exc:
         raise _write_error(root, exc) from None

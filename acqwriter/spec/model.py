@@ -23,7 +23,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import Field, Strict, field_validator, model_validator
@@ -32,9 +32,14 @@ from acqwriter.codec.settings import Compression
 from acqwriter.spec.files import dump_spec, load_spec
 from acqwriter.validation import SpecError, StrictModel, format_validation_error
 
+# The OME-NGFF versions acqwriter writes (the one list: spec, format, CLI)
+NgffVersion = Literal["0.4", "0.5"]
+NGFF_VERSIONS: tuple[str, ...] = get_args(NgffVersion)
+
 __all__ = [
     "AXIS_ORDER",
     "FRAME_CHUNK_MAX_BYTES",
+    "NGFF_VERSIONS",
     "SPACE_UNITS",
     "SUPPORTED_DTYPES",
     "TIME_UNITS",
@@ -253,7 +258,7 @@ class WriterOptions(StrictModel):
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     commit_interval_s: Annotated[float, Field(ge=0.01, le=60, allow_inf_nan=False)] = 0.25
     shard_seal_s: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
-    ngff_version: Literal["0.4", "0.5"] = "0.5"  # 0.4: Zarr v2, for tools that need it
+    ngff_version: NgffVersion = "0.5"  # 0.4: Zarr v2, for tools that need it
     expected_frames: PositiveInt | None = None
     disk_check: bool = True
     min_free_bytes: NonNegativeInt = 256 * 2**20

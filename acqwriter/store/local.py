@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import mmap
 import os
 import shutil
@@ -22,7 +21,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from acqwriter.format.keys import GROUP_METADATA
 from acqwriter.store.base import (
     FINAL_RESERVE_NAME,
     RESERVE_NAME,
@@ -32,6 +30,15 @@ from acqwriter.store.base import (
     Store,
 )
 from acqwriter.store.buffers import DIRECT_ALIGN, private_memory
+from acqwriter.store.folders import (
+    LOCK_NAME,
+    create_locked,
+    missing_parents,
+    nearest_existing,
+    never_written,
+    try_lock,
+    writer_alive,
+)
 
 __all__ = [
     "FINAL_RESERVE_NAME",
@@ -39,48 +46,10 @@ __all__ = [
     "RESERVE_NAME",
     "LocalStore",
     "StorageError",
+    "missing_parents",
     "never_written",
+    "writer_alive",
 ]
-
-LOCK_NAME = ".acqwriter.lock"
-
-
-def _try_lock(path: Path) -> int | None:
-    """An exclusive flock on ``path`` (created if needed), or None if another holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def missing_parents(path: str | os.PathLike[str]) -> list[Path]:
-    """The folders above ``path`` that do not exist yet, outermost first: a dataset's
-    missing parent folders are created (and reported), by the CLI and the daemon alike."""
-    missing = []
-    parent = Path(path).absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        missing.append(parent)
-        parent = parent.parent
-    return missing[::-1]
-
-
-def writer_alive(root: Path) -> bool:
-    """Whether a live process holds the dataset's writer lock (read-only: the lock file
-    is neither created nor taken for longer than the probe)."""
-    try:
-        fd = os.open(Path(root) / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the probe's own lock
-    return False
 
 
 def _load_syncfs():
@@ -97,53 +66,6 @@ def _load_syncfs():
 
 
 _SYNCFS = _load_syncfs()
-
-
-def never_written(out: Path) -> bool:
-    """``out`` is a folder acqwriter created whose writer died before its first document
-    (a SIGKILL in the few milliseconds between the two): it holds nothing but
-    acqwriter's own files (lock, reserves, probe), so it may be replaced."""
-    try:
-        names = [p.name for p in out.iterdir()]
-    except OSError:
-        return False
-    return bool(names) and all(name.startswith(".acqwriter.") for name in names)
-
-
-def _create_locked(out: Path, overwrite: bool) -> int:
-    """The body of :meth:`LocalStore.create`, under its guard: the new directory's
-    lock fd."""
-    if (out / LOCK_NAME).exists():
-        probe = _try_lock(out / LOCK_NAME)
-        if probe is None:
-            raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
-        os.close(probe)
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise FileExistsError(f"{str(out)!r} already exists (set overwrite to replace it)")
-        if not out.is_dir() or out.is_symlink():
-            raise FileExistsError(
-                f"{str(out)!r} exists and is not a directory; refusing to delete it"
-            )
-        zarr = (out / GROUP_METADATA).exists() or (out / ".zgroup").exists()  # v3 or v2
-        if any(out.iterdir()) and not zarr and not never_written(out):
-            raise FileExistsError(
-                f"{str(out)!r} is a non-empty directory that is not a Zarr dataset; "
-                "refusing to delete it even with overwrite"
-            )
-        shutil.rmtree(out)
-    try:
-        out.mkdir()
-        lock_fd = _try_lock(out / LOCK_NAME)
-        if lock_fd is None:
-            raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        raise StorageError(
-            exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
-        ) from exc
-    return lock_fd
 
 
 class LocalStore(Store):
@@ -164,7 +86,7 @@ class LocalStore(Store):
             out.parent.mkdir(parents=True, exist_ok=True)
             # Two writers creating the same path at once (both with overwrite) take
             # turns: the second finds the first's lock, not a half-deleted directory.
-            guard = _try_lock(out.parent / f".{out.name}.acqwriter-create")
+            guard = try_lock(out.parent / f".{out.name}.acqwriter-create")
         except OSError as exc:
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
@@ -172,7 +94,7 @@ class LocalStore(Store):
         if guard is None:
             raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
         try:
-            lock_fd = _create_locked(out, overwrite)
+            lock_fd = create_locked(out, overwrite)
         finally:
             with contextlib.suppress(OSError):
                 (out.parent / f".{out.name}.acqwriter-create").unlink()
@@ -201,9 +123,7 @@ class LocalStore(Store):
     def free_bytes_at(path: str | os.PathLike[str]) -> tuple[Path, int]:
         """The nearest existing folder at or above ``path`` and its free bytes (a
         dataset's free space before its directory exists)."""
-        where = Path(path).resolve()
-        while not where.exists() and where != where.parent:
-            where = where.parent
+        where = nearest_existing(Path(path).resolve())
         return where, shutil.disk_usage(where).free
 
     def __init__(self, root: str | os.PathLike[str], *, sync: str = "close") -> None:
@@ -275,7 +195,7 @@ class LocalStore(Store):
     def take_lock(self) -> None:
         """Hold the writer lock of an existing dataset (a tool that rewrites it: pyramid,
         recover), or raise :class:`FileExistsError` naming the live writer's lock."""
-        fd = _try_lock(self.root / LOCK_NAME)
+        fd = try_lock(self.root / LOCK_NAME)
         if fd is None:
             raise FileExistsError(
                 f"{str(self.root)!r} is being written by another process (it holds the "
