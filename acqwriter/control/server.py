@@ -16,9 +16,9 @@ polls the ROUTER with a short timeout, answers each request at once (``stop`` wi
 ``wait`` is answered later, when the dataset is finished), publishes queued events and
 progress at a fixed interval, and checks the acquisition thread for completion.
 
-State machine: ``idle → configured → acquiring → finalizing → idle``; a failed
-acquisition ends in ``error`` (``configure`` leaves it). Illegal transitions are refused
-with ``invalid_state``. Every request is validated (UTF-8, JSON, object, pydantic
+The state machine (``idle → configured → acquiring → finalizing → idle``, ``error``)
+and the commands' decisions are :class:`~acqwriter.control.acquisitions.Acquisitions`';
+this module is the transport. Every request is validated (UTF-8, JSON, object, pydantic
 models) and every handler runs under a catch-all, so no input can stop the loop or
 disturb a running acquisition.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -35,14 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import zmq
 from pydantic import BaseModel, ValidationError
 
 from acqwriter import jsonio
 from acqwriter._version import __version__
 from acqwriter.acquisition.spec import AcquisitionSpec
-from acqwriter.control.paths import check_out
+from acqwriter.control.acquisitions import Acquisitions, spec_message
 from acqwriter.control.protocol import (
     COMMANDS,
     DEFAULT_CONTROL,
@@ -55,32 +53,13 @@ from acqwriter.control.protocol import (
     NoParams,
     Request,
     ShutdownParams,
-    StatusResult,
     StopParams,
     json_schema,
 )
 from acqwriter.control.security import CurveServer, is_local_endpoint
-from acqwriter.control.session import Session
-from acqwriter.spec.model import SpecError, format_validation_error
-from acqwriter.store.local import missing_parents
+from acqwriter.spec.model import format_validation_error
 
 __all__ = ["Server"]
-
-
-def give_back_memory() -> None:
-    """Return what a finished run freed to the system: an idle daemon should hold what
-    it held before the run, not the high-water mark of the plan and summaries of a
-    16 000-position run. Python frees into glibc's arenas, which keep the pages until
-    ``malloc_trim`` (glibc only; elsewhere nothing more is done)."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
 
 
 @dataclass
@@ -88,14 +67,6 @@ class _Waiter:
     envelope: list[bytes]
     request_id: Any
     deadline: float
-
-
-def spec_message(exc: SpecError) -> str:
-    """A spec error's fields on one line: ``field: expected …; other: …``."""
-    text = str(exc)
-    if text.startswith("invalid spec:\n  "):
-        return text.removeprefix("invalid spec:\n  ").replace("\n  ", "; ")
-    return text.removeprefix("invalid spec: ")
 
 
 def _format_error(exc: ValidationError) -> str:
@@ -128,34 +99,30 @@ class Server:
         if self.root is not None and not self.root.is_dir():
             raise ValueError(f"--root: {root} is not a directory")
         self.curve = curve
-        self.default_camera = default_camera
         self.progress_interval_s = progress_interval_s
-        self.state = "idle"
-        self.error: str | None = None
-        self._spec: AcquisitionSpec | None = None
-        self._scope: Any = None
-        self._scope_key: Any = None
-        self._description: dict[str, Any] | None = None
-        self._session: Session | None = None
-        self._last_report: dict[str, Any] | None = None
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._waiters: list[_Waiter] = []
         self._shutdown = threading.Event()
+        self.acquisitions = acq = Acquisitions(
+            root=self.root,
+            default_camera=default_camera,
+            publish=self._publish,
+            shutting_down=self._shutdown.is_set,
+        )
         self._shutdown_abort = threading.Event()
         self._seq = 0
         self._next_progress = 0.0
         self._handlers: dict[
             str, tuple[type[BaseModel], Callable[[Any, list[bytes], Any], Any]]
         ] = {
-            "ping": (NoParams, lambda p, e, i: {"pong": True, "state": self.state}),
+            "ping": (NoParams, lambda p, e, i: {"pong": True, "state": acq.state}),
             "version": (NoParams, lambda p, e, i: self._version()),
             "schema": (NoParams, lambda p, e, i: json_schema()),
-            "devices": (DevicesParams, self._cmd_devices),
-            "configure": (AcquisitionSpec, self._cmd_configure),
-            "start": (NoParams, self._cmd_start),
+            "devices": (DevicesParams, lambda p, e, i: acq.devices(p)),
+            "configure": (AcquisitionSpec, lambda p, e, i: acq.configure(p)),
+            "start": (NoParams, lambda p, e, i: acq.start()),
             "stop": (StopParams, self._cmd_stop),
-            "abort": (NoParams, self._cmd_abort),
-            "status": (NoParams, lambda p, e, i: self._status()),
+            "abort": (NoParams, lambda p, e, i: acq.abort()),
+            "status": (NoParams, lambda p, e, i: acq.status()),
             "shutdown": (ShutdownParams, self._cmd_shutdown),
         }
         assert set(self._handlers) == set(COMMANDS)
@@ -202,7 +169,7 @@ class Server:
                     self._drain(sock)
                 self._pump()
                 if self._shutdown.is_set():
-                    session = self._session
+                    session = self.acquisitions.session
                     if session is not None:
                         session.stop.set()
                         if self._shutdown_abort.is_set():
@@ -216,9 +183,7 @@ class Server:
     def _close(self) -> None:
         self._publish("state", {"state": "shutdown"})
         time.sleep(0.05)  # let the last events leave
-        if self._scope is not None:
-            self._scope.close()
-            self._scope = None
+        self.acquisitions.close()
         for sock in (self._router, self._pub):
             if sock is not None:
                 sock.close(linger=0)
@@ -312,152 +277,20 @@ class Server:
     def _version(self) -> dict[str, Any]:
         return {"acqwriter": __version__, "protocol": PROTOCOL_VERSION}
 
-    def _require(self, *states: str) -> None:
-        if self._shutdown.is_set():
-            raise ControlError("invalid_state", "the server is shutting down")
-        if self.state not in states:
-            raise ControlError(
-                "invalid_state", f"not allowed while {self.state}; allowed in: {', '.join(states)}"
-            )
-
-    def _cmd_devices(self, params: DevicesParams, envelope: list[bytes], rid: Any) -> Any:
-        if self.state in ("acquiring", "finalizing"):
-            return self._description  # never touch the core under a running acquisition
-        camera = params.camera or (self._spec.camera if self._spec else self.default_camera)
-        if self.state == "configured" and self._spec and camera != self._spec.camera:
-            raise ControlError(
-                "invalid_state",
-                f"configured for camera {self._spec.camera!r}; configure again to change it",
-            )
-        if self._scope is None or self._scope_key is None or self._scope_key[0] != camera:
-            self._open_scope(camera, {})
-        return self._describe()
-
-    def _cmd_configure(self, spec: AcquisitionSpec, envelope: list[bytes], rid: Any) -> Any:
-        self._require("idle", "configured", "error")
-        spec = spec.model_copy(update={"out": check_out(self.root, spec)})
-        sim_options: dict[str, Any] = {}
-        if spec.camera == "sim":
-            from acqwriter.acquisition.microscopes import sim_camera_options
-
-            sim_options = sim_camera_options(spec)
-        key = (spec.camera, repr(sorted(sim_options.items())))
-        if self._scope is None or self._scope_key != key:
-            self._open_scope(spec.camera, sim_options)
-        from acqwriter.acquisition.preview import acquisition_plan, check_sequence
-        from acqwriter.acquisition.runner import configure_camera, stream_spec_for
-        from acqwriter.devices import DeviceError
-        from acqwriter.engine.preflight import check_resources
-
-        try:
-            check_sequence(self._scope, spec)
-            configure_camera(self._scope, spec)
-            stream_spec = stream_spec_for(self._scope, spec)  # full writer validation now
-        except DeviceError as exc:
-            raise ControlError("device_error", str(exc)) from None
-        except SpecError as exc:
-            raise ControlError("invalid_params", spec_message(exc)) from None
-        # What `start` would refuse is refused now: a ring beyond the memory available,
-        # an acquisition beyond the free disk. The ring itself is made by `start` and
-        # backed only as far as its backlog reaches (acqwriter.engine.slots), and given back at
-        # the end: a configured or idle daemon holds no ring memory.
-        try:
-            acquires = acquisition_plan(spec, stream_spec)  # a sequence planned once
-            frames = acquires["frames"]
-            if spec.sequence is not None and frames and stream_spec.expected_frames is None:
-                # a sequence is weighed as a stream is
-                stream_spec = stream_spec.model_copy(update={"expected_frames": frames})
-            check_resources(stream_spec)
-        except SpecError as exc:
-            raise ControlError("invalid_params", str(exc)) from None
-        self._spec = spec
-        self._description = self._describe()
-        self.error = None
-        self._set_state("configured")
-        return {
-            "state": self.state,
-            "acquires": acquires,
-            "spec": spec.model_dump(mode="json", exclude_defaults=True),
-            "devices": self._description,
-            "creates_folders": [str(p) for p in missing_parents(spec.out)],
-        }
-
-    def _cmd_start(self, params: NoParams, envelope: list[bytes], rid: Any) -> Any:
-        self._require("configured")
-        assert self._spec is not None
-        check_out(self.root, self._spec)  # it may have appeared since configure
-        session = Session(self._spec)
-        session.thread = threading.Thread(
-            target=session.run,
-            args=(self._scope, self._inbox),
-            name="acqwriter-acquisition",
-            daemon=True,
-        )
-        self._session = session
-        self._last_report = None
-        self._set_state("acquiring")
-        session.thread.start()
-        return {"state": self.state, "out": str(self._spec.out)}
-
     def _cmd_stop(self, params: StopParams, envelope: list[bytes], rid: Any) -> Any:
-        if self.state in ("idle", "error") and self._last_report is not None:
-            return self._last_report  # it ended by itself: stopping it gives its report
-        if self.state not in ("acquiring", "finalizing") or self._session is None:
-            raise ControlError("invalid_state", f"no acquisition to stop (state {self.state})")
-        self._session.stop.set()
+        report = self.acquisitions.stop()
+        if report is not None:
+            return report
         if params.wait:
             self._waiters.append(_Waiter(envelope, rid, time.monotonic() + params.timeout_s))
             return _DEFERRED
-        return {"state": self.state, "stopping": True}
-
-    def _cmd_abort(self, params: NoParams, envelope: list[bytes], rid: Any) -> Any:
-        if self.state not in ("acquiring", "finalizing") or self._session is None:
-            raise ControlError("invalid_state", f"no acquisition to abort (state {self.state})")
-        self._session.abort.set()
-        self._session.stop.set()
-        return {"state": self.state, "aborting": True}
+        return {"state": self.acquisitions.state, "stopping": True}
 
     def _cmd_shutdown(self, params: ShutdownParams, envelope: list[bytes], rid: Any) -> Any:
         self.request_shutdown(abort=params.abort)
-        return {"state": self.state, "shutting_down": True, "abort": params.abort}
+        return {"state": self.acquisitions.state, "shutting_down": True, "abort": params.abort}
 
-    def _status(self) -> dict[str, Any]:
-        session = self._session
-        out = self._spec.out if self._spec else None
-        return StatusResult(
-            state=self.state,
-            spec=None if self._spec is None else self._spec.model_dump(mode="json"),
-            progress=None if session is None else session.progress,
-            disk_free_bytes=None if out is None else _disk_free(out),
-            last_summary=None if self._last_report is None else self._last_report["summary"],
-            last_report=self._last_report,
-            error=self.error,
-        ).model_dump(mode="json")
-
-    # -- helpers -------------------------------------------------------------------------
-    def _open_scope(self, camera: str, sim_options: dict[str, Any]) -> None:
-        from acqwriter.acquisition.microscopes import open_microscope
-        from acqwriter.devices import DeviceError
-
-        if self._scope is not None:
-            self._scope.close()
-            self._scope = self._scope_key = None
-        try:
-            self._scope = open_microscope(camera, **sim_options)
-        except (DeviceError, ValueError) as exc:
-            raise ControlError("device_error", str(exc)) from None
-        self._scope_key = (camera, repr(sorted(sim_options.items())))
-
-    def _describe(self) -> dict[str, Any]:
-        description = self._scope.describe(properties=True)
-        description["cameras"] = [description["camera"]]
-        return description
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            previous, self.state = self.state, state
-            self._publish("state", {"state": state, "previous": previous, "error": self.error})
-
+    # -- events ------------------------------------------------------------------------
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._pub is None:
             return
@@ -471,24 +304,14 @@ class Server:
     # -- acquisition thread and its reports -----------------------------------------------
     def _pump(self) -> None:
         """Events from the acquisition thread, progress, warnings, waiters' timeouts."""
-        while True:
-            try:
-                kind, session, *payload = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if session is not self._session:
-                continue
-            if kind == "finalizing":
-                self._set_state("finalizing")
-            elif kind == "progress":
-                self._publish_progress(session, payload[0])
-            elif kind == "done":
-                self._finish(session)
-        session = self._session
+        acq = self.acquisitions
+        for _ in acq.take_events():
+            self._answer_waiters()
+        session = acq.session
         now = time.monotonic()
         if session is not None and session.progress is not None and now >= self._next_progress:
             self._next_progress = now + self.progress_interval_s
-            self._publish_progress(session)
+            acq.publish_progress(session)
         for waiter in [w for w in self._waiters if now > w.deadline]:
             self._waiters.remove(waiter)
             self._reply_error(
@@ -498,59 +321,23 @@ class Server:
                 "the dataset was not finished in time",
             )
 
-    def _publish_progress(self, session: Session, snapshot: dict[str, Any] | None = None) -> None:
-        snap = dict(snapshot or session.progress or {})
-        snap["disk_free_bytes"] = _disk_free(session.spec.out)
-        self._publish("progress", {"state": self.state, **snap})
-        for warning in session.warnings(snap):
-            self._publish("warning", warning)
-
-    def _finish(self, session: Session) -> None:
-        if session.thread is not None:
-            session.thread.join(timeout=5)
-        if session.progress is not None:
-            self._publish_progress(session)
-        report = session.report
-        if report is not None:
-            self._last_report = report.to_dict()
-            self._publish("summary", self._last_report)
-            failed = report.error not in (None, "aborted") or report.summary.state not in (
-                "complete",
-                "aborted",
-            )
-            self.error = report.reason() if failed else None
-        else:
-            self._last_report = None
-            self.error = session.error
-        if self.error:
-            self._publish("error", {"message": self.error})
-        self._session = None
-        self._spec = None  # a configuration is used once: configure again for the next run
-        give_back_memory()
-        self._set_state("error" if self.error else "idle")
+    def _answer_waiters(self) -> None:
+        """``stop`` requests that waited for the dataset: its report, or its error."""
+        acq = self.acquisitions
         for waiter in self._waiters:
-            if self._last_report is not None:
+            if acq.last_report is not None:
                 self._reply(
                     waiter.envelope,
-                    {"id": waiter.request_id, "ok": True, "result": self._last_report},
+                    {"id": waiter.request_id, "ok": True, "result": acq.last_report},
                 )
             else:
                 self._reply_error(
                     waiter.envelope,
                     waiter.request_id,
                     "internal",
-                    self.error or "acquisition failed",
+                    acq.error or "acquisition failed",
                 )
         self._waiters.clear()
 
 
 _DEFERRED = object()
-
-
-def _disk_free(path: Path) -> int | None:
-    for candidate in (Path(path), *Path(path).parents):
-        try:
-            return psutil.disk_usage(str(candidate)).free
-        except OSError:
-            continue
-    return None
