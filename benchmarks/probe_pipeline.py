@@ -15,6 +15,7 @@ import time
 
 from acqwriter import open_stream
 from acqwriter.simulators import FrameBank, write_stamp
+from acqwriter.store.create import create_local
 from acqwriter.store.local import LocalStore
 
 
@@ -43,7 +44,8 @@ def main() -> None:
         t0 = time.perf_counter()
         store = None
         if mode == "null":
-            store = NullStore.create(spec["out"], overwrite=True, sync="close")
+            store = create_local(spec["out"], overwrite=True, sync="close")
+            store.__class__ = NullStore  # the same directory and lock, chunks discarded
             store.enable_direct_io("auto")
         stream = open_stream(spec, store=store)
         t1 = time.perf_counter()

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from acqwriter.store.base import RESERVE_NAME, ShardSink, Store
+from acqwriter.store.create import create_local
 from acqwriter.store.local import LocalStore
 
 
 def local_store(out: str | Path, *, io: str = "auto", sync: str = "close") -> LocalStore:
     """A new dataset directory as ``open_stream`` makes it (locked, direct I/O as asked)."""
-    store = LocalStore.create(out, overwrite=True, sync=sync)
+    store = create_local(out, overwrite=True, sync=sync)
     store.enable_direct_io(io)
     return store
 

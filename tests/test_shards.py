@@ -19,7 +19,7 @@ from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank, read_stamp
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import ShardSink
-from acqwriter.store.local import LocalStore
+from acqwriter.store.create import create_local
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
 
@@ -321,7 +321,7 @@ def test_many_segments_written_concurrently_read_back_exact(tmp_path, monkeypatc
 def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tmp_path):
     from acqwriter.engine.shards import SegmentPool, ShardWriter
 
-    store = LocalStore.create(tmp_path / "p.ome.zarr", overwrite=False, sync="none")
+    store = create_local(tmp_path / "p.ome.zarr", overwrite=False, sync="none")
     (tmp_path / "p.ome.zarr" / "0").mkdir()
     pool = SegmentPool(keep=4)
     shard = ShardWriter(
@@ -341,7 +341,7 @@ def test_a_shard_counts_what_it_still_has_to_write_for_the_free_space_check(tmp_
     from acqwriter.format.zarr_v3 import index_nbytes
     from acqwriter.plan.sharding import SEGMENT_BYTES
 
-    store = LocalStore.create(tmp_path / "q.ome.zarr", overwrite=False, sync="none")
+    store = create_local(tmp_path / "q.ome.zarr", overwrite=False, sync="none")
     (tmp_path / "q.ome.zarr" / "0").mkdir()
     shard = ShardWriter(
         store, "0/c/0/0/0", "0/c/0/0/.0.shard.tmp", n_inner=4, expected=4, pool=SegmentPool(keep=2)

@@ -16,7 +16,7 @@ from acqwriter.codec.chain import chunk_encoder
 from acqwriter.post.reader import LevelReader
 from acqwriter.simulators import FrameBank
 from acqwriter.store.base import PartialAppend, StorageError
-from acqwriter.store.local import LocalStore
+from acqwriter.store.create import create_local
 from acqwriter.store.memory import MemoryStore
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr
 
@@ -118,7 +118,7 @@ def test_a_shard_sink_is_published_whole_or_not_at_all(tmp_path, make):
     store = (
         MemoryStore()
         if make == "memory"
-        else LocalStore.create(tmp_path / "s.ome.zarr", overwrite=False, sync="none")
+        else create_local(tmp_path / "s.ome.zarr", overwrite=False, sync="none")
     )
     sink = store.open_shard("0/c/.0.shard.tmp")
     assert sink.write(b"abcd" + bytes(4092), 4, 0) >= 4

@@ -39,7 +39,7 @@ from acqwriter.post.pyramid import BuildProgress
 from acqwriter.spec.dataset import DatasetSpec
 from acqwriter.spec.model import WriterOptions
 from acqwriter.store.base import FINAL_RESERVE_NAME, StorageError, Store
-from acqwriter.store.local import LocalStore
+from acqwriter.store.create import create_store
 from acqwriter.store.prefixed import PrefixedStore
 from acqwriter.validation import SpecError, lone_surrogate
 
@@ -49,9 +49,7 @@ __all__ = ["DatasetWriter", "open_dataset"]
 def open_store(spec: WriterOptions) -> Store:
     """A new, locked dataset directory at ``spec.out`` with direct I/O as ``io`` asks."""
     try:
-        return LocalStore.create_dataset(
-            spec.out, overwrite=spec.overwrite, sync=spec.sync, io=spec.io
-        )
+        return create_store(spec.out, overwrite=spec.overwrite, sync=spec.sync, io=spec.io)
     except StorageError as exc:
         field_name = "io" if str(exc.strerror).startswith("io:") else "out"
         raise SpecError(f"{field_name}: {exc.strerror.removeprefix('io: ')}") from None

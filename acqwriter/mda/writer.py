@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,8 @@ from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.format.summary import Summary
 from acqwriter.jsonio import jsonable
+from acqwriter.mda.failures import ErrorRecords, count_not_taken, one_line, runner_error
+from acqwriter.mda.images import EventImages, image_specs, only_axes
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
 from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core
@@ -97,8 +98,8 @@ class MDAWriter:
         self._run_core: Any = None  # the core running the current run, when known
         # frames delivered after the dataset stopped taking them: (image, frame index)
         self._stopped_frames: list[tuple[str, int | None]] = []
-        self._engine_errors = _ErrorRecords()
-        self._events: _EventImages | None = None  # a run of events, not of a sequence
+        self._engine_errors = ErrorRecords()
+        self._events: EventImages | None = None  # a run of events, not of a sequence
         self._pending: dict[str, dict[str, Any]] = {}  # planned images not made yet
         self._core: Any = None  # connected at construction: every call comes from it
         self._joined: Any = None  # core whose frameReady was joined for the current run
@@ -234,7 +235,7 @@ class MDAWriter:
         try:
             self._started(sequence, summary, core)
         except Exception as exc:
-            self.error = f"the sequence was not started: {_one_line(exc)}"
+            self.error = f"the sequence was not started: {one_line(exc)}"
             _log.error("acqwriter MDAWriter: %s", self.error)
             if core is not None:
                 core.mda.cancel()
@@ -269,41 +270,12 @@ class MDAWriter:
         self._events = None
         if not plan.images:  # a list of events, not a sequence: images as frames come
             base = {"shape": shape, "dtype": dtype, "pixel_size": pixel_size, **image_options}
-            _only_axes(base, "tyx")
+            only_axes(base, "tyx")
             summary["stage_to_image"] = to_image.describe
-            self._events = _EventImages(base, writer_options, to_image, jsonable(summary))
+            self._events = EventImages(base, writer_options, to_image, jsonable(summary))
             self.dataset = None
             return
-        images = {}
-        for key, image in plan.images.items():
-            spec: dict[str, Any] = {
-                "shape": shape,
-                "dtype": dtype,
-                "dims": image.dims(),
-                "sizes": {a: n for a, n in image.sizes.items() if a != "t"}
-                | {"t": image.sizes["t"]},
-                "pixel_size": pixel_size,
-                **image_options,
-            }
-            _only_axes(spec, spec["dims"])
-            if "z" in image.sizes:
-                step = image.z_step()
-                if step is not None:
-                    spec["z_step"] = step
-                elif image.sizes["z"] > 1:
-                    spec["z_unit"] = None  # planes unevenly spaced: z is a plane index
-            if "c" in image.sizes:
-                names = [image.channels.get(c, f"Channel {c}") for c in range(image.sizes["c"])]
-                spec["channels"] = [given.get(name) or {"name": name} for name in names]
-            translation = {}
-            if image.x is not None and image.y is not None:
-                translation = to_image(float(image.x), float(image.y))
-            z0 = image.z_origin()
-            if z0 is not None and "z_step" in spec:
-                translation["z"] = float(z0)
-            if translation:
-                spec["translation"] = translation
-            images[key] = spec
+        images = image_specs(plan, shape, dtype, pixel_size, image_options, given, to_image)
         summary["mda_sequence"] = sequence.model_dump(mode="json", exclude_unset=True)
         summary["stage_to_image"] = to_image.describe
         plate = None
@@ -400,7 +372,7 @@ class MDAWriter:
                 flat = None
         self._stopped_frames.append((key or "?", flat))
         if self.error is None:
-            self.error = f"frames no longer written: {_one_line(exc)}"
+            self.error = f"frames no longer written: {one_line(exc)}"
             _log.error("acqwriter MDAWriter: %s; cancelling the acquisition", self.error)
         stopped = isinstance(exc, StreamError) or (
             self.dataset is not None and self.dataset.error is not None
@@ -423,7 +395,7 @@ class MDAWriter:
         errored = str(getattr(status, "finish_reason", "")) == "errored"
         reason = None
         if errored:
-            detail = _runner_error() or self._engine_errors.last or "see pymmcore-plus's log"
+            detail = runner_error() or self._engine_errors.last or "see pymmcore-plus's log"
             reason = f"the MDA engine failed: {detail}"
             self.error = self.error or reason
         elif self._stopped_frames:
@@ -437,113 +409,7 @@ class MDAWriter:
         self._pending.clear()
         self.summary = summary = self.dataset.close(aborted=reason, pyramid=reason is None)
         if self._stopped_frames:
-            _count_not_taken(summary, self._stopped_frames)
-
-
-class _EventImages:
-    """Images made as frames come, for a run of events that no sequence describes
-    (``mmc.run_mda([MDAEvent(...), ...])``): each position (its name, else ``p<p>``,
-    with ``_g<g>`` for a grid field) is an image of a collection, its frames along
-    ``t`` in the order they came (each frame's event index is in its metadata: no
-    size along c or z was ever said), placed at the stage position of its first event."""
-
-    def __init__(
-        self,
-        base: dict[str, Any],
-        options: dict[str, Any],
-        to_image: Any,
-        summary: dict[str, Any],
-    ) -> None:
-        self.base = base
-        self.options = options
-        self.to_image = to_image
-        self.summary = summary
-        self.count: dict[str, int] = {}
-
-    def place(self, writer: MDAWriter, event: Any, index: dict[str, int]) -> tuple[str, dict]:
-        key = event.pos_name or f"p{index.get('p', 0)}"
-        if "g" in index and not event.pos_name:
-            key = f"{key}_g{index['g']}"
-        if key not in self.count:
-            spec = dict(self.base)
-            if event.x_pos is not None and event.y_pos is not None:
-                spec["translation"] = self.to_image(float(event.x_pos), float(event.y_pos))
-            if writer.dataset is None:
-                writer.dataset = open_dataset(
-                    {
-                        **self.options,
-                        "out": writer.path,
-                        "overwrite": writer.overwrite,
-                        "layout": "collection",
-                        "images": {key: spec},
-                    },
-                    root_attrs={"mda": self.summary},
-                    store=writer.store,
-                )
-            else:
-                writer.dataset.add_image(key, spec)
-            self.count[key] = 0
-        t = self.count[key]
-        self.count[key] = t + 1
-        return key, {"t": t}
-
-
-def _only_axes(spec: dict[str, Any], dims: str) -> None:
-    """Chunk and shard sizes along axes an image does not have do not apply to it."""
-    for name in ("chunks", "shards"):
-        if isinstance(spec.get(name), dict):
-            spec[name] = {a: n for a, n in spec[name].items() if a in dims}
-
-
-def _count_not_taken(summary: Summary, frames: list[tuple[str, int | None]]) -> None:
-    """Add the frames delivered after the dataset stopped to ``summary``'s drops, by
-    image and index (reason ``writer stopped``)."""
-    reason = "writer stopped"
-    parts = getattr(summary, "images", None) or {}
-    for key, flat in frames:
-        part = parts.get(key)
-        for target in (summary, part) if part is not None else (summary,):
-            target.frames_received += 1
-            target.frames_dropped += 1
-            target.dropped_by_reason[reason] = target.dropped_by_reason.get(reason, 0) + 1
-        if flat is not None:
-            (part or summary).dropped_indices.append(flat)
-
-
-def _runner_error() -> str | None:
-    """The exception pymmcore-plus's runner is about to raise, when ``sequenceFinished``
-    is emitted from inside its ``run`` (a handler connected to the core): the runner
-    keeps it in a local until the signals are sent and offers no other way to read it.
-    None when it cannot be found (a relayed call: the runner's log then says it)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        error = frame.f_locals.get("error") if frame.f_code.co_name == "run" else None
-        if isinstance(error, BaseException) and "mda" in frame.f_code.co_filename:
-            return _one_line(error)
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
-
-
-class _ErrorRecords(logging.Handler):
-    """The last error pymmcore-plus logs during a run (an engine's failure)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.last: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text = _one_line(record.exc_info[1])
-        self.last = text.strip().splitlines()[-1][:300] if text.strip() else self.last
-
-    def clear(self) -> None:
-        self.last = None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
+            count_not_taken(summary, self._stopped_frames)
 
 
 def _event_index(event: Any) -> dict[str, int]:

@@ -108,7 +108,7 @@ def never_written(out: Path) -> bool:
 
 
 def create_locked(out: Path, overwrite: bool) -> int:
-    """The body of :meth:`LocalStore.create`, under its guard: the new directory's
+    """The body of :func:`acqwriter.store.create.create_local`, under its guard: the new directory's
     lock fd."""
     if (out / LOCK_NAME).exists():
         probe = try_lock(out / LOCK_NAME)

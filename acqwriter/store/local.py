@@ -32,7 +32,6 @@ from acqwriter.store.base import (
 from acqwriter.store.buffers import DIRECT_ALIGN, private_memory
 from acqwriter.store.folders import (
     LOCK_NAME,
-    create_locked,
     missing_parents,
     nearest_existing,
     never_written,
@@ -74,50 +73,6 @@ class LocalStore(Store):
     supports_direct_io = True
     supports_locking = True
     supports_reserve = True
-
-    @classmethod
-    def create(cls, root: str | os.PathLike[str], *, overwrite: bool, sync: str) -> LocalStore:
-        """A new, empty, locked dataset directory. Replaces an existing *Zarr* directory
-        only when ``overwrite`` and no live writer holds it; never deletes a file or a
-        non-empty directory that is not Zarr."""
-        out = Path(root)
-        created = missing_parents(out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            # Two writers creating the same path at once (both with overwrite) take
-            # turns: the second finds the first's lock, not a half-deleted directory.
-            guard = try_lock(out.parent / f".{out.name}.acqwriter-create")
-        except OSError as exc:
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot create {str(out)!r}: {exc.strerror or exc}"
-            ) from exc
-        if guard is None:
-            raise FileExistsError(f"{str(out)!r} is being written by another writer (locked)")
-        try:
-            lock_fd = create_locked(out, overwrite)
-        finally:
-            with contextlib.suppress(OSError):
-                (out.parent / f".{out.name}.acqwriter-create").unlink()
-            os.close(guard)
-        store = cls(out, sync=sync)
-        store._lock_fd = lock_fd
-        store.created_folders = [str(p) for p in created]
-        return store
-
-    @classmethod
-    def create_dataset(
-        cls, root: str | os.PathLike[str], *, overwrite: bool, sync: str, io: str
-    ) -> LocalStore:
-        """:meth:`create`, then direct I/O as ``io`` asks; where the filesystem refuses
-        ``io="direct"`` the new directory is removed again and the error raised."""
-        store = cls.create(root, overwrite=overwrite, sync=sync)
-        try:
-            store.enable_direct_io(io)
-        except OSError:
-            store.release_lock()
-            shutil.rmtree(store.root, ignore_errors=True)
-            raise
-        return store
 
     @staticmethod
     def free_bytes_at(path: str | os.PathLike[str]) -> tuple[Path, int]:
