@@ -1,6 +1,7 @@
 """What an acquisition will do, said before it starts: the daemon's ``configure`` reply
-and the CLI's summary line (:func:`acquisition_plan`, :func:`describe_plan`), and the
-check that a sequence's channels exist on the core (:func:`check_sequence`)."""
+and the CLI's summary line (:func:`acquisition_plan`, :func:`describe_plan`), the
+writer's whole plan (:func:`writer_plan`: ``acqwriter acquire --plan``), and the check
+that a sequence's channels exist on the core (:func:`check_sequence`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.acquisition.runner import mda_options, positions_dataset, stream_spec_for
 from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.devices.camera import DeviceError
 from acqwriter.devices.microscope import Microscope
+from acqwriter.mda.images import IMAGE_OPTIONS, image_specs, plate_of, split_image_options
 from acqwriter.mda.mapping import plan_sequence
+from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core, parse_sequence
+from acqwriter.plan.dataset import DatasetPlan
+from acqwriter.spec.dataset import DatasetSpec
 from acqwriter.spec.model import StreamSpec
 from acqwriter.validation import SpecError
 
-__all__ = ["acquisition_plan", "check_sequence", "describe_plan"]
+__all__ = ["acquisition_plan", "check_sequence", "describe_plan", "writer_plan"]
 
 
 def acquisition_plan(spec: AcquisitionSpec, stream_spec: StreamSpec) -> dict[str, Any]:
@@ -96,3 +102,38 @@ def check_sequence(scope: Microscope, spec: AcquisitionSpec) -> None:
             check_core(scope.core, parse_sequence(spec.sequence), prefix)
         except SpecError as exc:
             raise DeviceError(str(exc)) from None
+
+
+def writer_plan(scope: Microscope, spec: AcquisitionSpec) -> DatasetPlan:
+    """The plan the writer will follow for ``spec`` on ``scope`` (images, levels, frame
+    slots, threads, memory, disk), computed as the run computes it, nothing opened. A
+    sequence's images are planned all at once here; the run makes each as its first
+    frame comes, with the same specs."""
+    stream = stream_spec_for(scope, spec)
+    if spec.sequence is not None:
+        sequence = parse_sequence(spec.sequence)
+        check_core(scope.core, sequence)
+        plan = plan_sequence(sequence)
+        options = mda_options(spec)
+        image_options, given = split_image_options(options)
+        writer = {k: v for k, v in options.items() if k not in IMAGE_OPTIONS}
+        if writer.get("expected_frames") is None and plan.events:
+            writer["expected_frames"] = plan.events
+        to_image = image_axes(scope.core)
+        images = image_specs(
+            plan, stream.shape, stream.dtype, stream.pixel_size, image_options, given, to_image
+        )
+        plate = plate_of(plan)
+        dataset = {
+            **writer,
+            "out": spec.out,
+            "overwrite": spec.overwrite,
+            "layout": plan.layout,
+            "images": images,
+            **({"plate": plate} if plate is not None else {}),
+        }
+        return DatasetPlan.of(DatasetSpec.parse(dataset), more_images=len(images) > 1)
+    if spec.position_count > 1:
+        dataset, _ = positions_dataset(scope, spec)
+        return DatasetPlan.of(DatasetSpec.parse(dataset))
+    return DatasetPlan.of_stream(stream)

@@ -53,7 +53,14 @@ from acqwriter.spec.dataset import IMAGE_FIELDS, WRITER_FIELDS
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["RunControls", "configure_camera", "run_acquisition", "stream_spec_for"]
+__all__ = [
+    "RunControls",
+    "configure_camera",
+    "mda_options",
+    "positions_dataset",
+    "run_acquisition",
+    "stream_spec_for",
+]
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,41 @@ def stream_spec_for(scope: Microscope, spec: AcquisitionSpec) -> StreamSpec:
     if "pixel_size" not in spec.model_fields_set and scope.pixel_size_um:
         stream_spec = stream_spec.model_copy(update={"pixel_size": scope.pixel_size_um})
     return stream_spec
+
+
+def mda_options(spec: AcquisitionSpec) -> dict[str, Any]:
+    """The :class:`MDAWriter` options of a sequence acquisition: the writer options and
+    the per-image chunks, shards, pyramid and channels."""
+    options = {name: getattr(spec, name) for name in WRITER_FIELDS if name != "overwrite"}
+    options.update(chunks=spec.chunks, shards=spec.shards, pyramid=spec.pyramid.model_dump())
+    if spec.channels:
+        options["channels"] = [channel.model_dump() for channel in spec.channels]
+    return options
+
+
+def positions_dataset(
+    scope: Microscope, spec: AcquisitionSpec
+) -> tuple[dict[str, Any], list[tuple[str, float, float]]]:
+    """The collection a positions acquisition writes (its DatasetSpec fields) and its
+    places, (image key, x, y): the given stage positions, or N places one field of view
+    apart along x from where the stage is, each image placed where its position is."""
+    camera = scope.camera
+    image = stream_spec_for(scope, spec)
+    if spec.stage_positions is not None:
+        places = [(p.name or f"p{i}", p.x, p.y) for i, p in enumerate(spec.stage_positions)]
+    else:
+        if scope.xy_stage is None:
+            raise DeviceError(f"positions: {scope.source!r} has no XY stage to move")
+        x0, y0 = scope.xy_stage.position
+        step_um = camera.shape[1] * image.pixel_size
+        places = [(f"p{i}", x0 + i * step_um, y0) for i in range(spec.position_count)]
+    to_image = image_axes(scope.core)
+    fields = {name: getattr(image, name) for name in IMAGE_FIELDS}
+    writer = {name: getattr(spec, name) for name in WRITER_FIELDS}
+    if writer.get("expected_frames") is None and spec.frames is not None:
+        writer["expected_frames"] = spec.frames * len(places)
+    images = {key: {**fields, "translation": to_image(x, y)} for key, x, y in places}
+    return {**writer, "out": spec.out, "layout": "collection", "images": images}, places
 
 
 def run_acquisition(
@@ -250,33 +292,14 @@ class _Run:
         return report
 
     # -- positions -----------------------------------------------------------------------
-    def _places(self, step_um: float) -> list[tuple[str, float, float]]:
-        """(image key, x, y) of each position: the given stage positions, or N places one
-        field of view apart along x from where the stage is."""
-        spec = self.spec
-        if spec.stage_positions is not None:
-            return [(p.name or f"p{i}", p.x, p.y) for i, p in enumerate(spec.stage_positions)]
-        x0, y0 = self.scope.xy_stage.position  # type: ignore[union-attr]
-        return [(f"p{i}", x0 + i * step_um, y0) for i in range(spec.position_count)]
-
     def _positions(self) -> AcquisitionReport:
         scope, spec, controls = self.scope, self.spec, self.controls
         camera = scope.camera
         stage = scope.xy_stage
         if stage is None:
             raise DeviceError(f"positions: {scope.source!r} has no XY stage to move")
-        image = stream_spec_for(scope, spec)
-        places = self._places(camera.shape[1] * image.pixel_size)
-        to_image = image_axes(scope.core)
-        fields = {name: getattr(image, name) for name in IMAGE_FIELDS}
-        writer = {name: getattr(spec, name) for name in WRITER_FIELDS}
-        if writer.get("expected_frames") is None and spec.frames is not None:
-            writer["expected_frames"] = spec.frames * len(places)
-        images = {key: {**fields, "translation": to_image(x, y)} for key, x, y in places}
-        dataset = open_dataset(
-            {**writer, "out": spec.out, "layout": "collection", "images": images},
-            store=self.store,
-        )
+        dataset_spec, places = positions_dataset(scope, spec)
+        dataset = open_dataset(dataset_spec, store=self.store)
         per_tp = spec.frames_per_timepoint
         aborted = False
         try:
@@ -319,10 +342,7 @@ class _Run:
         sequence = parse_sequence(spec.sequence)
         core = self.scope.core
         check_core(core, sequence)
-        options = {name: getattr(spec, name) for name in WRITER_FIELDS if name != "overwrite"}
-        options.update(chunks=spec.chunks, shards=spec.shards, pyramid=spec.pyramid.model_dump())
-        if spec.channels:
-            options["channels"] = [channel.model_dump() for channel in spec.channels]
+        options = mda_options(spec)
         writer = MDAWriter(
             spec.out, core=core, overwrite=spec.overwrite, store=self.store, **options
         )

@@ -90,6 +90,12 @@ def _add_acquire(sub: argparse._SubParsersAction) -> None:
     add_spec_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the writer's plan (images, levels, frame slots, threads, memory, disk) "
+        "and exit without acquiring (--json: as JSON)",
+    )
     p.set_defaults(handler=cmd_acquire)
 
 
@@ -102,7 +108,7 @@ def build_acquisition_spec(args: argparse.Namespace):  # -> AcquisitionSpec
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     from acqwriter.acquisition import open_microscope, run_acquisition, sim_camera_options
-    from acqwriter.acquisition.preview import check_sequence
+    from acqwriter.acquisition.preview import check_sequence, writer_plan
     from acqwriter.devices import DeviceError
 
     try:
@@ -116,6 +122,10 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     try:
         scope = open_microscope(spec.camera, **sim_options)
         check_sequence(scope, spec)
+        if args.plan:
+            plan = writer_plan(scope, spec)
+            write_out(jsonio.dumps(plan.to_dict(), indent=2) if args.json else plan.describe())
+            return EXIT_OK
         frames = None if spec.frames is None else spec.frames * spec.position_count
         progress = ProgressDisplay(frames, spec.duration, args.quiet or args.json)
         report = run_acquisition(scope, spec, on_progress=progress.update)

@@ -17,7 +17,39 @@ from acqwriter.mda.mapping import SequencePlan
 if TYPE_CHECKING:
     from acqwriter.mda.writer import MDAWriter
 
-__all__ = ["EventImages", "image_specs", "only_axes"]
+__all__ = [
+    "IMAGE_OPTIONS",
+    "EventImages",
+    "image_specs",
+    "only_axes",
+    "plate_of",
+    "split_image_options",
+]
+
+# MDAWriter options that describe every image rather than the writer
+IMAGE_OPTIONS = ("chunks", "shards", "pyramid", "channels")
+
+
+def split_image_options(
+    options: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The per-image options among ``options`` (``channels`` apart) and the channels
+    given by name (colour, display window), which override the defaults."""
+    image_options = {k: options[k] for k in IMAGE_OPTIONS if k in options}
+    given = {
+        (c["name"] if isinstance(c, dict) else c.name): (
+            c if isinstance(c, dict) else c.model_dump()
+        )
+        for c in image_options.pop("channels", None) or []
+    }
+    return image_options, given
+
+
+def plate_of(plan: SequencePlan) -> dict[str, Any] | None:
+    """The plate a sequence's well-plate plan names (``PlateSpec`` fields), or None."""
+    if plan.plate is None:
+        return None
+    return {k: v for k, v in plan.plate.items() if v is not None}
 
 
 def image_specs(

@@ -49,7 +49,14 @@ from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.format.summary import Summary
 from acqwriter.jsonio import jsonable
 from acqwriter.mda.failures import ErrorRecords, count_not_taken, one_line, runner_error
-from acqwriter.mda.images import EventImages, image_specs, only_axes
+from acqwriter.mda.images import (
+    IMAGE_OPTIONS,
+    EventImages,
+    image_specs,
+    only_axes,
+    plate_of,
+    split_image_options,
+)
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
 from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core
@@ -72,8 +79,6 @@ class MDAWriter:
     ``sync``, ``io``, ``threads``, ``commit_interval_s``, ``min_free_bytes``, …) and the
     per-image ``chunks``, ``shards`` and ``pyramid``, applied to every image; ``channels``
     (name, colour, display window) set how the channels of those names are shown."""
-
-    IMAGE_OPTIONS = ("chunks", "shards", "pyramid", "channels")
 
     def __init__(
         self,
@@ -120,7 +125,7 @@ class MDAWriter:
         """Refuse a bad option here, before any acquisition: raised when the sequence
         starts, pymmcore-plus would log the error and acquire on with nothing written.
         Raises :class:`SpecError` naming the option."""
-        allowed = (*(f for f in WRITER_FIELDS if f != "overwrite"), *self.IMAGE_OPTIONS)
+        allowed = (*(f for f in WRITER_FIELDS if f != "overwrite"), *IMAGE_OPTIONS)
         for name in self.options:
             if name not in allowed:
                 longer = [a for a in allowed if a.startswith(name)]  # "ring": ring_bytes
@@ -256,15 +261,8 @@ class MDAWriter:
             check_core(core, sequence)
         self.plan = plan = plan_sequence(sequence)
         to_image = image_axes(core)
-        image_options = {k: self.options[k] for k in self.IMAGE_OPTIONS if k in self.options}
-        # channels given by name (colour, display window) override the defaults
-        given = {
-            (c["name"] if isinstance(c, dict) else c.name): (
-                c if isinstance(c, dict) else c.model_dump()
-            )
-            for c in image_options.pop("channels", None) or []
-        }
-        writer_options = {k: v for k, v in self.options.items() if k not in self.IMAGE_OPTIONS}
+        image_options, given = split_image_options(self.options)
+        writer_options = {k: v for k, v in self.options.items() if k not in IMAGE_OPTIONS}
         self._canceled = False
         self._sequence = sequence
         self._events = None
@@ -278,9 +276,7 @@ class MDAWriter:
         images = image_specs(plan, shape, dtype, pixel_size, image_options, given, to_image)
         summary["mda_sequence"] = sequence.model_dump(mode="json", exclude_unset=True)
         summary["stage_to_image"] = to_image.describe
-        plate = None
-        if plan.plate is not None:
-            plate = {k: v for k, v in plan.plate.items() if v is not None}
+        plate = plate_of(plan)
         # the first event's image now, every other one as its first frame comes: a
         # 100 x 100 grid does not create 10 000 images before its first frame, and a run
         # cancelled early leaves the images it reached; the disk is weighed for all

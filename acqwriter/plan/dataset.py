@@ -305,12 +305,13 @@ class DatasetPlan:
     def describe(self) -> str:
         """The plan for people: what is written where, and what memory and disk it takes."""
         images = list(self.images.values())
-        what = {"image": "one image", "collection": "a collection", "plate": "a plate"}
-        lines = [
-            f"dataset {self.out}: {what[self.layout]} of {len(images)} image(s), "
-            f"OME-NGFF {self.writer.ngff_version}"
-            + (", more images as their frames come" if self.more_images else "")
-        ]
+        what = (
+            "one image"
+            if self.layout == "image"
+            else f"a {self.layout} of {len(images)} image(s)"
+            + (", each made as its first frame comes" if self.more_images else "")
+        )
+        lines = [f"dataset {self.out}: {what}, OME-NGFF {self.writer.ngff_version}"]
         for image in images[:_LISTED]:
             lines.extend(_describe_image(image))
         if len(images) > _LISTED:
