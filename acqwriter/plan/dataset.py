@@ -88,8 +88,8 @@ class ImagePlan:
     def of(cls, key: str, path: str, spec: StreamSpec, attrs: dict[str, Any]) -> ImagePlan:
         resources = Resources.of(spec)
         layout = resources.layout
-        sizes = layout.array_shape(1)
         grows = layout.outer_sizes[0] is None
+        sizes = layout.array_shape(1 if grows else layout.outer_sizes[0])  # type: ignore[arg-type]
         levels = [LevelPlan(0, _shown(sizes, grows), layout.chunk_shape)]
         reason = no_pyramid_reason(spec)
         if reason is None:
