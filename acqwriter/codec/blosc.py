@@ -2,23 +2,21 @@
 
 Why this exists: ``numcodecs.Blosc.encode`` returns a new ``bytes`` object, and it
 makes it by compressing into an oversized buffer and then *slicing* it (a copy). The
-direct-I/O writer then has to copy those bytes again into page-aligned memory. On a
-2048² uint16 frame that is ~9 MiB of memcpy per chunk, ~20 % of all CPU time in a
-profile of scenario (a) (``perf record`` on ``benchmarks/probe_pipeline.py``), on a
-machine whose two cores should be compressing.
+direct-I/O writer then has to copy those bytes again into page-aligned memory: two
+copies of every chunk on cores that should be compressing (the profile is in
+``docs/decisions.md``).
 
 So for blosc we call ``blosc_compress_ctx`` — the very function numcodecs calls, in the
 copy of c-blosc that numcodecs ships (its extension module exports the C API) — with
 the destination set to the writer thread's page-aligned buffer. Same library, same
 arguments (contextual mode, one internal thread, the spec's block size): the bytes are
-identical to ``numcodecs.Blosc.encode`` (``tests/test_compress_into.py`` checks it for
-every cname/shuffle we offer). ctypes releases the GIL for the call, like numcodecs.
+identical to ``numcodecs.Blosc.encode`` (``tests/test_codec.py`` checks it for every
+cname/shuffle we offer). ctypes releases the GIL for the call, like numcodecs.
 
 Which copy of c-blosc: numcodecs' wheels build it for plain x86-64 (``-mno-avx2``: the
-byte shuffle runs on SSE2 and was 22 % of all CPU in scenario (a)). python-blosc's
-wheels ship the same c-blosc (1.21) as a shared library, ``libblosc.so.1``, built with
-AVX2 kernels picked at run time: 20 % faster lz4+shuffle on two cores here (5 110 vs
-4 280 MB/s raw, compressing into a buffer), 7 % for zstd+bitshuffle. We use that
+byte shuffle runs on SSE2). python-blosc's wheels ship the same c-blosc (1.21) as a
+shared library, ``libblosc.so.1``, built with AVX2 kernels picked at run time, faster
+for every codec we offer (``docs/decisions.md``). We use that
 library when it is installed and, at load, produces bytes identical to numcodecs' on a
 probe for each shuffle (so the codec chain in ``zarr.json`` and every reader agree);
 otherwise numcodecs' copy. :func:`blosc_compressor` says which was chosen.
@@ -81,7 +79,7 @@ def _python_blosc_library() -> str | None:
             path = Path(sys.prefix, lib_dir, name)
             if path.exists():
                 return str(path)
-    try:  # an unusual layout: ask the installed distribution (slower: ~15 ms)
+    try:  # an unusual layout: ask the installed distribution (slower)
         from importlib.metadata import files
 
         for entry in files("blosc") or []:
@@ -96,7 +94,7 @@ def _same_output(candidate: Any, reference: Any) -> bool:
     """Both compress a probe to identical bytes, for every shuffle, both cnames and both an
     automatic and a forced block size."""
     rng = np.random.default_rng(0)
-    n = 1 << 15  # 64 KiB: several blosc blocks, through the SIMD kernels (~2 ms in all)
+    n = 1 << 15  # 64 KiB: several blosc blocks, through the SIMD kernels
     probe = (np.arange(n, dtype=np.uint16) // 7 + rng.poisson(30, n)).astype("<u2")
     size = probe.nbytes + BLOSC_OVERHEAD
     out = [np.empty(size, np.uint8), np.empty(size, np.uint8)]

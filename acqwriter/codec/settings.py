@@ -45,10 +45,8 @@ class Compression(StrictModel):
     it). ``0`` lets c-blosc choose (numcodecs' and zarr-python's default); ``"auto"``
     (default) is c-blosc's choice for lz4 and :data:`ZSTD_BLOCK_BYTES` for zstd. Why:
     c-blosc's own choice for zstd is 32 KiB at level 1 (128 KiB at level 3), and zstd
-    resets its state for every block: on 2048² uint16 frames, zstd level 1 + bitshuffle
-    compresses 1.7× faster (616 → 1 019 MB/s per core), decompresses 1.8× faster and
-    stores 4 % less with 1 MiB blocks; lz4 gains nothing measurable
-    (``docs/decisions.md``).
+    resets its state for every block: with 1 MiB blocks zstd compresses and decompresses
+    faster and stores less; lz4 gains nothing measurable (``docs/decisions.md``).
     """
 
     name: Literal["blosc", "zstd", "none"] = "blosc"

@@ -34,14 +34,20 @@ class Health:
 
     def on_fail(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the stream fails (at once if it has)."""
-        self._on_fail.append(callback)
+        with self._lock:
+            self._on_fail.append(callback)
+            failed = self.error is not None
+        if failed:
+            callback()
 
     def fail(self, exc: BaseException) -> None:
         with self._lock:
             if self.error is None:
                 self.error = exc
         self.abort.set()
-        for callback in self._on_fail:
+        with self._lock:
+            callbacks = list(self._on_fail)
+        for callback in callbacks:
             callback()
 
     def stop(self, reason: str) -> None:

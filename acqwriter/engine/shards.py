@@ -51,8 +51,8 @@ __all__ = ["SegmentPool", "ShardWriter"]
 class SegmentPool:
     """Staging segments reused from shard to shard for the life of a stream.
 
-    A fresh 8 MiB segment per shard page-faulted all its memory in again: with 512²
-    frames in 32-frame shards, 11 % of the CPU went to page faults (``perf``). The pool
+    A fresh segment per shard page-faulted all its memory in again, a measurable share
+    of the CPU with small shards (``docs/decisions.md``). The pool
     keeps at most ``keep`` segments; more than that are unmapped when given back.
     """
 
@@ -188,9 +188,9 @@ class ShardWriter:
 
         A write that fails (a full disk) leaves the shard as it was: the caller may free
         space and call ``finish`` again (:attr:`finished` is still False; the stream
-        does so at close, see ``FrameStream._salvage_shards``). Once the file is being
-        cut and closed there is no retry, and a finished or abandoned shard (its buffers
-        went back to the pool) raises ``RuntimeError``."""
+        does so at close: :meth:`acqwriter.engine.open_shards.OpenShards.salvage`). Once
+        the file is being cut and closed there is no retry, and a finished or abandoned
+        shard (its buffers went back to the pool) raises ``RuntimeError``."""
         with self._publish_lock:  # before self.lock, as in seal()
             if self._finished:
                 raise RuntimeError(f"shard {self.key!r} was already finished or abandoned")

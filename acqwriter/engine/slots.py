@@ -1,46 +1,31 @@
-"""The frame ring: a preallocated, memory-bounded pool of frame slots.
+"""The frame slots: a preallocated, memory-bounded pool that frames wait in.
 
-``append`` copies each frame into a free slot exactly once, so the caller may reuse
-its buffer as soon as ``append`` returns (the camera's circular buffer or the
-caller's own ring). Writer threads read the slot in place (compressing straight from
-it when one frame is one chunk) and release it once its chunk is encoded (the
-encoded-chunk pool then bounds what waits for the disk) or, for chunks assembled from
-several frames, on disk.
+``append`` copies each frame into a free slot exactly once, so the caller may reuse its
+buffer as soon as ``append`` returns. Writer threads read the slot in place and release
+it once its chunk is encoded (the encoded-chunk pool then bounds what waits for the
+disk) or, for chunks assembled from several frames, on disk. Slots are released out of
+order, so this is a pool with a free list rather than a head/tail ring, still bounded in
+bytes (the plan decides how many: :class:`acqwriter.plan.dataset.SlotPlan`). The free
+list is a stack: the slot released last is handed out first, so the slots ever used are
+exactly the first ``high_water`` ones.
 
-Slots are released out of order (chunks finish out of order on several threads), so
-this is a pool with a free list rather than a head/tail ring; it is still bounded in
-bytes: ``capacity = ring_bytes // frame_bytes`` slots (at most ``RING_MAX_FRAMES``,
-see :func:`acqwriter.plan.resources.Resources`). The free list is a stack: the slot
-released last is handed out first, so the slots ever used are exactly the first
-``high_water`` ones, and only they (plus a margin) are ever backed by memory.
+Memory is backed on demand: the slots are one private anonymous mapping; the first slot
+is populated before :class:`FrameSlots` returns and a background thread keeps
+``_POPULATE_AHEAD_BYTES`` backed beyond the high-water mark (:mod:`acqwriter.pages`), so
+the hot path rarely page-faults and a writer keeping up with its source never pays for
+memory it does not use. That a shortage of memory shows at the start is kept by a check
+(:func:`acqwriter.engine.preflight.check_memory`); :meth:`FrameSlots.wait_populated`
+backs every slot, for slots allocated ahead (:func:`acqwriter.engine.preflight.ring_for`).
+A stream starts the thread only after its own threads (:meth:`FrameSlots.start_populating`):
+a thread start maps a stack, which waits for the memory-map lock each populating step
+holds.
 
-Backing memory on demand. The slots are one private anonymous mapping; the first slot is
-populated before ``FrameSlots`` returns, and a background thread
-(``madvise(MADV_POPULATE_WRITE)``, GIL released) keeps ``_POPULATE_AHEAD_BYTES`` (64
-MiB, at least two slots) backed beyond the high-water mark, so the hot path rarely
-page-faults (an untouched 2 GiB ``np.empty`` ran an MDA at a third of the warm speed
-here; a producer that overtakes the thread only page-faults, populating never touches
-bytes already written). Populating the whole ring at open would cost core-seconds
-competing with compression on a two-core machine, for memory that a writer keeping up
-with its source never uses (``docs/decisions.md``); a disk hiccup still fills the ring,
-as it should.
-That a shortage of memory shows at the start of an acquisition is kept by a check
-instead (:func:`acqwriter.engine.preflight.check_memory`: the ring's full size against the
-memory available). :meth:`FrameSlots.wait_populated` backs every slot, for a ring
-allocated ahead (:func:`acqwriter.engine.preflight.ring_for`). A stream starts the thread only
-after its own threads (:meth:`FrameSlots.start_populating`): a thread start maps a stack,
-which waits for the memory-map lock each populating step holds.
-
-Occupancy and its high-water mark are reported for progress bars and the summary.
-
-Giving the memory back is the mirror image: unmapping 512 MiB took 36–42 ms here, which
-a stream's close used to spend at its very end, on one thread, with the data already
-safe. :meth:`FrameSlots.release_memory` gives it back on a background thread instead,
-started as soon as the last chunk is written, so it overlaps the close's own fsyncs and
-metadata writes, and in 8 MiB ``MADV_DONTNEED`` steps, so it never holds the memory-map
-lock for long (one ``munmap`` held it ~40 ms and stalled every thread that exited
-meanwhile). The bound on memory still holds: a new ring waits for every release in flight
-before it allocates (:func:`wait_for_releases`), so two rings' memory never coexists.
+Giving the memory back is the mirror image: :meth:`FrameSlots.release_memory` drops the
+pages on a background thread in small steps, as soon as the last chunk is written, so
+it overlaps the close's fsyncs and never holds the memory-map lock for long. The bound
+still holds: a new set of slots waits for every release in flight before it allocates
+(:func:`wait_for_releases`). The measurements behind each choice are in
+``docs/decisions.md``.
 """
 
 from __future__ import annotations
@@ -171,8 +156,7 @@ class FrameSlots:
         """``populate_now=False``: the background population waits for
         :meth:`start_populating` (or :meth:`wait_populated`). A stream starts it once its
         own threads are running: each new thread maps its stack, which waits for the
-        memory-map lock that every populating step holds, and seven thread starts took
-        25–65 ms of the open instead of 0.5 ms."""
+        memory-map lock that every populating step holds."""
         if capacity < 1:
             raise ValueError("ring capacity must be at least one frame")
         self.capacity = capacity
@@ -320,7 +304,7 @@ class FrameSlots:
         anonymous = _is_anonymous_mapping(old[0])
 
         def unmap() -> None:
-            # munmap of 512 MiB holds the memory-map lock for writing for ~40 ms, and
+            # munmap of a large mapping holds the memory-map lock for writing, and
             # every other thread that maps or unmaps anything (a thread exiting frees its
             # stack) waits that long: the close's own committer did. The pages are
             # dropped in 8 MiB steps first, under the lock for reading; the final munmap

@@ -76,8 +76,8 @@ class Resources:
         cores = cores or available_cores()
         big = layout.chunk_bytes >= BIG_CHUNK_BYTES
         # Big unsharded chunks are pipelined: compressors hand encoded chunks to threads
-        # that only write, so a core never waits for a direct write (2-3 ms each, little
-        # CPU). Small chunks are dominated by file creation, CPU in the kernel: a
+        # that only write, so a core never waits for a direct write (milliseconds each,
+        # little CPU). Small chunks are dominated by file creation, CPU in the kernel: a
         # separate I/O stage is no faster there.
         io_threads = IO_THREADS if big and layout.shards is None else 0
         # Under ``block``, a frame that is one whole unsharded chunk and finds the slots

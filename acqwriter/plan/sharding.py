@@ -1,7 +1,8 @@
 """How chunks are packed into Zarr v3 shards: the automatic choice and the arithmetic.
 
-Why shards: with small chunks (512² frames, one per chunk) the writer spent ~40 % of its
-CPU in the kernel creating files and issuing one small I/O per chunk. A shard packs
+Why shards: with small chunks (512² frames, one per chunk) the writer spent much of its
+CPU in the kernel creating files and issuing one small I/O per chunk
+(``docs/decisions.md``). A shard packs
 many inner chunks into one file followed by an index (``sharding_indexed``, see
 :mod:`acqwriter.format.zarr_v3`); :mod:`acqwriter.engine.shards` writes it.
 
@@ -41,16 +42,16 @@ def shard_factors(spec: StreamSpec) -> tuple[int, ...]:
     """Inner chunks per shard along each non-frame axis (all 1: no sharding).
 
     ``"auto"`` shards only chunks smaller than :data:`AUTO_SHARD_BELOW_BYTES` (larger
-    chunks make large files already; measured: per-file kernel work was ~40 % of CPU
-    for 512 KiB chunks, negligible for 8 MiB ones). It grows a shard from the fastest
+    chunks make large files already: per-file kernel work weighs on small chunks only,
+    ``docs/decisions.md``). It grows a shard from the fastest
     non-frame axis outwards (z, then c, then the first axis, t) up to
     :data:`AUTO_SHARD_BYTES` of raw data (and :data:`AUTO_SHARD_MAX_INNER` inner
     chunks), covering an axis fully before growing the next. Along the first axis
     that means 512² uint16 frames go 32 to a shard: 20 000 frames make 625 files
-    instead of 20 000 (scenario d: ~2× the frames/s,
-    docs/decisions.md). The price would be a dataset, live viewers and a crash's
-    survivors lagging by a whole shard at slow rates; ``shard_seal_s`` bounds that
-    lag in time instead (an unfinished shard is sealed, see :mod:`acqwriter.engine.shards`).
+    instead of 20 000 (the frames/s gained are in ``docs/decisions.md``). The price
+    would be a dataset, live viewers and a crash's survivors lagging by a whole shard
+    at slow rates; ``shard_seal_s`` bounds that lag in time instead (an unfinished
+    shard is sealed: :mod:`acqwriter.engine.open_shards`).
     """
     chunks = spec.resolved_chunks()
     n_outer = len(spec.outer_dims)

@@ -203,11 +203,10 @@ class WriterOptions(StrictModel):
 
     ``io``: ``"auto"`` (default) writes chunk files with O_DIRECT where the filesystem
     accepts it and through the page cache otherwise; ``"direct"`` insists (an error where
-    refused); ``"buffered"`` always uses the page cache. Direct I/O measured 1.55x the
-    buffered rate here (benchmarks/RESULTS.md): the page cache's write-back, not
-    compression, was the limit.
+    refused); ``"buffered"`` always uses the page cache, whose write-back, not
+    compression, limits the rate (``docs/decisions.md``).
 
-    ``shards`` (Zarr v3 ``sharding_indexed``; see :meth:`StreamSpec.shard_factors`):
+    ``shards`` (Zarr v3 ``sharding_indexed``; see :func:`acqwriter.plan.sharding.shard_factors`):
     ``"auto"`` (default) packs small chunks into shard files, ``"none"`` writes one file
     per chunk, or ``{"t": 64}``-style sizes along non-frame axes, each a multiple of the
     chunk size there (a shard always spans the whole frame in y and x).

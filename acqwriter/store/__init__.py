@@ -1,8 +1,10 @@
 """Where a dataset's bytes go: the :class:`Store` interface and its implementations.
 
 ``base`` defines the interface (no files or descriptors in it), ``local`` the
-filesystem store every acquisition uses, ``memory`` an in-memory store, and
-``buffers`` the page-aligned memory that chunks are written from.
+filesystem store every acquisition uses, ``memory`` an in-memory store, ``prefixed`` an
+image's view of its dataset's store, ``buffers`` the page-aligned memory that chunks
+are written from, ``folders`` the rules of dataset folders (what may be replaced, the
+writer lock, missing parents) and ``create`` a new dataset's store.
 """
 
 from acqwriter.store.base import PartialAppend, ShardSink, StorageError, Store
