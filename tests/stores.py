@@ -62,8 +62,8 @@ class StoreWrapper(Store):
     def write_atomic(self, key: str, data: bytes) -> None:
         self.inner.write_atomic(key, data)
 
-    def append(self, key: str, data: bytes) -> None:
-        self.inner.append(key, data)
+    def append_lines(self, key: str, data: bytes) -> None:
+        self.inner.append_lines(key, data)
 
     def remove(self, key: str) -> None:
         self.inner.remove(key)

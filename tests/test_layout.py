@@ -31,10 +31,10 @@ def test_groups_tiles_and_keys():
     lay = layout(dims="tzyx", sizes={"z": 5}, chunks={"t": 2, "z": 2, "y": 48, "x": 40})
     assert lay.chunk_shape == (2, 2, 48, 40)
     assert (lay.tiles_y, lay.tiles_x) == (3, 3)
-    assert lay.group_of(0) == (0, 0) and lay.group_of(4) == (0, 2) and lay.group_of(7) == (0, 1)
-    assert lay.group_frame_count((0, 0)) == 4 and lay.group_frame_count((0, 2)) == 2
-    assert lay.group_frame_count((1, 2), total_rows=3) == 1
-    assert lay.position_in_group(7) == (1, 0)
+    assert lay.batch_of(0) == (0, 0) and lay.batch_of(4) == (0, 2) and lay.batch_of(7) == (0, 1)
+    assert lay.batch_frame_count((0, 0)) == 4 and lay.batch_frame_count((0, 2)) == 2
+    assert lay.batch_frame_count((1, 2), total_rows=3) == 1
+    assert lay.position_in_batch(7) == (1, 0)
     assert lay.tile_slices(2, 2) == (slice(96, 100), slice(80, 90), 4, 10)
     assert lay.chunk_coords((3, 1), 2, 0) == (3, 1, 2, 0)
     assert ArrayKeys("0").chunk(lay.chunk_coords((3, 1), 2, 0)) == "0/c/3/1/2/0"

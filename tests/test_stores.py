@@ -102,7 +102,7 @@ def test_memory_store_keeps_whole_lines_and_atomic_documents():
     store = MemoryStore(capacity=30)
     store.write_atomic("a.json", b"{}")
     with pytest.raises(PartialAppend) as info:
-        store.append("lines", b"0123456789\n0123456789\n0123456789\n")
+        store.append_lines("lines", b"0123456789\n0123456789\n0123456789\n")
     assert info.value.lines == 2 and store.read_bytes("lines") == b"0123456789\n" * 2
     assert info.value.errno == errno.ENOSPC
     with pytest.raises(StorageError):

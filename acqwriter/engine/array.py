@@ -213,7 +213,7 @@ class ArrayWriter:
             if not (len(live) == layout.frames_per_chunk and (h, w) == layout.tile_shape):
                 staging.fill(0)
             for index, slot in live:
-                pos = layout.position_in_group(index)
+                pos = layout.position_in_batch(index)
                 staging[(*pos, slice(0, h), slice(0, w))] = self.frame(slot)[ys, xs]
             data = staging
         key = self.keys.chunk(layout.chunk_coords(batch.key, ty, tx))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from acqwriter.plan.layout import FrameLayout, GroupKey
+from acqwriter.plan.layout import BatchKey, FrameLayout
 
 __all__ = ["ChunkAssembler", "ChunkBatch"]
 
@@ -22,7 +22,7 @@ __all__ = ["ChunkAssembler", "ChunkBatch"]
 class ChunkBatch:
     """Frames that share chunk coordinates ``key``; see the module docstring."""
 
-    key: GroupKey
+    key: BatchKey
     expected: int  # frames it holds when complete
     entries: list[tuple[int, int | None]] = field(default_factory=list)  # (index, slot)
     from_producer: bool = False  # its one frame is in the producer's buffer, in no slot
@@ -47,15 +47,15 @@ class ChunkAssembler:
 
     def __init__(self, layout: FrameLayout) -> None:
         self.layout = layout
-        self._open: dict[GroupKey, ChunkBatch] = {}
+        self._open: dict[BatchKey, ChunkBatch] = {}
         self.held = 0  # frame slots held by batches still waiting for frames
 
     def add(self, index: int, slot: int | None) -> ChunkBatch | None:
         """Add frame ``index`` (in ``slot``; None: dropped); the batch when complete."""
-        key = self.layout.group_of(index)
+        key = self.layout.batch_of(index)
         batch = self._open.get(key)
         if batch is None:
-            batch = ChunkBatch(key, self.layout.group_frame_count(key))
+            batch = ChunkBatch(key, self.layout.batch_frame_count(key))
             self._open[key] = batch
         batch.entries.append((index, slot))
         self.held += slot is not None
@@ -67,7 +67,7 @@ class ChunkAssembler:
     def single(self, index: int) -> ChunkBatch:
         """A complete batch of one frame that stays in the producer's buffer."""
         return ChunkBatch(
-            self.layout.group_of(index), 1, [(index, None)], from_producer=True, tiles_left=1
+            self.layout.batch_of(index), 1, [(index, None)], from_producer=True, tiles_left=1
         )
 
     def take_incomplete(self) -> list[ChunkBatch]:

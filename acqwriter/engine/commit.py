@@ -118,7 +118,9 @@ class ExtentCommitter:
 
     def _front_block_locked(self) -> int:
         block = self.committed_blocks
-        while self._done.get(block, 0) >= self._expected.get(block, self.layout.groups_per_block()):
+        while self._done.get(block, 0) >= self._expected.get(
+            block, self.layout.batches_per_block()
+        ):
             block += 1
         return block
 
@@ -136,7 +138,7 @@ class ExtentCommitter:
     def leading_whole_rows(self, block: int, batches: list[tuple[ChunkBatch, int]]) -> int:
         """Rows from the start of ``block`` whose every chunk batch is in ``batches``."""
         layout = self.layout
-        per_chunk_row = layout.groups_per_block() // layout.shard_factors[0]
+        per_chunk_row = layout.batches_per_block() // layout.shard_factors[0]
         done: dict[int, int] = {}
         for batch, _live in batches:
             if batch.ok:
@@ -177,7 +179,9 @@ class ExtentCommitter:
         written = len(lines)
         if lines:  # whole lines or none; the records stay until they are on disk
             try:
-                self._store.append(self._keys.frame_metadata, ("\n".join(lines) + "\n").encode())
+                self._store.append_lines(
+                    self._keys.frame_metadata, ("\n".join(lines) + "\n").encode()
+                )
             except PartialAppend as exc:
                 failure, written = exc, exc.lines
         metadata_end = self._ledger.lines_written(start, written)

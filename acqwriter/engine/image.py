@@ -222,7 +222,7 @@ class ImageWriter:
         layout = self.layout
         total_rows = layout.rows_for_frames(self.ledger.next_index)
         self.ledger.set_missing(total_rows * layout.frames_per_row)
-        batches = self.ledger.groups_by_block(self.writer.committer.committed_blocks)
+        batches = self.ledger.batches_by_block(self.writer.committer.committed_blocks)
         self.writer.flush(total_rows, batches)
 
     def build_pyramid(self, progress: BuildProgress) -> None:

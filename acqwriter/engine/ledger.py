@@ -169,7 +169,7 @@ class FrameLedger:
         else:
             self.missing = [i for i in range(end) if i not in self._claimed]
 
-    def groups_by_block(self, first_block: int) -> dict[int, int]:
+    def batches_by_block(self, first_block: int) -> dict[int, int]:
         """At close: for each block from ``first_block`` on, how many chunk batches
         received a frame (a batch no frame reached is never written)."""
         layout = self.layout
@@ -180,7 +180,7 @@ class FrameLedger:
             indices = (i for i in self._claimed if i >= first)
         seen: dict[int, set[tuple[int, ...]]] = {}
         for i in indices:
-            key = layout.group_of(i)
+            key = layout.batch_of(i)
             seen.setdefault(layout.block_of(key), set()).add(key)
         return {block: len(keys) for block, keys in seen.items()}
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from acqwriter.engine.commit import ExtentCommitter
     from acqwriter.engine.guard import DiskGuard, Health
     from acqwriter.format.keys import ArrayKeys
-    from acqwriter.plan.layout import FrameLayout, GroupKey
+    from acqwriter.plan.layout import BatchKey, FrameLayout
     from acqwriter.store.base import Store
 
 __all__ = ["SALVAGE_MARGIN", "OpenShards"]
@@ -57,13 +57,13 @@ class OpenShards:
         self._open: dict[tuple[int, ...], ShardWriter] = {}
         self.stored_bytes = 0  # of shards on disk
 
-    def shard_for(self, key: GroupKey) -> ShardWriter:
+    def shard_for(self, key: BatchKey) -> ShardWriter:
         plan = self._plan
         coords = plan.shard_of(key)
         with self._lock:
             shard = self._open.get(coords)
             if shard is None:
-                expected = sum(1 for _ in plan.groups(coords)) * self._layout.tiles_per_group
+                expected = sum(1 for _ in plan.batches(coords)) * self._layout.tiles_per_batch
                 grid = plan.grid_coords(coords)
                 shard = ShardWriter(
                     self._store,
@@ -93,7 +93,7 @@ class OpenShards:
         shard = self.shard_for(batch.key)
         if batch_complete:
             with shard.lock:
-                shard.groups.append((batch, live))
+                shard.batches.append((batch, live))
         if shard.job_done():
             self.finish(shard)
 
@@ -117,7 +117,7 @@ class OpenShards:
         self._forget(shard)
         with self._lock:
             self.stored_bytes += shard.stored_bytes
-        self._committer.shard_published(list(shard.groups))
+        self._committer.shard_published(list(shard.batches))
         return True
 
     def seal_due(self, seal_after_s: float) -> None:
@@ -134,7 +134,7 @@ class OpenShards:
         due = [
             sh
             for sh in open_shards
-            if len(sh.groups) > sh.sealed_groups
+            if len(sh.batches) > sh.sealed_batches
             and now - (sh.sealed_at or sh.opened_at) >= seal_after_s
         ]
         if not due:
@@ -143,12 +143,12 @@ class OpenShards:
             return  # no room for the copies: the shards appear when finished
         batches = committer.finished_batches(block)
         for shard in open_shards:  # every open shard of the block: a row needs all of them
-            if len(shard.groups) > shard.sealed_groups or shard.sealed_at is None:
+            if len(shard.batches) > shard.sealed_batches or shard.sealed_at is None:
                 sealed = shard.seal()
                 if sealed is None:
                     return  # finished meanwhile: the block commits the usual way
             else:
-                sealed = shard.groups[: shard.sealed_groups]
+                sealed = shard.batches[: shard.sealed_batches]
             batches += sealed
         committer.seal_rows(block, committer.leading_whole_rows(block, batches))
 

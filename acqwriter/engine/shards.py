@@ -103,7 +103,7 @@ class ShardWriter:
         self.n_inner = n_inner
         self.expected = expected  # inner-chunk jobs (written or empty) before it is complete
         self.received = 0
-        self.groups: list[Any] = []  # chunk groups completed in this shard (for the extent)
+        self.batches: list[Any] = []  # chunk batches completed in this shard (for the extent)
         self.index = np.full((n_inner, 2), EMPTY, dtype="<u8")
         self.lock = threading.Lock()
         self._writes_done = threading.Condition(self.lock)
@@ -121,7 +121,7 @@ class ShardWriter:
         self._finished = False
         self.opened_at = time.monotonic()
         self.sealed_at: float | None = None
-        self.sealed_groups = 0  # len(groups) when last sealed
+        self.sealed_batches = 0  # len(batches) when last sealed
 
     def put(self, position: int, data: memoryview) -> None:
         """Pack an inner chunk's encoded bytes; a segment that fills is written out by
@@ -141,7 +141,7 @@ class ShardWriter:
                 self._write(*full)  # positional: segments may land in any order
             except BaseException:
                 # the index already points into that segment: the file would hold holes
-                # where chunks of groups counted as written should be, so this shard is
+                # where chunks of batches counted as written should be, so this shard is
                 # never published (finish and seal refuse; the extent stays short of it)
                 with self.lock:
                     self._lost_segment = True
@@ -232,8 +232,8 @@ class ShardWriter:
 
     def seal(self) -> list[Any] | None:
         """Publish the chunks received so far as a valid shard at the key (see the
-        module docstring); returns the groups it holds, or None if the shard was
-        finished meanwhile (its groups count through the finish)."""
+        module docstring); returns the batches it holds, or None if the shard was
+        finished meanwhile (its batches count through the finish)."""
         with self._publish_lock:
             if self._finished:
                 return None
@@ -241,20 +241,20 @@ class ShardWriter:
                 while self._in_flight:
                     self._writes_done.wait()
                 if self._lost_segment:
-                    return None  # never published (see put); its groups stay outside
-                groups = list(self.groups)
+                    return None  # never published (see put); its batches stay outside
+                batches = list(self.batches)
                 written_end = self._file_offset
                 tail = bytes(self._segment[: self._used]) + encode_index(self.index)
                 has_data = bool(self._used or written_end)
                 self.sealed_at = time.monotonic()
-                self.sealed_groups = len(groups)
+                self.sealed_batches = len(batches)
             if has_data:  # else only empty chunks so far: absent reads as fill
                 # bytes before written_end are on disk and never rewritten (later
                 # segments land after it; finish and abandon wait for _publish_lock), so
                 # they are read without holding up the writers packing into the shard
                 head = self.store.read_range(self.tmp_key, 0, written_end)
                 self.store.write_atomic(self.key, head + tail)
-            return groups
+            return batches
 
     def abandon(self) -> None:
         """Stop without finishing: the temporary file goes; a sealed copy stays (the

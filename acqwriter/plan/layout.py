@@ -2,10 +2,10 @@
 
 The writer receives a flat sequence of frames (index 0, 1, 2, …). This module maps a
 frame index to its coordinates over the non-frame axes (C order, first axis slowest
-and unbounded), groups frames into *chunk groups* (all frames that share the same
-chunk coordinates along t/c/z; a group becomes one chunk per (y, x) tile) and tells
-how many frames a group needs before it is complete. It also computes the smallest
-ring that can hold every group that is open at once, so a spec that would deadlock
+and unbounded), batches frames into *chunk batches* (all frames that share the same
+chunk coordinates along t/c/z; a batch becomes one chunk per (y, x) tile) and tells
+how many frames a batch needs before it is complete. It also computes the smallest
+ring that can hold every batch that is open at once, so a spec that would deadlock
 is refused up front.
 
 Nothing here touches disk or threads; it is pure and cheap, and the writer, the
@@ -24,7 +24,7 @@ from acqwriter.plan.sharding import SEGMENT_BYTES, ShardPlan, shard_factors
 if TYPE_CHECKING:
     from acqwriter.spec.model import StreamSpec
 
-GroupKey = tuple[int, ...]
+BatchKey = tuple[int, ...]
 
 
 class FrameLayout:
@@ -42,7 +42,7 @@ class FrameLayout:
         self.tile_shape: tuple[int, int] = self.chunk_shape[n_outer:]  # type: ignore[assignment]
         self.tiles_y = math.ceil(self.frame_shape[0] / self.tile_shape[0])
         self.tiles_x = math.ceil(self.frame_shape[1] / self.tile_shape[1])
-        self.tiles_per_group = self.tiles_y * self.tiles_x
+        self.tiles_per_batch = self.tiles_y * self.tiles_x
         # frames per step of the first (growing) axis
         self.frames_per_row = math.prod(s for s in self.outer_sizes[1:] if s is not None)
         # Zarr v3 shards (None: one file per chunk). A *block* — the unit by which the
@@ -91,20 +91,20 @@ class FrameLayout:
         out.append(rest)
         return tuple(reversed(out))
 
-    def group_of(self, index: int) -> GroupKey:
+    def batch_of(self, index: int) -> BatchKey:
         return tuple(c // k for c, k in zip(self.coords(index), self.outer_chunks, strict=True))
 
-    def block_of(self, group: GroupKey) -> int:
+    def block_of(self, batch: BatchKey) -> int:
         """The block (unit of extent growth: a chunk or shard along the first axis)."""
-        return group[0] // self.shard_factors[0]
+        return batch[0] // self.shard_factors[0]
 
-    def group_frame_count(self, group: GroupKey, total_rows: int | None = None) -> int:
-        """Frames a group holds when complete (edges clipped to bounded sizes).
+    def batch_frame_count(self, batch: BatchKey, total_rows: int | None = None) -> int:
+        """Frames a batch holds when complete (edges clipped to bounded sizes).
 
         ``total_rows`` clips the first axis too (used at close, when the stream ended).
         """
         count = 1
-        for axis_i, (g, k) in enumerate(zip(group, self.outer_chunks, strict=True)):
+        for axis_i, (g, k) in enumerate(zip(batch, self.outer_chunks, strict=True)):
             if axis_i:
                 size = self.outer_sizes[axis_i]
             else:
@@ -115,13 +115,13 @@ class FrameLayout:
                 count *= max(0, min(k, size - g * k))
         return count
 
-    def groups_per_block(self) -> int:
+    def batches_per_block(self) -> int:
         return self.shard_factors[0] * math.prod(
             math.ceil(s / k)
             for s, k in zip(self.outer_sizes[1:], self.outer_chunks[1:], strict=True)
         )
 
-    def position_in_group(self, index: int) -> tuple[int, ...]:
+    def position_in_batch(self, index: int) -> tuple[int, ...]:
         return tuple(c % k for c, k in zip(self.coords(index), self.outer_chunks, strict=True))
 
     def tile_slices(self, ty: int, tx: int) -> tuple[slice, slice, int, int]:
@@ -131,9 +131,9 @@ class FrameLayout:
         y1, x1 = min(y0 + cy, self.frame_shape[0]), min(x0 + cx, self.frame_shape[1])
         return slice(y0, y1), slice(x0, x1), y1 - y0, x1 - x0
 
-    def chunk_coords(self, group: GroupKey, ty: int, tx: int) -> tuple[int, ...]:
-        """Grid coordinates of tile (ty, tx) of ``group``'s chunks (unsharded)."""
-        return (*group, ty, tx)
+    def chunk_coords(self, batch: BatchKey, ty: int, tx: int) -> tuple[int, ...]:
+        """Grid coordinates of tile (ty, tx) of ``batch``'s chunks (unsharded)."""
+        return (*batch, ty, tx)
 
     def rows_for_frames(self, n_frames: int) -> int:
         """Extent of the first axis needed to hold ``n_frames`` frames."""
@@ -146,20 +146,20 @@ class FrameLayout:
     def _min_ring_frames(self) -> int:
         """Most frames resident at once if the writer were infinitely fast.
 
-        Frames of a group stay in the ring until the whole group is written; with chunks
-        spanning several t/c/z steps several groups are open at once. The pattern repeats
+        Frames of a batch stay in the ring until the whole batch is written; with chunks
+        spanning several t/c/z steps several batches are open at once. The pattern repeats
         every block of the first axis, so one block is simulated (cheap: counts only).
         """
         if self.frames_per_block > 5_000_000:  # pathological; bound by the whole block
             return self.frames_per_block
         resident = 0
         peak = 0
-        open_counts: dict[GroupKey, int] = {}
+        open_counts: dict[BatchKey, int] = {}
         for index in range(self.frames_per_block):
-            group = self.group_of(index)
-            open_counts[group] = open_counts.get(group, 0) + 1
+            batch = self.batch_of(index)
+            open_counts[batch] = open_counts.get(batch, 0) + 1
             resident += 1
             peak = max(peak, resident)
-            if open_counts[group] == self.group_frame_count(group):
-                resident -= open_counts.pop(group)
+            if open_counts[batch] == self.batch_frame_count(batch):
+                resident -= open_counts.pop(batch)
         return peak

@@ -23,7 +23,7 @@ import numpy as np
 from acqwriter.validation import SpecError
 
 if TYPE_CHECKING:
-    from acqwriter.plan.layout import FrameLayout, GroupKey
+    from acqwriter.plan.layout import BatchKey, FrameLayout
     from acqwriter.spec.model import StreamSpec
 
 __all__ = ["SEGMENT_BYTES", "ShardPlan", "shard_factors"]
@@ -71,14 +71,14 @@ def shard_factors(spec: StreamSpec) -> tuple[int, ...]:
             out.append(size // c)
         return tuple(out)
     tiles = math.ceil(spec.shape[0] / chunks[-2]) * math.ceil(spec.shape[1] / chunks[-1])
-    group_bytes = math.prod(chunks) * np.dtype(spec.dtype).itemsize * tiles
+    batch_bytes = math.prod(chunks) * np.dtype(spec.dtype).itemsize * tiles
     if math.prod(chunks) * np.dtype(spec.dtype).itemsize >= AUTO_SHARD_BELOW_BYTES:
         return (1,) * n_outer
     factors = [1] * n_outer
     for axis_i in reversed(range(n_outer)):
         size, c = sizes[axis_i], outer_chunks[axis_i]
         room = min(
-            AUTO_SHARD_BYTES // (group_bytes * math.prod(factors)),
+            AUTO_SHARD_BYTES // (batch_bytes * math.prod(factors)),
             AUTO_SHARD_MAX_INNER // (tiles * math.prod(factors)),
         )
         if size is None:  # the first axis, unbounded
@@ -92,7 +92,7 @@ def shard_factors(spec: StreamSpec) -> tuple[int, ...]:
 
 
 class ShardPlan:
-    """Shard arithmetic for one layout: keys, inner positions, group membership."""
+    """Shard arithmetic for one layout: keys, inner positions, batch membership."""
 
     def __init__(self, layout: FrameLayout, factors: tuple[int, ...]) -> None:
         self.layout = layout
@@ -115,24 +115,24 @@ class ShardPlan:
         slowest = next(i for i, f in enumerate(self.factors) if f > 1)
         count = 1
         for j in range(slowest + 1, len(self.factors)):
-            groups = math.ceil(layout.outer_sizes[j] / layout.outer_chunks[j])  # bounded
-            count *= math.ceil(groups / self.factors[j])
+            batches = math.ceil(layout.outer_sizes[j] / layout.outer_chunks[j])  # bounded
+            count *= math.ceil(batches / self.factors[j])
         return count
 
-    def shard_of(self, group: GroupKey) -> tuple[int, ...]:
-        return tuple(g // f for g, f in zip(group, self.factors, strict=True))
+    def shard_of(self, batch: BatchKey) -> tuple[int, ...]:
+        return tuple(g // f for g, f in zip(batch, self.factors, strict=True))
 
     def grid_coords(self, shard: tuple[int, ...]) -> tuple[int, ...]:
         """The shard's coordinates in the array's chunk grid (one shard spans y and x)."""
         return (*shard, 0, 0)
 
-    def position(self, group: GroupKey, ty: int, tx: int) -> int:
+    def position(self, batch: BatchKey, ty: int, tx: int) -> int:
         """Flat (C order) index of an inner chunk within its shard."""
-        pos = (*(g % f for g, f in zip(group, self.factors, strict=True)), ty, tx)
+        pos = (*(g % f for g, f in zip(batch, self.factors, strict=True)), ty, tx)
         return int(np.ravel_multi_index(pos, self.grid))
 
-    def groups(self, shard: tuple[int, ...], total_rows: int | None = None) -> Iterator[GroupKey]:
-        """The chunk groups a shard holds (clipped to bounded sizes / ``total_rows``)."""
+    def batches(self, shard: tuple[int, ...], total_rows: int | None = None) -> Iterator[BatchKey]:
+        """The chunk batches a shard holds (clipped to bounded sizes / ``total_rows``)."""
         layout = self.layout
         ranges = []
         for axis_i, (s, f, k) in enumerate(

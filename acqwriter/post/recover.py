@@ -353,7 +353,7 @@ def _recover_locked(
         by_group: dict[tuple[int, ...], list[bool]] = {}
         for index in range(lo, hi):
             dropped = records[index].get("dropped", False) if index < len(records) else False
-            by_group.setdefault(layout.group_of(index), []).append(bool(dropped))
+            by_group.setdefault(layout.batch_of(index), []).append(bool(dropped))
         if not all(
             _group_ok(store, keys, layout, decoder, key, all(d)) for key, d in by_group.items()
         ):

@@ -13,7 +13,7 @@ implements them and nothing else changes. Kinds of write, with their guarantees:
   step, so the key never holds a torn shard.
 * **documents** (:meth:`Store.write_atomic`): ``zarr.json`` documents are replaced
   atomically: a reader, or a crash, sees the old or the new one, never half of one.
-* **lines** (:meth:`Store.append`): per-frame metadata grows by whole lines; an append
+* **lines** (:meth:`Store.append_lines`): per-frame metadata grows by whole lines; an append
   that fails part-way is cut back to its last whole line (:class:`PartialAppend`).
 
 Capabilities are flags, as in zarr-python's stores: ``supports_direct_io`` (chunk
@@ -161,7 +161,7 @@ class Store(ABC):
         """Replace ``key`` with ``data`` in one step."""
 
     @abstractmethod
-    def append(self, key: str, data: bytes) -> None:
+    def append_lines(self, key: str, data: bytes) -> None:
         """Append whole lines; raise :class:`PartialAppend` saying how many made it."""
 
     @abstractmethod

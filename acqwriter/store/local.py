@@ -289,7 +289,7 @@ class LocalStore(Store):
                 exc.errno or errno.EIO, f"cannot write {key!r}: {exc.strerror or exc}"
             ) from exc
 
-    def append(self, key: str, data: bytes) -> None:
+    def append_lines(self, key: str, data: bytes) -> None:
         """Append ``data``, whole lines (per-frame metadata), to ``key``. A write that
         fails part-way (a full disk) is cut back to the last whole line, so the file
         never holds a torn line that later appends would bury in its middle; the

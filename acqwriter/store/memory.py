@@ -75,7 +75,7 @@ class MemoryStore(Store):
         with self._lock:
             self._put_locked(key, bytes(data))
 
-    def append(self, key: str, data: bytes) -> None:
+    def append_lines(self, key: str, data: bytes) -> None:
         with self._lock:
             old = self.objects.get(key, b"")
             room = len(data) if self.capacity is None else self.capacity - self._used_locked()

@@ -62,8 +62,8 @@ class PrefixedStore(Store):
     def write_atomic(self, key: str, data: bytes) -> None:
         self.base.write_atomic(self._key(key), data)
 
-    def append(self, key: str, data: bytes) -> None:
-        self.base.append(self._key(key), data)
+    def append_lines(self, key: str, data: bytes) -> None:
+        self.base.append_lines(self._key(key), data)
 
     def remove(self, key: str) -> None:
         self.base.remove(self._key(key))
