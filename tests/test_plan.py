@@ -32,8 +32,8 @@ def test_a_stream_writes_what_its_plan_says(tmp_path):
     with acqwriter.open_stream(spec) as stream:
         plan = stream.plan
         assert isinstance(plan, DatasetPlan)
-        assert stream.ring.capacity == plan.slots.frames
-        assert plan.memory()["frame_slots"] == stream.ring.capacity * 600 * 520 * 2
+        assert stream.slots.capacity == plan.slots.frames
+        assert plan.memory()["frame_slots"] == stream.slots.capacity * 600 * 520 * 2
         for i in range(6):
             stream.append(_frame((600, 520), i))
     (image,) = plan.images.values()

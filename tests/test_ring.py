@@ -275,7 +275,7 @@ def test_a_stream_populates_its_whole_ring(tmp_path) -> None:
         }
     )
     try:
-        assert stream.ring.wait_populated(timeout=30)
-        assert resident_fraction(stream.ring.slots) == pytest.approx(1.0)
+        assert stream.slots.wait_populated(timeout=30)
+        assert resident_fraction(stream.slots.slots) == pytest.approx(1.0)
     finally:
         stream.close()

@@ -128,7 +128,7 @@ def test_tiny_frames_cap_shards_and_ring_slots(tmp_path):
     out = tmp_path / "tiny.ome.zarr"
     frames = [np.full((1, 1), i, np.float32) for i in range(50)]
     with open_stream({"out": out, "shape": (1, 1), "dtype": "float32"}) as stream:
-        assert stream.ring.capacity == RING_MAX_FRAMES  # not 512 MiB / 4 B = 134 M slots
+        assert stream.slots.capacity == RING_MAX_FRAMES  # not 512 MiB / 4 B = 134 M slots
         for frame in frames:
             stream.append(frame)
     np.testing.assert_array_equal(read_zarr(out), np.stack(frames))

@@ -523,7 +523,7 @@ def test_a_backlog_of_big_chunks_is_compressed_by_the_producer_before_the_ring_f
     spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
     spec |= {"ring_bytes": capacity * shape[0] * shape[1] * 2}
     with open_stream(spec) as stream:
-        assert stream.ring.capacity == capacity
+        assert stream.slots.capacity == capacity
         for i in range(n):
             bank.fill(buffer, i)
             stream.append(buffer, metadata={"i": i})
@@ -731,7 +731,7 @@ def test_close_gives_the_ring_memory_back_and_keeps_every_frame(tmp_path, shards
             "pyramid": {"enabled": False},
         }
     )
-    address, nbytes = stream.ring.slots.ctypes.data, stream.ring.slots.nbytes
+    address, nbytes = stream.slots.slots.ctypes.data, stream.slots.slots.nbytes
     for frame in frames:
         stream.append(frame)
     summary = stream.close()
@@ -744,17 +744,17 @@ def test_close_gives_the_ring_memory_back_and_keeps_every_frame(tmp_path, shards
 
 
 def test_a_ring_given_to_the_stream_outlives_it_and_serves_the_next(tmp_path):
-    from acqwriter.engine.preflight import ring_for
+    from acqwriter.engine.preflight import preallocate_slots
     from acqwriter.spec.model import StreamSpec
 
     shape = (256, 256)
     spec = {"shape": shape, "dtype": "uint16", "ring_bytes": 4 << 20, "pyramid": {"enabled": False}}
-    ring = ring_for(StreamSpec.parse({**spec, "out": tmp_path / "first.ome.zarr"}))
+    ring = preallocate_slots(StreamSpec.parse({**spec, "out": tmp_path / "first.ome.zarr"}))
     address, nbytes = ring.slots.ctypes.data, ring.slots.nbytes
     for name, seed in (("first", 1), ("second", 2)):
         _, frames = frames_of(shape, "uint16", 12, seed=seed)
         out = tmp_path / f"{name}.ome.zarr"
-        with open_stream({**spec, "out": out}, ring=ring) as stream:
+        with open_stream({**spec, "out": out}, slots=ring) as stream:
             for frame in frames:
                 stream.append(frame)
         assert stream.summary.frames_written == 12

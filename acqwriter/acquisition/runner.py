@@ -144,18 +144,18 @@ def run_acquisition(
     should_stop: Callable[[], bool] | None = None,
     should_abort: Callable[[], bool] | None = None,
     on_finalizing: Callable[[], None] | None = None,
-    ring: FrameSlots | None = None,
+    slots: FrameSlots | None = None,
     store: Store | None = None,
 ) -> AcquisitionReport:
     """Acquire ``spec`` on ``scope`` into ``spec.out`` (see the module docstring).
 
-    ``ring``: preallocated frame slots (:func:`acqwriter.engine.preflight.ring_for`) so
+    ``slots``: preallocated frame slots (:func:`acqwriter.engine.preflight.preallocate_slots`) so
     the first frame of a camera stream does not wait for them to be backed. ``store``:
     where to write instead of a new directory at ``spec.out``."""
     controls = RunControls(
         on_progress, progress_interval_s, should_stop, should_abort, on_finalizing
     )
-    return _Run(scope, spec, controls, ring, store).run()
+    return _Run(scope, spec, controls, slots, store).run()
 
 
 @dataclass
@@ -165,7 +165,7 @@ class _Run:
     scope: Microscope
     spec: AcquisitionSpec
     controls: RunControls
-    ring: FrameSlots | None
+    slots: FrameSlots | None
     store: Store | None
     delivered: int = 0
     lost: list[int] = field(default_factory=list)
@@ -260,7 +260,7 @@ class _Run:
     def _camera_stream(self) -> AcquisitionReport:
         spec, controls = self.spec, self.controls
         camera = self.scope.camera
-        stream = open_stream(stream_spec_for(self.scope, spec), ring=self.ring, store=self.store)
+        stream = open_stream(stream_spec_for(self.scope, spec), slots=self.slots, store=self.store)
         per_tp = spec.frames_per_timepoint
 
         def stop_now() -> bool:

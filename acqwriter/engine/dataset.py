@@ -64,7 +64,7 @@ class DatasetWriter:
         self,
         plan: DatasetPlan,
         *,
-        ring: FrameSlots | None = None,
+        slots: FrameSlots | None = None,
         store: Store | None = None,
         root_attrs: dict[str, Any] | None = None,
     ) -> None:
@@ -73,25 +73,27 @@ class DatasetWriter:
         self.layout = plan.layout
         self._root_attrs = dict(root_attrs or {})  # stored once under attributes.acqwriter
         self._t_open = time.perf_counter()
-        self._owns_ring = ring is None
-        if ring is not None:
+        given = slots
+        self._owns_slots = given is None
+        if given is not None:
             layouts = [image.layout for image in plan.images.values()]
-            if not all(ring.fits(layout) for layout in layouts):
+            if not all(given.fits(layout) for layout in layouts):
                 first = layouts[0]
                 raise SpecError(
-                    f"ring: the given ring ({ring.capacity} frames of {ring.slots.shape[1:]} "
-                    f"{ring.slots.dtype}, idle: {ring.occupancy == 0}) does not fit "
-                    f"{first.min_ring_frames}+ frames of {first.frame_shape} {first.dtype}"
+                    f"ring: the given frame slots ({given.capacity} frames of "
+                    f"{given.slots.shape[1:]} {given.slots.dtype}, idle: "
+                    f"{given.occupancy == 0}) do not fit {first.min_ring_frames}+ frames of "
+                    f"{first.frame_shape} {first.dtype}"
                 )
-            ring.reopen()
-            shape = tuple(ring.slots.shape[1:])
-            plan.slots = SlotPlan(ring.capacity, shape, ring.slots.dtype)  # what is used
+            given.reopen()
+            shape = tuple(given.slots.shape[1:])
+            plan.slots = SlotPlan(given.capacity, shape, given.slots.dtype)  # what is used
         else:
             check_memory(plan)
         if writer.disk_check:
             check_disk(plan, store)
         self.store = store if store is not None else open_store(writer)
-        self.slots = ring if ring is not None else slots_for(plan.slots)
+        self.slots = given if given is not None else slots_for(plan.slots)
         self.pipeline = Pipeline(plan, slots=self.slots, store=self.store)
         self.images: dict[str, ImageWriter] = {}
         for image in plan.images.values():
@@ -327,7 +329,7 @@ class DatasetWriter:
         for image in self.images.values():
             image.flush()
         self.pipeline.drain()
-        if self._owns_ring:  # every frame has left its slot: unmap beside the fsyncs
+        if self._owns_slots:  # every frame has left its slot: unmap beside the fsyncs
             self.slots.release_memory()
         try:
             for image in self.images.values():
@@ -398,6 +400,7 @@ class DatasetWriter:
 def open_dataset(
     spec: DatasetSpec | dict[str, Any],
     *,
+    slots: FrameSlots | None = None,
     ring: FrameSlots | None = None,
     store: Store | None = None,
     root_attrs: dict[str, Any] | None = None,
@@ -414,4 +417,5 @@ def open_dataset(
     under the root's ``attributes.acqwriter`` (JSON values; e.g. an MDA's summary)."""
     spec = DatasetSpec.parse(spec)
     plan = DatasetPlan.of(spec, more_images=more_images)
-    return DatasetWriter(plan, ring=ring, store=store, root_attrs=root_attrs)
+    given = slots if slots is not None else ring
+    return DatasetWriter(plan, slots=given, store=store, root_attrs=root_attrs)

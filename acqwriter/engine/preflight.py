@@ -21,7 +21,14 @@ from acqwriter.store.base import Store
 from acqwriter.store.local import LocalStore
 from acqwriter.validation import SpecError
 
-__all__ = ["check_disk", "check_memory", "check_resources", "ring_for", "slots_for"]
+__all__ = [
+    "check_disk",
+    "check_memory",
+    "check_resources",
+    "preallocate_slots",
+    "ring_for",
+    "slots_for",
+]
 
 
 def check_memory(plan: DatasetPlan) -> None:
@@ -70,14 +77,17 @@ def slots_for(slots: SlotPlan) -> FrameSlots:
     return FrameSlots(slots.frames, slots.shape, slots.dtype, populate_now=False)
 
 
-def ring_for(spec: StreamSpec) -> FrameSlots:
+def preallocate_slots(spec: StreamSpec) -> FrameSlots:
     """Frame slots sized for ``spec``, fully backed by memory before they are used.
 
     Allocate them ahead (e.g. when an acquisition is configured) and pass them to
-    :func:`acqwriter.open_stream` as ``ring`` so that backing a large ring does not
-    delay the first frame."""
+    :func:`acqwriter.open_stream` as ``slots`` so that backing many slots does not delay
+    the first frame."""
     plan = DatasetPlan.of_stream(spec)
     check_memory(plan)
     slots = slots_for(plan.slots)
     slots.wait_populated()
     return slots
+
+
+ring_for = preallocate_slots  # the public API's earlier word for the frame slots

@@ -15,7 +15,8 @@ is populated before :class:`FrameSlots` returns and a background thread keeps
 the hot path rarely page-faults and a writer keeping up with its source never pays for
 memory it does not use. That a shortage of memory shows at the start is kept by a check
 (:func:`acqwriter.engine.preflight.check_memory`); :meth:`FrameSlots.wait_populated`
-backs every slot, for slots allocated ahead (:func:`acqwriter.engine.preflight.ring_for`).
+backs every slot, for slots allocated ahead
+(:func:`acqwriter.engine.preflight.preallocate_slots`).
 A stream starts the thread only after its own threads (:meth:`FrameSlots.start_populating`):
 a thread start maps a stack, which waits for the memory-map lock each populating step
 holds.

@@ -60,16 +60,16 @@ class FrameStream:
     """One acquisition being written. Create with :func:`open_stream`."""
 
     def __init__(
-        self, spec: StreamSpec, ring: FrameSlots | None = None, store: Store | None = None
+        self, spec: StreamSpec, slots: FrameSlots | None = None, store: Store | None = None
     ) -> None:
         self.spec = spec
         self._t_open = time.perf_counter()
-        self._dataset = DatasetWriter(DatasetPlan.of_stream(spec), ring=ring, store=store)
+        self._dataset = DatasetWriter(DatasetPlan.of_stream(spec), slots=slots, store=store)
         self._image = self._dataset.images["image"]
         self.plan = self._dataset.plan  # what was decided: printable (describe())
         self.layout = self._image.layout
         self.store = self._dataset.store
-        self.ring = self._dataset.slots
+        self.slots = self.ring = self._dataset.slots  # ``ring``: the public API's word
 
     def __enter__(self) -> FrameStream:
         return self
@@ -173,17 +173,19 @@ class FrameStream:
 def open_stream(
     spec: StreamSpec | dict[str, Any],
     *,
+    slots: FrameSlots | None = None,
     ring: FrameSlots | None = None,
     store: Store | None = None,
 ) -> FrameStream:
     """Validate ``spec`` and open a stream: the dataset exists (valid, empty) on return.
 
-    ``ring``: preallocated frame slots (see :func:`acqwriter.engine.preflight.ring_for`)
-    to use instead of allocating them; they must be idle (no stream using them) and are
-    not freed at close. ``store``: where to write instead of a new directory at
-    ``spec.out`` (any :class:`acqwriter.store.base.Store`, e.g. a
-    :class:`~acqwriter.store.memory.MemoryStore`); ``spec.out`` then only names the
-    dataset, and the stream takes ownership of the store's lock.
+    ``slots`` (or ``ring``, the same): preallocated frame slots (see
+    :func:`acqwriter.engine.preflight.preallocate_slots`) to use instead of allocating
+    them; they must be idle (no stream using them) and are not freed at close.
+    ``store``: where to write instead of a new directory at ``spec.out`` (any
+    :class:`acqwriter.store.base.Store`, e.g. a :class:`~acqwriter.store.memory.MemoryStore`);
+    ``spec.out`` then only names the dataset, and the stream takes ownership of the
+    store's lock.
 
     Use as a context manager::
 
@@ -192,4 +194,4 @@ def open_stream(
                 stream.append(frame, metadata={"exposure_ms": 10})
         print(stream.summary)
     """
-    return FrameStream(StreamSpec.parse(spec), ring, store)
+    return FrameStream(StreamSpec.parse(spec), slots if slots is not None else ring, store)
