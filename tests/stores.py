@@ -103,3 +103,20 @@ class StoreWrapper(Store):
 
     def flush(self) -> None:
         self.inner.flush()
+
+
+class SinkWrapper(ShardSink):
+    """Every call goes to ``inner`` (a shard sink); a test subclasses it as it does
+    :class:`StoreWrapper`."""
+
+    def __init__(self, inner: ShardSink) -> None:
+        self.inner = inner
+
+    def write(self, segment: Any, n: int, offset: int) -> int:
+        return self.inner.write(segment, n, offset)
+
+    def finish(self, end: int) -> None:
+        self.inner.finish(end)
+
+    def abandon(self) -> None:
+        self.inner.abandon()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stores import StoreWrapper, local_store
+from stores import SinkWrapper, StoreWrapper, local_store
 
 from acqwriter import SpecError, StreamError, open_stream
 from acqwriter.simulators import FrameBank, read_stamp
@@ -100,9 +100,10 @@ class HeldBack:
             time.sleep(0.005)
 
 
-def _fill_small_fs_with_shards(small_fs, seed):
+def _fill_small_fs_with_shards(small_fs, seed, *, store=None, encoder=None):
     """256² uint16 frames, no compression, chunks of 2 frames: automatic shards along t of
-    128 frames (16 MiB), so the 24 MiB disk holds one shard and fills in the second."""
+    128 frames (16 MiB), so the 24 MiB disk holds one shard and fills in the second.
+    ``store``: wraps the dataset's store (called with it); ``encoder``: as open_stream."""
     out = small_fs / "salvage.ome.zarr"
     bank = FrameBank((256, 256), "uint16", size=8, seed=seed)
     stream = open_stream(
@@ -115,7 +116,9 @@ def _fill_small_fs_with_shards(small_fs, seed):
             "disk_check": False,
             "min_free_bytes": 0,
             "pyramid": {"enabled": False},
-        }
+        },
+        store=None if store is None else store(local_store(out)),
+        encoder=encoder,
     )
     assert stream.layout.shard_factors[0] == 64
     return out, bank, stream
@@ -142,18 +145,22 @@ def test_disk_full_in_a_later_shard_keeps_the_finished_front_shard(small_fs, tmp
     # shard has filled the disk: its last segment and index then need room the later
     # shards took. The writer frees those (they cannot enter the extent before it) and
     # finishes the front shard: 128 frames, not 0 (seen 1 run in 4 under load).
-    from acqwriter.engine.shards import ShardWriter
-
     gate = HeldBack()
-    real_finish = ShardWriter.finish
+    data_end = 128 * 256 * 256 * 2  # the front shard's 16 MiB of frames; its index after
 
-    def finish(shard):
-        if shard.key == "0/c/0/0/0" and threading.current_thread().name.startswith("acqwriter"):
-            gate.hold()
-        return real_finish(shard)
+    class FinishHeldBack(SinkWrapper):
+        def write(self, segment, n, offset):
+            if offset >= data_end and threading.current_thread().name.startswith("acqwriter"):
+                gate.hold()  # every chunk is in: this is the finish writing the index
+            return super().write(segment, n, offset)
 
-    monkeypatch.setattr(ShardWriter, "finish", finish)
-    out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=11)
+    class FrontShardHeld(StoreWrapper):
+        def open_shard(self, key):
+            sink = super().open_shard(key)
+            front = key == "0/c/0/0/.0.shard.tmp"  # the front shard while it is written
+            return FinishHeldBack(sink) if front else sink
+
+    out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=11, store=FrontShardHeld)
     gate.stream = stream
     appended = _append_until_failed(stream, bank)
     summary = stream.close()
@@ -174,18 +181,20 @@ def test_disk_full_salvages_the_front_shards_leading_whole_rows(small_fs, tmp_pa
     # stream has failed, so it is never written. The front shard's other chunks are on
     # disk or in memory: it is finished with that chunk empty, and the extent covers its
     # leading whole rows (frames 0-99), every one real data.
-    from acqwriter.engine.array import ArrayWriter
+    from acqwriter.codec.blosc import IntoEncoder
 
     gate = HeldBack()
-    real_process = ArrayWriter.process_tile
 
-    def process_tile(writer, batch, *args):
-        if any(index == 100 for index, _ in batch.entries):
-            gate.hold()
-        return real_process(writer, batch, *args)
+    class HeldAtFrame100(IntoEncoder):
+        def encode_into(self, data, *args):
+            if read_stamp(data[0]) == 100:  # the chunk of frames 100-101
+                gate.hold()  # queued until a later shard has filled the disk
+                # the stream has failed: a queued chunk is not written (as the engine
+                # does with one it has not started); the first error stays the stream's
+                raise RuntimeError("not compressed: the stream has failed")
+            return super().encode_into(data, *args)
 
-    monkeypatch.setattr(ArrayWriter, "process_tile", process_tile)
-    out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=12)
+    out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=12, encoder=HeldAtFrame100)
     gate.stream = stream
     _append_until_failed(stream, bank)
     summary = stream.close()

@@ -28,10 +28,11 @@ def _frames(shape, n, seed=1):
     return [bank.frame(i) for i in range(n)]  # stamped, different every frame
 
 
-def _write(out, frames, **spec):
+def _write(out, frames, store=None, **spec):
     stream = open_stream(
         {"out": out, "shape": frames[0].shape, "dtype": "uint16", "pyramid": {"enabled": False}}
-        | spec
+        | spec,
+        store=store,
     )
     for f in frames:
         stream.append(f)
@@ -423,21 +424,34 @@ def test_a_slow_stream_sealed_into_its_unfinished_t_shard_is_readable_in_time(tm
     assert not list(out.rglob("*.tmp"))  # the shard's temporary file was renamed into place
 
 
-def test_a_fast_stream_never_seals(tmp_path, monkeypatch):
-    from acqwriter.engine.shards import ShardWriter
+def test_a_fast_stream_never_seals(tmp_path):
+    """A seal copies a shard so far to its key (``write_atomic`` of a chunk key); a fast
+    stream only ever publishes finished shards."""
+    from stores import StoreWrapper, local_store
 
     seals = []
-    real_seal = ShardWriter.seal
 
-    def counting_seal(self):  # the real seal, counted
-        seals.append(self.key)
-        return real_seal(self)
+    class CountingSeals(StoreWrapper):
+        def write_atomic(self, key, data):
+            if "/c/" in key:
+                seals.append(key)
+            super().write_atomic(key, data)
 
-    monkeypatch.setattr(ShardWriter, "seal", counting_seal)
     out = tmp_path / "fast.ome.zarr"
     frames = _frames((64, 64), 3000)
-    _write(out, frames, shards={"t": 256})  # default shard_seal_s: 1 s
+    _write(out, frames, shards={"t": 256}, store=CountingSeals(local_store(out)))
     assert seals == []
+    # the count sees seals: a slow stream's shard is sealed while it waits
+    slow = tmp_path / "slow.ome.zarr"
+    spec = {"out": slow, "shape": (64, 64), "dtype": "uint16", "shards": {"t": 256}}
+    spec |= {"shard_seal_s": 0.05, "commit_interval_s": 0.01, "pyramid": {"enabled": False}}
+    with open_stream(spec, store=CountingSeals(local_store(slow))) as stream:
+        for i, frame in enumerate(frames[:3]):
+            stream.append(frame)
+            deadline = time.monotonic() + 30
+            while len(seals) <= i and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert seals and set(seals) == {"0/c/0/0/0"}
     np.testing.assert_array_equal(read_zarr(out), np.stack(frames))
     assert len(_shard_files(out)) == 12  # 3 000 / 256, the last one partial
 

@@ -452,22 +452,19 @@ def test_direct_io_roundtrip(tmp_path, io):
     check_dataset(out)
 
 
-class SlowWriterThreads:
-    """Timing only (the real encoder still runs): the stream's writer threads take
-    ``delay`` s per chunk, so a producer outruns them and finds the ring full, as it
-    does when compression is slower than the camera."""
+def slow_compression(delay: float = 0.01):
+    """An encoder (``open_stream(..., encoder=...)``) whose writer threads take ``delay``
+    s per chunk (the real encoder still runs, timing only): a producer outruns them and
+    finds the slots full, as it does when compression is slower than the camera."""
+    from acqwriter.codec.blosc import IntoEncoder
 
-    def __init__(self, monkeypatch, delay: float = 0.01) -> None:
-        from acqwriter.codec.blosc import IntoEncoder
-
-        real = IntoEncoder.encode_into
-
-        def encode_into(encoder, data, *args):
+    class SlowEncoder(IntoEncoder):
+        def encode_into(self, data, *args):
             if threading.current_thread().name.startswith("acqwriter-compress"):
                 time.sleep(delay)
-            return real(encoder, data, *args)
+            return super().encode_into(data, *args)
 
-        monkeypatch.setattr(IntoEncoder, "encode_into", encode_into)
+    return SlowEncoder
 
 
 @pytest.mark.parametrize(
@@ -480,7 +477,7 @@ class SlowWriterThreads:
     ids=["files", "files-sync", "io-threads"],
 )
 def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, shape, extra):
-    SlowWriterThreads(monkeypatch)
+    slow = slow_compression()
     out = tmp_path / "inline.ome.zarr"
     bank, _ = frames_of(shape, "uint16", 0)
     frame_bytes = shape[0] * shape[1] * 2
@@ -488,7 +485,7 @@ def test_full_ring_frames_are_compressed_by_the_producer(tmp_path, monkeypatch, 
     n = 24
     spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
     spec |= {"ring_bytes": 2 * frame_bytes, **extra}
-    with open_stream(spec) as stream:
+    with open_stream(spec, encoder=slow) as stream:
         for i in range(n):
             bank.fill(buffer, i)  # one buffer, refilled at once: nothing may keep it
             assert stream.append(buffer, metadata={"i": i}) == i
@@ -514,7 +511,7 @@ def test_a_backlog_of_big_chunks_is_compressed_by_the_producer_before_the_ring_f
     """Big unsharded chunks (pipelined to the I/O threads): once the writer threads have
     a backlog the producer compresses its own frames, so the ring's backlog stays short
     and its memory mostly untouched, and every frame reads back exact."""
-    SlowWriterThreads(monkeypatch, delay=0.02)
+    slow = slow_compression(0.02)
     out = tmp_path / "early.ome.zarr"
     shape = (1024, 1024)
     bank, _ = frames_of(shape, "uint16", 0)
@@ -522,7 +519,7 @@ def test_a_backlog_of_big_chunks_is_compressed_by_the_producer_before_the_ring_f
     n, capacity = 40, 24
     spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
     spec |= {"ring_bytes": capacity * shape[0] * shape[1] * 2}
-    with open_stream(spec) as stream:
+    with open_stream(spec, encoder=slow) as stream:
         assert stream.slots.capacity == capacity
         for i in range(n):
             bank.fill(buffer, i)
@@ -546,26 +543,21 @@ def test_a_compression_failure_on_the_producer_fails_the_stream_cleanly(tmp_path
     extent exact (a failed stream stops: its extent ends at the first frame not on
     disk), and the encoded-chunk buffer the producer held goes back to the pool
     once (two compressors sharing a buffer would corrupt chunks)."""
-    from acqwriter.codec.blosc import IntoEncoder
-
-    real = IntoEncoder.encode_into
     producer_calls = [0]
 
-    def encode_into(encoder, data, *args):
-        if threading.current_thread().name.startswith("acqwriter-compress"):
-            time.sleep(0.02)
-        elif threading.current_thread() is threading.main_thread():
-            producer_calls[0] += 1
-            if producer_calls[0] == 20:
-                raise RuntimeError("injected compression failure")
-        return real(encoder, data, *args)
+    class FailingOnTheProducer(slow_compression(0.02)):
+        def encode_into(self, data, *args):
+            if threading.current_thread() is threading.main_thread():
+                producer_calls[0] += 1
+                if producer_calls[0] == 20:
+                    raise RuntimeError("injected compression failure")
+            return super().encode_into(data, *args)
 
-    monkeypatch.setattr(IntoEncoder, "encode_into", encode_into)
     out = tmp_path / "fail.ome.zarr"
     shape = (1024, 1024)
     bank, _ = frames_of(shape, "uint16", 0)
     spec = {"out": out, "shape": shape, "dtype": "uint16", "threads": 1}
-    stream = open_stream(spec)
+    stream = open_stream(spec, encoder=FailingOnTheProducer)
     assert stream.encoded_buffers is not None
     with pytest.raises(StreamError, match="injected compression failure"):
         for i in range(60):
@@ -604,12 +596,12 @@ def test_sharded_frames_wait_for_a_slot_instead(tmp_path, monkeypatch, shards):
     """Into shards the producer does not compress: its frames are a whole ring ahead of
     the writer threads and would each open a shard (and its staging) of their own, so
     memory would grow with the ring. They wait for a slot; nothing is lost."""
-    SlowWriterThreads(monkeypatch)
+    slow = slow_compression()
     out = tmp_path / "sharded.ome.zarr"
     _, frames = frames_of((64, 48), "uint16", 24)
     spec = {"out": out, "shape": (64, 48), "dtype": "uint16", "threads": 1, "shards": shards}
     spec |= {"ring_bytes": 2 * 64 * 48 * 2, "sync": "always"}
-    with open_stream(spec) as stream:
+    with open_stream(spec, encoder=slow) as stream:
         for i, frame in enumerate(frames):
             stream.append(frame, metadata={"i": i})
     summary = stream.summary
@@ -623,12 +615,12 @@ def test_sharded_frames_wait_for_a_slot_instead(tmp_path, monkeypatch, shards):
 
 def test_chunks_spanning_frames_wait_for_a_slot_instead(tmp_path, monkeypatch):
     """A frame that is only part of a chunk cannot be compressed alone: it waits."""
-    SlowWriterThreads(monkeypatch)
+    slow = slow_compression()
     out = tmp_path / "span.ome.zarr"
     _, frames = frames_of((32, 32), "uint16", 12)
     spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
     spec |= {"chunks": {"t": 2}, "ring_bytes": 4 * 32 * 32 * 2, "shards": "none"}
-    with open_stream(spec) as stream:
+    with open_stream(spec, encoder=slow) as stream:
         for frame in frames:
             stream.append(frame)
     assert stream.summary.ok and stream.summary.frames_inline == 0
@@ -640,24 +632,21 @@ def test_close_compresses_the_backlog_beside_the_writer_threads(tmp_path, monkey
     """At close the ring's backlog is compressed by the closing thread too (it would
     otherwise only wait), whole-frame chunks and chunks assembled from several frames
     alike; the data reads back exact."""
-    from acqwriter.engine.array import ArrayWriter
-
-    SlowWriterThreads(monkeypatch, delay=0.02)
     closers: list[str] = []
-    real = ArrayWriter.process_tile
 
-    def process_tile(writer, *args):
-        name = threading.current_thread().name
-        if not name.startswith("acqwriter-"):
-            closers.append(name)
-        return real(writer, *args)
+    class SeenCompressing(slow_compression(0.02)):
+        def encode_into(self, data, *args):
+            name = threading.current_thread().name
+            if not name.startswith("acqwriter-"):
+                closers.append(name)
+            return super().encode_into(data, *args)
 
-    monkeypatch.setattr(ArrayWriter, "process_tile", process_tile)
+    slow = SeenCompressing
     out = tmp_path / "backlog.ome.zarr"
     _, frames = frames_of((32, 32), "uint16", 16)
     spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1, "chunks": chunks}
     spec |= {"ring_bytes": 16 * 32 * 32 * 2, "shards": "none"}
-    stream = open_stream(spec)
+    stream = open_stream(spec, encoder=slow)
     for frame in frames:
         stream.append(frame)
     assert stream.summary.frames_inline == 0  # the ring held every frame: a backlog
@@ -671,12 +660,12 @@ def test_close_compresses_the_backlog_beside_the_writer_threads(tmp_path, monkey
 
 def test_drop_policy_never_compresses_on_the_producer(tmp_path, monkeypatch):
     """Under ``drop`` the producer must never be held up: a full ring drops the frame."""
-    SlowWriterThreads(monkeypatch, delay=0.05)
+    slow = slow_compression(0.05)
     out = tmp_path / "dropfast.ome.zarr"
     _, frames = frames_of((32, 32), "uint16", 10)
     spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
     spec |= {"ring_bytes": 2 * 32 * 32 * 2, "overflow": "drop"}
-    with open_stream(spec) as stream:
+    with open_stream(spec, encoder=slow) as stream:
         for frame in frames:
             stream.append(frame)
     summary = stream.summary
@@ -686,13 +675,13 @@ def test_drop_policy_never_compresses_on_the_producer(tmp_path, monkeypatch):
 
 def test_a_failure_while_compressing_on_the_producer_is_raised(tmp_path, monkeypatch):
 
-    SlowWriterThreads(monkeypatch)
+    slow = slow_compression()
     FullDiskStore.budget = 5
     out = tmp_path / "inlinefail.ome.zarr"
     bank, _ = frames_of((32, 32), "uint16", 0)
     spec = {"out": out, "shape": (32, 32), "dtype": "uint16", "threads": 1}
     spec |= {"ring_bytes": 2 * 32 * 32 * 2, "shards": "none"}
-    stream = open_stream(spec, store=FullDiskStore(local_store(out)))
+    stream = open_stream(spec, store=FullDiskStore(local_store(out)), encoder=slow)
     with pytest.raises(StreamError, match="No space left on device"):
         for i in range(100):
             stream.append(bank.frame(i))

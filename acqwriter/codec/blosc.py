@@ -33,6 +33,7 @@ import functools
 import importlib.util
 import itertools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,13 @@ import numpy as np
 from acqwriter.codec.chain import chunk_encoder
 from acqwriter.codec.settings import SHUFFLE_IDS, Compression
 
-__all__ = ["BLOSC_OVERHEAD", "IntoEncoder", "blosc_compressor", "max_compressed_size"]
+__all__ = [
+    "BLOSC_OVERHEAD",
+    "EncoderFactory",
+    "IntoEncoder",
+    "blosc_compressor",
+    "max_compressed_size",
+]
 
 BLOSC_OVERHEAD = 16  # BLOSC_MAX_OVERHEAD: header of a chunk that did not compress
 
@@ -180,3 +187,8 @@ class IntoEncoder:
         n = len(encoded)
         memoryview(dest)[:n] = encoded
         return n
+
+
+# What makes the encoder of an array's chunks, from its codec and dtype: IntoEncoder, or
+# a subclass that instruments it (tests inject slow or failing compression this way)
+EncoderFactory = Callable[[Compression, np.dtype], IntoEncoder]

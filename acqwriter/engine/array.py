@@ -32,7 +32,6 @@ from acqwriter.engine.commit import CommitLoop, ExtentCommitter
 from acqwriter.engine.open_shards import OpenShards
 
 if TYPE_CHECKING:
-    from acqwriter.codec.settings import Compression
     from acqwriter.engine.guard import DiskGuard, Health
     from acqwriter.engine.ledger import FrameLedger
     from acqwriter.engine.slots import FrameSlots
@@ -53,7 +52,7 @@ class ArrayWriter:
         layout: FrameLayout,
         keys: ArrayKeys,
         array_meta: dict,
-        codec: Compression,
+        encoder: IntoEncoder,
         store: Store,
         slots: FrameSlots,
         compressors: CompressorPool,
@@ -74,7 +73,7 @@ class ArrayWriter:
         self._encoded = encoded
         self._health = health
         self._guard = guard
-        self._encoder = IntoEncoder(codec, layout.dtype)
+        self._encoder = encoder
         self._max_encoded = max_compressed_size(layout.chunk_bytes)
         self._assembler = ChunkAssembler(layout)
         self._lock = threading.Lock()

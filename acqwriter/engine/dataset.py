@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.codec.blosc import EncoderFactory
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.engine.hierarchy import write_groups
 from acqwriter.engine.image import ImageWriter, checked_frame
@@ -67,6 +68,7 @@ class DatasetWriter:
         slots: FrameSlots | None = None,
         store: Store | None = None,
         root_attrs: dict[str, Any] | None = None,
+        encoder: EncoderFactory | None = None,
     ) -> None:
         self.plan = plan
         self.spec = writer = plan.writer  # the writer options (out, ring, sync, ...)
@@ -94,7 +96,7 @@ class DatasetWriter:
             check_disk(plan, store)
         self.store = store if store is not None else open_store(writer)
         self.slots = given if given is not None else slots_for(plan.slots)
-        self.pipeline = Pipeline(plan, slots=self.slots, store=self.store)
+        self.pipeline = Pipeline(plan, slots=self.slots, store=self.store, encoder=encoder)
         self.images: dict[str, ImageWriter] = {}
         for image in plan.images.values():
             self._wire(image)
@@ -405,6 +407,7 @@ def open_dataset(
     store: Store | None = None,
     root_attrs: dict[str, Any] | None = None,
     more_images: bool = False,
+    encoder: EncoderFactory | None = None,
 ) -> DatasetWriter:
     """Validate ``spec`` and open a dataset of many images: the whole hierarchy exists
     (valid, empty) on return. Frames go to ``append(frame, image=KEY, index={...})``.
@@ -418,4 +421,4 @@ def open_dataset(
     spec = DatasetSpec.parse(spec)
     plan = DatasetPlan.of(spec, more_images=more_images)
     given = slots if slots is not None else ring
-    return DatasetWriter(plan, slots=given, store=store, root_attrs=root_attrs)
+    return DatasetWriter(plan, slots=given, store=store, root_attrs=root_attrs, encoder=encoder)

@@ -66,7 +66,7 @@ class ImageWriter:
             layout=layout,
             keys=self.keys,
             array_meta=self._array_meta,
-            codec=spec.codec,
+            encoder=pipeline.encoder(spec.codec, layout.dtype),
             store=store,
             slots=pipeline.slots,
             compressors=pipeline.compressors,

@@ -14,6 +14,7 @@ shards finished, :meth:`stop_commits`, each image's final commit.
 
 from __future__ import annotations
 
+from acqwriter.codec.blosc import EncoderFactory, IntoEncoder
 from acqwriter.engine.array import ArrayWriter
 from acqwriter.engine.commit import CommitLoop
 from acqwriter.engine.guard import DiskGuard, Health
@@ -35,8 +36,11 @@ class Pipeline:
         *,
         slots: FrameSlots,
         store: Store,
+        encoder: EncoderFactory | None = None,
     ) -> None:
         self.slots = slots
+        # what compresses each image's chunks, given its codec and dtype
+        self.encoder: EncoderFactory = encoder or IntoEncoder
         self.store = store
         self.health = Health()
         self.health.on_fail(slots.close)

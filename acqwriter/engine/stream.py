@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.codec.blosc import EncoderFactory
 from acqwriter.engine.dataset import DatasetWriter
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.engine.slots import FrameSlots
@@ -60,11 +61,16 @@ class FrameStream:
     """One acquisition being written. Create with :func:`open_stream`."""
 
     def __init__(
-        self, spec: StreamSpec, slots: FrameSlots | None = None, store: Store | None = None
+        self,
+        spec: StreamSpec,
+        slots: FrameSlots | None = None,
+        store: Store | None = None,
+        encoder: EncoderFactory | None = None,
     ) -> None:
         self.spec = spec
         self._t_open = time.perf_counter()
-        self._dataset = DatasetWriter(DatasetPlan.of_stream(spec), slots=slots, store=store)
+        plan = DatasetPlan.of_stream(spec)
+        self._dataset = DatasetWriter(plan, slots=slots, store=store, encoder=encoder)
         self._image = self._dataset.images["image"]
         self.plan = self._dataset.plan  # what was decided: printable (describe())
         self.layout = self._image.layout
@@ -176,6 +182,7 @@ def open_stream(
     slots: FrameSlots | None = None,
     ring: FrameSlots | None = None,
     store: Store | None = None,
+    encoder: EncoderFactory | None = None,
 ) -> FrameStream:
     """Validate ``spec`` and open a stream: the dataset exists (valid, empty) on return.
 
@@ -185,7 +192,8 @@ def open_stream(
     ``store``: where to write instead of a new directory at ``spec.out`` (any
     :class:`acqwriter.store.base.Store`, e.g. a :class:`~acqwriter.store.memory.MemoryStore`);
     ``spec.out`` then only names the dataset, and the stream takes ownership of the
-    store's lock.
+    store's lock. ``encoder``: what compresses each chunk, given the codec and dtype
+    (default :class:`~acqwriter.codec.blosc.IntoEncoder`; a subclass instruments it).
 
     Use as a context manager::
 
@@ -194,4 +202,5 @@ def open_stream(
                 stream.append(frame, metadata={"exposure_ms": 10})
         print(stream.summary)
     """
-    return FrameStream(StreamSpec.parse(spec), slots if slots is not None else ring, store)
+    given = slots if slots is not None else ring
+    return FrameStream(StreamSpec.parse(spec), given, store, encoder)
