@@ -59,7 +59,7 @@ import numpy as np
 
 # acqwriter.codec.settings.ZSTD_BLOCK_BYTES, the block size acqwriter's "auto" gives blosc zstd (not
 # imported: a peer's child process must not load acqwriter and its pydantic models, which
-# would add to its peak RSS; tests/test_bench_peers.py checks the two agree)
+# would add to its peak RSS; tests/e2e/test_bench_peers.py checks the two agree)
 ZSTD_BLOCK_BYTES = 1 << 20
 _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # c-blosc's numbering
 

@@ -5,7 +5,7 @@ measure the idle daemon, then print how many of each were tried.
     python benchmarks/hostile.py                 # the suite's own counts (20 kills each)
     python benchmarks/hostile.py --kills 200     # a longer soak of the kill tests
 
-It runs ``tests/test_hostile.py`` (the same checks CI runs) with pytest, the kill count
+It runs ``tests/e2e/test_hostile.py`` (the same checks CI runs) with pytest, the kill count
 raised as asked, and prints the counts the tests recorded. Exit status: pytest's.
 """
 
@@ -37,7 +37,7 @@ def main() -> int:
                 "-q",
                 "-p",
                 "no:cacheprovider",
-                "tests/test_hostile.py",
+                "tests/e2e/test_hostile.py",
             ],
             cwd=ROOT,
             env=env,

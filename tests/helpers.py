@@ -210,3 +210,24 @@ def peak_rss_during(fn) -> tuple[int, int]:
         done.set()
         t.join()
     return base, peak[0]
+
+
+def resident_pages(address: int, nbytes: int) -> int:
+    """Pages of [address, address + nbytes) backed by memory in this process, 0 when the
+    range is not mapped at all (Linux ``mincore`` fails with ENOMEM there). Counting
+    resident pages rather than asking "mapped?" keeps the check true if another
+    allocation happens to be mapped at the freed address before it runs."""
+    import ctypes
+    import errno
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    start = address - address % page
+    length = address + nbytes - start
+    vec = (ctypes.c_ubyte * (-(-length // page)))()
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    if libc.mincore(ctypes.c_void_p(start), length, vec) != 0:
+        assert ctypes.get_errno() == errno.ENOMEM
+        return 0
+    return sum(v & 1 for v in vec)

@@ -10,7 +10,7 @@ So for blosc we call ``blosc_compress_ctx`` — the very function numcodecs call
 copy of c-blosc that numcodecs ships (its extension module exports the C API) — with
 the destination set to the writer thread's page-aligned buffer. Same library, same
 arguments (contextual mode, one internal thread, the spec's block size): the bytes are
-identical to ``numcodecs.Blosc.encode`` (``tests/test_codec.py`` checks it for every
+identical to ``numcodecs.Blosc.encode`` (``tests/unit/test_codec.py`` checks it for every
 cname/shuffle we offer). ctypes releases the GIL for the call, like numcodecs.
 
 Which copy of c-blosc: numcodecs' wheels build it for plain x86-64 (``-mno-avx2``: the

@@ -13,7 +13,7 @@ import pytest
 
 from acqwriter.layers import BASE, CORE, HARDWARE, ORDER, order_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # entry points of the outer layers that live in the acqwriter folder
 ENTRY = {"acqwriter.__main__"}
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acqwriter import jsonio
+from acqwriter.plan.dataset import DatasetPlan
 from acqwriter.simulators import FrameBank, read_stamp
+from acqwriter.spec.model import StreamSpec
 from helpers import check_dataset, read_zarr, run_cli
 
 
@@ -175,3 +178,34 @@ def test_duration_and_progress_bar(tmp_path, acqwriter):
     n = read_zarr(out).shape[0]
     assert 10 <= n <= 40
     assert Path(out / "0" / "frame_metadata.jsonl").read_text().count("\n") == n
+
+
+def test_acquire_plan_prints_and_writes_nothing(tmp_path):
+    out = tmp_path / "run.ome.zarr"
+    args = ["acquire", "--camera", "sim", "--shape", "512x512", "--frames", "40"]
+    args += ["--out", str(out)]
+    shown = run_cli(*args, "--plan", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "level 1: (grows, 256, 256)" in shown.stdout and "frame slots" in shown.stdout
+    as_json = run_cli(*args, "--plan", "--json", cwd=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    data = jsonio.loads(as_json.stdout)
+    expected = DatasetPlan.of_stream(
+        StreamSpec.parse({"out": out, "shape": (512, 512), "dtype": "uint16"})
+    )
+    assert data["slots"]["frames"] == expected.slots.frames
+    assert data["images"][0]["levels"][1]["shape"] == [None, 256, 256]
+    assert not out.exists()
+
+
+def test_acquire_plan_of_positions_lists_each_image(tmp_path):
+    out = tmp_path / "pos.ome.zarr"
+    shown = run_cli(
+        "acquire", "--camera", "sim", "--shape", "64x64", "--frames", "2", "--positions", "3",
+        "--out", str(out), "--plan", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    data = jsonio.loads(shown.stdout)
+    assert data["layout"] == "collection"
+    assert [i["key"] for i in data["images"]] == ["p0", "p1", "p2"]
+    assert not out.exists()

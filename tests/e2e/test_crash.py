@@ -24,7 +24,7 @@ from acqwriter.post.recover import RecoverError, recover
 from acqwriter.simulators import FrameBank, read_stamp
 from helpers import check_dataset, read_tensorstore, read_zarr, run_cli
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 SHAPE = (48, 40)
 
 

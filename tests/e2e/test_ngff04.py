@@ -22,7 +22,7 @@ from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank, read_stamp
 from helpers import check_dataset, frame_records, read_tensorstore, read_zarr, run_cli
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 
 
 def _ome_zarr_read(path: Path) -> tuple[list[np.ndarray], dict]:

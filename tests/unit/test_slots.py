@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from acqwriter.engine.slots import FrameSlots
-from helpers import resident_fraction
+from helpers import resident_fraction, resident_pages
 
 
 def test_frames_written_while_the_ring_populates_survive() -> None:
@@ -178,27 +178,6 @@ def test_populate_backing_leaves_what_it_cannot_name_alone() -> None:
     readonly.flags.writeable = False
     populate_backing(readonly)
     assert not readonly.any()
-
-
-def resident_pages(address: int, nbytes: int) -> int:
-    """Pages of [address, address + nbytes) backed by memory in this process, 0 when the
-    range is not mapped at all (Linux ``mincore`` fails with ENOMEM there). Counting
-    resident pages rather than asking "mapped?" keeps the check true if another
-    allocation happens to be mapped at the freed address before it runs."""
-    import ctypes
-    import errno
-    import mmap
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    page = mmap.PAGESIZE
-    start = address - address % page
-    length = address + nbytes - start
-    vec = (ctypes.c_ubyte * (-(-length // page)))()
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-    if libc.mincore(ctypes.c_void_p(start), length, vec) != 0:
-        assert ctypes.get_errno() == errno.ENOMEM
-        return 0
-    return sum(v & 1 for v in vec)
 
 
 def test_release_memory_unmaps_the_slots_and_keeps_the_counters() -> None:

@@ -14,6 +14,8 @@ import pytest
 from acqwriter import open_stream
 from acqwriter.simulators import FrameBank
 
+TESTS = Path(__file__).resolve().parents[1]  # tests/: the reader script
+
 
 @pytest.mark.parametrize("shards", ["none", "auto"])
 def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path, shards):
@@ -32,10 +34,15 @@ def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path, shards):
         "shard_seal_s": 0.05,
         "pyramid": {"enabled": False},
     }
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
     stream = open_stream(spec)
     reader = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "live_reader.py"), str(out), *map(str, shape)],
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "live_reader.py"),
+            str(out),
+            *map(str, shape),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_peers.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers.py"
 WRITERS = ["acqwriter", "tensorstore", "zarr-python"]
 
 

@@ -20,7 +20,7 @@ from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank
 from helpers import check_dataset, frame_records, read_zarr, run_cli, validate_ngff
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 
 
 def _plate_frames_ok(out: Path, seed: int) -> dict[str, int]:

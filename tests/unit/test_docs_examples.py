@@ -16,7 +16,7 @@ import pytest
 from acqwriter.acquisition.spec import AcquisitionSpec
 from helpers import check_dataset, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 _FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 

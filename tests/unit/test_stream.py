@@ -695,7 +695,7 @@ def test_a_failure_while_compressing_on_the_producer_is_raised(tmp_path, monkeyp
 
 
 def _resident(address: int, nbytes: int) -> int:
-    from test_ring import resident_pages
+    from helpers import resident_pages
 
     return resident_pages(address, nbytes)
 

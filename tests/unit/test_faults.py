@@ -28,7 +28,7 @@ from helpers import (
     run_cli,
 )
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 
 
 @pytest.fixture
@@ -150,8 +150,9 @@ def test_disk_full_in_a_later_shard_keeps_the_finished_front_shard(small_fs, tmp
 
     class FinishHeldBack(SinkWrapper):
         def write(self, segment, n, offset):
-            if offset >= data_end and threading.current_thread().name.startswith("acqwriter"):
-                gate.hold()  # every chunk is in: this is the finish writing the index
+            # the write that ends past the frames' bytes carries the index: the finish
+            if offset + n > data_end and threading.current_thread().name.startswith("acqwriter"):
+                gate.hold()
             return super().write(segment, n, offset)
 
     class FrontShardHeld(StoreWrapper):
