@@ -1,11 +1,12 @@
 """Before/after: one scenario's speed and peak RSS with two versions of acqwriter,
 interleaved in one run (the disk's and the host's speed drift between runs).
 
-    python benchmarks/ab.py --before /path/to/other/checkout --scenarios a,c,d,e --pairs 5
+    python benchmarks/ab.py --before /path/to/other/checkout --scenarios a,c,d,e,plate --pairs 5
 
 Each run is ``benchmarks/phases.py SCENARIO`` in a fresh process, settled first
 (``PHASES_SETTLE``), importing acqwriter from the other checkout for "before" and from
-this one for "after".
+this one for "after". ``plate`` is ``benchmarks/positions.py``'s 16-well plate (scenario
+(a)'s frames, 304 of them interleaved over the wells).
 Prints, per scenario, the median MB/s of each version with its range, the ratio of the
 medians, every pair's ratio, and the peak RSS.
 """
@@ -13,6 +14,7 @@ medians, every pair's ratio, and the peak RSS.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -41,13 +43,21 @@ BOOT = (
 
 def run(scenario: str, root: str, settle: str) -> tuple[float, float]:
     env = dict(os.environ, PHASES_SETTLE=settle)
+    if scenario == "plate":
+        script = [str(HERE / "positions.py"), "--one", "positions", "--positions", "16"]
+        script += ["--frames", "304"]
+    else:
+        script = [str(HERE / "phases.py"), scenario]
     out = subprocess.run(
-        [sys.executable, "-c", BOOT, root, str(HERE / "phases.py"), scenario],
+        [sys.executable, "-c", BOOT, root, *script],
         env=env,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    if scenario == "plate":
+        result = json.loads(out.strip().splitlines()[-1])
+        return result["mb_s"], result["rss_mb"]
     rate = float(re.search(r"= (\d+) MB/s raw", out).group(1))
     rss = float(re.search(r"peak RSS (\d+) MB", out).group(1))
     return rate, rss

@@ -31,7 +31,7 @@ from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
 from acqwriter.format.ngff_v05 import group_metadata, level0
 from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
-from acqwriter.format.versions import array_document, array_keys, write_group
+from acqwriter.format.versions import array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.dataset import ImagePlan
 from acqwriter.post.pyramid import BuildProgress, build_pyramid
@@ -57,9 +57,7 @@ class ImageWriter:
         self._pipeline = pipeline
         self.attrs = dict(plan.attrs)  # carried in attributes.acqwriter (translation, key)
         self.keys = array_keys("0", spec.ngff_version)  # level 0
-        self._array_meta = array_document(
-            spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape
-        )
+        self._array_meta = plan.array_document()
         self.levels = [level0(spec)]
         self.ledger = FrameLedger(layout, by_index=by_index)
         self.writer = ArrayWriter(

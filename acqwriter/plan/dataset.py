@@ -35,6 +35,7 @@ import numpy as np
 from acqwriter.codec.blosc import max_compressed_size
 from acqwriter.format.layouts import image_path_in, plate_document
 from acqwriter.format.ngff_v05 import TRANSLATION_KEY
+from acqwriter.format.versions import array_document
 from acqwriter.plan.layout import FrameLayout
 from acqwriter.plan.pyramid import level_chunks, no_pyramid_reason, plan_levels
 from acqwriter.plan.resources import RING_MAX_FRAMES, Resources
@@ -96,6 +97,14 @@ class ImagePlan:
             for k, shape in enumerate(plan_levels(spec, sizes), start=1):
                 levels.append(LevelPlan(k, _shown(shape, grows), level_chunks(spec, shape)))
         return cls(key, path, spec, resources, tuple(levels), attrs, reason)
+
+    def array_document(self) -> dict[str, Any]:
+        """Level 0's array metadata as first written (its first axis empty), in the
+        Zarr version of the image's OME-NGFF version."""
+        layout = self.layout
+        return array_document(
+            self.spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape
+        )
 
     def to_dict(self) -> dict[str, Any]:
         layout = self.layout
