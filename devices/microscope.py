@@ -46,6 +46,19 @@ class Microscope:
             raise DeviceError("the microscope is closed") from None
 
     @classmethod
+    def open(cls, source: str | Path) -> Microscope:
+        """The microscope of a Micro-Manager configuration file (:meth:`from_config`).
+        The simulators (``"sim"``, ``"demo"``) are not hardware: the acquisition layer
+        opens them (:func:`acqwriter.acquisition.open_microscope`), and this says so."""
+        text = str(source)
+        if text in ("sim", "demo"):
+            raise DeviceError(
+                f"camera: {text!r} is a simulator, not a configuration file; open it with "
+                f"acqwriter.acquisition.open_microscope({text!r})"
+            )
+        return cls.from_config(text)
+
+    @classmethod
     def from_config(cls, path: str | Path) -> Microscope:
         """The microscope a Micro-Manager configuration file describes (real adapters,
         wherever pymmcore-plus finds Micro-Manager's device adapters)."""

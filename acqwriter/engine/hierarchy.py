@@ -14,7 +14,7 @@ from typing import Any
 
 from acqwriter.engine.image import ImageWriter
 from acqwriter.format.keys import COLLECTION_OME_XML
-from acqwriter.format.layouts import dataset_root, group_documents
+from acqwriter.format.layouts import dataset_root
 from acqwriter.format.ngff_v05 import TRANSLATION_KEY
 from acqwriter.format.ome_xml import collection_ome_xml
 from acqwriter.format.summary import DatasetSummary
@@ -42,7 +42,7 @@ def write_groups(
     write = store.write_atomic
     if plan.layout == "collection":
         write(COLLECTION_OME_XML, _ome_xml(images.values(), state))
-    for prefix, document in group_documents(plan.layout, list(paths.values())):
+    for prefix, document in plan.group_documents():
         write_group(write, document, version, prefix)
     attrs: dict[str, Any] = {"state": state, "layout": plan.layout, "images": paths, **root_attrs}
     if summary is not None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from acqwriter.codec.blosc import max_compressed_size
-from acqwriter.format.layouts import image_path_in, plate_document
+from acqwriter.format.layouts import group_documents, image_path_in, plate_document
 from acqwriter.format.ngff_v05 import TRANSLATION_KEY
 from acqwriter.format.versions import array_document
 from acqwriter.plan.layout import FrameLayout
@@ -234,6 +234,12 @@ class DatasetPlan:
         if self.layout == "plate":
             self.plate = plate_document(one, list(self.images))
         return added
+
+    def group_documents(self) -> list[tuple[str, bytes]]:
+        """The documents of the groups between the root and the images (a collection's
+        ``OME`` series, a plate's wells and rows), as (prefix, document); the root's own
+        document says the dataset's state and is written by the engine as it changes."""
+        return group_documents(self.layout, [i.path for i in self.images.values()])
 
     # -- what it takes ------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from acqwriter.devices import (
     CameraTimeout,
     DeviceError,
     LostFrames,
+    Microscope,
     SequenceEnded,
     pixel_dtype,
 )
@@ -159,6 +160,13 @@ def test_open_refuses_unknown_sources(tmp_path):
     bad.write_text("Device,Cam,NoSuchAdapter,NoSuchCamera\n")
     with pytest.raises(DeviceError, match="cannot load Micro-Manager config"):
         open_microscope(str(bad))
+    # the hardware layer opens configuration files, and names the way to a simulator
+    with pytest.raises(DeviceError, match="cannot load Micro-Manager config"):
+        Microscope.open(str(bad))
+    with pytest.raises(DeviceError, match=r"open_microscope\('sim'\)"):
+        Microscope.open("sim")
+    with pytest.raises(DeviceError, match="not an existing Micro-Manager config file"):
+        Microscope.from_config(tmp_path / "missing.cfg")
 
 
 def test_demo_camera_sequence(collect_cores):
