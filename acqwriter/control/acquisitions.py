@@ -28,7 +28,7 @@ from acqwriter.control.paths import check_out
 from acqwriter.control.protocol import ControlError, DevicesParams, StatusResult
 from acqwriter.control.session import Session
 from acqwriter.spec.model import SpecError
-from acqwriter.store.local import missing_parents
+from acqwriter.store.folders import missing_parents, nearest_existing
 
 __all__ = ["Acquisitions", "give_back_memory", "spec_message"]
 
@@ -281,9 +281,8 @@ class Acquisitions:
 
 
 def _disk_free(path: Path) -> int | None:
-    for candidate in (Path(path), *Path(path).parents):
-        try:
-            return psutil.disk_usage(str(candidate)).free
-        except OSError:
-            continue
-    return None
+    """Free bytes where ``path`` is or will be (None when even that cannot be read)."""
+    try:
+        return psutil.disk_usage(str(nearest_existing(Path(path)))).free
+    except OSError:
+        return None
