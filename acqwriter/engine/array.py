@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from acqwriter.engine.guard import DiskGuard, Health
     from acqwriter.engine.ledger import FrameLedger
     from acqwriter.engine.slots import FrameSlots
+    from acqwriter.engine.view import FrameCache
     from acqwriter.engine.workers import CompressorPool, EncodedBuffer, EncodedBuffers, IOPool
     from acqwriter.format.keys import ArrayKeys
     from acqwriter.plan.layout import FrameLayout
@@ -74,6 +75,8 @@ class ArrayWriter:
         self._health = health
         self._guard = guard
         self._encoder = encoder
+        # the newest frames kept for live views (engine.view), when one is attached
+        self.cache: FrameCache | None = None
         self._max_encoded = max_compressed_size(layout.chunk_bytes)
         self._assembler = ChunkAssembler(layout)
         self._lock = threading.Lock()
@@ -200,6 +203,10 @@ class ArrayWriter:
         written), or hand it to an I/O thread (None)."""
         layout = self.layout
         live = batch.live()
+        cache = self.cache
+        if cache is not None and frame is None and ty == 0 and tx == 0:
+            for index, slot in live:  # a view's copy, from the slot, off the producer
+                cache.offer(index, self.frame(slot))
         if frame is not None:
             data = frame
         elif not live:

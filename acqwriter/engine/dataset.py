@@ -28,6 +28,7 @@ from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.preflight import check_disk, check_memory, slots_for
 from acqwriter.engine.progress import CloseTicker, finish_summary, progress_snapshot
 from acqwriter.engine.slots import FrameSlots
+from acqwriter.engine.view import ImageView, ViewNotifier
 from acqwriter.format.summary import DatasetSummary, Summary
 from acqwriter.plan.dataset import (
     FINAL_RESERVE_BYTES,
@@ -112,6 +113,7 @@ class DatasetWriter:
         self._phase = "acquiring"  # → flushing → pyramid → done (progress())
         self._on_progress: Callable[[dict[str, Any]], None] | None = None
         self._build = BuildProgress(on_level=self._report_progress)
+        self._notifier: ViewNotifier | None = None  # live views' signals, once one exists
         self.pipeline.start()
 
     def _wire(self, image: ImagePlan) -> ImageWriter:
@@ -174,6 +176,14 @@ class DatasetWriter:
             self._wire(added).write_first_metadata()
             self._single = None
             self._write_hierarchy("adding")
+
+    def view(self, image: str | None = None) -> ImageView:
+        """A live view of ``image`` (default: the only one): :mod:`acqwriter.engine.view`."""
+        _, writer = self.image(image)
+        with self._append_lock:
+            if self._notifier is None:
+                self._notifier = ViewNotifier()
+        return ImageView(writer, self._notifier)
 
     # -- frames in -------------------------------------------------------------------------------
     def image(self, key: str | None) -> tuple[str, ImageWriter]:
@@ -358,6 +368,8 @@ class DatasetWriter:
             for image in building:
                 image.pyramid_note = f"not built: {why} (acqwriter pyramid PATH builds it)"
 
+        if self._notifier is not None:  # a last signal: the views show the final extent
+            self._notifier.stop()
         self.slots.close()
         self.store.free_reserve()
         self.store.free_reserve(FINAL_RESERVE_NAME)

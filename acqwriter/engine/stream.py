@@ -48,6 +48,7 @@ from acqwriter.codec.blosc import EncoderFactory
 from acqwriter.engine.dataset import DatasetWriter
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.engine.slots import FrameSlots
+from acqwriter.engine.view import ImageView
 from acqwriter.engine.workers import EncodedBuffers
 from acqwriter.format.summary import Summary
 from acqwriter.plan.dataset import DatasetPlan
@@ -111,6 +112,11 @@ class FrameStream:
         """The pool between compressors and I/O threads (None: chunks are written by
         the compressors themselves)."""
         return self._dataset.pipeline.encoded
+
+    def view(self) -> ImageView:
+        """A live, read-only array view of the image that grows as frames arrive
+        (:mod:`acqwriter.engine.view`)."""
+        return self._dataset.view()
 
     def append(
         self,

@@ -138,6 +138,7 @@ class EventImages:
                 )
             else:
                 writer.dataset.add_image(key, spec)
+            writer.bind_views()
             self.count[key] = 0
         t = self.count[key]
         self.count[key] = t + 1

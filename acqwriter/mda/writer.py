@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter, ValidationError
 
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.engine.errors import FrameError, StreamError
@@ -58,12 +57,11 @@ from acqwriter.mda.images import (
     split_image_options,
 )
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
+from acqwriter.mda.options import check_options
 from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core
-from acqwriter.spec.dataset import WRITER_FIELDS
-from acqwriter.spec.model import Channel, StreamSpec
+from acqwriter.mda.view import MDAView
 from acqwriter.store.base import Store
-from acqwriter.validation import SpecError, did_you_mean, format_validation_error
 
 __all__ = ["MDAWriter"]
 
@@ -93,7 +91,7 @@ class MDAWriter:
         self.store = store  # where to write instead of a new directory at ``path``
         self.overwrite = overwrite
         self.options = options
-        self._check_options(path)
+        check_options(self.options, path, overwrite, store is None)
         self.dataset: DatasetWriter | None = None
         self.plan: SequencePlan | None = None
         self.summary: Summary | None = None
@@ -111,6 +109,7 @@ class MDAWriter:
         self._sequence: Any = None
         self._claimed: set[tuple[tuple[str, int], ...]] = set()  # arrived one way of two
         self._claim_lock = threading.Lock()
+        self._views: list[MDAView] = []  # live views, bound to each run's images
         if core is not None:
             events = core.mda.events
             events.sequenceStarted.connect(self._started_direct)
@@ -121,30 +120,17 @@ class MDAWriter:
             events.sequenceFinished.connect(self._finished)
             self._core = core
 
-    def _check_options(self, out: str | Path) -> None:
-        """Refuse a bad option here, before any acquisition: raised when the sequence
-        starts, pymmcore-plus would log the error and acquire on with nothing written.
-        Raises :class:`SpecError` naming the option."""
-        allowed = (*(f for f in WRITER_FIELDS if f != "overwrite"), *IMAGE_OPTIONS)
-        for name in self.options:
-            if name not in allowed:
-                longer = [a for a in allowed if a.startswith(name)]  # "ring": ring_bytes
-                hint = f" (did you mean {longer[0]!r}?)" if longer else did_you_mean(name, allowed)
-                raise SpecError(
-                    f"invalid option: {name}: not an MDAWriter option{hint}; "
-                    f"expected one of {', '.join(allowed)}"
-                )
-        given = {k: v for k, v in self.options.items() if k != "channels"}
-        # checked as a stream of one-pixel frames with every axis (chunks are clipped
-        # to the frame): the same rules and messages as any stream's spec
-        probe = {"shape": [1, 1], "dtype": "uint16", "dims": "tczyx", "sizes": {"c": 1, "z": 1}}
-        StreamSpec.parse({**probe, **given, "out": out, "overwrite": self.overwrite})
-        if self.store is None and not self.overwrite and self.path.exists():
-            raise SpecError(f"out: {str(self.path)!r} already exists (set overwrite to replace it)")
-        try:  # by name, for any number of channels: not part of the probe
-            TypeAdapter(list[Channel]).validate_python(self.options.get("channels") or [])
-        except ValidationError as exc:
-            raise format_validation_error(exc, "channels.") from None
+    def view(self, image: str | None = None) -> MDAView:
+        """A live, read-only array view of ``image`` (default: the run's first image),
+        made before or during a run; it follows each run this writer writes
+        (:mod:`acqwriter.mda.view`)."""
+        view = MDAView(self, image)
+        self._views.append(view)
+        return view
+
+    def bind_views(self) -> None:
+        for view in self._views:
+            view.bind()
 
     # -- the handler protocol (relayed calls are ignored when the core was given) ------------
     def sequenceStarted(self, sequence: Any, summary: dict[str, Any] | None = None) -> None:
@@ -297,6 +283,7 @@ class MDAWriter:
             store=self.store,
             more_images=bool(self._pending),
         )
+        self.bind_views()
 
     def _frame(
         self,
@@ -325,6 +312,7 @@ class MDAWriter:
             if key in self._pending and self.dataset is not None:
                 try:  # its first frame: the image is made now
                     self.dataset.add_image(key, self._pending.pop(key))
+                    self.bind_views()
                 except Exception as exc:
                     self._not_taken(key, placed, exc)
                     return

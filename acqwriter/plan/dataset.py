@@ -47,6 +47,7 @@ from acqwriter.validation import SpecError
 __all__ = [
     "FINAL_RESERVE_BYTES",
     "RESERVE_BYTES",
+    "VIEW_CACHE_FRAMES",
     "DatasetPlan",
     "ImagePlan",
     "LevelPlan",
@@ -58,6 +59,9 @@ __all__ = [
 RESERVE_BYTES = 4 * 2**20
 FINAL_RESERVE_BYTES = 1 * 2**20
 _LISTED = 10  # images :meth:`DatasetPlan.describe` lists before "… N more"
+# newest frames a live view keeps in memory per viewed image (acqwriter.engine.view):
+# its budget, beside ring_bytes, only while a view is attached
+VIEW_CACHE_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,8 @@ class DatasetPlan:
 
     def memory(self) -> dict[str, int]:
         """Bytes each part holds at most, by part (``ring_bytes`` bounds the first three
-        together; the encoded buffers are bounded on their own)."""
+        together; the encoded buffers are bounded on their own; ``view_cache`` is what
+        each image a live view watches adds, only while it is watched)."""
         count, size = self.encoded_buffers()
         images = self.images.values()
         return {
@@ -274,6 +279,7 @@ class DatasetPlan:
             "shard_staging": sum(i.layout.extra_staging_bytes for i in images),
             "compressor_buffers": max(i.resources.thread_buffer_bytes for i in images),
             "encoded_buffers": count * size,
+            "view_cache": VIEW_CACHE_FRAMES * max(i.layout.frame_bytes for i in images),
         }
 
     def disk_frames(self) -> int:
@@ -341,6 +347,7 @@ class DatasetPlan:
             f"  shard staging       {_mib(memory['shard_staging'])}",
             f"  compressor buffers  {_mib(memory['compressor_buffers'])}",
             f"  encoded buffers     {count} x {_mib(size)} = {_mib(memory['encoded_buffers'])}",
+            f"  view cache          {_mib(memory['view_cache'])} per image a live view watches",
             f"disk: {_mib(self.disk_need_bytes())} free needed for {self.disk_frames()} "
             "frame(s) (uncompressed + 5 %, min_free_bytes, reserves)",
         ]
