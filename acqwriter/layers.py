@@ -17,8 +17,9 @@ BASE = ("_version", "validation", "jsonio", "pages", "layers")
 CORE = ("codec", "spec", "format", "plan", "store", "post", "engine")
 # Micro-Manager devices and their simulators: the base only
 HARDWARE = ("devices", "simulators")
-# joining the writer to the world: the MDA sink, acquisitions, the daemon, the CLI
-OUTER = ("mda", "acquisition", "control", "cli")
+# joining the writer to the world: the MDA sink, acquisitions, the daemon, the viewer
+# window, the CLI
+OUTER = ("mda", "acquisition", "control", "viewer", "cli")
 ORDER = (*CORE, *HARDWARE, *OUTER)
 
 

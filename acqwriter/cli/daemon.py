@@ -76,6 +76,9 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("shutdown")
     p.add_argument("--abort", action="store_true", help="abort a running acquisition first")
     p.set_defaults(handler=cmd_ctl)
+    p = csub.add_parser("view", help="a window on what the daemon writes (or wrote last)")
+    p.add_argument("--image", help="the image of a plate or collection (default: the first)")
+    p.set_defaults(handler=cmd_ctl)
     p = csub.add_parser("watch", help="follow the event stream with a progress bar")
     p.add_argument("--json", action="store_true", help="print events as JSON lines instead")
     p.set_defaults(handler=cmd_ctl)
@@ -170,6 +173,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     try:
         if args.ctl_command == "watch":
             return _watch(client, args)
+        if args.ctl_command == "view":
+            return _view(client, args)
         timeout = None
         if args.ctl_command == "stop" and params["wait"]:
             timeout = params["timeout_s"] + 5
@@ -203,6 +208,48 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     else:
         print(jsonio.dumps(result, indent=2))
     return EXIT_OK
+
+
+def _view(client: Any, args: argparse.Namespace) -> int:
+    """A window on the dataset the daemon is writing (or wrote last), refreshed when the
+    daemon publishes progress (the window also re-reads the extent on its own)."""
+    import threading
+    import time
+
+    from acqwriter.viewer.window import missing_extra, show
+
+    missing = missing_extra()
+    if missing is not None:
+        print(f"acqwriter ctl view: {missing}", file=sys.stderr)
+        return EXIT_USAGE
+    status = client.status()
+    spec, last = status.get("spec"), status.get("last_summary")
+    out = (spec or {}).get("out") or (last or {}).get("path")
+    if not out:
+        print("acqwriter ctl view: the daemon has no dataset to show yet", file=sys.stderr)
+        return EXIT_SERVER_ERROR
+    deadline = time.monotonic() + args.timeout  # a configured run starts writing later
+    while not Path(out, "zarr.json").exists() and not Path(out, ".zattrs").exists():
+        if time.monotonic() > deadline:
+            print(f"acqwriter ctl view: {out} does not exist yet", file=sys.stderr)
+            return EXIT_SERVER_ERROR
+        time.sleep(0.1)
+    wake, done = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        for topic, _ in client.events(("progress", "state", "summary"), tick_s=0.2):
+            if done.is_set():
+                return
+            if topic:
+                wake.set()
+
+    listener = threading.Thread(target=listen, name="acqwriter-view-events", daemon=True)
+    listener.start()
+    try:
+        return show(out, args.image, wake=wake, interval_s=1.0, title=f"daemon: {out}")
+    finally:
+        done.set()
+        listener.join(timeout=2)
 
 
 def _watch(client: Any, args: argparse.Namespace) -> int:

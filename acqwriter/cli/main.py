@@ -152,6 +152,40 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_view(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view",
+        help="a window on a dataset, finished or still being written",
+        description="Open a viewer window (ndv) on a dataset: it follows a running writer "
+        "(never locking or writing it) and shows what a finished or crashed one left.",
+    )
+    p.add_argument("path", type=Path, help="the dataset (.ome.zarr folder)")
+    p.add_argument("--image", help="the image of a plate or collection (default: the first)")
+    p.add_argument(
+        "--interval", type=float, default=0.2, help="seconds between reads of the extent"
+    )
+    p.set_defaults(handler=cmd_view)
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from acqwriter.viewer.follow import open_image
+    from acqwriter.viewer.window import missing_extra, show
+
+    missing = missing_extra()
+    if missing is not None:
+        print(f"acqwriter view: {missing}", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0.05 <= args.interval <= 60:
+        print("acqwriter view: --interval: expected 0.05 to 60 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        open_image(args.path, args.image)  # a bad path or image: said before any window
+    except (ValueError, OSError) as exc:
+        print(f"acqwriter view: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return show(args.path, args.image, interval_s=args.interval)
+
+
 def _with_build_progress(work: Any, quiet: bool) -> Any:
     """Run ``work(progress)`` while a bar per pyramid level shows its chunks and rate
     (on stderr, as ``acquire`` shows its phases): building levels can take minutes."""
@@ -291,6 +325,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_info)
+    _add_view(sub)
     from acqwriter.cli.daemon import add_daemon_commands
 
     add_daemon_commands(sub)

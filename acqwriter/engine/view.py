@@ -40,7 +40,14 @@ from acqwriter.post.reader import LevelReader
 if TYPE_CHECKING:
     from acqwriter.engine.image import ImageWriter
 
-__all__ = ["CACHE_FRAMES", "CACHE_RATE_HZ", "FrameCache", "ImageView", "ViewNotifier"]
+__all__ = [
+    "CACHE_FRAMES",
+    "CACHE_RATE_HZ",
+    "FrameCache",
+    "ImageView",
+    "ViewNotifier",
+    "normalize_index",
+]
 
 CACHE_FRAMES = VIEW_CACHE_FRAMES  # newest frames a viewed image keeps (the plan's budget)
 CACHE_RATE_HZ = 30.0  # most copies into the cache, and most signals, per second
@@ -134,7 +141,7 @@ class ImageView:
         """Numpy semantics over the current shape: integers drop their axis, slices keep
         it (with steps); frames not on disk nor cached read as the fill value."""
         shape = self.shape
-        index = _normalize(key, shape)
+        index = normalize_index(key, shape)
         outer = len(shape) - 2
         picks = [
             range(*k.indices(n)) if isinstance(k, slice) else range(k, k + 1)
@@ -247,7 +254,7 @@ def _flat(coords: tuple[int, ...], sizes: tuple[int | None, ...]) -> int:
     return index
 
 
-def _normalize(key: Any, shape: tuple[int, ...]) -> tuple[int | slice, ...]:
+def normalize_index(key: Any, shape: tuple[int, ...]) -> tuple[int | slice, ...]:
     """``key`` as one int or slice per axis (numpy's rules: ``...``, negative indices,
     IndexError out of bounds)."""
     keys = key if isinstance(key, tuple) else (key,)
