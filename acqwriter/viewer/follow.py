@@ -123,7 +123,7 @@ class ImageOnDisk:
         return "gone" if state in LIVE_STATES else str(state)
 
 
-def open_image(path: str | Path, image: str | None = None, max_side: int = 4096) -> ImageOnDisk:
+def open_image(path: str | Path, image: str | None = None, max_side: int = 2048) -> ImageOnDisk:
     """The image ``image`` of the dataset at ``path`` (its only or first one when
     omitted), at the largest level whose y and x fit ``max_side``. Raises ValueError
     naming what is wrong (not a dataset, an unknown image)."""

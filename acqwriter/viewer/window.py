@@ -116,10 +116,12 @@ class _Window:
             kwargs["channel_axis"] = "c"
             kwargs["channel_mode"] = "composite"
             kwargs["luts"] = {
-                i: _lut(channel.color, channel.window) for i, channel in enumerate(image.channels)
+                i: _lut(channel.color, _window(channel.window, image.dtype))
+                for i, channel in enumerate(image.channels)
             }
         elif image.channels:
-            kwargs["default_lut"] = _lut(image.channels[0].color, image.channels[0].window)
+            first = image.channels[0]
+            kwargs["default_lut"] = _lut(first.color, _window(first.window, image.dtype))
         if "t" in image.dims and image.shape[0]:
             kwargs["current_index"] = {"t": image.shape[0] - 1}
         return ndv.ArrayViewer(image, **kwargs)
@@ -177,6 +179,17 @@ class _Window:
         text = f"{STATES.get(state, state)} — {shape} {self.image.dtype} {where}".strip()
         self.status.setText(text)
         self.widget.setWindowTitle(f"{self.title} — {state}")
+
+
+def _window(window: tuple[float, float] | None, dtype: Any) -> tuple[float, float] | None:
+    """The display window to keep, or None to let the viewer scale to the data: the
+    whole range of the dtype is what a dataset says before anything was measured."""
+    import numpy as np
+
+    if window is None or np.dtype(dtype).kind == "f":
+        return window
+    info = np.iinfo(dtype)
+    return None if window == (float(info.min), float(info.max)) else window
 
 
 def _lut(color: str, window: tuple[float, float] | None) -> dict[str, Any]:
