@@ -9,6 +9,8 @@ run in a fresh process, settled first, interleaved over ``--repeats`` rounds:
   delivers);
 * ``acqwriter``: ``MDAWriter(path, core=mmc)``, lz4;
 * ``acqwriter-output``: ``output=MDAWriter(path)``, lz4 (joins the running core);
+* ``acqwriter-view``: ``acqwriter`` with ``MDAWriter.view()`` attached and a viewer's
+  refresh loop reading the newest frame 30 times a second (``benchmarks/viewing.py``);
 * ``acqwriter-alone``: the same ``MDAWriter`` called by hand with the camera's frames
   and the sequence's events, no engine: what the writer does on this machine without
   an MDA beside it (the ceiling for the two above);
@@ -41,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_peers
+from viewing import Refresher
 
 
 def sequence(timepoints: int):
@@ -124,10 +127,13 @@ def run_one(writer: str, timepoints: int) -> dict[str, float]:
         elif writer.startswith("acqwriter"):
             from acqwriter.mda import MDAWriter
 
-            given = core if writer == "acqwriter" else None
+            given = core if writer in ("acqwriter", "acqwriter-view") else None
             handler = MDAWriter(out, core=given, codec="lz4", pyramid={"enabled": False})
+            refresher = Refresher(handler.view()) if writer == "acqwriter-view" else None
             core.run_mda(seq, output=None if given else handler, block=True)
             handler.detach()
+            if refresher is not None:
+                refresher.stop()
             frames[0] = handler.summary.frames_written
             dropped = handler.summary.frames_dropped
         else:
