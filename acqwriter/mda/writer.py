@@ -70,6 +70,17 @@ _engine_log = logging.getLogger("pymmcore-plus")
 FIRST = 1_000  # psygnal priority: called before handlers connected with the default 0
 
 
+def connect_first(signal: Any, slot: Any) -> None:
+    """Connect ``slot`` ahead of the signal's other handlers where the signal can say so:
+    psygnal's priority. pymmcore-plus uses Qt's signals instead when a QApplication
+    exists (pymmcore-gui, napari): they have no priority and call slots in the order
+    they were connected."""
+    try:
+        signal.connect(slot, priority=FIRST)
+    except TypeError:
+        signal.connect(slot)
+
+
 class MDAWriter:
     """Writes what a pymmcore-plus MDA acquires (see the module docstring).
 
@@ -115,7 +126,7 @@ class MDAWriter:
             events.sequenceStarted.connect(self._started_direct)
             # first of frameReady's handlers: one that raises stops psygnal's emission
             # for the handlers behind it, and this writer must get every frame
-            events.frameReady.connect(self._frame, priority=FIRST)
+            connect_first(events.frameReady, self._frame)
             events.sequenceCanceled.connect(self._cancel)
             events.sequenceFinished.connect(self._finished)
             self._core = core
@@ -177,7 +188,7 @@ class MDAWriter:
     def _join(self, core: Any) -> None:
         if core is not None and self.dataset is not None:
             self._joined = core
-            core.mda.events.frameReady.connect(self._frame_joined, priority=FIRST)
+            connect_first(core.mda.events.frameReady, self._frame_joined)
 
     def _leave(self) -> None:
         """Stop taking frames from the joined core. The claims stay until the run ends:

@@ -4,6 +4,7 @@ ImageMagick while a writer runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -219,3 +220,70 @@ def test_ctl_view_shows_what_the_daemon_writes(tmp_path, display, daemon):
         assert np.abs(first.astype(int) - second.astype(int)).mean() > 0.5  # it moved on
         assert client.status()["state"] in ("acquiring", "finalizing", "idle")
         client.abort()
+
+
+# ndv.ArrayViewer(writer.view()) in the acquisition's own process, pymmcore-plus's
+# engine on the DemoCamera: channels, z and two positions. The GUI thread tells the
+# viewer when the view's coords_changed said the image grew (as pymmcore-gui does).
+MDA_VIEWER = """
+import json, sys, threading
+import ndv
+from pymmcore_plus import CMMCorePlus
+from qtpy import QtCore, QtWidgets
+from useq import MDASequence
+from acqwriter.mda import MDAWriter
+
+app = QtWidgets.QApplication([])
+core = CMMCorePlus()
+core.loadSystemConfiguration()
+core.setProperty("Camera", "Mode", "Noise")
+seq = MDASequence(time_plan={"interval": 0.3, "loops": 4}, channels=["DAPI", "FITC"],
+                  z_plan={"range": 2, "step": 1}, stage_positions=[(0, 0, 0), (5, 5, 0)],
+                  axis_order="tpcz")
+writer = MDAWriter(sys.argv[1], core=core)
+view = writer.view(image="p1")
+viewer = ndv.ArrayViewer(view)
+viewer.show()
+changed, seen = threading.Event(), []
+view.coords_changed.connect(changed.set)
+
+def follow():
+    if changed.is_set():
+        changed.clear()
+        viewer.data = view  # the wrapper reads the view's new shape
+        seen.append(dict(viewer.data_wrapper.sizes()))
+    if not core.mda.is_running() and done[0]:
+        timer.stop()
+        app.quit()
+
+done = [False]
+timer = QtCore.QTimer()
+timer.timeout.connect(follow)
+timer.start(50)
+thread = core.run_mda(seq)
+QtCore.QTimer.singleShot(200, lambda: done.__setitem__(0, True))
+app.exec()
+thread.join()
+writer.detach()
+print(json.dumps({"seen": seen, "shape": list(view.shape)}))
+"""
+
+
+def test_ndv_follows_an_mda_in_the_writers_process(tmp_path, display):
+    out = tmp_path / "mda.ome.zarr"
+    run = subprocess.run(
+        [sys.executable, "-c", MDA_VIEWER, str(out)],
+        env=_env(display),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    sizes = [s["t"] for s in result["seen"]]
+    assert sizes == sorted(sizes) and sizes[-1] == 4 and len(set(sizes)) >= 2  # it grew
+    assert result["seen"][-1] == {"t": 4, "c": 2, "z": 3, "y": 512, "x": 512}
+    assert result["shape"] == [4, 2, 3, 512, 512]
+    data = zarr.open_group(out, mode="r")["1"]["0"][:]
+    assert data.shape == (4, 2, 3, 512, 512) and data[-1].any()
