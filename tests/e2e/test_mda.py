@@ -453,6 +453,10 @@ def test_an_output_writer_on_another_core_gets_every_frame_relayed(mmc, tmp_path
         capture.close()
         other.reset()
     assert during > 0  # the global core delivered frames while ours ran
+    deadline = time.monotonic() + 30  # the relay thread may still hold sequenceFinished
+    while writer.summary is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.summary is not None, writer.error
     assert writer.summary.ok and writer.summary.frames_written == 6
     assert writer.summary.frames_dropped == 0
     assert _check_placement(out, capture) == 6
