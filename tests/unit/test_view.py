@@ -209,3 +209,56 @@ def test_an_mda_view_made_before_the_run_follows_its_positions(tmp_path):
         assert data[-1].any()  # real frames, not the fill value
     assert seen.calls and {name for name, _ in seen.calls} == {"acqwriter-view"}
     del core
+
+
+def test_the_window_reads_a_plate_image_as_written(tmp_path):
+    from acqwriter.viewer.follow import open_image
+
+    out = tmp_path / "plate.ome.zarr"
+    keys = ["B/3/0", "C/10/0"]
+    images = {
+        k: {
+            "shape": (24, 20),
+            "dtype": "uint16",
+            "dims": "tcyx",
+            "sizes": {"t": 3, "c": 2},
+            "channels": [{"name": "DAPI", "window": [0, 500]}, {"name": "GFP"}],
+        }
+        for k in keys
+    }
+    with acqwriter.open_dataset({"out": out, "layout": "plate", "images": images}) as ds:
+        for t in range(3):
+            for c in range(2):
+                for n, key in enumerate(keys):
+                    frame = np.full((24, 20), 100 * n + 10 * t + c, np.uint16)
+                    ds.append(frame, image=key, index={"t": t, "c": c})
+    image = open_image(out, "C/10/0")
+    assert (image.key, image.images, image.dims) == ("C/10/0", keys, ("t", "c", "y", "x"))
+    assert image.channels[0].name == "DAPI" and image.channels[0].window == (0.0, 500.0)
+    assert image.writer_state() == "complete"
+    data = _zarr(out, "C/10/0")
+    for key in [*INDEXES[:-1], (np.int64(2), 1, -1, -1)]:
+        np.testing.assert_array_equal(image[key], data[key], err_msg=str(key))
+    assert open_image(out).key == "B/3/0"  # the first, when none is named
+    with pytest.raises(ValueError, match="--image: no image 'Z/1/0'"):
+        open_image(out, "Z/1/0")
+    with pytest.raises(ValueError, match="not a Zarr dataset"):
+        open_image(tmp_path / "nothing.ome.zarr")
+
+
+def test_view_without_the_extra_says_what_to_install(monkeypatch, capsys):
+    """Stands in for a machine without ndv (it is installed here): the one line."""
+    import importlib.util
+
+    from acqwriter.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ndv" else real(name, *a)
+    )
+    assert main(["view", "any.ome.zarr"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "acqwriter view: the viewer needs ndv, which is not installed: "
+        'pip install "acqwriter[view]"'
+    )
