@@ -181,8 +181,8 @@ class DatasetWriter:
         """A live view of ``image`` (default: the only one): :mod:`acqwriter.engine.view`."""
         _, writer = self.image(image)
         with self._append_lock:
-            if self._notifier is None:
-                self._notifier = ViewNotifier()
+            if self._notifier is None:  # after close: nothing left to signal
+                self._notifier = ViewNotifier(stopped=self._closed)
         return ImageView(writer, self._notifier)
 
     # -- frames in -------------------------------------------------------------------------------

@@ -204,17 +204,21 @@ class ViewNotifier:
     """The thread that emits every view's ``coords_changed`` of one dataset (see the
     module docstring); stopped at close, after a last round."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stopped: bool = False) -> None:
         self._views: list[ImageView] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        if stopped:  # for views made after close: their dataset changes no more
+            self._stop.set()
         self._thread: threading.Thread | None = None
         self._failed: set[int] = set()
 
     def add(self, view: ImageView) -> None:
+        """Signal ``view``'s changes from now on (a view made after close has nothing
+        left to signal: no thread is started for it)."""
         with self._lock:
             self._views.append(view)
-            if self._thread is None:
+            if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
                     target=self._run, name="acqwriter-view", daemon=True
                 )

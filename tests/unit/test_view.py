@@ -262,3 +262,15 @@ def test_view_without_the_extra_says_what_to_install(monkeypatch, capsys):
         "acqwriter view: the viewer needs ndv, which is not installed: "
         'pip install "acqwriter[view]"'
     )
+
+
+def test_a_view_made_after_close_reads_the_dataset_and_starts_no_thread(tmp_path):
+    out = tmp_path / "late.ome.zarr"
+    with acqwriter.open_stream({"out": out, "shape": (8, 8), "dtype": "uint8"}) as stream:
+        for i in range(3):
+            stream.append(np.full((8, 8), i, np.uint8))
+    before = {t.name for t in threading.enumerate()}
+    view = stream.view()
+    assert view.shape == (3, 8, 8) and int(view[2].max()) == 2
+    time.sleep(0.1)
+    assert "acqwriter-view" not in {t.name for t in threading.enumerate()} - before
