@@ -55,8 +55,9 @@ def specs(draw):
 
 def _names_a_field(message: str) -> bool:
     first = message.splitlines()[1] if "\n" in message else message.removeprefix("invalid spec:")
-    # "field: …", "field.sub: …" or "field['odd key']: …"
-    match = re.match(r"([A-Za-z_]\w*)(\.\w+|\[.*?\])*\s*:", first.strip())
+    # "field: …", "field.sub: …", "images.B/3/0.dtype: …" (keys of letters, digits, "/"
+    # and "-" are shown bare, as image keys are) or "field['odd key']: …"
+    match = re.match(r"([A-Za-z_]\w*)(\.[\w/-]+|\[.*?\])*\s*:", first.strip())
     return bool(match)
 
 
