@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from acqwriter.engine.view import ImageView
     from acqwriter.mda.writer import MDAWriter
 
-__all__ = ["MDAView"]
+__all__ = ["MDAView", "ViewSink"]
 
 
 class MDAView:
@@ -91,3 +91,28 @@ class MDAView:
 
     def __repr__(self) -> str:
         return f"MDAView(image={self._key!r}, shape={self.shape})"
+
+
+class ViewSink:
+    """What ``mmc.mda.get_view()`` returns a view from (pymmcore-gui shows the view it
+    gets there): a stand-in for pymmcore-plus's own data sink when a run has none. It
+    writes nothing (frames reach :class:`~acqwriter.mda.writer.MDAWriter` as a
+    handler); it only answers ``get_view``."""
+
+    def __init__(self, view: MDAView) -> None:
+        self.view = view
+
+    def setup(self, sequence: Any, meta: Any) -> None:
+        pass
+
+    def append(self, img: Any, event: Any, meta: Any) -> None:
+        pass
+
+    def skip(self, *, frames: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def get_view(self) -> MDAView:
+        return self.view

@@ -60,7 +60,7 @@ from acqwriter.mda.mapping import SequencePlan, plan_sequence
 from acqwriter.mda.options import check_options
 from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core
-from acqwriter.mda.view import MDAView
+from acqwriter.mda.view import MDAView, ViewSink
 from acqwriter.store.base import Store
 
 __all__ = ["MDAWriter"]
@@ -243,7 +243,16 @@ class MDAWriter:
                 core.mda.cancel()
             return False
         _engine_log.addHandler(self._engine_errors)
+        self._offer_view(core)
         return True
+
+    def _offer_view(self, core: Any) -> None:
+        """Make ``mmc.mda.get_view()`` (what pymmcore-gui shows) return this writer's view
+        when the run has no data sink of its own: pymmcore-plus asks its runner's sink
+        (a private attribute, so only where it is there and empty)."""
+        runner = getattr(core, "mda", None)
+        if runner is not None and getattr(runner, "_sink", False) is None:
+            runner._sink = ViewSink(self.view())
 
     def _started(
         self, sequence: Any, summary: dict[str, Any] | None = None, core: Any = None

@@ -208,6 +208,10 @@ def test_an_mda_view_made_before_the_run_follows_its_positions(tmp_path):
         np.testing.assert_array_equal(view[:], data)
         assert data[-1].any()  # real frames, not the fill value
     assert seen.calls and {name for name, _ in seen.calls} == {"acqwriter-view"}
+    # pymmcore-gui's way in: the runner's get_view() answers with this writer's view
+    sink_view = core.mda.get_view()
+    assert sink_view is not None and sink_view.shape == (2, 2, 3, 512, 512)
+    np.testing.assert_array_equal(sink_view[1, 1, 2], _zarr(out, "0")[1, 1, 2])
     del core
 
 
