@@ -78,7 +78,22 @@ class DiskGuard:
         self._pending = pending  # bytes still to be written (frames waiting, open shards)
         self._lock = threading.Lock()
         self._since_check = 0
+        self._since_accepted = 0  # the producer's count (one thread at a time)
         self._every = max(1 << 20, min(min_free_bytes // 8, 64 << 20))
+
+    def accepted(self, nbytes: int) -> None:
+        """Count a frame the producer took; check the free space every few MiB of them.
+        Writes alone are not enough: a producer faster than the writers fills the frame
+        slots between two writes, and frames taken must reach the disk (no silent loss),
+        so the stream stops while what it holds still fits above ``min_free_bytes``."""
+        self._since_accepted += nbytes
+        if self._since_accepted < self._every or self._min_free == 0:
+            return
+        self._since_accepted = 0
+        try:
+            self.check()
+        except OSError as exc:
+            self._health.fail(exc)
 
     def wrote(self, nbytes: int) -> None:
         """Count ``nbytes`` written; check the free space every few MiB."""

@@ -150,6 +150,7 @@ class ImageWriter:
     ) -> int:
         """Take frame ``index`` (claimed in the ledger); returns ``index``."""
         pipeline = self._pipeline
+        pipeline.guard.accepted(self.layout.frame_bytes)
         self.ledger.sample(index, frame)
         encoded = self._spare_encoded_buffer(frame)
         if encoded is not None:
