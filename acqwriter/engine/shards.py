@@ -252,7 +252,8 @@ class ShardWriter:
                 # bytes before written_end are on disk and never rewritten (later
                 # segments land after it; finish and abandon wait for _publish_lock), so
                 # they are read without holding up the writers packing into the shard
-                head = self.store.read_range(self.tmp_key, 0, written_end)
+                # nothing written yet: the temporary object may not exist
+                head = self.store.read_range(self.tmp_key, 0, written_end) if written_end else b""
                 self.store.write_atomic(self.key, head + tail)
             return batches
 

@@ -130,3 +130,28 @@ def test_a_shard_sink_is_published_whole_or_not_at_all(tmp_path, make):
     other.write(b"efgh" + bytes(4092), 4, 0)
     other.abandon()
     assert not store.exists("0/c/.1.shard.tmp") and not store.exists("0/c/1")
+
+
+@pytest.mark.parametrize("where", ["memory", "local"])
+def test_a_shard_is_sealed_before_any_of_its_segments_is_written(tmp_path, where):
+    """A slow stream's shard is sealed while all its chunks are still in memory (no
+    segment written, so no temporary object yet): the seal publishes them alone."""
+    import time
+
+    from stores import local_store
+
+    out = tmp_path / "slow.ome.zarr"
+    store = MemoryStore() if where == "memory" else local_store(out)
+    spec = {"out": out, "shape": (16, 16), "dtype": "uint16", "shards": {"t": 8}}
+    spec |= {"shard_seal_s": 0.01, "commit_interval_s": 0.01, "pyramid": {"enabled": False}}
+    with open_stream(spec, store=store) as stream:
+        for i in range(3):
+            stream.append(np.full((16, 16), i, np.uint16))
+        deadline = time.monotonic() + 30
+        while stream.progress()["rows_committed"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # sealed: the three rows are in the extent
+        assert stream.progress()["rows_committed"] == 3
+        for i in range(3, 5):
+            stream.append(np.full((16, 16), i, np.uint16))
+    assert stream.summary.ok and stream.summary.frames_written == 5
+    assert MemoryStore().read_range("absent", 0, 0) == b""
