@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from psygnal import SignalInstance
 
 from acqwriter.engine.dataset import DatasetWriter, open_dataset
 from acqwriter.engine.errors import FrameError, StreamError
@@ -70,15 +71,22 @@ _engine_log = logging.getLogger("pymmcore-plus")
 FIRST = 1_000  # psygnal priority: called before handlers connected with the default 0
 
 
-def connect_first(signal: Any, slot: Any) -> None:
-    """Connect ``slot`` ahead of the signal's other handlers where the signal can say so:
-    psygnal's priority. pymmcore-plus uses Qt's signals instead when a QApplication
-    exists (pymmcore-gui, napari): they have no priority and call slots in the order
-    they were connected."""
-    try:
-        signal.connect(slot, priority=FIRST)
-    except TypeError:
-        signal.connect(slot)
+def connect_direct(signal: Any, slot: Any, *, first: bool = False) -> None:
+    """Connect ``slot`` so that it runs on the thread that emits: the acquisition thread,
+    where each frame is copied into the slots (or waits for one) before the next is
+    taken. ``first``: ahead of the signal's other handlers where it can say so.
+
+    pymmcore-plus uses psygnal, whose slots run on the emitting thread (``priority``
+    orders them), or Qt's signals when a QApplication exists (pymmcore-gui, napari):
+    those queue a slot to the GUI thread by default, where frames would pile up without
+    bound and the dataset would open and close out of step with them; a direct
+    connection runs it where psygnal would (Qt calls slots in connection order)."""
+    if isinstance(signal, SignalInstance):
+        signal.connect(slot, priority=FIRST if first else 0)
+        return
+    from qtpy.QtCore import Qt  # only here: a QApplication exists, so Qt is installed
+
+    signal.connect(slot, Qt.ConnectionType.DirectConnection)
 
 
 class MDAWriter:
@@ -123,12 +131,12 @@ class MDAWriter:
         self._views: list[MDAView] = []  # live views, bound to each run's images
         if core is not None:
             events = core.mda.events
-            events.sequenceStarted.connect(self._started_direct)
+            connect_direct(events.sequenceStarted, self._started_direct)
             # first of frameReady's handlers: one that raises stops psygnal's emission
             # for the handlers behind it, and this writer must get every frame
-            connect_first(events.frameReady, self._frame)
-            events.sequenceCanceled.connect(self._cancel)
-            events.sequenceFinished.connect(self._finished)
+            connect_direct(events.frameReady, self._frame, first=True)
+            connect_direct(events.sequenceCanceled, self._cancel)
+            connect_direct(events.sequenceFinished, self._finished)
             self._core = core
 
     def view(self, image: str | None = None) -> MDAView:
@@ -188,7 +196,7 @@ class MDAWriter:
     def _join(self, core: Any) -> None:
         if core is not None and self.dataset is not None:
             self._joined = core
-            connect_first(core.mda.events.frameReady, self._frame_joined)
+            connect_direct(core.mda.events.frameReady, self._frame_joined, first=True)
 
     def _leave(self) -> None:
         """Stop taking frames from the joined core. The claims stay until the run ends:

@@ -252,20 +252,25 @@ def follow():
         changed.clear()
         viewer.data = view  # the wrapper reads the view's new shape
         seen.append(dict(viewer.data_wrapper.sizes()))
-    if not core.mda.is_running() and done[0]:
+    if writer.summary is not None and not changed.is_set():  # the dataset is closed
         timer.stop()
         app.quit()
 
-done = [False]
 timer = QtCore.QTimer()
 timer.timeout.connect(follow)
 timer.start(50)
 thread = core.run_mda(seq)
-QtCore.QTimer.singleShot(200, lambda: done.__setitem__(0, True))
 app.exec()
 thread.join()
 writer.detach()
-print(json.dumps({"seen": seen, "shape": list(view.shape)}))
+# Qt's signals (a QApplication exists) would queue the writer's slots to this thread:
+# the writer connects directly, so frames are taken, and the dataset closed, on the
+# acquisition thread; the summary is there without this thread's event loop
+second = MDAWriter(sys.argv[1] + ".again", core=core)
+core.run_mda(seq).join()
+closed_off_gui = second.summary is not None and second.summary.frames_written == 48
+second.detach()
+print(json.dumps({"seen": seen, "shape": list(view.shape), "closed_off_gui": closed_off_gui}))
 """
 
 
@@ -285,5 +290,6 @@ def test_ndv_follows_an_mda_in_the_writers_process(tmp_path, display):
     assert sizes == sorted(sizes) and sizes[-1] == 4 and len(set(sizes)) >= 2  # it grew
     assert result["seen"][-1] == {"t": 4, "c": 2, "z": 3, "y": 512, "x": 512}
     assert result["shape"] == [4, 2, 3, 512, 512]
+    assert result["closed_off_gui"]  # the second run, no GUI event processed meanwhile
     data = zarr.open_group(out, mode="r")["1"]["0"][:]
     assert data.shape == (4, 2, 3, 512, 512) and data[-1].any()
