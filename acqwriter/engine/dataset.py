@@ -169,10 +169,7 @@ class DatasetWriter:
         with self._append_lock:
             if self._closed:
                 raise SpecError(f"images.{key}: the dataset is closed")
-            added = self.plan.add_image(key, image)
-            if not self.slots.holds(added.layout):
-                del self.plan.images[key]
-                raise SpecError(f"images.{key}: its frames do not fit the dataset's frame slots")
+            added = self.plan.add_image(key, image)  # checked against the slots in use
             self._wire(added).write_first_metadata()
             self._single = None
             self._write_hierarchy("adding")

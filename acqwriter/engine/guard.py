@@ -86,8 +86,10 @@ class DiskGuard:
         Writes alone are not enough: a producer faster than the writers fills the frame
         slots between two writes, and frames taken must reach the disk (no silent loss),
         so the stream stops while what it holds still fits above ``min_free_bytes``."""
+        if self._min_free == 0:
+            return
         self._since_accepted += nbytes
-        if self._since_accepted < self._every or self._min_free == 0:
+        if self._since_accepted < self._every:
             return
         self._since_accepted = 0
         try:

@@ -10,7 +10,7 @@ says the shape grew or frames arrived.
 
 Where a frame's pixels come from, in order: the view's cache of the newest frames (a
 compressor thread copies a frame from its slot before compressing it, at most
-:data:`CACHE_RATE_HZ` times a second, into :data:`CACHE_FRAMES` buffers per viewed image:
+:data:`CACHE_RATE_HZ` times a second, into ``VIEW_CACHE_FRAMES`` buffers per viewed image:
 the plan's ``view_cache`` budget); else the dataset on disk, inside the committed extent
 (what every reader sees); else the fill value (not received yet, dropped, or not yet on
 disk). A frame a producer compressed on its own thread is not copied there (the
@@ -35,21 +35,18 @@ from psygnal import Signal
 
 from acqwriter.codec.chain import chunk_encoder
 from acqwriter.plan.dataset import VIEW_CACHE_FRAMES
-from acqwriter.post.reader import LevelReader
+from acqwriter.post.reader import LevelReader, normalize_index
 
 if TYPE_CHECKING:
     from acqwriter.engine.image import ImageWriter
 
 __all__ = [
-    "CACHE_FRAMES",
     "CACHE_RATE_HZ",
     "FrameCache",
     "ImageView",
     "ViewNotifier",
-    "normalize_index",
 ]
 
-CACHE_FRAMES = VIEW_CACHE_FRAMES  # newest frames a viewed image keeps (the plan's budget)
 CACHE_RATE_HZ = 30.0  # most copies into the cache, and most signals, per second
 _log = logging.getLogger("acqwriter")
 
@@ -59,13 +56,12 @@ class FrameCache:
     docstring). ``offer`` is called by compressor threads; ``get`` by readers."""
 
     def __init__(self, frame_shape: tuple[int, int], dtype: np.dtype) -> None:
-        self._buffers = [np.empty(frame_shape, dtype) for _ in range(CACHE_FRAMES)]
+        self._buffers = [np.empty(frame_shape, dtype) for _ in range(VIEW_CACHE_FRAMES)]
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()  # index -> buffer
         self._lock = threading.Lock()
         self._interval = 1.0 / CACHE_RATE_HZ
         self._last_copy = 0.0
         self.newest = -1  # the newest frame index held
-        self.nbytes = sum(b.nbytes for b in self._buffers)
 
     def offer(self, index: int, frame: np.ndarray) -> None:
         """Keep a copy of frame ``index`` when it is newer than what is held and the
@@ -83,11 +79,11 @@ class FrameCache:
             self.newest = index
             self._last_copy = now
 
-    def get(self, index: int) -> np.ndarray | None:
-        """A copy of frame ``index`` when held, else None."""
+    def get(self, index: int, yx: tuple[slice, slice]) -> np.ndarray | None:
+        """A copy of region ``yx`` of frame ``index`` when held, else None."""
         with self._lock:
             buf = self._frames.get(index)
-            return None if buf is None else buf.copy()
+            return None if buf is None else buf[yx].copy()
 
 
 class ImageView:
@@ -142,21 +138,28 @@ class ImageView:
         it (with steps); frames not on disk nor cached read as the fill value."""
         shape = self.shape
         index = normalize_index(key, shape)
-        outer = len(shape) - 2
-        picks = [
-            range(*k.indices(n)) if isinstance(k, slice) else range(k, k + 1)
-            for k, n in zip(index[:outer], shape[:outer], strict=True)
-        ]
-        yx = tuple(index[outer:])
-        sizes = [len(p) for p in picks]
-        plane = np.empty(shape[outer:], self.dtype)[yx]
-        out = np.empty((*sizes, *plane.shape), self.dtype)
-        committed = self._committed_frames()
-        for position in np.ndindex(*sizes):
-            coords = tuple(p[i] for p, i in zip(picks, position, strict=True))
-            out[position] = self._frame(coords, committed)[yx]
-        drop = tuple(0 if isinstance(k, int) else slice(None) for k in index[:outer])
-        return out[drop]
+        kept = tuple(slice(k, k + 1) if isinstance(k, int) else k for k in index)
+        picks = [range(*k.indices(n)) for k, n in zip(kept, shape, strict=True)]
+        out = np.full([len(p) for p in picks], self._fill, self.dtype)
+        committed = self._image.writer.committer.committed_rows
+        rows = picks[0]
+        on_disk = [i for i, row in enumerate(rows) if row < committed]
+        if on_disk:  # one read of the rows on disk: each chunk decoded once
+            lo = min(rows[i] for i in on_disk)
+            hi = max(rows[i] for i in on_disk) + 1
+            block = self._read(committed, (slice(lo, hi), *kept[1:]))
+            out[on_disk] = block[[rows[i] - lo for i in on_disk]]
+        yx = kept[-2:]
+        outer = picks[1:-2]
+        for i, row in enumerate(rows):
+            if row < committed:
+                continue
+            for position in np.ndindex(*(len(p) for p in outer)):
+                coords = (row, *(p[j] for p, j in zip(outer, position, strict=True)))
+                frame = self._cache.get(_flat(coords, self._layout.outer_sizes), yx)
+                if frame is not None:  # else not received, or not on disk yet: fill
+                    out[(i, *position)] = frame
+        return out[tuple(0 if isinstance(k, int) else slice(None) for k in index)]
 
     # -- where frames come from -------------------------------------------------------------
     def _rows(self) -> int:
@@ -169,27 +172,14 @@ class ImageView:
     def _committed_frames(self) -> int:
         return self._image.writer.committer.committed_rows * self._layout.frames_per_row
 
-    def _frame(self, coords: tuple[int, ...], committed: int) -> np.ndarray:
-        layout = self._layout
-        index = _flat(coords, layout.outer_sizes)
-        cached = self._cache.get(index)
-        if cached is not None:
-            return cached
-        if index < committed:
-            return self._read(coords)
-        return np.full(layout.frame_shape, self._fill, self.dtype)
-
-    def _read(self, coords: tuple[int, ...]) -> np.ndarray:
+    def _read(self, rows: int, key: tuple[slice, ...]) -> np.ndarray:
+        """``key`` of level 0 on disk, its extent at ``rows`` (what is committed)."""
         with self._reader_lock:
             if self._reader is None:
                 decoder = chunk_encoder(self._image.spec.codec)
                 self._reader = LevelReader(self._image.store, "0", decoder)
-            reader = self._reader
-            rows = self._image.writer.committer.committed_rows
-            reader.shape = self._image.layout.array_shape(rows)
-            region = (*(slice(c, c + 1) for c in coords), slice(None), slice(None))
-            data = reader[region]
-        return data.reshape(self._layout.frame_shape)
+            self._reader.shape = self._image.layout.array_shape(rows)
+            return self._reader.select(key)
 
     # -- signals (the notifier's thread) ------------------------------------------------------
     def _changed(self) -> bool:
@@ -256,31 +246,3 @@ def _flat(coords: tuple[int, ...], sizes: tuple[int | None, ...]) -> int:
     for c, n in zip(coords, sizes, strict=True):
         index = index * (n or 1) + c
     return index
-
-
-def normalize_index(key: Any, shape: tuple[int, ...]) -> tuple[int | slice, ...]:
-    """``key`` as one int or slice per axis (numpy's rules: ``...``, negative indices,
-    IndexError out of bounds)."""
-    keys = key if isinstance(key, tuple) else (key,)
-    if any(k is Ellipsis for k in keys):
-        at = next(i for i, k in enumerate(keys) if k is Ellipsis)
-        fill = len(shape) - (len(keys) - 1)
-        keys = (*keys[:at], *(slice(None),) * fill, *keys[at + 1 :])
-    if len(keys) > len(shape):
-        raise IndexError(
-            f"too many indices: the view is {len(shape)}-dimensional, {len(keys)} were given"
-        )
-    keys = (*keys, *(slice(None),) * (len(shape) - len(keys)))
-    out: list[int | slice] = []
-    for k, n in zip(keys, shape, strict=True):
-        if isinstance(k, slice):
-            out.append(k)
-            continue
-        try:
-            i = int(k)  # numpy integers too
-        except TypeError:
-            raise TypeError(f"index: expected integers or slices, got {k!r}") from None
-        if not -n <= i < n:
-            raise IndexError(f"index {i} is out of bounds for an axis of size {n}")
-        out.append(i % n)
-    return tuple(out)

@@ -22,7 +22,7 @@ from acqwriter.format.keys import ArrayKeys
 from acqwriter.format.zarr_v3 import EMPTY, decode_index, index_nbytes
 from acqwriter.store.base import Store
 
-__all__ = ["LevelReader", "read_inner_chunk"]
+__all__ = ["LevelReader", "normalize_index", "read_inner_chunk"]
 
 
 class LevelReader:
@@ -78,6 +78,20 @@ class LevelReader:
             out[tuple(dst)] = chunk[tuple(src)]
         return out
 
+    def select(self, key: Any) -> np.ndarray:
+        """``reader[key]`` with numpy's semantics over :attr:`shape` (integers drop their
+        axis, slices keep it, steps included): one read of the region the key spans,
+        so each chunk is decoded once."""
+        index = normalize_index(key, self.shape)
+        picks = [
+            range(*k.indices(n)) if isinstance(k, slice) else range(k, k + 1)
+            for k, n in zip(index, self.shape, strict=True)
+        ]
+        bounds = [(min(p), max(p) + 1) if len(p) else (0, 0) for p in picks]
+        data = self[tuple(slice(lo, hi) for lo, hi in bounds)]
+        rel = [np.asarray(p, int) - lo for p, (lo, _) in zip(picks, bounds, strict=True)]
+        return data[np.ix_(*rel)][tuple(0 if isinstance(k, int) else slice(None) for k in index)]
+
     def read_chunk(
         self, index: tuple[int, ...], buf: bytearray | None = None
     ) -> bytes | memoryview | None:
@@ -115,3 +129,31 @@ def read_inner_chunk(store: Store, key: str, position: int, n_inner: int) -> byt
     if offset + nbytes > size - n:
         raise ValueError(f"{key}: inner chunk {position} lies outside the shard")
     return store.read_range(key, offset, nbytes)
+
+
+def normalize_index(key: Any, shape: tuple[int, ...]) -> tuple[int | slice, ...]:
+    """``key`` as one int or slice per axis (numpy's rules: ``...``, negative indices,
+    IndexError out of bounds)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in keys):
+        at = next(i for i, k in enumerate(keys) if k is Ellipsis)
+        fill = len(shape) - (len(keys) - 1)
+        keys = (*keys[:at], *(slice(None),) * fill, *keys[at + 1 :])
+    if len(keys) > len(shape):
+        raise IndexError(
+            f"too many indices: the view is {len(shape)}-dimensional, {len(keys)} were given"
+        )
+    keys = (*keys, *(slice(None),) * (len(shape) - len(keys)))
+    out: list[int | slice] = []
+    for k, n in zip(keys, shape, strict=True):
+        if isinstance(k, slice):
+            out.append(k)
+            continue
+        try:
+            i = int(k)  # numpy integers too
+        except TypeError:
+            raise TypeError(f"index: expected integers or slices, got {k!r}") from None
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of bounds for an axis of size {n}")
+        out.append(i % n)
+    return tuple(out)

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from acqwriter.codec.chain import chunk_encoder
-from acqwriter.engine.view import normalize_index
 from acqwriter.format.keys import ArrayKeys
 from acqwriter.format.ngff_v05 import multiscale_levels
 from acqwriter.format.versions import read_attributes
@@ -98,16 +97,7 @@ class ImageOnDisk:
         with self._lock:
             reader = self._reader
         assert reader is not None
-        index = normalize_index(key, reader.shape)
-        picks = [
-            range(*k.indices(n)) if isinstance(k, slice) else range(k, k + 1)
-            for k, n in zip(index, reader.shape, strict=True)
-        ]
-        bounds = [(min(r), max(r) + 1) if len(r) else (0, 0) for r in picks]
-        data = reader[tuple(slice(lo, hi) for lo, hi in bounds)]
-        rel = [np.asarray(r, int) - lo for r, (lo, _) in zip(picks, bounds, strict=True)]
-        chosen = data[np.ix_(*rel)]
-        return chosen[tuple(0 if isinstance(k, int) else slice(None) for k in index)]
+        return reader.select(key)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         out = self[...]
