@@ -26,14 +26,19 @@ if shutil.which("Xvfb") is None or shutil.which("import") is None:
 
 # Frames of one grey level each (1000 × (t + 1)), shown through the window the spec gives
 # (0-40000): the canvas's grey level says which time point the window shows.
+# With a fourth argument the writer holds after that many frames until a line comes on stdin.
 WRITER = """
 import sys, time, numpy as np, acqwriter
 out, frames, fps = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+hold = int(sys.argv[4]) if len(sys.argv) > 4 else -1
 spec = {"out": out, "shape": (64, 64), "dtype": "uint16", "dims": "tcyx",
         "channels": [{"name": "grey", "color": "FFFFFF", "window": [0, 40000]}],
-        "commit_interval_s": 0.05, "pyramid": {"enabled": False}}
+        "commit_interval_s": 0.05, "shard_seal_s": 0.05, "pyramid": {"enabled": False}}
 with acqwriter.open_stream(spec) as stream:
     for t in range(frames):
+        if t == hold:
+            print("held", flush=True)
+            sys.stdin.readline()
         stream.append(np.full((64, 64), 1000 * (t + 1), np.uint16))
         print(t, flush=True)
         time.sleep(1 / fps)
@@ -89,10 +94,30 @@ def _wait_for_window(display: str, tmp_path: Path, viewer: subprocess.Popen) -> 
     raise AssertionError("no window appeared")
 
 
+def _shown(display: str, path: Path) -> int:
+    """The time point the window shows: grey = 255 × 1000 (t + 1) / 40000."""
+    canvas = _canvas(_screenshot(display, path))
+    assert canvas.std() < 3, "the frame is one grey level"
+    return round(float(canvas.mean()) * 40 / 255) - 1
+
+
+def _until_shown(display: str, path: Path, wanted, viewer: subprocess.Popen) -> int:
+    """Screenshots until the window shows a time point ``wanted`` accepts (a slow, busy
+    machine only makes it take longer); that time point."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert viewer.poll() is None, viewer.stderr.read() if viewer.stderr else ""
+        t = _shown(display, path)
+        if wanted(t) or time.monotonic() > deadline:
+            return t
+        time.sleep(0.3)
+
+
 def test_view_follows_a_growing_dataset_and_closing_it_changes_nothing(tmp_path, display):
     out = tmp_path / "grow.ome.zarr"
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(out), "36", "3"],
+        [sys.executable, "-c", WRITER, str(out), "36", "3", "12"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -109,18 +134,16 @@ def test_view_follows_a_growing_dataset_and_closing_it_changes_nothing(tmp_path,
     )
     try:
         _wait_for_window(display, tmp_path, viewer)
-        shown = []
-        for k in range(2):
-            time.sleep(2.5)
-            before = zarr.open_group(out, mode="r")["0"].shape[0]
-            canvas = _canvas(_screenshot(display, tmp_path / f"shot{k}.png"))
-            after = zarr.open_group(out, mode="r")["0"].shape[0]
-            assert canvas.std() < 3, "the frame is one grey level"
-            # grey = 255 × 1000 (t + 1) / 40000: the time point the window shows
-            t = round(float(canvas.mean()) * 40 / 255) - 1
-            assert before - 2 <= t <= after - 1, (t, before, after)  # the newest on disk
-            shown.append(t)
-        assert shown[1] > shown[0]  # the displayed frame changed as the dataset grew
+        while writer.stdout.readline().strip() != "held":
+            pass
+        # the writer holds after 12 frames: the window comes to show the newest, frame 11
+        assert _until_shown(display, tmp_path / "a.png", lambda t: t == 11, viewer) == 11
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        # the dataset grows again: the window moves on, and only to frames on disk
+        t = _until_shown(display, tmp_path / "b.png", lambda t: t > 11, viewer)
+        on_disk = zarr.open_group(out, mode="r")["0"].shape[0]
+        assert 11 < t <= on_disk - 1, (t, on_disk)
     finally:
         viewer.terminate()  # closing the window mid-acquisition
         viewer.wait(timeout=30)
@@ -209,17 +232,24 @@ def test_ctl_view_shows_what_the_daemon_writes(tmp_path, display, daemon):
         )  # fmt: skip
         try:
             _wait_for_window(display, tmp_path, viewer)
-            time.sleep(1.5)
-            first = _canvas(_screenshot(display, tmp_path / "a.png"))
-            time.sleep(2.5)
-            second = _canvas(_screenshot(display, tmp_path / "b.png"))
+            first = second = _canvas(_screenshot(display, tmp_path / "a.png"))
+            deadline = time.monotonic() + 60  # a busy machine only makes it take longer
+            while time.monotonic() < deadline:
+                if first.std() > 1 and _moved(first, second):
+                    break
+                time.sleep(0.5)
+                first, second = second, _canvas(_screenshot(display, tmp_path / "b.png"))
         finally:
             viewer.terminate()
             viewer.wait(timeout=30)
         assert first.std() > 1 and second.std() > 1  # camera frames, not a blank canvas
-        assert np.abs(first.astype(int) - second.astype(int)).mean() > 0.5  # it moved on
+        assert _moved(first, second)  # it moved on
         assert client.status()["state"] in ("acquiring", "finalizing", "idle")
         client.abort()
+
+
+def _moved(first: np.ndarray, second: np.ndarray) -> bool:
+    return bool(np.abs(first.astype(int) - second.astype(int)).mean() > 0.5)
 
 
 # ndv.ArrayViewer(writer.view()) in the acquisition's own process, pymmcore-plus's
