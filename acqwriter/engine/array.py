@@ -34,6 +34,7 @@ from acqwriter.engine.open_shards import OpenShards
 if TYPE_CHECKING:
     from acqwriter.engine.guard import DiskGuard, Health
     from acqwriter.engine.ledger import FrameLedger
+    from acqwriter.engine.levels import LevelFeed
     from acqwriter.engine.slots import FrameSlots
     from acqwriter.engine.view import FrameCache
     from acqwriter.engine.workers import CompressorPool, EncodedBuffer, EncodedBuffers, IOPool
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from acqwriter.store.base import Store
 
 __all__ = ["ArrayWriter"]
+
+# blocks whose batch count an array remembers before it forgets those in its extent
+_OPENED_KEPT = 4096
 
 
 class ArrayWriter:
@@ -77,8 +81,11 @@ class ArrayWriter:
         self._encoder = encoder
         # the newest frames kept for live views (engine.view), when one is attached
         self.cache: FrameCache | None = None
+        # the next pyramid level, made from this array's frames as they pass (live levels)
+        self.below: LevelFeed | None = None
         self._max_encoded = max_compressed_size(layout.chunk_bytes)
         self._assembler = ChunkAssembler(layout)
+        self._assembly = threading.Lock()  # a lower level's frames come from many threads
         self._lock = threading.Lock()
         self._stored_bytes = 0  # of unsharded chunks (a shard's count once it is on disk)
         self.committer = ExtentCommitter(
@@ -122,9 +129,19 @@ class ArrayWriter:
     # -- frames in (the producer's thread) -----------------------------------------------------
     def add(self, index: int, slot: int | None) -> None:
         """Frame ``index`` is in ``slot`` (None: dropped); queue its batch when complete."""
-        batch = self._assembler.add(index, slot)
+        with self._assembly:
+            batch = self._assembler.add(index, slot)
+            if len(self._assembler.opened) > _OPENED_KEPT:
+                self._assembler.forget_before(self.committer.committed_blocks)
         if batch is not None:
             self._submit(batch)
+
+    def batches_by_block(self) -> dict[int, int]:
+        """Batches that received a frame (or a dropped one) in each block not yet in the
+        extent: a batch no frame reached is never written."""
+        first = self.committer.committed_blocks
+        with self._assembly:
+            return {b: n for b, n in self._assembler.opened.items() if b >= first}
 
     def write_from_producer(
         self, index: int, frame: np.ndarray, encoded: EncodedBuffer | None
@@ -148,7 +165,9 @@ class ArrayWriter:
         self.committer.settle(total_rows, batches_by_block)
         if total_rows == 0:
             return
-        for batch in self._assembler.take_incomplete():
+        with self._assembly:
+            incomplete = self._assembler.take_incomplete()
+        for batch in incomplete:
             self._submit(batch)
 
     def frame(self, slot: int) -> np.ndarray:
@@ -207,6 +226,13 @@ class ArrayWriter:
         if cache is not None and frame is None and ty == 0 and tx == 0:
             for index, slot in live:  # a view's copy, from the slot, off the producer
                 cache.offer(index, self.frame(slot))
+        if self.below is not None and ty == 0 and tx == 0:
+            # the next level's frames, made before any tile's slots can go back
+            for index, slot in batch.entries:
+                pixels = frame if batch.from_producer else None
+                if slot is not None:
+                    pixels = self.frame(slot)
+                self.below.offer(index, pixels)
         if frame is not None:
             data = frame
         elif not live:

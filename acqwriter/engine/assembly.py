@@ -49,6 +49,7 @@ class ChunkAssembler:
         self.layout = layout
         self._open: dict[BatchKey, ChunkBatch] = {}
         self.held = 0  # frame slots held by batches still waiting for frames
+        self.opened: dict[int, int] = {}  # block -> batches opened in it
 
     def add(self, index: int, slot: int | None) -> ChunkBatch | None:
         """Add frame ``index`` (in ``slot``; None: dropped); the batch when complete."""
@@ -57,12 +58,19 @@ class ChunkAssembler:
         if batch is None:
             batch = ChunkBatch(key, self.layout.batch_frame_count(key))
             self._open[key] = batch
+            block = self.layout.block_of(key)
+            self.opened[block] = self.opened.get(block, 0) + 1
         batch.entries.append((index, slot))
         self.held += slot is not None
         if len(batch.entries) == batch.expected:
             self.held -= len(batch.slots())
             return self._open.pop(key)
         return None
+
+    def forget_before(self, block: int) -> None:
+        """Forget the batch counts of blocks before ``block`` (in the extent already)."""
+        for b in [b for b in self.opened if b < block]:
+            del self.opened[b]
 
     def single(self, index: int) -> ChunkBatch:
         """A complete batch of one frame that stays in the producer's buffer."""

@@ -342,10 +342,13 @@ class DatasetWriter:
             self.slots.release_memory()
         try:
             for image in self.images.values():
-                image.writer.finish_shards()
+                image.flush_levels()
+            arrays = [array for image in self.images.values() for array in image.arrays()]
+            for array in arrays:
+                array.finish_shards()
             self.pipeline.stop_commits()
-            for image in self.images.values():
-                image.writer.committer.commit()  # the final extent: everything written
+            for array in arrays:
+                array.committer.commit()  # the final extent: everything written
             self.store.flush()
         except OSError as exc:
             health.fail(exc)
@@ -353,7 +356,7 @@ class DatasetWriter:
         building = [
             i
             for i in self.images.values()
-            if i.spec.pyramid.enabled and i.writer.committer.committed_rows > 0
+            if i.spec.pyramid.when == "close" and i.writer.committer.committed_rows > 0
         ]
         if pyramid and health.error is None and building:
             self._set_phase("pyramid")

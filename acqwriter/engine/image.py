@@ -26,10 +26,11 @@ import numpy as np
 from acqwriter.engine.array import ArrayWriter
 from acqwriter.engine.errors import FrameError, StreamError
 from acqwriter.engine.ledger import MAX_ROWS_AHEAD, FrameLedger
+from acqwriter.engine.levels import wire_live_levels
 from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
-from acqwriter.format.ngff_v05 import group_metadata, level0
+from acqwriter.format.ngff_v05 import Level, group_metadata, level0
 from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
 from acqwriter.format.versions import array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
@@ -77,6 +78,16 @@ class ImageWriter:
             shard_seal_s=spec.shard_seal_s,
         )
         pipeline.arrays.append(self.writer)
+        # levels 1.. made from the frames as they pass, listed from the start
+        self.live = wire_live_levels(plan, store, pipeline, self.writer)
+        self._total_rows = 0  # level 0's extent at close
+        pyr = spec.pyramid
+        for level in plan.live:
+            factors = tuple(
+                2**level.index if a in "yx" or (a == "z" and pyr.downsample_z) else 1
+                for a in spec.dims
+            )
+            self.levels.append(Level(str(level.index), factors, pyr.method))
         self._early_inline = plan.resources.producer_compresses and pipeline.io is not None
         self.pyramid_duration_s = 0.0
         # why the image has no lower level, when that is not the spec's own doing
@@ -91,6 +102,11 @@ class ImageWriter:
             encode_array_metadata(self._array_meta, self.layout.array_shape(0)),
         )
         self.store.write_atomic(self.keys.frame_metadata, b"")
+        for level, writer in zip(self.plan.live, self.arrays()[1:], strict=True):
+            self.store.write_atomic(
+                writer.keys.metadata,
+                encode_array_metadata(level.array_document(), level.layout.array_shape(0)),
+            )
         self._write_group(self.group_document("acquiring"))
 
     def _write_group(self, document: bytes) -> None:
@@ -223,10 +239,27 @@ class ImageWriter:
         self.ledger.set_missing(total_rows * layout.frames_per_row)
         batches = self.ledger.batches_by_block(self.writer.committer.committed_blocks)
         self.writer.flush(total_rows, batches)
+        self._total_rows = total_rows
+
+    def flush_levels(self) -> None:
+        """After level 0's last chunk is compressed: finish the live levels (their last
+        frames and incomplete chunks, written on the calling thread)."""
+        if self.live is None:
+            return
+        try:
+            self.live.flush(self._total_rows)
+        except Exception as exc:  # a level that cannot finish must not lose level 0
+            self._pipeline.health.fail(exc)
+
+    def arrays(self) -> list[ArrayWriter]:
+        """Level 0's writer and the live levels' writers."""
+        return [self.writer, *(self.live.writers() if self.live is not None else [])]
 
     def build_pyramid(self, progress: BuildProgress) -> None:
         """Levels 1.. (if the spec asks and level 0 has data); a failure fails the
         stream but level 0 stays."""
+        if self.live is not None:
+            return  # written as the frames passed
         if not (self.spec.pyramid.enabled and self.writer.committer.committed_rows > 0):
             if self.spec.pyramid.enabled:
                 self.pyramid_note = "not built: no frame reached the dataset"

@@ -37,6 +37,7 @@ from acqwriter.format.layouts import group_documents, image_path_in, plate_docum
 from acqwriter.format.ngff_v05 import TRANSLATION_KEY
 from acqwriter.format.versions import array_document
 from acqwriter.plan.layout import FrameLayout
+from acqwriter.plan.levels import LiveLevel, live_level_bytes, live_levels
 from acqwriter.plan.pyramid import level_chunks, no_pyramid_reason, plan_levels
 from acqwriter.plan.resources import RING_MAX_FRAMES, Resources
 from acqwriter.plan.sharding import shard_factors
@@ -84,6 +85,7 @@ class ImagePlan:
     levels: tuple[LevelPlan, ...]  # level 0 first; lower ones only when they are built
     attrs: dict[str, Any] = field(default_factory=dict)  # under attributes.acqwriter
     no_pyramid: str | None = None  # why there is no lower level, when there is none
+    live: tuple[LiveLevel, ...] = ()  # levels 1.. written during acquisition
 
     @property
     def layout(self) -> FrameLayout:
@@ -97,10 +99,25 @@ class ImagePlan:
         sizes = layout.array_shape(1 if grows else layout.outer_sizes[0])  # type: ignore[arg-type]
         levels = [LevelPlan(0, _shown(sizes, grows), layout.chunk_shape)]
         reason = no_pyramid_reason(spec)
-        if reason is None:
-            for k, shape in enumerate(plan_levels(spec, sizes), start=1):
-                levels.append(LevelPlan(k, _shown(shape, grows), level_chunks(spec, shape)))
-        return cls(key, path, spec, resources, tuple(levels), attrs, reason)
+        shapes = plan_levels(spec, sizes) if reason is None else []
+        for k, shape in enumerate(shapes, start=1):
+            levels.append(LevelPlan(k, _shown(shape, grows), level_chunks(spec, shape)))
+        live = live_levels(spec, shapes, grows=grows)
+        return cls(key, path, spec, resources, tuple(levels), attrs, reason, live)
+
+    def live_bytes(self) -> int:
+        """What its live levels hold in memory at most (:mod:`acqwriter.plan.levels`)."""
+        threads = self.resources.compressors + 1  # and the producer, compressing inline
+        return live_level_bytes(
+            self.layout, self.live, threads, downsample_z=self.spec.pyramid.downsample_z
+        )
+
+    def level_fraction(self) -> float:
+        """The raw bytes of its lower levels per byte of level 0 (0: none written)."""
+        if len(self.levels) == 1 or self.spec.pyramid.when == "none":
+            return 0.0
+        size = [math.prod(s for s in level.shape[1:] if s) for level in self.levels]
+        return sum(size[1:]) / size[0]
 
     def array_document(self) -> dict[str, Any]:
         """Level 0's array metadata as first written (its first axis empty), in the
@@ -270,8 +287,9 @@ class DatasetPlan:
 
     def memory(self) -> dict[str, int]:
         """Bytes each part holds at most, by part (``ring_bytes`` bounds the first three
-        together; the encoded buffers are bounded on their own; ``view_cache`` is what
-        each image a live view watches adds, only while it is watched)."""
+        together; the encoded buffers are bounded on their own; ``live_levels`` is what
+        the levels written during acquisition hold; ``view_cache`` is what each image a
+        live view watches adds, only while it is watched)."""
         count, size = self.encoded_buffers()
         images = self.images.values()
         return {
@@ -279,6 +297,7 @@ class DatasetPlan:
             "shard_staging": sum(i.layout.extra_staging_bytes for i in images),
             "compressor_buffers": max(i.resources.thread_buffer_bytes for i in images),
             "encoded_buffers": count * size,
+            "live_levels": sum(i.live_bytes() for i in images),
             "view_cache": VIEW_CACHE_FRAMES * max(i.layout.frame_bytes for i in images),
         }
 
@@ -293,11 +312,12 @@ class DatasetPlan:
         need = self.writer.min_free_bytes + RESERVE_BYTES + FINAL_RESERVE_BYTES
         images = self.images.values()
         if self.writer.expected_frames:
-            frame_bytes = max(i.layout.frame_bytes for i in images)
+            frame_bytes = max(i.layout.frame_bytes * (1 + i.level_fraction()) for i in images)
             return need + int(self.writer.expected_frames * frame_bytes * 1.05)
         for image in images:
             if image.layout.max_frames:
-                need += int(image.layout.max_frames * image.layout.frame_bytes * 1.05)
+                raw = image.layout.frame_bytes * (1 + image.level_fraction())
+                need += int(image.layout.max_frames * raw * 1.05)
         return need
 
     # -- showing it ---------------------------------------------------------------------
@@ -347,9 +367,11 @@ class DatasetPlan:
             f"  shard staging       {_mib(memory['shard_staging'])}",
             f"  compressor buffers  {_mib(memory['compressor_buffers'])}",
             f"  encoded buffers     {count} x {_mib(size)} = {_mib(memory['encoded_buffers'])}",
+            f"  live levels         {_mib(memory['live_levels'])} (pyramid levels made as "
+            "frames pass)",
             f"  view cache          {_mib(memory['view_cache'])} per image a live view watches",
             f"disk: {_mib(self.disk_need_bytes())} free needed for {self.disk_frames()} "
-            "frame(s) (uncompressed + 5 %, min_free_bytes, reserves)",
+            "frame(s) (uncompressed, lower levels included, + 5 %, min_free_bytes, reserves)",
         ]
         return "\n".join(lines)
 
@@ -365,8 +387,10 @@ def _describe_image(image: ImagePlan) -> list[str]:
         f"  {image.key} at {where}: {''.join(image.spec.dims)} {layout.dtype.name}, "
         f"chunks {_dims(layout.chunk_shape)}{shards}"
     ]
+    when = {"live": "written live", "close": "built at close"}.get(image.spec.pyramid.when, "")
     for level in image.levels:
-        lines.append(f"    level {level.index}: {_dims(level.shape)}")
+        how = f" ({when})" if level.index and when else ""
+        lines.append(f"    level {level.index}: {_dims(level.shape)}{how}")
     if image.no_pyramid is not None:
         lines.append(f"    no lower level: {image.no_pyramid}")
     return lines

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from acqwriter.spec.model import StreamSpec
 
-__all__ = ["VIEWER_SIZE", "level_chunks", "no_pyramid_reason", "plan_levels"]
+__all__ = ["VIEWER_SIZE", "level_chunks", "level_spec", "no_pyramid_reason", "plan_levels"]
 
 # The largest y or x, in pixels, of the smallest level "auto" plans: small enough that a
 # viewer shows the whole image from one level, the size ngff-zarr and ome-zarr-py stop at
@@ -64,7 +64,7 @@ def no_pyramid_reason(spec: StreamSpec, *, rebuild: bool = False) -> str | None:
     acquisition asked for them."""
     pyr = spec.pyramid
     if not pyr.enabled and not rebuild:
-        return "no pyramid asked (pyramid.enabled is false)"
+        return "no pyramid asked (pyramid.when is 'none')"
     height, width = spec.shape
     if pyr.levels == 1:
         return "pyramid.levels is 1 (level 0 only)"
@@ -78,3 +78,28 @@ def no_pyramid_reason(spec: StreamSpec, *, rebuild: bool = False) -> str | None:
             "a viewer shows it whole"
         )
     return None
+
+
+def level_spec(spec: StreamSpec, shape: tuple[int, ...], *, grows: bool) -> StreamSpec:
+    """The stream spec of a lower level written live: level 0's, with the level's frame
+    shape, its chunks (:func:`level_chunks`; along a growing first axis level 0's, as
+    that axis has no size to clip to), its z size when z is downsampled, and shard sizes
+    of as many chunks per shard as level 0's. Only the engine's frame arithmetic reads
+    it (:class:`acqwriter.plan.layout.FrameLayout`); it is never validated or stored."""
+    chunks = list(level_chunks(spec, shape))
+    base = spec.resolved_chunks()
+    if grows:
+        chunks[0] = base[0]
+    update: dict[str, object] = {
+        "shape": (shape[-2], shape[-1]),
+        "chunks": dict(zip(spec.dims, chunks, strict=True)),
+    }
+    if "z" in spec.outer_dims and spec.pyramid.downsample_z and "z" in spec.sizes:
+        update["sizes"] = {**spec.sizes, "z": shape[spec.dims.index("z")]}
+    if isinstance(spec.shards, dict):
+        per_axis = dict(zip(spec.dims, zip(base, chunks, strict=True), strict=True))
+        update["shards"] = {
+            axis: size // per_axis[axis][0] * per_axis[axis][1]
+            for axis, size in spec.shards.items()
+        }
+    return spec.model_copy(update=update)

@@ -30,6 +30,7 @@ from pydantic import Field, Strict, field_validator, model_validator
 
 from acqwriter.codec.settings import Compression
 from acqwriter.spec.files import dump_spec, load_spec
+from acqwriter.spec.pyramid import PyramidSpec
 from acqwriter.validation import SpecError, StrictModel, format_validation_error
 
 # The OME-NGFF versions acqwriter writes (the one list: spec, format, CLI)
@@ -175,27 +176,6 @@ class Channel(StrictModel):
         if len(value) != 6 or any(ch not in "0123456789ABCDEF" for ch in value):
             raise ValueError(f"expected 6 hex digits RRGGBB, got {value!r}")
         return value
-
-
-class PyramidSpec(StrictModel):
-    """The multiscale pyramid built after acquisition.
-
-    Levels are downsampled 2× in y and x (and in z when ``downsample_z``). With
-    ``levels="auto"`` levels are added until the largest of y and x is at most 256
-    pixels (a size a viewer shows whole; :mod:`acqwriter.plan.pyramid`) or
-    ``max_levels`` (level 0 included) is reached, whatever the chunking; an integer asks
-    for exactly that many levels (level 0 included), still capped where a level would be
-    1×1.
-    ``method="mean"`` averages each block (integers rounded half up:
-    ``(sum + n // 2) // n``; at an odd edge the block is clipped to the pixels that
-    exist); ``"nearest"`` keeps the top-left pixel of each block.
-    """
-
-    enabled: bool = True
-    levels: Literal["auto"] | PositiveInt = "auto"
-    max_levels: PositiveInt = 8
-    method: Literal["mean", "nearest"] = "mean"
-    downsample_z: bool = False
 
 
 class WriterOptions(StrictModel):

@@ -1,0 +1,92 @@
+"""The lower levels an image writes live (``pyramid.when="live"``), and what they hold.
+
+A live level is written like level 0, by the same writer: it has a stream spec of its
+own (:func:`acqwriter.plan.pyramid.level_spec`) and so a :class:`FrameLayout` with its
+own chunks, shards and extent, and its frames are the frames of the level above,
+downsampled as they pass (:mod:`acqwriter.engine.levels`).
+
+What a level holds in memory, beside ``ring_bytes`` (:func:`live_level_bytes`, in the
+plan's ``memory()`` as ``live_levels``): the frames of its chunks that wait for the
+rest of their frames (its layout's ``min_ring_frames``) and one frame per thread being
+made; with z downsampling, pairs of planes of the level above whose partner has not
+come yet (at most the frames between two z planes in index order, plus one per
+thread); per thread, one chunk of staging and the accumulators of the downsampling;
+the staging of its open shards.
+
+Pure: no I/O, no threads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from acqwriter.format.versions import array_document
+from acqwriter.plan.layout import FrameLayout
+from acqwriter.plan.pyramid import level_spec
+from acqwriter.plan.sharding import SEGMENT_BYTES
+
+if TYPE_CHECKING:
+    from acqwriter.spec.model import StreamSpec
+
+__all__ = ["LiveLevel", "live_level_bytes", "live_levels"]
+
+
+@dataclass(frozen=True)
+class LiveLevel:
+    """One lower level written during acquisition: its number, spec and layout."""
+
+    index: int
+    spec: StreamSpec
+    layout: FrameLayout
+
+    def array_document(self) -> dict[str, Any]:
+        """Its array metadata as first written (the first axis empty)."""
+        layout = self.layout
+        return array_document(
+            self.spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape
+        )
+
+
+def live_levels(
+    spec: StreamSpec, shapes: list[tuple[int, ...]], *, grows: bool
+) -> tuple[LiveLevel, ...]:
+    """The live levels 1.. of an image of ``spec`` whose lower levels have ``shapes``
+    (none unless ``pyramid.when`` is ``"live"``)."""
+    if spec.pyramid.when != "live":
+        return ()
+    out = []
+    for k, shape in enumerate(shapes, start=1):
+        lspec = level_spec(spec, shape, grows=grows)
+        out.append(LiveLevel(k, lspec, FrameLayout(lspec)))
+    return tuple(out)
+
+
+def z_stride(layout: FrameLayout) -> int:
+    """Frames between two neighbouring z planes in index order (0: no z axis)."""
+    if "z" not in layout.outer_dims:
+        return 0
+    i = layout.outer_dims.index("z")
+    return math.prod(s or 1 for s in layout.outer_sizes[i + 1 :])
+
+
+def live_level_bytes(
+    source: FrameLayout, levels: tuple[LiveLevel, ...], threads: int, *, downsample_z: bool
+) -> int:
+    """The memory ``levels`` hold at most (see the module docstring); ``source`` is
+    level 0's layout, ``threads`` the threads that make level frames (the compressors
+    and the producer)."""
+    total = 0
+    above = source
+    for level in levels:
+        layout = level.layout
+        frames = layout.min_ring_frames + threads
+        total += frames * layout.frame_bytes
+        total += threads * (layout.chunk_bytes + above.frame_bytes)  # staging, accumulators
+        if downsample_z and "z" in source.outer_dims:
+            total += (z_stride(above) + threads) * 2 * above.frame_bytes
+        if layout.shards is not None:
+            total += layout.extra_staging_bytes + max(SEGMENT_BYTES, layout.chunk_bytes)
+        above = layout
+    return total
