@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from acqwriter.plan.layout import FrameLayout
     from acqwriter.store.base import Store
 
-__all__ = ["CommitLoop", "ExtentCommitter"]
+__all__ = ["CommitLoop", "ExtentCommitter", "LevelsCommitter"]
 
 
 class ExtentCommitter:
@@ -152,13 +152,27 @@ class ExtentCommitter:
     # -- committing ---------------------------------------------------------------------------
     def step(self) -> None:
         """What the commit loop does for this array: seal if due, then commit."""
-        if self.shards is not None:
-            self.shards.seal_due(self._seal_after)
+        self.seal_due()
         self.commit()
 
-    def commit(self) -> None:
+    def seal_due(self) -> None:
+        """Seal the open shards that have held chunks for ``shard_seal_s``."""
+        if self.shards is not None:
+            self.shards.seal_due(self._seal_after)
+
+    def ready_rows(self) -> int:
+        """Rows the extent could cover now: blocks whose chunks are all written, and the
+        sealed leading rows of the next one."""
+        with self._lock:
+            blocks = self._front_block_locked()
+            rows = blocks * self.layout.rows_per_block + self._sealed_rows.get(blocks, 0)
+            if self._final_rows is not None:
+                rows = min(rows, self._final_rows)
+            return rows
+
+    def commit(self, limit: int | None = None) -> None:
         """Advance the extent over blocks whose chunks are all written (and the sealed
-        leading rows of the next one)."""
+        leading rows of the next one), to at most ``limit`` rows when given."""
         layout = self.layout
         with self._lock:
             blocks = self._front_block_locked()
@@ -168,6 +182,8 @@ class ExtentCommitter:
             rows = blocks * layout.rows_per_block + self._sealed_rows.get(blocks, 0)
             if self._final_rows is not None:
                 rows = min(rows, self._final_rows)
+            if limit is not None:
+                rows = min(rows, limit)
             if rows <= self.committed_rows:
                 # a sealed block that finished adds blocks but no rows: count it
                 self.committed_blocks = max(self.committed_blocks, blocks)
@@ -200,6 +216,23 @@ class ExtentCommitter:
             raise failure
 
 
+class LevelsCommitter:
+    """Commits an image's levels together (live pyramid levels): each step, every
+    level's extent grows to the rows all of them have on disk, the lowest level's
+    first and level 0's last, so a reader that sizes the image by level 0 never asks a
+    lower level for a row it lacks, and the levels agree once the step is done."""
+
+    def __init__(self, levels: list[ExtentCommitter]) -> None:
+        self.levels = levels  # level 0 first
+
+    def step(self) -> None:
+        for committer in self.levels:
+            committer.seal_due()
+        rows = min(committer.ready_rows() for committer in self.levels)
+        for committer in reversed(self.levels):
+            committer.commit(limit=rows)
+
+
 class CommitLoop:
     """The thread that commits every array of a stream (see the module docstring)."""
 
@@ -207,7 +240,7 @@ class CommitLoop:
         self._interval = interval_s
         self._health = health
         self._guard = guard
-        self.committers: list[ExtentCommitter] = []
+        self.committers: list[ExtentCommitter | LevelsCommitter] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="acqwriter-commit", daemon=True)

@@ -347,7 +347,7 @@ class DatasetWriter:
             for array in arrays:
                 array.finish_shards()
             self.pipeline.stop_commits()
-            for array in arrays:
+            for array in reversed(arrays):  # an image's lowest level first, level 0 last
                 array.committer.commit()  # the final extent: everything written
             self.store.flush()
         except OSError as exc:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from acqwriter.engine.commit import LevelsCommitter
 from acqwriter.format.versions import array_keys
 from acqwriter.post.downsample import downsample
 
@@ -337,7 +338,11 @@ def wire_live_levels(
             below=below,
         )
         feeds.insert(0, below)
-    for upper, feed in zip([top, *writers], feeds, strict=False):
-        upper.below = feed
+    top.below = feeds[0]  # each feed hands its frames on to the next itself
     pipeline.arrays.extend(writers)
+    # the levels' extents grow together (LevelsCommitter), not each on its own
+    committers = [top.committer, *(writer.committer for writer in writers)]
+    loop = pipeline.commits.committers
+    loop[:] = [c for c in loop if c not in committers]
+    loop.append(LevelsCommitter(committers))
     return LiveLevels(feeds)

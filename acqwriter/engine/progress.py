@@ -35,6 +35,13 @@ def progress_snapshot(
         for key, i in images.items()
     }
     values = list(images.values())
+    # frames each level holds on disk, summed over images (live levels grow with level 0)
+    by_level: list[int] = []
+    for key, image in images.items():
+        for k, array in enumerate(image.arrays()):
+            if k == len(by_level):
+                by_level.append(0)
+            by_level[k] += written_by[key] if k == 0 else array.committer.frames_written
     raw = sum(written_by[key] * i.layout.frame_bytes for key, i in images.items())
     return {
         "phase": phase,
@@ -48,6 +55,7 @@ def progress_snapshot(
         "ring_capacity": slots.capacity,
         "ring_high_water": slots.high_water,
         "frames_inline": sum(i.ledger.frames_inline for i in values),
+        "pyramid_level_frames": by_level,
         "mb_per_s": raw / 1e6 / elapsed if elapsed > 0 else 0.0,
         "elapsed_s": elapsed,
         "error": None if error is None else str(error),

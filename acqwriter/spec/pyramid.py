@@ -50,7 +50,7 @@ class PyramidSpec(StrictModel):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return {"when": value}
+            return {"when": value, "enabled": value != "none"}
         if isinstance(value, bool):
             return {"enabled": True} if value else {"enabled": False, "when": "none"}
         if isinstance(value, dict):

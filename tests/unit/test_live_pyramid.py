@@ -1,0 +1,313 @@
+"""Pyramid levels written live (``pyramid.when="live"``): the same values as the offline
+builder's, every level valid and growing while it is written, the plan's memory, the
+spec's forms."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import acqwriter
+from acqwriter import SpecError, open_dataset, open_stream
+from acqwriter.post.pyramid import rebuild_pyramid
+from acqwriter.spec.model import StreamSpec
+from helpers import check_dataset
+
+
+def _frames(n: int, shape: tuple[int, int], dtype: str, seed: int = 0) -> np.ndarray:
+    """Cells on a background with shot noise: values a mean must round."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    base = 100 + 60 * np.sin(yy / 7.0) * np.cos(xx / 5.0)
+    frames = rng.poisson(np.maximum(base, 1), (n, *shape)).astype(np.float64)
+    if np.dtype(dtype).kind == "f":
+        return (frames / 3.0).astype(dtype)
+    if np.dtype(dtype).kind == "i":
+        frames -= 120
+    info = np.iinfo(dtype)
+    return np.clip(frames, info.min, info.max).astype(dtype)
+
+
+def _levels(path: Path) -> dict[str, np.ndarray]:
+    group = zarr.open_group(path, mode="r")
+    attrs = group.attrs.asdict()
+    ms = attrs.get("ome", attrs)["multiscales"][0]
+    return {d["path"]: group[d["path"]][...] for d in ms["datasets"]}
+
+
+def _offline(live: Path, tmp_path: Path) -> dict[str, np.ndarray]:
+    """The levels ``acqwriter pyramid`` builds from the finished level 0."""
+    copy = tmp_path / "offline.ome.zarr"
+    shutil.copytree(live, copy)
+    rebuild_pyramid(copy)
+    return _levels(copy)
+
+
+def _assert_same_as_offline(out: Path, tmp_path: Path, levels: int) -> None:
+    check_dataset(out)
+    live = _levels(out)
+    assert len(live) == levels
+    offline = _offline(out, tmp_path)
+    assert list(live) == list(offline)
+    for name in live:
+        assert live[name].shape == offline[name].shape, name
+        assert live[name].dtype == offline[name].dtype
+        np.testing.assert_array_equal(live[name], offline[name], err_msg=f"level {name}")
+
+
+CASES = {
+    # name: spec fields, frames (t, c, z counts)
+    "odd frame, tiles": ({"dims": "tyx", "chunks": {"y": 64, "x": 48}}, (7, 1, 1)),
+    "t-chunks span frames": ({"dims": "tyx", "chunks": {"t": 3}}, (8, 1, 1)),
+    "channels, sharded in t": ({"dims": "tcyx", "sizes": {"c": 2}, "shards": {"t": 4}}, (9, 2, 1)),
+    "z stack, odd z, downsample_z": (
+        {"dims": "tzyx", "sizes": {"z": 5}, "pyramid": {"downsample_z": True}},
+        (3, 1, 5),
+    ),
+    "z chunks of 2, downsample_z": (
+        {
+            "dims": "tczyx",
+            "sizes": {"c": 2, "z": 4},
+            "chunks": {"z": 2},
+            "pyramid": {"downsample_z": True},
+        },
+        (2, 2, 4),
+    ),
+    "z first, unbounded, odd count": (
+        {"dims": "zyx", "pyramid": {"downsample_z": True}},
+        (1, 1, 7),
+    ),
+    "ngff 0.4": ({"dims": "tcyx", "sizes": {"c": 2}, "ngff_version": "0.4"}, (5, 2, 1)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    ("dtype", "method"), [("uint16", "mean"), ("uint8", "nearest"), ("int16", "mean")]
+)
+def test_live_levels_equal_the_offline_builder(tmp_path, case, dtype, method):
+    fields, (nt, nc, nz) = CASES[case]
+    shape = (93, 77)
+    pyramid = {"when": "live", "levels": 3, "method": method, **fields.get("pyramid", {})}
+    spec = {
+        "out": str(tmp_path / "live.ome.zarr"),
+        "shape": shape,
+        "dtype": dtype,
+        "shard_seal_s": 0.05,
+        **fields,
+        "pyramid": pyramid,
+    }
+    frames = _frames(nt * nc * nz, shape, dtype)
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    summary = stream.close()
+    assert summary.pyramid_levels == 3 and summary.pyramid_duration_s == 0.0
+    _assert_same_as_offline(tmp_path / "live.ome.zarr", tmp_path, 3)
+
+
+def test_float_mean_is_the_offline_builders_to_the_bit(tmp_path):
+    spec = {
+        "out": str(tmp_path / "live.ome.zarr"),
+        "shape": (61, 90),
+        "dtype": "float32",
+        "dims": "tzyx",
+        "sizes": {"z": 3},
+        "pyramid": {"when": "live", "levels": 4, "downsample_z": True},
+    }
+    with open_stream(spec) as stream:
+        for frame in _frames(6, (61, 90), "float32"):
+            stream.append(frame)
+    _assert_same_as_offline(tmp_path / "live.ome.zarr", tmp_path, 4)
+
+
+@pytest.mark.parametrize("downsample_z", [False, True])
+def test_dropped_and_missing_frames_are_the_fill_value_in_every_level(tmp_path, downsample_z):
+    """A frame skipped (dropped) or never given (missing at close) is the fill value in
+    level 0; every level counts it so, as the offline builder reading level 0 does."""
+    shape = (40, 50)
+    spec = {
+        "out": str(tmp_path / "live.ome.zarr"),
+        "shape": shape,
+        "dtype": "uint16",
+        "dims": "tzyx",
+        "sizes": {"z": 4},
+        "chunks": {"z": 2},
+        "pyramid": {"when": "live", "levels": 3, "downsample_z": downsample_z},
+    }
+    frames = _frames(11, shape, "uint16")
+    with open_stream(spec) as stream:
+        for i, frame in enumerate(frames):
+            if i in (2, 5, 6):
+                stream.skip(reason="camera_timeout")
+            else:
+                stream.append(frame)
+    # 11 frames of 4 z planes: the last time point's fourth plane never came
+    out = tmp_path / "live.ome.zarr"
+    summary = stream.close()
+    assert summary.frames_dropped == 3 and summary.frames_missing == 1
+    _assert_same_as_offline(out, tmp_path, 3)
+    level1 = _levels(out)["1"]
+    if not downsample_z:  # a dropped frame's level frames are the fill value
+        assert not level1[0, 2].any() and not level1[1, 1].any() and level1[1, 3].any()
+
+
+def test_many_images_with_live_levels_equal_the_offline_builder(tmp_path):
+    out = tmp_path / "plate.ome.zarr"
+    image = {
+        "shape": [70, 66],
+        "dtype": "uint16",
+        "dims": "tcyx",
+        "sizes": {"t": 3, "c": 2},
+        "pyramid": {"when": "live", "levels": 3},
+    }
+    spec = {
+        "out": str(out),
+        "layout": "plate",
+        "plate": {"rows": 1, "columns": 2},
+        "images": {"A/1/0": image, "A/2/0": image},
+    }
+    frames = _frames(12, (70, 66), "uint16")
+    with open_dataset(spec) as dataset:
+        for i, key in enumerate(["A/1/0", "A/2/0"]):
+            for t in range(3):
+                for c in range(2):
+                    dataset.append(frames[6 * i + 2 * t + c], image=key, index={"t": t, "c": c})
+    check_dataset(out)
+    copy = tmp_path / "copy.ome.zarr"
+    shutil.copytree(out, copy)
+    rebuild_pyramid(copy)
+    for key in ["A/1/0", "A/2/0"]:
+        live, offline = _levels(out / key), _levels(copy / key)
+        assert list(live) == ["0", "1", "2"]
+        for name in live:
+            np.testing.assert_array_equal(live[name], offline[name])
+
+
+def test_a_reader_sees_every_level_valid_and_growing(tmp_path):
+    out = tmp_path / "grow.ome.zarr"
+    spec = {
+        "out": str(out),
+        "shape": (64, 80),
+        "dtype": "uint16",
+        "commit_interval_s": 0.01,
+        "shard_seal_s": 0.01,
+        "pyramid": {"when": "live", "levels": 4},
+    }
+    frames = _frames(400, (64, 80), "uint16")
+    seen: list[list[int]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                group = zarr.open_group(out, mode="r")
+                names = [d["path"] for d in group.attrs["ome"]["multiscales"][0]["datasets"]]
+                assert names == ["0", "1", "2", "3"]  # every level listed from the start
+                # level 0 sized first: a lower level never lacks a row level 0 has
+                extents = [group[name].shape[0] for name in names]
+                assert all(e >= extents[0] for e in extents[1:]), extents
+                for name in names:
+                    array = group[name]
+                    n = array.shape[0]
+                    if n:
+                        last = array[n - 1]  # every row inside an extent is on disk
+                        assert last.any(), f"level {name} row {n - 1} is fill"
+                seen.append(extents)
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    with open_stream(spec) as stream:
+        reader.start()
+        for frame in frames:
+            stream.append(frame)
+            if not seen:
+                threading.Event().wait(0.001)
+    done.set()
+    reader.join()
+    assert not errors, errors[0]
+    assert len({tuple(s) for s in seen}) >= 2  # it grew while read
+    for a, b in itertools.pairwise(seen):
+        assert all(y >= x for x, y in zip(a, b, strict=True))
+    final = _levels(out)
+    assert [v.shape[0] for v in final.values()] == [400] * 4
+    _assert_same_as_offline(out, tmp_path, 4)
+
+
+def test_progress_reports_each_levels_frames(tmp_path):
+    spec = {
+        "out": str(tmp_path / "p.ome.zarr"),
+        "shape": (64, 64),
+        "dtype": "uint16",
+        "pyramid": {"when": "live", "levels": 3},
+    }
+    stream = open_stream(spec)
+    for frame in _frames(20, (64, 64), "uint16"):
+        stream.append(frame)
+    phases: list[dict] = []
+    stream.close(on_progress=phases.append)
+    final = stream.progress()
+    assert final["pyramid_level_frames"] == [20, 20, 20]
+    assert "pyramid" not in [p["phase"] for p in phases]  # close only flushed
+    json.dumps(final, allow_nan=False)
+
+
+def test_the_plan_counts_what_live_levels_hold(tmp_path):
+    base = {"out": str(tmp_path / "x.ome.zarr"), "shape": (2048, 2048), "dtype": "uint16"}
+    close = open_stream({**base, "pyramid": "close"})
+    close.close()
+    live_spec = {**base, "out": str(tmp_path / "y.ome.zarr"), "pyramid": "live"}
+    live = open_stream(live_spec)
+    live.close()
+    assert close.plan.memory()["live_levels"] == 0
+    held = live.plan.memory()["live_levels"]
+    # at least one frame of each lower level per thread that makes them
+    assert held >= (2 * 1024 * 1024 + 2 * 512 * 512 + 2 * 256 * 256) * 2
+    assert "live levels" in live.plan.describe() and "(written live)" in live.plan.describe()
+    image = live.plan.to_dict()["images"][0]
+    assert [level["shape"][1:] for level in image["levels"]] == [
+        [2048, 2048], [1024, 1024], [512, 512], [256, 256]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "when", "enabled"),
+    [
+        ("live", "live", True),
+        ("none", "none", False),
+        ({"when": "close"}, "close", True),
+        ({"enabled": False}, "none", False),
+        (False, "none", False),
+        ({"when": "none", "enabled": True}, "none", False),
+    ],
+)
+def test_pyramid_spec_forms(given, when, enabled):
+    spec = StreamSpec.model_validate(
+        {"out": "x.ome.zarr", "shape": (8, 8), "dtype": "uint8", "pyramid": given}
+    )
+    assert (spec.pyramid.when, spec.pyramid.enabled) == (when, enabled)
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        ("sometimes", ["pyramid.when", "'live', 'close' or 'none'"]),
+        ({"when": "live", "enabled": False}, ["pyramid", "enabled: false contradicts"]),
+    ],
+)
+def test_a_bad_pyramid_names_the_field(tmp_path, given, words):
+    spec = {"out": str(tmp_path / "x.ome.zarr"), "shape": (8, 8), "dtype": "uint8"}
+    with pytest.raises(SpecError) as info:
+        acqwriter.open_stream({**spec, "pyramid": given})
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    assert not (tmp_path / "x.ome.zarr").exists()
