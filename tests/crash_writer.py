@@ -1,6 +1,7 @@
 """Run as a separate process: stream stamped frames until killed.
 
-Usage: crash_writer.py OUT SEED [sync [shards [ngff_version]]]. Prints "ready" once
+Usage: crash_writer.py OUT SEED [sync [shards [ngff_version [pyramid]]]] (pyramid:
+WHEN:LEVELS, default close:2). Prints "ready" once
 the dataset exists. The frames are FrameBank((48, 40), uint16, size=3,
 seed=SEED).frame(i), appended in order, so a test can check every frame inside whatever
 extent the kill leaves.
@@ -22,6 +23,7 @@ def main() -> None:
     sync = sys.argv[3] if len(sys.argv) > 3 else "close"
     shards = sys.argv[4] if len(sys.argv) > 4 else "none"  # "auto": t-shards, sealed often
     ngff = sys.argv[5] if len(sys.argv) > 5 else "0.5"
+    when, levels = (sys.argv[6] if len(sys.argv) > 6 else "close:2").split(":")
     bank = FrameBank(SHAPE, "uint16", size=3, seed=seed)
     frames = [bank.frame(i) for i in range(4000)]
     stream = open_stream(
@@ -33,7 +35,7 @@ def main() -> None:
             "commit_interval_s": 0.01,
             "ring_bytes": 8 << 20,
             "sync": sync,
-            "pyramid": {"levels": 2},
+            "pyramid": {"when": when, "levels": int(levels)},
             "shards": shards,
             "shard_seal_s": 0.02,
             "ngff_version": ngff,

@@ -49,11 +49,13 @@ def validate_ngff(attributes: dict[str, Any], name: str = "image", version: str 
     ngff_validator(name, version).validate(attributes)
 
 
-def check_dataset(path: Path) -> dict[str, Any]:
+def check_dataset(path: Path, *, growing: bool = False) -> dict[str, Any]:
     """Everything a reader relies on; raises AssertionError/ValidationError otherwise.
 
     The schemas alone do not check axis order, scale vs shape, missing arrays or
-    dimension_names, so those are checked here too.
+    dimension_names, so those are checked here too. ``growing``: levels written live
+    and caught mid-commit (a reader, a crash): a lower level may hold rows of the first
+    axis level 0 does not list yet, never fewer.
     """
     import yaozarrs
 
@@ -67,7 +69,7 @@ def check_dataset(path: Path) -> dict[str, Any]:
         validate_ngff(attrs, "bf2raw" if layout == "collection" else "plate")
         yaozarrs.validate_zarr_store(str(path))
         for image in attrs["acqwriter"]["images"].values():
-            check_dataset(path / image)
+            check_dataset(path / image, growing=growing)
         return attrs
     validate_ngff(attrs, "image")
     validate_ngff(attrs, "strict_image")
@@ -87,9 +89,13 @@ def check_dataset(path: Path) -> dict[str, Any]:
         scale = ds["coordinateTransformations"][0]["scale"]
         assert len(scale) == len(axes)
         if prev_shape is not None:
-            for a, n_prev, n in zip(axes, prev_shape, meta["shape"], strict=True):
+            for i_axis, (a, n_prev, n) in enumerate(
+                zip(axes, prev_shape, meta["shape"], strict=True)
+            ):
                 if a in "yx":
                     assert n == math.ceil(n_prev / 2)
+                elif growing and i_axis == 0 and a != "z":
+                    assert n >= n_prev, (a, n_prev, n)
                 elif a in "tc":
                     assert n == n_prev
         prev_shape = meta["shape"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from acqwriter.spec.model import NGFF_VERSIONS, SpecError
+from acqwriter.spec.pyramid import PYRAMID_WHEN
 
 __all__ = ["add_spec_options", "spec_mapping"]
 
@@ -184,7 +185,12 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sync", choices=["none", "close", "always"], help="fsync policy (default close)"
     )
-    p.add_argument("--no-pyramid", action="store_true", help="do not build pyramid levels")
+    p.add_argument(
+        "--pyramid",
+        choices=list(PYRAMID_WHEN),
+        help="lower levels written live (during acquisition), built at close, or none",
+    )
+    p.add_argument("--no-pyramid", action="store_true", help="the same as --pyramid none")
     p.add_argument("--pyramid-method", choices=["mean", "nearest"])
 
 
@@ -248,10 +254,16 @@ def spec_mapping(args: argparse.Namespace) -> dict[str, Any]:
             if args.blocksize is not None:
                 codec["blocksize"] = args.blocksize
         data["codec"] = codec
-    if args.no_pyramid or args.pyramid_method:
-        pyramid = dict(data.get("pyramid") or {})
+    if args.no_pyramid or args.pyramid_method or args.pyramid:
+        pyramid = data.get("pyramid") or {}
+        pyramid = {"when": pyramid} if isinstance(pyramid, str) else dict(pyramid)
+        if args.pyramid:
+            pyramid["when"] = args.pyramid
+            pyramid.pop("enabled", None)
         if args.no_pyramid:
-            pyramid["enabled"] = False
+            if args.pyramid not in (None, "none"):
+                raise SpecError(f"--no-pyramid contradicts --pyramid {args.pyramid}")
+            pyramid.update(when="none", enabled=False)
         if args.pyramid_method:
             pyramid["method"] = args.pyramid_method
         data["pyramid"] = pyramid

@@ -220,17 +220,36 @@ class LevelsCommitter:
     """Commits an image's levels together (live pyramid levels): each step, every
     level's extent grows to the rows all of them have on disk, the lowest level's
     first and level 0's last, so a reader that sizes the image by level 0 never asks a
-    lower level for a row it lacks, and the levels agree once the step is done."""
+    lower level for a row it lacks, and the levels agree once the step is done.
+    ``halves``: the first axis is z, downsampled: level k has ``ceil(rows / 2**k)``
+    rows of level 0's ``rows``."""
 
-    def __init__(self, levels: list[ExtentCommitter]) -> None:
+    def __init__(self, levels: list[ExtentCommitter], *, halves: bool) -> None:
         self.levels = levels  # level 0 first
+        self._halves = halves
+
+    def rows_of(self, k: int, rows: int) -> int:
+        """Level ``k``'s rows for level 0's ``rows``."""
+        return -(-rows // 2**k) if self._halves else rows
 
     def step(self) -> None:
         for committer in self.levels:
             committer.seal_due()
-        rows = min(committer.ready_rows() for committer in self.levels)
-        for committer in reversed(self.levels):
-            committer.commit(limit=rows)
+        rows = self.levels[0].ready_rows()
+        for k, committer in enumerate(self.levels[1:], start=1):
+            ready = committer.ready_rows()
+            rows = min(rows, ready * 2**k if self._halves else ready)
+        self._commit(rows)
+
+    def final(self) -> None:
+        """At close: every level to level 0's last rows (a level that has fewer stays
+        short: :meth:`acqwriter.engine.image.ImageWriter.list_whole_levels`)."""
+        self._commit(self.levels[0].ready_rows())
+
+    def _commit(self, rows: int) -> None:
+        for k in range(len(self.levels) - 1, 0, -1):
+            self.levels[k].commit(limit=self.rows_of(k, rows))
+        self.levels[0].commit(limit=rows)
 
 
 class CommitLoop:

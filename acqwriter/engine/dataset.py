@@ -342,22 +342,17 @@ class DatasetWriter:
             self.slots.release_memory()
         try:
             for image in self.images.values():
-                image.flush_levels()
-            arrays = [array for image in self.images.values() for array in image.arrays()]
-            for array in arrays:
-                array.finish_shards()
+                image.finish_arrays()  # live levels' last frames, every open shard
             self.pipeline.stop_commits()
-            for array in reversed(arrays):  # an image's lowest level first, level 0 last
-                array.committer.commit()  # the final extent: everything written
+            for image in self.images.values():
+                image.final_commit()  # the final extents: everything written
             self.store.flush()
         except OSError as exc:
             health.fail(exc)
+        for image in self.images.values():
+            image.list_whole_levels()
         write_duration = time.perf_counter() - self._t_open
-        building = [
-            i
-            for i in self.images.values()
-            if i.spec.pyramid.when == "close" and i.writer.committer.committed_rows > 0
-        ]
+        building = [i for i in self.images.values() if i.builds_at_close()]
         if pyramid and health.error is None and building:
             self._set_phase("pyramid")
             for image in building:

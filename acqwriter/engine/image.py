@@ -18,6 +18,7 @@ dropped (fill value on disk, flagged).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -241,15 +242,49 @@ class ImageWriter:
         self.writer.flush(total_rows, batches)
         self._total_rows = total_rows
 
-    def flush_levels(self) -> None:
+    def finish_arrays(self) -> None:
         """After level 0's last chunk is compressed: finish the live levels (their last
-        frames and incomplete chunks, written on the calling thread)."""
+        frames and incomplete chunks, written on the calling thread), then every
+        level's open shards."""
+        if self.live is not None:
+            try:
+                self.live.flush(self._total_rows)
+            except Exception as exc:  # a level that cannot finish must not lose level 0
+                self._pipeline.health.fail(exc)
+        for array in self.arrays():
+            array.finish_shards()
+
+    def builds_at_close(self) -> bool:
+        """Its lower levels are built after the last frame, from level 0 on disk."""
+        return self.spec.pyramid.when == "close" and self.writer.committer.committed_rows > 0
+
+    def list_whole_levels(self) -> None:
+        """After the final commits: list only the live levels that hold every row of
+        level 0 (after a failure a lower level may be short; a reader sizing the image by
+        level 0 must not meet it). The rest are removed, for ``acqwriter pyramid`` to
+        build again."""
         if self.live is None:
             return
-        try:
-            self.live.flush(self._total_rows)
-        except Exception as exc:  # a level that cannot finish must not lose level 0
-            self._pipeline.health.fail(exc)
+        rows = self.writer.committer.committed_rows
+        for k, writer in enumerate(self.live.writers(), start=1):
+            if writer.committer.committed_rows < self.live.committer.rows_of(k, rows):
+                self.pyramid_note = (
+                    f"levels {k}-{len(self.levels) - 1} not listed: not all written before "
+                    f"the writer stopped (acqwriter pyramid PATH builds them)"
+                )
+                for gone in range(k, len(self.levels)):
+                    with contextlib.suppress(OSError):  # unlisted: nothing reads it
+                        self.store.remove_tree(str(gone))
+                self.levels = self.levels[:k]
+                return
+
+    def final_commit(self) -> None:
+        """The last extent of each level: everything written (live levels to level 0's
+        rows, lowest first)."""
+        if self.live is None:
+            self.writer.committer.commit()
+        else:
+            self.live.committer.final()
 
     def arrays(self) -> list[ArrayWriter]:
         """Level 0's writer and the live levels' writers."""
@@ -316,9 +351,8 @@ class ImageWriter:
             ring_bytes=slots.capacity * slots.slot_bytes,
             frames_inline=ledger.frames_inline,
             pyramid_levels=len(self.levels),
-            pyramid_note=(
-                (self.pyramid_note or self.plan.no_pyramid) if len(self.levels) == 1 else None
-            ),
+            pyramid_note=self.pyramid_note
+            or (self.plan.no_pyramid if len(self.levels) == 1 else None),
             error=self._pipeline.health.describe(),
             **ledger.latencies(),
         )

@@ -273,8 +273,9 @@ class LevelFeed:
 class LiveLevels:
     """The chain of an image's live levels, top first."""
 
-    def __init__(self, feeds: list[LevelFeed]) -> None:
+    def __init__(self, feeds: list[LevelFeed], committer: LevelsCommitter) -> None:
         self.feeds = feeds
+        self.committer = committer  # their extents and level 0's, together
 
     @property
     def first(self) -> LevelFeed:
@@ -344,5 +345,7 @@ def wire_live_levels(
     committers = [top.committer, *(writer.committer for writer in writers)]
     loop = pipeline.commits.committers
     loop[:] = [c for c in loop if c not in committers]
-    loop.append(LevelsCommitter(committers))
-    return LiveLevels(feeds)
+    halves = spec.pyramid.downsample_z and spec.dims[0] == "z"
+    together = LevelsCommitter(committers, halves=halves)
+    loop.append(together)
+    return LiveLevels(feeds, together)
