@@ -421,7 +421,11 @@ def test_ctl_stop_after_the_acquisition_ended_gives_its_summary(daemon, tmp_path
         (["--codec", "lz5"], "did you mean 'lz4'?", "(got 'lz5')"),
         (["--overflow", "blok"], "did you mean 'block'?", None),
         (["--frmes", "5"], "did you mean '--frames'?", None),
-        (["--pyramid", "mean"], "unrecognized arguments: --pyramid", None),
+        (
+            ["--pyramid", "mean"],
+            "invalid choice: 'mean' (choose from 'live', 'close', 'none')",
+            None,
+        ),
         (["--out", ""], "expected a path", "overwrite"),
         (["--camera", "demo", "--fps", "5"], "use exposure_ms", "roi"),
     ],

@@ -283,11 +283,14 @@ def test_a_cancelled_sequence_is_kept_with_its_missing_frames_flagged(mmc, tmp_p
     assert data.shape[0] == -(-len(capture.frames) // 2)
 
 
-def test_the_writer_and_the_default_sink_agree_pixel_for_pixel(mmc, tmp_path):
+def test_the_writer_and_the_default_sink_agree_pixel_for_pixel(global_core, tmp_path):
     """The same run written by pymmcore-plus's default ome-writers sink and by
-    ``MDAWriter`` (as a plain ``output=`` handler) reads back equal, position by
-    position, plane by plane (noise frames: a misplaced plane would differ)."""
+    ``MDAWriter`` (as a plain ``output=`` handler, so it meets the global core) reads
+    back equal, position by position, plane by plane (noise frames: a misplaced plane
+    would differ)."""
     import zarr
+
+    mmc = global_core
 
     seq = useq.MDASequence(
         stage_positions=[{"x": 0, "y": 0, "name": "left"}, {"x": 300, "y": 0, "name": "right"}],
