@@ -316,8 +316,10 @@ def wire_live_levels(
                 store=store,
                 slots=frames[-1],  # type: ignore[arg-type]
                 compressors=InlineCompressor(),  # type: ignore[arg-type]
-                io=None,
-                encoded=None,
+                # big unsharded chunks go to the I/O threads, as level 0's do: the
+                # thread that made them goes on compressing instead of waiting for a write
+                io=pipeline.io if layout.shards is None else None,
+                encoded=pipeline.encoded if layout.shards is None else None,
                 ledger=LevelLedger(),  # type: ignore[arg-type]
                 health=pipeline.health,
                 guard=pipeline.guard,

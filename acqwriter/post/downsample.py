@@ -62,6 +62,8 @@ def downsample(
         raise ValueError(f"factors: expected 1 or 2 per axis, got {factors}")
     if all(f == 1 for f in factors):
         return data.copy()
+    if _packs(data, factors):
+        return _mean_2x2_packed(data, scratch)
     wide = _ACCUMULATOR[data.dtype.name]
     acc: np.ndarray = data
     for axis, factor in enumerate(factors):
@@ -98,6 +100,61 @@ def downsample(
     result = _buffer(scratch, ("out", *acc.shape), acc.shape, data.dtype)
     np.copyto(result, acc, casting="unsafe")
     return result
+
+
+# Unsigned types whose horizontal pairs are read as one integer twice as wide
+_PACKED = {"uint8": np.uint16, "uint16": np.uint32}
+_STRIP_ROWS = 64  # output rows per strip: the strip's temporaries stay in cache
+
+
+def _packs(data: np.ndarray, factors: tuple[int, ...]) -> bool:
+    """The 2×2 mean of a frame of 8 or 16-bit unsigned pixels, even in y and x, rows
+    contiguous: :func:`_mean_2x2_packed` computes it."""
+    return (
+        data.dtype.name in _PACKED
+        and factors[-2:] == (2, 2)
+        and all(f == 1 and n == 1 for f, n in zip(factors[:-2], data.shape[:-2], strict=True))
+        and data.shape[-2] % 2 == 0
+        and data.shape[-1] % 2 == 0
+        and data.strides[-1] == data.itemsize
+    )
+
+
+def _mean_2x2_packed(
+    data: np.ndarray, scratch: dict[tuple[Any, ...], np.ndarray] | None
+) -> np.ndarray:
+    """The 2×2 mean, rounded half up, of a frame :func:`_packs` accepts: the same
+    values as the general path, about 1.6× faster (``docs/decisions.md``).
+
+    Each pair of neighbouring pixels is read as one integer of twice the width (its
+    halves are the two pixels, in either byte order, and their sum does not care which
+    is which); masking and shifting give both halves with contiguous, vectorised
+    operations, where the general path adds strided columns. Rows are done in strips
+    whose temporaries stay in cache."""
+    shape = data.shape
+    frame = data.reshape(shape[-2:])
+    wide = _PACKED[data.dtype.name]
+    half = np.iinfo(data.dtype).bits
+    pairs = frame.view(wide)  # (h, w / 2): each element a horizontal pair
+    h, w2 = pairs.shape
+    out = _buffer(scratch, ("out", *shape[:-2], h // 2, w2), (*shape[:-2], h // 2, w2), data.dtype)
+    flat = out.reshape(h // 2, w2)
+    rows = min(_STRIP_ROWS, h // 2)
+    low = _buffer(scratch, ("low", rows, w2), (2 * rows, w2), wide)
+    high = _buffer(scratch, ("high", rows, w2), (2 * rows, w2), wide)
+    summed = _buffer(scratch, ("sum", rows, w2), (rows, w2), wide)
+    mask = wide((1 << half) - 1)
+    for y in range(0, h // 2, rows):
+        n = min(rows, h // 2 - y)
+        src, lo, hi, acc = pairs[2 * y : 2 * (y + n)], low[: 2 * n], high[: 2 * n], summed[:n]
+        np.bitwise_and(src, mask, out=lo)
+        np.right_shift(src, half, out=hi)
+        lo += hi  # each pair's sum: at most 2 × (2**half - 1), fits
+        np.add(lo[0::2], lo[1::2], out=acc)  # and the row below's: at most 4 × …, fits
+        acc += 2
+        acc >>= 2
+        np.copyto(flat[y : y + n], acc, casting="unsafe")
+    return out
 
 
 def _buffer(

@@ -311,3 +311,28 @@ def test_a_bad_pyramid_names_the_field(tmp_path, given, words):
     message = str(info.value)
     assert "\n" not in message and all(w in message for w in words), message
     assert not (tmp_path / "x.ome.zarr").exists()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize(
+    ("shape", "crop"),
+    [((2048, 2048), None), ((6, 10), None), ((1, 1, 258, 130), None), ((100, 200), (10, 21))],
+)
+def test_the_packed_2x2_mean_equals_the_general_one(monkeypatch, dtype, shape, crop):
+    """8- and 16-bit frames take a faster path; it must give the general path's values,
+    extremes included (sums that need every bit of the wider type), on frames that are
+    views into bigger ones too."""
+    from acqwriter.post import downsample as kernel
+
+    info = np.iinfo(dtype)
+    data = np.random.default_rng(3).integers(0, info.max + 1, shape, dtype=dtype)
+    data.reshape(-1)[:7] = info.max
+    if crop is not None:
+        data = data[crop[0] : crop[0] + 64, crop[1] : crop[1] + 96]
+    factors = (1,) * (data.ndim - 2) + (2, 2)
+    assert kernel._packs(data, factors)
+    fast = kernel.downsample(data, factors, "mean", scratch={}).copy()
+    monkeypatch.setattr(kernel, "_packs", lambda *args: False)
+    general = kernel.downsample(data, factors, "mean")
+    assert fast.shape == general.shape and fast.dtype == general.dtype
+    np.testing.assert_array_equal(fast, general)
