@@ -90,7 +90,7 @@ class ProgressDisplay:
                 count=frames,
                 rate=snap["mb_per_s"],
                 detail=f"ring {snap['ring_occupancy']}/{snap['ring_capacity']} "
-                f"drops {snap['frames_dropped']}",
+                f"drops {snap['frames_dropped']}{_levels(snap)}",
             )
             return
         if self.phase == "acquiring":  # the acquisition is over: its bar ends as it ended
@@ -143,3 +143,11 @@ class ProgressDisplay:
     def stop(self) -> None:
         if self.progress is not None and self.task is not None:
             self.progress.stop()
+
+
+def _levels(snap: dict[str, Any]) -> str:
+    """The frames each live pyramid level holds, when levels are written live."""
+    counts = snap.get("pyramid_level_frames") or []
+    if len(counts) < 2:
+        return ""
+    return " levels " + "/".join(str(n) for n in counts)

@@ -118,6 +118,10 @@ class ArrayWriter:
             own = self._stored_bytes
         return own + (self.shards.stored_bytes if self.shards is not None else 0)
 
+    def takes_from(self, slots: object) -> bool:
+        """Its frames wait in ``slots`` (a live level's wait in its own frames)."""
+        return self._slots is slots
+
     def waiting_slots(self) -> int:
         """Frame slots held by chunk batches still waiting for frames."""
         return self._assembler.held

@@ -70,7 +70,9 @@ class Pipeline:
         """Every frame slot holds a frame whose chunk waits for frames not yet given: no
         slot can come free until more frames come (a producer that waited would wait
         for ever)."""
-        waiting = sum(array.waiting_slots() for array in self.arrays)
+        waiting = sum(
+            array.waiting_slots() for array in self.arrays if array.takes_from(self.slots)
+        )
         return waiting >= self.slots.capacity
 
     def start(self) -> None:

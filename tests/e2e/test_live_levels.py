@@ -22,6 +22,7 @@ from acqwriter.mda import MDAWriter
 from acqwriter.post.downsample import downsample
 from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank, read_stamp
+from daemon_helpers import EventRecorder
 from helpers import check_dataset, frame_records, read_zarr, run_cli
 
 HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
@@ -201,19 +202,23 @@ def test_cli_pyramid_live_close_none(tmp_path):
 
 
 def test_the_daemon_writes_live_levels_and_reports_them(daemon, tmp_path):
-    with daemon.client() as client:
-        client.configure(
-            camera="sim", shape=[300, 280], dtype="uint16", frames=40, fps=200,
-            out="d.ome.zarr", seed=3, pyramid={"when": "live", "levels": 3},
-        )  # fmt: skip
-        client.start()
-        deadline = time.monotonic() + 60
-        while client.status()["state"] != "idle" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        status = client.status()
-    summary = status["last_summary"]
+    recorder = EventRecorder(daemon.local_events)
+    try:
+        with daemon.client() as client:
+            client.configure(
+                camera="sim", shape=[300, 280], dtype="uint16", frames=60, fps=100,
+                out="d.ome.zarr", seed=3, pyramid={"when": "live", "levels": 3},
+            )  # fmt: skip
+            client.start()
+            summary = recorder.wait_for("summary")["summary"]
+    finally:
+        recorder.close()
     assert summary["state"] == "complete" and summary["pyramid_levels"] == 3
     assert summary["pyramid_duration_s"] == 0.0
+    progress = [e for t, e in recorder.events if t == "progress"]
+    levels = [e["pyramid_level_frames"] for e in progress]
+    assert levels and all(len(counts) == 3 for counts in levels)  # every level, as it grows
+    assert levels[-1] == [60, 60, 60]
     out = tmp_path / "d.ome.zarr"
     check_dataset(out)
     level0 = read_zarr(out)

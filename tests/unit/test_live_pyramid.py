@@ -336,3 +336,36 @@ def test_the_packed_2x2_mean_equals_the_general_one(monkeypatch, dtype, shape, c
     general = kernel.downsample(data, factors, "mean")
     assert fast.shape == general.shape and fast.dtype == general.dtype
     np.testing.assert_array_equal(fast, general)
+
+
+@pytest.mark.parametrize(
+    ("dims", "sizes", "chunks", "downsample_z"),
+    [
+        ("tyx", {}, {"t": 8}, False),
+        ("tcyx", {"c": 3}, {"c": 3, "t": 2}, False),
+        ("tzyx", {"z": 6}, {"z": 2}, True),
+    ],
+)
+def test_live_levels_hold_no_more_frames_than_planned(tmp_path, dims, sizes, chunks, downsample_z):
+    from acqwriter.plan.levels import live_level_frames
+
+    spec = {
+        "out": str(tmp_path / "m.ome.zarr"),
+        "shape": (256, 256),
+        "dtype": "uint16",
+        "dims": dims,
+        "sizes": sizes,
+        "chunks": chunks,
+        "threads": 2,
+        "pyramid": {"when": "live", "levels": 3, "downsample_z": downsample_z},
+    }
+    stream = open_stream(spec)
+    for frame in _frames(96, (256, 256), "uint16"):
+        stream.append(frame)
+    stream.close()
+    image = stream.plan.images["image"]
+    threads = image.resources.compressors + 1
+    feeds = stream._dataset.images["image"].live.feeds
+    for level, feed in zip(image.live, feeds, strict=True):
+        planned = live_level_frames(level.layout, threads, downsample_z=downsample_z)
+        assert 0 < feed.frames.high_water <= planned, (level.index, feed.frames.high_water)
