@@ -1,8 +1,9 @@
 """Run as a separate process: read a dataset *while* it is being written, over and over.
 
 Every pass must find a valid OME-NGFF 0.5 dataset whose extent holds only complete,
-correct frames (stamp == index, pixels == the simulator's frame). Prints one JSON line:
-the extents seen and any failure. Exits when the writer marks the dataset complete.
+correct frames (stamp == index, pixels == the simulator's frame). Prints ``ready`` after
+its first pass, ``extent N`` each time the extent it reads changes, and last one JSON
+line: the extents seen and any failure. Exits when the writer marks the dataset complete.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main() -> None:
                     break
             if not seen or seen[-1] != len(data):
                 seen.append(len(data))
+                print(f"extent {len(data)}", flush=True)
+            if not passes:
+                print("ready", flush=True)
             passes += 1
             if root["attributes"]["acqwriter"]["state"] != "acquiring":
                 break

@@ -99,7 +99,7 @@ class ArrayWriter:
             seal_after_s=shard_seal_s,
             wake=commits.wake,
         )
-        commits.committers.append(self.committer)
+        commits.add(self.committer)
         self.shards: OpenShards | None = None
         if layout.shards is not None:
             self.shards = OpenShards(

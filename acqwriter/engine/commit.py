@@ -260,12 +260,23 @@ class CommitLoop:
         self._health = health
         self._guard = guard
         self.committers: list[ExtentCommitter | LevelsCommitter] = []
+        self._committers_lock = threading.Lock()  # images are added while it runs
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="acqwriter-commit", daemon=True)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def add(self, committer: ExtentCommitter | LevelsCommitter) -> None:
+        with self._committers_lock:
+            self.committers.append(committer)
+
+    def group(self, together: LevelsCommitter) -> None:
+        """``together``'s levels are committed by it from now on, not each alone."""
+        with self._committers_lock:
+            self.committers = [c for c in self.committers if c not in together.levels]
+            self.committers.append(together)
 
     def start(self) -> None:
         self._thread.start()
@@ -277,7 +288,9 @@ class CommitLoop:
             if self._stopping.is_set():
                 return
             try:
-                for committer in self.committers:
+                with self._committers_lock:
+                    committers = list(self.committers)
+                for committer in committers:
                     committer.step()
                 self._guard.check()
             except BaseException as exc:

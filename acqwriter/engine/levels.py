@@ -345,9 +345,7 @@ def wire_live_levels(
     pipeline.arrays.extend(writers)
     # the levels' extents grow together (LevelsCommitter), not each on its own
     committers = [top.committer, *(writer.committer for writer in writers)]
-    loop = pipeline.commits.committers
-    loop[:] = [c for c in loop if c not in committers]
     halves = spec.pyramid.downsample_z and spec.dims[0] == "z"
     together = LevelsCommitter(committers, halves=halves)
-    loop.append(together)
+    pipeline.commits.group(together)
     return LiveLevels(feeds, together)

@@ -48,10 +48,15 @@ def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path, shards):
         text=True,
         env=env,
     )
-    n = 150
-    for i in range(n):
-        stream.append(bank.frame(i))
-        time.sleep(0.01)
+    # the reader's own pace sets the test's: each burst of frames waits until the reader
+    # has read the extent that covers it (a busy machine only makes it take longer)
+    assert "ready" in _until(reader, lambda line: line == "ready")
+    n, burst = 150, 30
+    for start in range(0, n, burst):
+        for i in range(start, start + burst):
+            stream.append(bank.frame(i))
+            time.sleep(0.002)
+        _until(reader, lambda line, end=start + burst: line == f"extent {end}")
     summary = stream.close()
     stdout, stderr = reader.communicate(timeout=60)
     assert reader.returncode == 0, stderr
@@ -60,4 +65,15 @@ def test_reader_during_acquisition_sees_valid_growing_dataset(tmp_path, shards):
     extents = result["extents"]
     assert extents == sorted(extents) and extents[-1] == n == summary.frames_written
     assert len(extents) >= 5, extents  # it really watched the array grow
+    assert {30, 60, 90, 120, 150} <= set(extents)
     assert all(e % 3 == 0 for e in extents[:-1])  # only whole chunks of 3 frames commit
+
+
+def _until(reader: subprocess.Popen, wanted) -> str:
+    """Lines of the reader's output up to and including the first ``wanted`` accepts."""
+    read = []
+    for line in iter(reader.stdout.readline, ""):
+        read.append(line.strip())
+        if wanted(line.strip()):
+            return "\n".join(read)
+    raise AssertionError(f"the reader ended first: {read[-5:]} {reader.stderr.read()[-2000:]}")
