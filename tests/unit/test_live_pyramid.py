@@ -159,8 +159,10 @@ def test_dropped_and_missing_frames_are_the_fill_value_in_every_level(tmp_path, 
         assert not level1[0, 2].any() and not level1[1, 1].any() and level1[1, 3].any()
 
 
-def test_many_images_with_live_levels_equal_the_offline_builder(tmp_path):
-    out = tmp_path / "plate.ome.zarr"
+@pytest.mark.parametrize("layout", ["plate", "collection"])
+@pytest.mark.parametrize("ngff_version", ["0.5", "0.4"])
+def test_many_images_with_live_levels_equal_the_offline_builder(tmp_path, layout, ngff_version):
+    out = tmp_path / "many.ome.zarr"
     image = {
         "shape": [70, 66],
         "dtype": "uint16",
@@ -168,27 +170,82 @@ def test_many_images_with_live_levels_equal_the_offline_builder(tmp_path):
         "sizes": {"t": 3, "c": 2},
         "pyramid": {"when": "live", "levels": 3},
     }
+    keys = ["A/1/0", "A/2/0"] if layout == "plate" else ["p0", "p1"]
     spec = {
         "out": str(out),
-        "layout": "plate",
-        "plate": {"rows": 1, "columns": 2},
-        "images": {"A/1/0": image, "A/2/0": image},
+        "layout": layout,
+        "images": {key: image for key in keys},
+        "ngff_version": ngff_version,
+        **({"plate": {"rows": 1, "columns": 2}} if layout == "plate" else {}),
     }
     frames = _frames(12, (70, 66), "uint16")
     with open_dataset(spec) as dataset:
-        for i, key in enumerate(["A/1/0", "A/2/0"]):
-            for t in range(3):
+        for t in range(3):  # positions interleaved, as a multi-position run delivers them
+            for i, key in enumerate(keys):
                 for c in range(2):
                     dataset.append(frames[6 * i + 2 * t + c], image=key, index={"t": t, "c": c})
+    summary = dataset.close()
+    assert all(s.pyramid_levels == 3 for s in summary.images.values())
     check_dataset(out)
     copy = tmp_path / "copy.ome.zarr"
     shutil.copytree(out, copy)
     rebuild_pyramid(copy)
-    for key in ["A/1/0", "A/2/0"]:
-        live, offline = _levels(out / key), _levels(copy / key)
+    roots = {key: (out / key, copy / key) for key in keys}
+    if layout == "collection":
+        paths = json.loads((out / "zarr.json").read_text()) if ngff_version == "0.5" else None
+        images = (
+            paths["attributes"]["acqwriter"]["images"]
+            if paths is not None
+            else json.loads((out / ".zattrs").read_text())["acqwriter"]["images"]
+        )
+        roots = {key: (out / images[key], copy / images[key]) for key in keys}
+    for live_root, offline_root in roots.values():
+        live, offline = _levels(live_root), _levels(offline_root)
         assert list(live) == ["0", "1", "2"]
         for name in live:
             np.testing.assert_array_equal(live[name], offline[name])
+
+
+def test_close_reads_nothing_back_with_live_levels(tmp_path):
+    """``live``: close only flushes; nothing of level 0 is read back (``close`` reads
+    every chunk of it)."""
+    from stores import StoreWrapper, local_store
+
+    class Reads(StoreWrapper):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.keys: list[str] = []
+
+        def read_bytes(self, key):
+            self.keys.append(key)
+            return super().read_bytes(key)
+
+        def read_range(self, key, offset, n):
+            self.keys.append(key)
+            return super().read_range(key, offset, n)
+
+        def read_into(self, key, buf=None):
+            self.keys.append(key)
+            return super().read_into(key, buf)
+
+    chunk_reads = {}
+    for when in ("live", "close"):
+        out = tmp_path / f"{when}.ome.zarr"
+        spec = {
+            "out": str(out),
+            "shape": (96, 80),
+            "dtype": "uint16",
+            "pyramid": {"when": when, "levels": 3},
+        }
+        store = Reads(local_store(out))
+        stream = open_stream(spec, store=store)
+        for frame in _frames(12, (96, 80), "uint16"):
+            stream.append(frame)
+        stream.close()
+        chunk_reads[when] = [k for k in store.keys if k.startswith("0/c")]
+        assert stream.summary.pyramid_levels == 3
+    assert chunk_reads["live"] == []
+    assert len(chunk_reads["close"]) >= 12
 
 
 def test_a_reader_sees_every_level_valid_and_growing(tmp_path):
