@@ -35,13 +35,17 @@ def check_memory(plan: DatasetPlan) -> None:
     """Refuse frame slots the machine cannot back. "Available" is the kernel's estimate
     of what can be had without swapping (free memory plus page cache it can drop)."""
     slots = plan.slots
-    need = slots.frames * slots.slot_bytes
+    ring = slots.frames * slots.slot_bytes
+    live = plan.memory()["live_levels"]  # what pyramid levels written live hold
     available = psutil.virtual_memory().available
-    if need > available:
+    if ring + live > available:
+        levels = f" and the live pyramid levels {live / 2**20:.0f} MiB" if live else ""
+        fix = ", write the pyramid at close (pyramid.when: close)" if live else ""
         raise SpecError(
-            f"ring_bytes: the ring needs {need / 2**20:.0f} MiB ({slots.frames} "
-            f"frames of {slots.slot_bytes} bytes) but only {available / 2**20:.0f} "
-            "MiB of memory is available; lower ring_bytes or free memory"
+            f"ring_bytes: the ring needs {ring / 2**20:.0f} MiB ({slots.frames} "
+            f"frames of {slots.slot_bytes} bytes){levels} but only "
+            f"{available / 2**20:.0f} MiB of memory is available; lower ring_bytes{fix} "
+            "or free memory"
         )
 
 
