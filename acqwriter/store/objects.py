@@ -1,0 +1,253 @@
+"""A store in an object store (S3 and S3-compatible: MinIO, Ceph, cloud buckets), through
+obstore, the binding of Rust's ``object_store`` that zarr-python's ``ObjectStore`` wraps
+(signing, retries with backoff, multipart uploads and the AWS credential chain are its).
+
+How each kind of write of :mod:`acqwriter.store.base` maps onto objects, which are
+written whole and never renamed or appended to:
+
+* **chunks** and **documents**: one PUT each. A PUT is atomic (a reader sees the old
+  object or the new one), so a document needs no temporary key.
+* **shards**: a :class:`ShardSink` keeps the shard's segments as they come, answers the
+  reads of a seal from them, and on ``finish`` uploads the shard in order as a multipart
+  upload (parts of at least 5 MiB but the last); ``publish`` is then a server-side copy
+  to the shard's key and a delete of the temporary one.
+* **lines**: an object cannot grow; the store keeps each line log's bytes and PUTs the
+  whole object again on each append (a reader sees every line of an append or none), so
+  the lines of a run are held once in memory.
+
+Capabilities: no direct I/O, no reserve (a bucket's room is its quota, which S3 does not
+tell: :meth:`ObjectStore.free_bytes` is unbounded), and a lock that is an object created
+only if absent (a conditional PUT, ``If-None-Match: *``), which S3, MinIO and Ceph honour.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import Any
+
+from acqwriter.store.base import ShardSink, StorageError, Store
+
+__all__ = ["LOCK_NAME", "MULTIPART_PART_BYTES", "ObjectStore"]
+
+# The lock object: created only if absent, deleted when the writer is done
+LOCK_NAME = ".acqwriter.lock"
+# S3's smallest part of a multipart upload but the last
+MULTIPART_PART_BYTES = 5 * 2**20
+
+
+class ObjectStore(Store):
+    """A dataset under a prefix of a bucket (see the module docstring). ``store``: an
+    obstore store rooted at the dataset (``obstore.store.from_url("s3://bucket/run")``);
+    ``location``: its URL, for messages (never with credentials)."""
+
+    supports_locking = True
+
+    def __init__(self, store: Any, location: str, *, sync: str = "close") -> None:
+        super().__init__(sync=sync)
+        self._store = store
+        self._location = location
+        self._logs: dict[str, bytearray] = {}  # line logs, whole (see the module docstring)
+        self._logs_lock = threading.Lock()
+        self._open: dict[str, _ObjectShard] = {}  # shards being written, by temporary key
+
+    @classmethod
+    def from_url(cls, url: str, *, sync: str = "close", **options: Any) -> ObjectStore:
+        """The dataset at ``url`` (``s3://bucket/prefix``); credentials, region and
+        endpoint from the AWS environment and config files, or ``options`` (obstore's
+        ``config`` keys, e.g. ``endpoint``, ``region``)."""
+        from obstore.store import from_url
+
+        return cls(from_url(url, **options), url, sync=sync)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def _error(self, exc: Exception, what: str, key: str) -> OSError:
+        if isinstance(exc, FileNotFoundError):
+            return FileNotFoundError(errno.ENOENT, f"{self._location}/{key}: not found")
+        return StorageError(errno.EIO, f"cannot {what} {self._location}/{key}: {exc}")
+
+    def _put(self, key: str, data: Any, **kw: Any) -> None:
+        import obstore
+
+        try:
+            obstore.put(self._store, key, data, **kw)
+        except Exception as exc:
+            raise self._error(exc, "write", key) from exc
+
+    # -- writes -------------------------------------------------------------------------
+    def write_chunk_from(self, key: str, n: int, buf: Any = None) -> int:
+        if buf is None:
+            buf, _ = self.scratch(n)
+        self._put(key, bytes(memoryview(buf)[:n]))
+        return n
+
+    def open_shard(self, key: str) -> ShardSink:
+        sink = _ObjectShard(self, key)
+        self._open[key] = sink
+        return sink
+
+    def publish(self, tmp_key: str, key: str) -> None:
+        import obstore
+
+        try:
+            obstore.copy(self._store, tmp_key, key)
+            obstore.delete(self._store, tmp_key)
+        except Exception as exc:
+            raise self._error(exc, "publish", key) from exc
+
+    def write_atomic(self, key: str, data: bytes) -> None:
+        self._put(key, bytes(data))
+
+    def append_lines(self, key: str, data: bytes) -> None:
+        with self._logs_lock:
+            log = self._logs.get(key)
+            if log is None:
+                try:
+                    log = bytearray(self.read_bytes(key))
+                except FileNotFoundError:
+                    log = bytearray()
+                self._logs[key] = log
+            self._put(key, bytes(log) + bytes(data))  # whole lines or none
+            log += data
+
+    def remove(self, key: str) -> None:
+        import obstore
+
+        try:
+            obstore.delete(self._store, key)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise self._error(exc, "delete", key) from exc
+
+    def remove_tree(self, key: str) -> None:
+        import obstore
+
+        prefix = key.rstrip("/")
+        paths = [key] + [
+            meta["path"]
+            for batch in obstore.list(self._store, prefix=prefix + "/" if prefix else None)
+            for meta in batch
+        ]
+        for path in paths:
+            self.remove(path)
+
+    # -- reads --------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        import obstore
+
+        sink = self._open.get(key)
+        if sink is not None:
+            return sink.read(0, sink.end)
+        try:
+            return bytes(obstore.get(self._store, key).bytes())
+        except Exception as exc:
+            raise self._error(exc, "read", key) from exc
+
+    def read_range(self, key: str, offset: int, n: int) -> bytes:
+        import obstore
+
+        if n == 0:
+            return b""
+        sink = self._open.get(key)
+        if sink is not None:  # a seal reads the shard written so far
+            return sink.read(offset, n)
+        try:
+            data = bytes(obstore.get_range(self._store, key, start=offset, length=n))
+        except Exception as exc:
+            raise self._error(exc, "read", key) from exc
+        if len(data) != n:
+            raise StorageError(errno.EIO, f"{self._location}/{key}: shorter than {offset + n}")
+        return data
+
+    def size(self, key: str) -> int:
+        import obstore
+
+        sink = self._open.get(key)
+        if sink is not None:
+            return sink.end
+        try:
+            return int(obstore.head(self._store, key)["size"])
+        except Exception as exc:
+            raise self._error(exc, "read", key) from exc
+
+    def list_dir(self, key: str = "") -> list[str]:
+        import obstore
+
+        prefix = key.rstrip("/")
+        found = obstore.list_with_delimiter(self._store, prefix or None)
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"]}
+        names |= {m["path"].rsplit("/", 1)[-1] for m in found["objects"]}
+        return sorted(names)
+
+    # -- space, lock ----------------------------------------------------------------------
+    def free_bytes(self) -> int:
+        return 1 << 62  # a bucket's quota is not told: a full one fails a write instead
+
+    def take_lock(self) -> None:
+        try:
+            self._put(LOCK_NAME, b"acqwriter", mode="create")
+        except StorageError as exc:
+            if "already exists" in str(exc) or "precondition" in str(exc).lower():
+                raise FileExistsError(
+                    errno.EEXIST, f"{self._location}: another writer holds it ({LOCK_NAME})"
+                ) from None
+            raise
+
+    def release_lock(self) -> None:
+        self.remove(LOCK_NAME)
+
+
+class _ObjectShard(ShardSink):
+    """A shard's segments, kept as they come (any order, several threads) and uploaded in
+    order when it is finished: a multipart upload, so no part but the last is under
+    5 MiB and the object appears whole or not at all."""
+
+    def __init__(self, store: ObjectStore, key: str) -> None:
+        self._store = store
+        self._key = key
+        self._data = bytearray()
+        self._lock = threading.Lock()
+
+    @property
+    def end(self) -> int:
+        return len(self._data)
+
+    def write(self, segment: Any, n: int, offset: int) -> int:
+        with memoryview(segment) as view, self._lock:
+            grow = offset + n - len(self._data)
+            if grow > 0:
+                self._data.extend(bytes(grow))
+            self._data[offset : offset + n] = view[:n]
+        return n
+
+    def read(self, offset: int, n: int) -> bytes:
+        with self._lock:
+            if offset + n > len(self._data):
+                raise StorageError(errno.EIO, f"{self._key}: shorter than {offset + n} bytes")
+            return bytes(self._data[offset : offset + n])
+
+    def finish(self, end: int) -> None:
+        import obstore
+
+        with self._lock:
+            del self._data[end:]
+            data = memoryview(self._data)
+            try:
+                with obstore.open_writer(
+                    self._store._store, self._key, buffer_size=MULTIPART_PART_BYTES
+                ) as writer:
+                    for start in range(0, len(data), MULTIPART_PART_BYTES):
+                        writer.write(data[start : start + MULTIPART_PART_BYTES])
+            except Exception as exc:
+                raise self._store._error(exc, "write", self._key) from exc
+            finally:
+                data.release()
+        self._store._open.pop(self._key, None)
+
+    def abandon(self) -> None:
+        self._store._open.pop(self._key, None)
+        self._store.remove(self._key)
