@@ -55,3 +55,41 @@ def mount_tmpfs(tmp_path) -> Iterator[Callable[[str], Path]]:
     yield mount
     for mnt in mounted:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server on the loopback (moto's server mode, on a free port,
+    as zarr-python's own tests use it) with a bucket ``lab``; its endpoint URL. The
+    test credentials are ``test``/``test`` in region ``us-east-1``."""
+    pytest.importorskip("obstore")
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="lab")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(s3_endpoint, monkeypatch) -> str:
+    """The standard AWS environment pointing at :func:`s3_endpoint` (what a user exports);
+    its endpoint URL."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint

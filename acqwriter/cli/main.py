@@ -159,12 +159,23 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
         description="Open a viewer window (ndv) on a dataset: it follows a running writer "
         "(never locking or writing it) and shows what a finished or crashed one left.",
     )
-    p.add_argument("path", type=Path, help="the dataset (.ome.zarr folder)")
+    p.add_argument("path", type=_local_path, help="the dataset (.ome.zarr folder)")
     p.add_argument("--image", help="the image of a plate or collection (default: the first)")
     p.add_argument(
         "--interval", type=float, default=0.2, help="seconds between reads of the extent"
     )
     p.set_defaults(handler=cmd_view)
+
+
+def _local_path(text: str) -> Path:
+    """A dataset to read or finish: a filesystem path. Object-store URLs are written
+    (``acquire``, ``open_stream``, ``MDAWriter``) but not read by these commands."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text}: expected a filesystem path; info, pyramid, recover and view do not "
+            "read object-store URLs"
+        )
+    return Path(text)
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -305,12 +316,12 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_acquire(sub)
     p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=_local_path)
     p.add_argument("--threads", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_pyramid)
     p = sub.add_parser("recover", help="finish a dataset whose writer crashed (idempotent)")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=_local_path)
     p.add_argument("--threads", type=int)
     p.add_argument(
         "--verify",
@@ -322,7 +333,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_recover)
     p = sub.add_parser("info", help="shape, levels, codec, ratio and dropped frames of a dataset")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=_local_path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_info)
     _add_view(sub)

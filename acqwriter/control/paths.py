@@ -8,6 +8,7 @@ from pathlib import Path
 
 from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.control.protocol import ControlError
+from acqwriter.spec.location import ObjectURL
 from acqwriter.store.folders import nearest_existing, replace_refusal
 
 __all__ = ["check_out"]
@@ -17,6 +18,12 @@ def check_out(root: Path | None, spec: AcquisitionSpec) -> Path:
     """Resolve ``out`` (against the server's ``root`` when given) and refuse unsafe
     destinations: outside the root, an existing path without overwrite, something that
     is not a Zarr dataset, a parent that is not a writable directory."""
+    if isinstance(spec.out, ObjectURL):
+        raise ControlError(
+            "path_refused",
+            f"out: {spec.out}: the daemon writes under its own root folder only; "
+            "object-store URLs are refused",
+        )
     out = Path(spec.out).expanduser()
     if root is not None:
         out = (out if out.is_absolute() else root / out).resolve()

@@ -51,7 +51,13 @@ __all__ = ["DatasetWriter", "open_dataset"]
 def open_store(spec: WriterOptions) -> Store:
     """A new, locked dataset directory at ``spec.out`` with direct I/O as ``io`` asks."""
     try:
-        return create_store(spec.out, overwrite=spec.overwrite, sync=spec.sync, io=spec.io)
+        return create_store(
+            spec.out,
+            overwrite=spec.overwrite,
+            sync=spec.sync,
+            io=spec.io,
+            options=spec.storage_options,
+        )
     except StorageError as exc:
         field_name = "io" if str(exc.strerror).startswith("io:") else "out"
         raise SpecError(f"{field_name}: {exc.strerror.removeprefix('io: ')}") from None

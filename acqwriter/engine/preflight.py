@@ -16,6 +16,7 @@ import psutil
 
 from acqwriter.engine.slots import FrameSlots
 from acqwriter.plan.dataset import DatasetPlan, SlotPlan
+from acqwriter.spec.location import ObjectURL
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 from acqwriter.store.local import LocalStore
@@ -53,6 +54,8 @@ def check_disk(plan: DatasetPlan, store: Store | None = None) -> None:
     """Refuse a dataset whose estimated size does not fit (see ``WriterOptions``) in
     ``store`` (default: the filesystem ``plan.out`` is to be created on)."""
     need = plan.disk_need_bytes()
+    if store is None and isinstance(plan.out, ObjectURL):
+        return  # a bucket's quota is not told: a full one fails a write, stopping cleanly
     if store is None:
         where, free = LocalStore.free_bytes_at(plan.out)
     else:

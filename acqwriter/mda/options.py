@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from acqwriter.mda.images import IMAGE_OPTIONS
 from acqwriter.spec.dataset import WRITER_FIELDS
+from acqwriter.spec.location import ObjectURL
 from acqwriter.spec.model import Channel, StreamSpec
 from acqwriter.validation import SpecError, did_you_mean, format_validation_error
 
@@ -40,7 +41,8 @@ def check_options(
     # to the frame): the same rules and messages as any stream's spec
     probe = {"shape": [1, 1], "dtype": "uint16", "dims": "tczyx", "sizes": {"c": 1, "z": 1}}
     StreamSpec.parse({**probe, **given, "out": out, "overwrite": overwrite})
-    if new_folder and not overwrite and Path(out).exists():
+    local = not isinstance(out, ObjectURL)  # a bucket is checked when the dataset opens
+    if new_folder and not overwrite and local and Path(out).exists():
         raise SpecError(f"out: {str(out)!r} already exists (set overwrite to replace it)")
     try:  # by name, for any number of channels: not part of the probe
         TypeAdapter(list[Channel]).validate_python(options.get("channels") or [])

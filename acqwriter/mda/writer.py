@@ -62,6 +62,7 @@ from acqwriter.mda.options import check_options
 from acqwriter.mda.placement import image_axes
 from acqwriter.mda.sequence import check_core
 from acqwriter.mda.view import MDAView, ViewSink
+from acqwriter.spec.location import as_location
 from acqwriter.store.base import Store
 
 __all__ = ["MDAWriter"]
@@ -106,7 +107,8 @@ class MDAWriter:
         store: Store | None = None,
         **options: Any,
     ) -> None:
-        self.path = Path(path)
+        # where the dataset goes: a path, or an object-store URL (kept whole as a URL)
+        self.path = as_location(path) if isinstance(path, str) else Path(path)
         self.store = store  # where to write instead of a new directory at ``path``
         self.overwrite = overwrite
         self.options = options

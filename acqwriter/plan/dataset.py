@@ -42,6 +42,7 @@ from acqwriter.plan.pyramid import level_chunks, no_pyramid_reason, plan_levels
 from acqwriter.plan.resources import RING_MAX_FRAMES, Resources
 from acqwriter.plan.sharding import shard_factors
 from acqwriter.spec.dataset import WRITER_FIELDS, DatasetSpec
+from acqwriter.spec.location import ObjectURL
 from acqwriter.spec.model import StreamSpec, WriterOptions
 from acqwriter.validation import SpecError
 
@@ -264,8 +265,9 @@ class DatasetPlan:
 
     # -- what it takes ------------------------------------------------------------------
     @property
-    def out(self) -> Path:
-        return Path(self.writer.out)
+    def out(self) -> Path | ObjectURL:
+        out = self.writer.out
+        return out if isinstance(out, ObjectURL) else Path(out)
 
     @property
     def compressors(self) -> int:

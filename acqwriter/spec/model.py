@@ -30,6 +30,7 @@ from pydantic import Field, Strict, field_validator, model_validator
 
 from acqwriter.codec.settings import Compression
 from acqwriter.spec.files import dump_spec, load_spec
+from acqwriter.spec.location import ObjectURL, parse_object_url
 from acqwriter.spec.pyramid import PyramidSpec
 from acqwriter.validation import SpecError, StrictModel, format_validation_error
 
@@ -140,14 +141,12 @@ MAX_NAME_BYTES = 255  # a file name's limit on every filesystem acqwriter writes
 
 def check_local_path(text: str) -> None:
     """Refuse what no filesystem path can be: a URL (``s3://bucket/x`` would otherwise
-    become a local folder ``s3:/bucket/x``; acqwriter writes to filesystems only), a NUL
-    byte, a name longer than :data:`MAX_NAME_BYTES` bytes."""
+    become a local folder ``s3:/bucket/x``: object-store URLs are
+    :class:`~acqwriter.spec.location.ObjectURL`), a NUL byte, a name longer than
+    :data:`MAX_NAME_BYTES` bytes."""
     match = _URL.match(text)
     if match:
-        raise ValueError(
-            f"{match.group(1)!r} URLs are not supported: acqwriter writes to a local or "
-            f"mounted filesystem path only (give e.g. /data/run.ome.zarr), got {text[:80]!r}"
-        )
+        parse_object_url(text)  # a URL of another kind, or a malformed one: its error
     if "\0" in text:
         raise ValueError("expected a path without NUL bytes")
     for part in text.split("/"):
@@ -213,7 +212,10 @@ class WriterOptions(StrictModel):
     below ``min_free_bytes``.
     """
 
-    out: Path
+    out: ObjectURL | Path
+    # the object store's own settings (endpoint, region, credentials; obstore's config
+    # keys) for those the AWS environment does not give: never stored, shown or echoed
+    storage_options: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
     overwrite: bool = False
     dims: str = "tyx"
     sizes: dict[str, PositiveInt | None] = Field(default_factory=dict)
@@ -245,10 +247,14 @@ class WriterOptions(StrictModel):
     @field_validator("out", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
+        if isinstance(value, ObjectURL):
+            return value
         if isinstance(value, str | os.PathLike):
             text = os.fspath(value)
             if isinstance(text, str) and not text.strip():
                 raise ValueError("expected a path such as run.ome.zarr, got an empty string")
+            if isinstance(text, str) and _URL.match(text):
+                return parse_object_url(text)
             check_local_path(str(text))
         return value
 

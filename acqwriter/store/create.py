@@ -1,10 +1,9 @@
 """A new dataset's store: where the writer opens what it writes into.
 
 :func:`create_store` makes a new, empty, locked dataset at a path (a directory on a
-local or mounted filesystem, with direct I/O as ``io`` asks) and returns its
-:class:`~acqwriter.store.base.Store`; the engine opens every dataset through it, so a
-store of another kind is one more branch here. :func:`create_local` is the directory
-alone.
+local or mounted filesystem, with direct I/O as ``io`` asks) or under an object-store
+URL (:func:`create_object`) and returns its :class:`~acqwriter.store.base.Store`; the
+engine opens every dataset through it. :func:`create_local` is the directory alone.
 """
 
 from __future__ import annotations
@@ -15,11 +14,16 @@ import os
 import shutil
 from pathlib import Path
 
-from acqwriter.store.base import StorageError
+from acqwriter.format.keys import GROUP_METADATA, ZGROUP
+from acqwriter.spec.location import ObjectURL
+from acqwriter.store.base import StorageError, Store
 from acqwriter.store.folders import create_locked, missing_parents, try_lock
 from acqwriter.store.local import LocalStore
 
-__all__ = ["create_local", "create_store"]
+__all__ = ["create_local", "create_object", "create_store"]
+
+# the objects that make a prefix a Zarr dataset (v3, v2): it may then be replaced
+_ZARR_ROOTS = (GROUP_METADATA, ZGROUP)
 
 
 def create_local(root: str | os.PathLike[str], *, overwrite: bool, sync: str) -> LocalStore:
@@ -52,10 +56,21 @@ def create_local(root: str | os.PathLike[str], *, overwrite: bool, sync: str) ->
 
 
 def create_store(
-    root: str | os.PathLike[str], *, overwrite: bool, sync: str, io: str
-) -> LocalStore:
+    root: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    sync: str,
+    io: str,
+    options: dict[str, str] | None = None,
+) -> Store:
     """:func:`create_local`, then direct I/O as ``io`` asks; where the filesystem refuses
-    ``io="direct"`` the new directory is removed again and the error raised."""
+    ``io="direct"`` the new directory is removed again and the error raised. An
+    :class:`~acqwriter.spec.location.ObjectURL` goes to :func:`create_object` (with the
+    store's ``options``)."""
+    if isinstance(root, ObjectURL):
+        if io == "direct":
+            raise StorageError(errno.EINVAL, "io: an object store has no direct I/O")
+        return create_object(root, overwrite=overwrite, sync=sync, options=options or {})
     store = create_local(root, overwrite=overwrite, sync=sync)
     try:
         store.enable_direct_io(io)
@@ -63,4 +78,38 @@ def create_store(
         store.release_lock()
         shutil.rmtree(store.root, ignore_errors=True)
         raise
+    return store
+
+
+def create_object(url: ObjectURL, *, overwrite: bool, sync: str, options: dict[str, str]) -> Store:
+    """A new, empty, locked dataset under ``url``'s prefix. The bucket and the
+    credentials are tried first (a listing), so a missing bucket or a refused key is
+    found before the first frame. An existing dataset is replaced only with
+    ``overwrite`` and when no writer holds it; a prefix holding objects that are not a
+    Zarr dataset is never emptied."""
+    try:
+        from acqwriter.store.objects import LOCK_NAME, ObjectStore
+    except ImportError as exc:  # the optional dependency
+        raise StorageError(
+            errno.ENOSYS, f"cannot write {url}: object storage needs obstore "
+            "(pip install 'acqwriter[s3]')"
+        ) from exc  # fmt: skip
+    store = ObjectStore.from_url(url, sync=sync, options=options)
+    try:
+        existing = store.list_dir()
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).replace("cannot list", "cannot reach", 1)
+        raise StorageError(exc.errno or errno.EIO, reason) from None
+    if existing:
+        if LOCK_NAME in existing:
+            raise FileExistsError(f"{url!r} is being written by another writer (locked)")
+        if not any(name in existing for name in _ZARR_ROOTS):
+            raise FileExistsError(
+                f"{url!r} holds objects that are not a Zarr dataset; refusing to delete "
+                "them even with overwrite"
+            )
+        if not overwrite:
+            raise FileExistsError(f"{url!r} already exists (set overwrite to replace it)")
+        store.remove_tree("")
+    store.take_lock()
     return store

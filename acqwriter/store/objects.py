@@ -23,7 +23,10 @@ only if absent (a conditional PUT, ``If-None-Match: *``), which S3, MinIO and Ce
 from __future__ import annotations
 
 import errno
+import os
+import re
 import threading
+from datetime import timedelta
 from typing import Any
 
 from acqwriter.store.base import ShardSink, StorageError, Store
@@ -34,6 +37,17 @@ __all__ = ["LOCK_NAME", "MULTIPART_PART_BYTES", "ObjectStore"]
 LOCK_NAME = ".acqwriter.lock"
 # S3's smallest part of a multipart upload but the last
 MULTIPART_PART_BYTES = 5 * 2**20
+# Transient errors (a dropped connection, a 5xx, a throttled request) are retried with
+# exponential backoff for up to a minute before a write fails and stops the stream
+RETRY = {
+    "max_retries": 8,
+    "retry_timeout": timedelta(seconds=60),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=8),
+        "base": 2,
+    },
+}
 
 
 class ObjectStore(Store):
@@ -52,22 +66,33 @@ class ObjectStore(Store):
         self._open: dict[str, _ObjectShard] = {}  # shards being written, by temporary key
 
     @classmethod
-    def from_url(cls, url: str, *, sync: str = "close", **options: Any) -> ObjectStore:
-        """The dataset at ``url`` (``s3://bucket/prefix``); credentials, region and
-        endpoint from the AWS environment and config files, or ``options`` (obstore's
-        ``config`` keys, e.g. ``endpoint``, ``region``)."""
+    def from_url(
+        cls, url: str, *, sync: str = "close", options: dict[str, str] | None = None
+    ) -> ObjectStore:
+        """The dataset at ``url`` (``s3://bucket/prefix``). Credentials, region and
+        endpoint come from the standard AWS environment variables and config files, and
+        from ``options`` (obstore's config keys: ``endpoint``, ``region``,
+        ``access_key_id``, …), which win. An ``http://`` endpoint (a server on the lab's
+        network) is allowed as such."""
         from obstore.store import from_url
 
-        return cls(from_url(url, **options), url, sync=sync)
+        config = dict(options or {})
+        endpoint = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
+        client = {"allow_http": True} if endpoint.startswith("http://") else {}
+        store = from_url(
+            url, config=config or None, client_options=client or None, retry_config=RETRY
+        )
+        return cls(store, url, sync=sync)
 
     @property
     def location(self) -> str:
         return self._location
 
     def _error(self, exc: Exception, what: str, key: str) -> OSError:
-        if isinstance(exc, FileNotFoundError):
-            return FileNotFoundError(errno.ENOENT, f"{self._location}/{key}: not found")
-        return StorageError(errno.EIO, f"cannot {what} {self._location}/{key}: {exc}")
+        where = f"{self._location}/{key}" if key else self._location
+        if isinstance(exc, FileNotFoundError) and "NoSuchBucket" not in str(exc):
+            return FileNotFoundError(errno.ENOENT, f"{where}: not found")
+        return StorageError(errno.EIO, f"cannot {what} {where}: {_reason(exc)}")
 
     def _put(self, key: str, data: Any, **kw: Any) -> None:
         import obstore
@@ -127,7 +152,8 @@ class ObjectStore(Store):
         import obstore
 
         prefix = key.rstrip("/")
-        paths = [key] + [
+        paths = [prefix] if prefix else []  # "": everything under the dataset's prefix
+        paths += [
             meta["path"]
             for batch in obstore.list(self._store, prefix=prefix + "/" if prefix else None)
             for meta in batch
@@ -178,7 +204,10 @@ class ObjectStore(Store):
         import obstore
 
         prefix = key.rstrip("/")
-        found = obstore.list_with_delimiter(self._store, prefix or None)
+        try:
+            found = obstore.list_with_delimiter(self._store, prefix or None)
+        except Exception as exc:
+            raise self._error(exc, "list", key) from exc
         names = {p.rstrip("/").rsplit("/", 1)[-1] for p in found["common_prefixes"]}
         names |= {m["path"].rsplit("/", 1)[-1] for m in found["objects"]}
         return sorted(names)
@@ -199,6 +228,21 @@ class ObjectStore(Store):
 
     def release_lock(self) -> None:
         self.remove(LOCK_NAME)
+
+
+def _reason(exc: Exception) -> str:
+    """One line saying why a request failed: the server's error code and message when
+    it sent them (S3's XML error), else the first line of the client's."""
+    text = str(exc)
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    if code:
+        message = re.search(r"<Message>([^<]*)</Message>", text)
+        return code.group(1) + (f" ({message.group(1)})" if message else "")
+    status = re.search(r"status code: (\d+)", text)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if status:
+        return f"HTTP {status.group(1)}: {first[:160]}"
+    return first[:200]
 
 
 class _ObjectShard(ShardSink):

@@ -158,8 +158,8 @@ def test_configure_errors_name_the_field_and_change_nothing(daemon, tmp_path):
             (sim_params("plain.txt/x.ome.zarr"), "path_refused", "not a directory"),
             (
                 {**sim_params("a.ome.zarr"), "out": "s3://bucket/x.ome.zarr"},
-                "invalid_params",
-                "out: 's3' URLs are not supported",
+                "path_refused",
+                "object-store URLs are refused",
             ),
             (
                 {

@@ -243,10 +243,10 @@ def test_cli_channel_sets_name_colour_and_window(tmp_path, acqwriter):
 
 def test_url_out_is_refused_and_missing_folders_are_created(tmp_path, acqwriter):
     run = acqwriter("acquire", "--camera", "sim", "--shape", "32x32", "--frames", "3",
-                    "--out", "s3://bucket/x.ome.zarr")  # fmt: skip
+                    "--out", "gs://bucket/x.ome.zarr")  # fmt: skip
     assert run.returncode == 2
-    assert "'s3' URLs are not supported" in _one_line_error(run)
-    assert not (tmp_path / "s3:").exists()
+    assert "'gs' URLs are not supported" in _one_line_error(run)
+    assert not (tmp_path / "gs:").exists()
     out = tmp_path / "new" / "deeper" / "x.ome.zarr"
     run = acqwriter("acquire", "--camera", "sim", "--shape", "32x32", "--frames", "3",
                     "--out", str(out), "--json")  # fmt: skip

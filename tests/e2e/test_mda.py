@@ -608,8 +608,10 @@ def test_an_existing_dataset_or_a_url_is_refused_when_the_writer_is_made(tmp_pat
     with pytest.raises(SpecError, match="already exists \\(set overwrite to replace it\\)"):
         MDAWriter(out)
     assert (out / "zarr.json").read_text() == "{}"
-    with pytest.raises(SpecError, match="out: 's3' URLs are not supported"):
-        MDAWriter("s3://bucket/run.ome.zarr")
+    with pytest.raises(SpecError, match="out: 'gs' URLs are not supported"):
+        MDAWriter("gs://bucket/run.ome.zarr")
+    with pytest.raises(SpecError, match="out: expected s3://bucket/PREFIX"):
+        MDAWriter("s3://bucket")
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

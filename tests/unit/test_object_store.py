@@ -9,43 +9,29 @@ import numpy as np
 import pytest
 
 pytest.importorskip("obstore")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
-from acqwriter import open_stream  # noqa: E402
-from acqwriter.store.objects import LOCK_NAME, ObjectStore  # noqa: E402
+import acqwriter
+from acqwriter import SpecError, open_stream
+from acqwriter.store.objects import LOCK_NAME, ObjectStore
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 (a free port) and a bucket; its endpoint URL."""
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="lab")
-    yield endpoint
-    server.stop()
+@pytest.fixture
+def s3(s3_endpoint):
+    return s3_endpoint
 
 
 def _store(endpoint: str, prefix: str) -> ObjectStore:
-    return ObjectStore.from_url(
-        f"s3://lab/{prefix}",
-        config={
-            "endpoint": endpoint,
-            "access_key_id": "test",
-            "secret_access_key": "test",
-            "region": "us-east-1",
-        },
-        client_options={"allow_http": True},
-    )
+    return ObjectStore.from_url(f"s3://lab/{prefix}", options=_options(endpoint))
+
+
+def _options(endpoint: str) -> dict[str, str]:
+    return {
+        "endpoint": endpoint,
+        "access_key_id": "test",
+        "secret_access_key": "test",
+        "region": "us-east-1",
+    }
 
 
 def test_writes_reads_and_lists_objects(s3):
@@ -142,3 +128,143 @@ def test_the_engine_writes_a_dataset_readers_open(s3, tmp_path, shards):
     assert group["1"].shape == (40, 32, 40)
     lines = store.read_bytes("0/frame_metadata.jsonl").splitlines()
     assert len(lines) == 40
+
+
+def _spec(endpoint: str, out: str, **fields) -> dict:
+    return {
+        "out": out,
+        "shape": (48, 64),
+        "dtype": "uint16",
+        "storage_options": _options(endpoint),
+        **fields,
+    }
+
+
+def _zarr_group(endpoint: str, prefix: str):
+    import obstore.store
+    import zarr
+
+    options = _options(endpoint)
+    return zarr.open_group(
+        store=zarr.storage.ObjectStore(
+            obstore.store.S3Store(
+                "lab",
+                prefix=prefix,
+                endpoint=endpoint,
+                access_key_id=options["access_key_id"],
+                secret_access_key=options["secret_access_key"],
+                region=options["region"],
+                client_options={"allow_http": True},
+            ),
+            read_only=True,
+        ),
+        mode="r",
+    )
+
+
+@pytest.mark.parametrize("ngff_version", ["0.5", "0.4"])
+def test_a_stream_to_an_s3_url_reads_back_exactly(s3, ngff_version):
+    out = f"s3://lab/url-{ngff_version}.ome.zarr"
+    frames = np.random.default_rng(5).poisson(200, (30, 48, 64)).astype(np.uint16)
+    spec = _spec(s3, out, ngff_version=ngff_version, pyramid={"when": "live", "levels": 2})
+    with open_stream(spec) as stream:
+        for frame in frames:
+            stream.append(frame)
+    summary = stream.summary
+    assert summary.state == "complete" and summary.frames_written == 30
+    assert summary.path == out
+    group = _zarr_group(s3, f"url-{ngff_version}.ome.zarr")
+    np.testing.assert_array_equal(group["0"][...], frames)
+    assert group["1"].shape == (30, 24, 32)
+    # the credentials are nowhere in what was written
+    store = _store(s3, f"url-{ngff_version}.ome.zarr")
+    root = "zarr.json" if ngff_version == "0.5" else ".zattrs"
+    document = store.read_bytes(root).decode()
+    assert "storage_options" not in document and "secret_access_key" not in document
+    assert out in document  # where it is, as a URL
+
+
+def test_tensorstore_reads_what_was_streamed_to_s3(s3, monkeypatch):
+    ts = pytest.importorskip("tensorstore")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    frames = np.random.default_rng(6).poisson(90, (12, 48, 64)).astype(np.uint16)
+    with open_stream(_spec(s3, "s3://lab/ts.ome.zarr", shards="none")) as stream:
+        for frame in frames:
+            stream.append(frame)
+    array = ts.open(
+        {
+            "driver": "zarr3",
+            "kvstore": {
+                "driver": "s3",
+                "bucket": "lab",
+                "path": "ts.ome.zarr/0/",
+                "endpoint": s3,
+                "aws_region": "us-east-1",
+                "aws_credentials": {"type": "environment"},
+            },
+        },
+        read=True,
+    ).result()
+    np.testing.assert_array_equal(array.read().result(), frames)
+
+
+def test_a_plate_streams_to_s3(s3):
+    image = {"shape": [48, 64], "dtype": "uint16", "dims": "tcyx", "sizes": {"t": 2, "c": 2}}
+    spec = {
+        "out": "s3://lab/plate.ome.zarr",
+        "layout": "plate",
+        "plate": {"rows": 1, "columns": 2},
+        "images": {"A/1/0": image, "A/2/0": image},
+        "storage_options": _options(s3),
+    }
+    frames = np.random.default_rng(7).poisson(50, (8, 48, 64)).astype(np.uint16)
+    with acqwriter.open_dataset(spec) as dataset:
+        for i, key in enumerate(["A/1/0", "A/2/0"]):
+            for t in range(2):
+                for c in range(2):
+                    dataset.append(frames[4 * i + 2 * t + c], image=key, index={"t": t, "c": c})
+    group = _zarr_group(s3, "plate.ome.zarr")
+    assert [w["path"] for w in group.attrs["ome"]["plate"]["wells"]] == ["A/1", "A/2"]
+    np.testing.assert_array_equal(group["A/2/0/0"][...], frames[4:].reshape(2, 2, 48, 64))
+
+
+def test_an_existing_dataset_is_replaced_only_with_overwrite(s3):
+    out = "s3://lab/again.ome.zarr"
+    with open_stream(_spec(s3, out)) as stream:
+        stream.append(np.ones((48, 64), np.uint16))
+    with pytest.raises(SpecError, match=r"already exists \(set overwrite to replace it\)"):
+        open_stream(_spec(s3, out))
+    with open_stream(_spec(s3, out, overwrite=True)) as stream:
+        stream.append(np.full((48, 64), 7, np.uint16))
+        stream.append(np.full((48, 64), 8, np.uint16))
+    assert _zarr_group(s3, "again.ome.zarr")["0"].shape[0] == 2
+
+
+def test_a_second_writer_on_a_prefix_and_a_missing_bucket_are_refused_up_front(s3):
+    out = "s3://lab/busy.ome.zarr"
+    first = open_stream(_spec(s3, out))
+    try:
+        with pytest.raises(SpecError, match="being written by another writer"):
+            open_stream(_spec(s3, out, overwrite=True))
+    finally:
+        first.close()
+    with pytest.raises(SpecError) as info:
+        open_stream(_spec(s3, "s3://no-such-bucket/run.ome.zarr"))
+    message = str(info.value)
+    assert message.startswith("out: cannot reach s3://no-such-bucket/run.ome.zarr")
+    assert "\n" not in message and "test" not in message.split("reach", 1)[1].split(":")[0]
+
+
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        ("gs://lab/run.ome.zarr", "'gs' URLs are not supported"),
+        ("s3://lab", "a dataset needs a prefix of its own"),
+        ("s3://lab/a/../b", "without empty, '.' or '..' parts"),
+    ],
+)
+def test_a_url_that_cannot_be_a_dataset_names_what_is_wrong(out, words):
+    with pytest.raises(SpecError, match="out") as info:
+        open_stream({"out": out, "shape": (8, 8), "dtype": "uint8"})
+    assert words in str(info.value) and "\n" not in str(info.value)

@@ -62,7 +62,7 @@ def test_defaults_and_derived_values():
         ({"ring_bytes": 0}, "ring_bytes", "greater than 0"),
         ({"colour": "red"}, "colour", "Extra inputs"),
         ({"out": ""}, "out", "empty string"),
-        ({"out": "s3://bucket/x.ome.zarr"}, "out", "URLs are not supported"),
+        ({"out": "gs://bucket/x.ome.zarr"}, "out", "URLs are not supported"),
         (
             {"dims": "tcyx", "sizes": {"c": 2}, "channels": [{"name": "a"}]},
             "channels",

@@ -1,0 +1,91 @@
+"""Writing to object storage from the command line and from a pymmcore-plus MDA, against
+a real S3-compatible server on the loopback (moto's server mode), with credentials and
+endpoint from the standard AWS environment, as a facility exports them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import useq
+
+from helpers import run_cli
+
+pytest.importorskip("obstore")
+
+
+def _read(endpoint: str, prefix: str, path: str) -> np.ndarray:
+    import obstore.store
+    import zarr
+
+    store = obstore.store.S3Store(
+        "lab",
+        prefix=prefix,
+        endpoint=endpoint,
+        access_key_id="test",
+        secret_access_key="test",
+        region="us-east-1",
+        client_options={"allow_http": True},
+    )
+    group = zarr.open_group(store=zarr.storage.ObjectStore(store, read_only=True), mode="r")
+    return group[path][...]
+
+
+def test_acquire_writes_to_a_bucket_from_the_aws_environment(aws_env, tmp_path):
+    run = run_cli(
+        "acquire", "--camera", "sim", "--frames", "24", "--shape", "300x280",
+        "--out", "s3://lab/cli.ome.zarr", "--pyramid", "live", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)["summary"]
+    assert summary["state"] == "complete" and summary["frames_written"] == 24
+    assert summary["path"] == "s3://lab/cli.ome.zarr" and summary["pyramid_levels"] == 2
+    level0 = _read(aws_env, "cli.ome.zarr", "0")
+    assert level0.shape == (24, 300, 280) and level0.any()
+    assert not list(tmp_path.iterdir())  # nothing local, not even an "s3:" folder
+    again = run_cli(
+        "acquire", "--camera", "sim", "--frames", "2", "--out", "s3://lab/cli.ome.zarr",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 2 and "already exists (set overwrite" in again.stderr
+    info = run_cli("info", "s3://lab/cli.ome.zarr", cwd=tmp_path)
+    assert info.returncode == 2 and "do not read object-store URLs" in info.stderr
+
+
+def test_a_missing_bucket_is_found_before_the_first_frame(aws_env, tmp_path):
+    run = run_cli(
+        "acquire", "--camera", "sim", "--frames", "5", "--out", "s3://nothing/run.ome.zarr",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2
+    line = run.stderr.strip().splitlines()[0]
+    assert "cannot reach s3://nothing/run.ome.zarr" in line and "NoSuchBucket" in line
+    assert "test" not in line.split("NoSuchBucket", 1)[1]  # no credential in the message
+
+
+def test_an_mda_of_positions_writes_to_a_bucket(aws_env):
+    from pymmcore_plus import CMMCorePlus
+
+    from acqwriter.mda import MDAWriter
+
+    core = CMMCorePlus()
+    core.loadSystemConfiguration()
+    core.setProperty("Camera", "Mode", "Noise")
+    core.setROI(0, 0, 64, 48)
+    seq = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 2},
+        channels=["DAPI", "FITC"],
+        stage_positions=[(0, 0, 0), (5, 5, 0)],
+    )
+    writer = MDAWriter("s3://lab/mda.ome.zarr", core=core)
+    try:
+        core.run_mda(seq, block=True)
+    finally:
+        writer.detach()
+        core.reset()
+    assert writer.summary is not None and writer.summary.state == "complete"
+    assert writer.summary.frames_written == 8
+    for image in ("0", "1"):
+        data = _read(aws_env, "mda.ome.zarr", f"{image}/0")
+        assert data.shape == (2, 2, 48, 64) and data.all(axis=(2, 3)).all()
