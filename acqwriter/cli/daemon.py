@@ -37,6 +37,11 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         "--events", default=DEFAULT_EVENTS, help=f"PUB endpoint (default {DEFAULT_EVENTS})"
     )
     p.add_argument("--root", type=Path, help="confine output paths to this directory")
+    p.add_argument(
+        "--object-root",
+        help="accept object-store outputs under this URL prefix (s3://bucket/prefix); "
+        "credentials from the AWS environment",
+    )
     p.add_argument("--camera", default="sim", help="camera 'devices' opens before any configure")
     p.add_argument(
         "--curve-secret", type=Path, help="server secret key file (from 'acqwriter keys')"
@@ -102,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.control,
             args.events,
             root=args.root,
+            object_root=args.object_root,
             curve=curve,
             default_camera=args.camera,
             progress_interval_s=args.progress_interval,
@@ -119,7 +125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"acqwriter daemon: control {args.control}, events {args.events}"
         + (", CURVE" if curve else "")
-        + (f", root {args.root}" if args.root else ""),
+        + (f", root {args.root}" if args.root else "")
+        + (f", object root {args.object_root}" if args.object_root else ""),
         file=sys.stderr,
         flush=True,
     )

@@ -27,6 +27,7 @@ from acqwriter.acquisition.spec import AcquisitionSpec
 from acqwriter.control.paths import check_out
 from acqwriter.control.protocol import ControlError, DevicesParams, StatusResult
 from acqwriter.control.session import Session
+from acqwriter.spec.location import ObjectURL
 from acqwriter.spec.model import SpecError
 from acqwriter.store.folders import missing_parents, nearest_existing
 
@@ -64,11 +65,13 @@ class Acquisitions:
         self,
         *,
         root: Path | None,
+        object_root: ObjectURL | None = None,
         default_camera: str,
         publish: Callable[[str, dict[str, Any]], None],
         shutting_down: Callable[[], bool],
     ) -> None:
         self._root = root
+        self._object_root = object_root  # where object-store outputs may go (a URL prefix)
         self._default_camera = default_camera
         self._publish = publish
         self._shutting_down = shutting_down
@@ -97,7 +100,7 @@ class Acquisitions:
 
     def configure(self, spec: AcquisitionSpec) -> Any:
         self.require("idle", "configured", "error")
-        spec = spec.model_copy(update={"out": check_out(self._root, spec)})
+        spec = spec.model_copy(update={"out": check_out(self._root, spec, self._object_root)})
         sim_options: dict[str, Any] = {}
         if spec.camera == "sim":
             from acqwriter.acquisition.microscopes import sim_camera_options
@@ -141,13 +144,15 @@ class Acquisitions:
             "acquires": acquires,
             "spec": spec.model_dump(mode="json", exclude_defaults=True),
             "devices": self._description,
-            "creates_folders": [str(p) for p in missing_parents(spec.out)],
+            "creates_folders": []
+            if isinstance(spec.out, ObjectURL)
+            else [str(p) for p in missing_parents(spec.out)],
         }
 
     def start(self) -> Any:
         self.require("configured")
         assert self.spec is not None
-        check_out(self._root, self.spec)  # it may have appeared since configure
+        check_out(self._root, self.spec, self._object_root)  # it may have appeared since
         session = Session(self.spec)
         session.thread = threading.Thread(
             target=session.run,

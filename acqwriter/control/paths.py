@@ -14,16 +14,26 @@ from acqwriter.store.folders import nearest_existing, replace_refusal
 __all__ = ["check_out"]
 
 
-def check_out(root: Path | None, spec: AcquisitionSpec) -> Path:
+def check_out(
+    root: Path | None, spec: AcquisitionSpec, object_root: ObjectURL | None = None
+) -> Path | ObjectURL:
     """Resolve ``out`` (against the server's ``root`` when given) and refuse unsafe
     destinations: outside the root, an existing path without overwrite, something that
-    is not a Zarr dataset, a parent that is not a writable directory."""
+    is not a Zarr dataset, a parent that is not a writable directory. An object-store
+    URL must lie under the server's ``object_root`` (``--object-root``); without one,
+    URLs are refused (the bucket itself is checked when the acquisition opens it)."""
     if isinstance(spec.out, ObjectURL):
-        raise ControlError(
-            "path_refused",
-            f"out: {spec.out}: the daemon writes under its own root folder only; "
-            "object-store URLs are refused",
-        )
+        if object_root is None:
+            raise ControlError(
+                "path_refused",
+                f"out: {spec.out}: this daemon has no --object-root; object-store URLs are refused",
+            )
+        if not spec.out.startswith(object_root.rstrip("/") + "/"):
+            raise ControlError(
+                "path_refused", f"out: {spec.out} is outside the server's object root "
+                f"{object_root}",
+            )  # fmt: skip
+        return spec.out
     out = Path(spec.out).expanduser()
     if root is not None:
         out = (out if out.is_absolute() else root / out).resolve()

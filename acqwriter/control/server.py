@@ -57,6 +57,7 @@ from acqwriter.control.protocol import (
     json_schema,
 )
 from acqwriter.control.security import CurveServer, is_local_endpoint
+from acqwriter.spec.location import parse_object_url
 from acqwriter.spec.model import format_validation_error
 
 __all__ = ["Server"]
@@ -82,6 +83,7 @@ class Server:
         events: str = DEFAULT_EVENTS,
         *,
         root: Path | None = None,
+        object_root: str | None = None,
         curve: CurveServer | None = None,
         default_camera: str = "sim",
         progress_interval_s: float = 0.5,
@@ -98,12 +100,17 @@ class Server:
         self.root = None if root is None else Path(root).resolve()
         if self.root is not None and not self.root.is_dir():
             raise ValueError(f"--root: {root} is not a directory")
+        try:
+            self.object_root = None if object_root is None else parse_object_url(object_root)
+        except ValueError as exc:
+            raise ValueError(f"--object-root: {exc}") from None
         self.curve = curve
         self.progress_interval_s = progress_interval_s
         self._waiters: list[_Waiter] = []
         self._shutdown = threading.Event()
         self.acquisitions = acq = Acquisitions(
             root=self.root,
+            object_root=self.object_root,
             default_camera=default_camera,
             publish=self._publish,
             shutting_down=self._shutdown.is_set,

@@ -89,3 +89,35 @@ def test_an_mda_of_positions_writes_to_a_bucket(aws_env):
     for image in ("0", "1"):
         data = _read(aws_env, "mda.ome.zarr", f"{image}/0")
         assert data.shape == (2, 2, 48, 64) and data.all(axis=(2, 3)).all()
+
+
+def test_the_daemon_writes_under_its_object_root_only(aws_env, tmp_path):
+    from daemon_helpers import Daemon, EventRecorder
+
+    from acqwriter.control.protocol import ControlError
+
+    daemon = Daemon(tmp_path, "--root", str(tmp_path), "--object-root", "s3://lab/daemon")
+    daemon.wait_ready()
+    try:
+        recorder = EventRecorder(daemon.local_events)
+        try:
+            with daemon.client() as client:
+                with pytest.raises(ControlError) as refused:
+                    client.configure(camera="sim", frames=5, out="s3://lab/elsewhere/x.ome.zarr")
+                assert refused.value.code == "path_refused"
+                assert "outside the server's object root s3://lab/daemon" in str(refused.value)
+                configured = client.configure(
+                    camera="sim", shape=[64, 80], frames=12, fps=200,
+                    out="s3://lab/daemon/run.ome.zarr",
+                    storage_options={"secret_access_key": "test"},
+                )  # fmt: skip
+                assert configured["spec"]["out"] == "s3://lab/daemon/run.ome.zarr"
+                assert "storage_options" not in json.dumps(configured)  # never echoed
+                client.start()
+                summary = recorder.wait_for("summary")["summary"]
+        finally:
+            recorder.close()
+    finally:
+        assert daemon.stop() == 0
+    assert summary["state"] == "complete" and summary["frames_written"] == 12
+    assert _read(aws_env, "daemon/run.ome.zarr", "0").shape == (12, 64, 80)
