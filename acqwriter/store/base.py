@@ -185,6 +185,10 @@ class Store(ABC):
     def size(self, key: str) -> int:
         """The length of ``key`` (FileNotFoundError when absent)."""
 
+    def read_lines(self, key: str) -> bytes:
+        """A line log (:meth:`append_lines`) whole (FileNotFoundError when absent)."""
+        return self.read_bytes(key)
+
     def read_into(self, key: str, buf: Any = None) -> memoryview:
         """The bytes of ``key``, in ``buf`` when it is big enough (``result.obj`` is the
         buffer to pass next time): a reader of many chunks reuses one buffer."""

@@ -11,9 +11,12 @@ written whole and never renamed or appended to:
   reads of a seal from them, and on ``finish`` uploads the shard in order as a multipart
   upload (parts of at least 5 MiB but the last); ``publish`` is then a server-side copy
   to the shard's key and a delete of the temporary one.
-* **lines**: an object cannot grow; the store keeps each line log's bytes and PUTs the
-  whole object again on each append (a reader sees every line of an append or none), so
-  the lines of a run are held once in memory.
+* **lines**: an object cannot grow, so a line log is a sequence of objects: ``KEY``,
+  then ``KEY.1``, ``KEY.2``, … each of whole lines (a new one begins where the last
+  would pass :data:`LOG_SEGMENT_BYTES`); an append PUTs the last one again with the new
+  lines (a reader sees every line of an append or none). The records are the concatenation of the segments in that order
+  (:meth:`ObjectStore.read_lines`); only the last segment is held in memory, and an
+  append uploads at most one segment.
 
 Capabilities: no direct I/O, no reserve (a bucket's room is its quota, which S3 does not
 tell: :meth:`ObjectStore.free_bytes` is unbounded), and a lock that is an object created
@@ -26,6 +29,7 @@ import errno
 import os
 import re
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +39,8 @@ __all__ = ["LOCK_NAME", "MULTIPART_PART_BYTES", "ObjectStore"]
 
 # The lock object: created only if absent, deleted when the writer is done
 LOCK_NAME = ".acqwriter.lock"
+# a line log's segment: what an append uploads and the store holds, at most
+LOG_SEGMENT_BYTES = 1 << 20
 # S3's smallest part of a multipart upload but the last
 MULTIPART_PART_BYTES = 5 * 2**20
 # Transient errors (a dropped connection, a 5xx, a throttled request) are retried with
@@ -61,7 +67,7 @@ class ObjectStore(Store):
         super().__init__(sync=sync)
         self._store = store
         self._location = location
-        self._logs: dict[str, bytearray] = {}  # line logs, whole (see the module docstring)
+        self._logs: dict[str, _Log] = {}  # each line log's last segment
         self._logs_lock = threading.Lock()
         self._open: dict[str, _ObjectShard] = {}  # shards being written, by temporary key
 
@@ -129,14 +135,41 @@ class ObjectStore(Store):
     def append_lines(self, key: str, data: bytes) -> None:
         with self._logs_lock:
             log = self._logs.get(key)
-            if log is None:
-                try:
-                    log = bytearray(self.read_bytes(key))
-                except FileNotFoundError:
-                    log = bytearray()
+            if log is None:  # a log this store did not start: continue after its segments
+                segments = self._segments(key)
+                last = segments[-1] if segments else key
+                log = _Log(len(segments[:-1]), bytearray(self._read_or_empty(last)))
                 self._logs[key] = log
-            self._put(key, bytes(log) + bytes(data))  # whole lines or none
-            log += data
+            if log.data and len(log.data) + len(data) > LOG_SEGMENT_BYTES:
+                log.number, log.data = log.number + 1, bytearray()
+            name = key if log.number == 0 else f"{key}.{log.number}"
+            self._put(name, bytes(log.data) + bytes(data))  # whole lines or none
+            log.data += data
+
+    def read_lines(self, key: str) -> bytes:
+        """A line log whole: its segments, in order (FileNotFoundError when absent)."""
+        segments = self._segments(key)
+        if not segments:
+            raise FileNotFoundError(errno.ENOENT, f"{self._location}/{key}: not found")
+        return b"".join(self.read_bytes(name) for name in segments)
+
+    def _segments(self, key: str) -> list[str]:
+        """The objects of the line log ``key``, in order."""
+        folder, _, name = key.rpartition("/")
+        found = self.list_dir(folder)
+        numbers = sorted(
+            int(n[len(name) + 1 :])
+            for n in found
+            if n.startswith(name + ".") and n[len(name) + 1 :].isdigit()
+        )
+        first = [key] if name in found else []
+        return first + [f"{key}.{n}" for n in numbers]
+
+    def _read_or_empty(self, key: str) -> bytes:
+        try:
+            return self.read_bytes(key)
+        except FileNotFoundError:
+            return b""
 
     def remove(self, key: str) -> None:
         import obstore
@@ -228,6 +261,14 @@ class ObjectStore(Store):
 
     def release_lock(self) -> None:
         self.remove(LOCK_NAME)
+
+
+@dataclass
+class _Log:
+    """The last segment of a line log: its number (0: the log's own key) and bytes."""
+
+    number: int
+    data: bytearray
 
 
 def _reason(exc: Exception) -> str:

@@ -92,9 +92,8 @@ def test_an_mda_of_positions_writes_to_a_bucket(aws_env):
 
 
 def test_the_daemon_writes_under_its_object_root_only(aws_env, tmp_path):
-    from daemon_helpers import Daemon, EventRecorder
-
     from acqwriter.control.protocol import ControlError
+    from daemon_helpers import Daemon, EventRecorder
 
     daemon = Daemon(tmp_path, "--root", str(tmp_path), "--object-root", "s3://lab/daemon")
     daemon.wait_ready()

@@ -53,13 +53,26 @@ def test_writes_reads_and_lists_objects(s3):
     store.remove("nothing")  # absent is fine
 
 
-def test_line_log_grows_by_whole_appends(s3):
+def test_line_log_grows_by_whole_appends_in_bounded_segments(s3, monkeypatch):
+    from acqwriter.store import objects
+
+    monkeypatch.setattr(objects, "LOG_SEGMENT_BYTES", 64)  # a few lines a segment
     store = _store(s3, "lines")
-    store.append_lines("0/frame_metadata.jsonl", b'{"index": 0}\n{"index": 1}\n')
-    store.append_lines("0/frame_metadata.jsonl", b'{"index": 2}\n')
+    log = "0/frame_metadata.jsonl"
+    store.append_lines(log, b'{"index": 0}\n{"index": 1}\n')
+    store.append_lines(log, b'{"index": 2}\n')
+    records = [b'{"index": %d}' % i for i in range(12)]
+    for i in range(3, 12):
+        store.append_lines(log, records[i] + b"\n")
     again = _store(s3, "lines")  # another client, as a reader is
-    lines = again.read_bytes("0/frame_metadata.jsonl").splitlines()
-    assert lines == [b'{"index": 0}', b'{"index": 1}', b'{"index": 2}']
+    assert again.read_lines(log).splitlines() == records
+    segments = again.list_dir("0")
+    assert segments[0] == "frame_metadata.jsonl" and len(segments) > 2  # rolled over
+    assert all(again.size(f"0/{name}") <= 64 for name in segments)  # each append's upload
+    # a store that continues a log it did not start appends after its last segment
+    store2 = _store(s3, "lines")
+    store2.append_lines(log, b'{"index": 12}\n')
+    assert again.read_lines(log).splitlines() == [*records, b'{"index": 12}']
 
 
 def test_a_shard_written_out_of_order_is_read_while_open_and_published_whole(s3):
@@ -126,7 +139,7 @@ def test_the_engine_writes_a_dataset_readers_open(s3, tmp_path, shards):
     assert group.attrs["acqwriter"]["state"] == "complete"
     np.testing.assert_array_equal(group["0"][...], frames)
     assert group["1"].shape == (40, 32, 40)
-    lines = store.read_bytes("0/frame_metadata.jsonl").splitlines()
+    lines = store.read_lines("0/frame_metadata.jsonl").splitlines()
     assert len(lines) == 40
 
 
