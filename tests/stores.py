@@ -77,6 +77,9 @@ class StoreWrapper(Store):
     def read_lines(self, key: str) -> bytes:
         return self.inner.read_lines(key)
 
+    def tree_bytes(self, key: str) -> int:
+        return self.inner.tree_bytes(key)
+
     def read_range(self, key: str, offset: int, n: int) -> bytes:
         return self.inner.read_range(key, offset, n)
 

@@ -26,6 +26,7 @@ from acqwriter import jsonio
 from acqwriter._version import __version__
 from acqwriter.cli.options import add_spec_options, spec_mapping
 from acqwriter.cli.progress import ProgressDisplay
+from acqwriter.spec.location import parse_object_url
 from acqwriter.spec.model import SpecError
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
@@ -168,13 +169,23 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _local_path(text: str) -> Path:
-    """A dataset to read or finish: a filesystem path. Object-store URLs are written
-    (``acquire``, ``open_stream``, ``MDAWriter``) but not read by these commands."""
+    """A dataset to rewrite, finish or watch: a filesystem path. Object-store URLs are
+    written (``acquire``, ``open_stream``, ``MDAWriter``) and read by ``info``."""
     if "://" in text:
         raise argparse.ArgumentTypeError(
-            f"{text}: expected a filesystem path; info, pyramid, recover and view do not "
-            "read object-store URLs"
+            f"{text}: expected a filesystem path; pyramid, recover and view do not take "
+            "object-store URLs"
         )
+    return Path(text)
+
+
+def _dataset_location(text: str) -> str | Path:
+    """A dataset to read: a filesystem path, or an object-store URL (checked)."""
+    if "://" in text:
+        try:
+            return parse_object_url(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return Path(text)
 
 
@@ -333,7 +344,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_recover)
     p = sub.add_parser("info", help="shape, levels, codec, ratio and dropped frames of a dataset")
-    p.add_argument("path", type=_local_path)
+    p.add_argument("path", type=_dataset_location, help="a folder, or s3://bucket/prefix")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_info)
     _add_view(sub)

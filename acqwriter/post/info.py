@@ -1,4 +1,5 @@
-"""Describe a dataset on disk (``acqwriter info``), from its JSON documents only.
+"""Describe a dataset (``acqwriter info``), from its JSON documents only, read through
+its store: a folder, or an object-store URL.
 
 Works on any OME-NGFF 0.5 image; acqwriter datasets add their state, the write
 summary and the dropped-frame flags read from the per-frame metadata.
@@ -8,19 +9,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
+from acqwriter.format.keys import GROUP_METADATA, ArrayKeys, image_path
 from acqwriter.format.ngff_v05 import frame_metadata_key, multiscale_levels
 from acqwriter.format.versions import read_attributes
 from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.hierarchy import dataset_images
+from acqwriter.spec.location import parse_object_url
 from acqwriter.spec.model import StreamSpec
-from acqwriter.store.local import writer_alive
+from acqwriter.store.base import Store
+from acqwriter.store.local import LocalStore, writer_alive
+from acqwriter.store.prefixed import PrefixedStore
 
 __all__ = ["dataset_info", "format_info", "read_frame_metadata"]
 
@@ -33,30 +37,38 @@ def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
     group says they are (``0/frame_metadata.jsonl``; older datasets: at the root).
 
     A torn last line (a crash while appending) is ignored."""
-    root = Path(path)
+    return _records(_open(path)[0])
+
+
+def _records(store: Store) -> list[dict[str, Any]]:
     try:
-        acq = read_attributes(lambda key: (root / key).read_bytes())["acqwriter"]
+        acq = read_attributes(store.read_bytes)["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         acq = None
-    records = []
-    file = root / frame_metadata_key(acq)
-    if not file.exists():
+    records: list[dict[str, Any]] = []
+    try:
+        data = store.read_lines(frame_metadata_key(acq))
+    except FileNotFoundError:
         return records
-    with open(file, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    for line in data.decode("utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
     return records
 
 
-def _du(path: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            total += os.stat(os.path.join(dirpath, name)).st_size
-    return total
+def _open(path: str | Path) -> tuple[Store, str, Callable[[], bool]]:
+    """A dataset's store for reading, where it is, and whether a writer holds it (on an
+    object store: its lock object exists; a killed writer's lock stays)."""
+    if isinstance(path, str) and "://" in path:
+        from acqwriter.store.objects import LOCK_NAME, ObjectStore
+
+        url = parse_object_url(path)
+        objects = ObjectStore.from_url(url, sync="none")
+        return objects, str(url), lambda: objects.exists(LOCK_NAME)
+    root = Path(path)
+    return LocalStore(root, sync="none"), str(root), lambda: writer_alive(root)
 
 
 def _inner(meta: dict[str, Any]) -> tuple[list[Any], list[int], list[int] | None]:
@@ -103,31 +115,37 @@ def _blosc_blocksize(meta: dict[str, Any]) -> int | None:
     return None
 
 
-def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, Any]:
+def dataset_info(
+    path: str | Path, *, writer: str | None = None, store: Store | None = None
+) -> dict[str, Any]:
     """What a dataset holds: for an image, its levels, size, state and frames; for a
-    collection or a plate, the same for each image, by key. ``writer``: the state of the
-    dataset's writer, when the caller knows it (an image inside a dataset)."""
-    root = Path(path)
+    collection or a plate, the same for each image, by key. ``path``: a folder, or an
+    object-store URL (``s3://bucket/prefix``). ``writer``: the state of the dataset's
+    writer, when the caller knows it (an image inside a dataset); ``store``: the image's
+    store then."""
+    if store is None:
+        store, where, alive = _open(path)
+    else:
+        where, alive = str(path), lambda: False
     try:
-        attributes = read_attributes(lambda key: (root / key).read_bytes())
+        attributes = read_attributes(store.read_bytes)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json or .zattrs)") from None
-    group = {"attributes": attributes}
+        raise FileNotFoundError(f"{where}: not a Zarr dataset (no zarr.json or .zattrs)") from None
     acq = attributes.get("acqwriter", {})
     if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
-        return _collection_info(root, attributes)
+        return _collection_info(store, where, attributes, alive)
     ome = attributes.get("ome") or {}
     try:
         listed = multiscale_levels(attributes)
     except ValueError as exc:
-        raise ValueError(f"{root}: {exc}") from None
+        raise ValueError(f"{where}: {exc}") from None
     levels = []
-    for path, scale in listed:
-        keys = ArrayKeys(path, 3 if (root / GROUP_METADATA).exists() else 2)
-        meta = json.loads((root / keys.metadata).read_text())
+    version = 3 if store.exists(GROUP_METADATA) else 2
+    for level_path, scale in listed:
+        meta = json.loads(store.read_bytes(ArrayKeys(level_path, version).metadata))
         levels.append(
             {
-                "path": path,
+                "path": level_path,
                 "shape": meta["shape"],
                 "chunks": _inner(meta)[1],
                 "shards": _inner(meta)[2],
@@ -139,21 +157,20 @@ def dataset_info(path: str | Path, *, writer: str | None = None) -> dict[str, An
         )
     level0 = levels[0]
     raw = math.prod(level0["shape"]) * np.dtype(level0["dtype"]).itemsize
-    stored = _du(root / level0["path"])
-    acq = group["attributes"].get("acqwriter", {})
-    records = read_frame_metadata(root)
+    stored = store.tree_bytes(level0["path"])
+    records = _records(store)
     dropped = [
         r["index"] for r in records if r.get("dropped") and r.get("drop_reason") != "missing"
     ]
     missing = [r["index"] for r in records if r.get("drop_reason") == "missing"]
     state = acq.get("state")
     if acq and writer is None:
-        writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
+        writer = "alive" if alive() else ("gone" if state in _LIVE_STATES else None)
     note = None
     if len(levels) == 1 and isinstance(acq, dict):
         note = (acq.get("summary") or {}).get("pyramid_note") or _pyramid_reason(acq, state)
     return {
-        "path": str(root),
+        "path": where,
         "ome_version": ome.get("version"),
         "writer": writer,
         "pyramid_note": note,
@@ -188,13 +205,26 @@ def _pyramid_reason(acq: dict[str, Any], state: Any) -> str | None:
     return reason
 
 
-def _collection_info(root: Path, attributes: dict[str, Any]) -> dict[str, Any]:
+def _collection_info(
+    store: Store, where: str, attributes: dict[str, Any], alive: Callable[[], bool]
+) -> dict[str, Any]:
     acq = attributes["acqwriter"]
     state = acq.get("state")
-    writer = "alive" if writer_alive(root) else ("gone" if state in _LIVE_STATES else None)
+    writer = "alive" if alive() else ("gone" if state in _LIVE_STATES else None)
+    if isinstance(store, LocalStore):  # folders checked not to lead out (links too)
+        paths = {
+            key: "" if folder == store.root else str(folder.relative_to(store.root))
+            for key, folder in dataset_images(store.root, acq).items()
+        }
+    else:
+        paths = _image_paths(where, acq)
     images = {
-        key: dataset_info(folder, writer=writer or "none")
-        for key, folder in dataset_images(root, acq).items()
+        key: dataset_info(
+            f"{where}/{path}" if path else where,
+            writer=writer or "none",
+            store=PrefixedStore(store, path) if path else store,
+        )
+        for key, path in paths.items()
     }
     for info in images.values():
         if info["writer"] == "none":
@@ -202,7 +232,7 @@ def _collection_info(root: Path, attributes: dict[str, Any]) -> dict[str, Any]:
     raw = sum(i["raw_bytes"] for i in images.values())
     stored = sum(i["stored_bytes"] for i in images.values())
     return {
-        "path": str(root),
+        "path": where,
         "ome_version": attributes.get("ome", {}).get("version"),
         "layout": acq["layout"],
         "writer": writer,
@@ -215,6 +245,20 @@ def _collection_info(root: Path, attributes: dict[str, Any]) -> dict[str, Any]:
         "frames_dropped": sum(i["frames_dropped"] or 0 for i in images.values()),
         "frames_missing": sum(i["frames_missing"] or 0 for i in images.values()),
     }
+
+
+def _image_paths(where: str, acq: dict[str, Any]) -> dict[str, str]:
+    """Each image's path inside the dataset, checked (no ``..``, nothing absolute)."""
+    images = acq.get("images", {})
+    if not isinstance(images, dict):
+        raise ValueError(f"{where}: images: expected a mapping of keys to paths")
+    out = {}
+    for key, path in images.items():
+        try:
+            out[str(key)] = image_path(path)
+        except ValueError as exc:
+            raise ValueError(f"{where}: image {key!r}: {exc}") from None
+    return out
 
 
 def _blocks(blocksize: int | None) -> str:
@@ -282,7 +326,7 @@ def _format_collection(info: dict[str, Any]) -> str:
     ]
     for key, image in info["images"].items():
         lines.append(
-            f"  {key}: {Path(image['path']).relative_to(info['path'])}  shape "
+            f"  {key}: {image['path'].removeprefix(info['path']).lstrip('/')}  shape "
             f"{tuple(image['shape'])} {''.join(image['axes'])} {image['dtype']}, "
             f"{len(image['levels'])} level(s), dropped {image['frames_dropped']}, "
             f"missing {image['frames_missing']}"

@@ -203,6 +203,17 @@ class Store(ABC):
     def list_dir(self, key: str = "") -> list[str]:
         """The names directly under ``key`` (the root by default), sorted."""
 
+    def tree_bytes(self, key: str) -> int:
+        """The bytes stored under ``key`` (every object below it)."""
+        total = 0
+        for name in self.list_dir(key):
+            child = f"{key}/{name}" if key else name
+            try:
+                total += self.size(child)
+            except (FileNotFoundError, IsADirectoryError):
+                total += self.tree_bytes(child)
+        return total
+
     def exists(self, key: str) -> bool:
         try:
             self.size(key)

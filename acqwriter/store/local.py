@@ -376,6 +376,12 @@ class LocalStore(Store):
     def size(self, key: str) -> int:
         return (self.root / key).stat().st_size
 
+    def tree_bytes(self, key: str) -> int:
+        total = 0
+        for folder, _, files in os.walk(self.root / key):
+            total += sum(os.stat(os.path.join(folder, name)).st_size for name in files)
+        return total
+
     def flush(self) -> None:
         """Make everything written so far durable (used at close when sync != 'none')."""
         if self.sync == "none":

@@ -14,9 +14,9 @@ written whole and never renamed or appended to:
 * **lines**: an object cannot grow, so a line log is a sequence of objects: ``KEY``,
   then ``KEY.1``, ``KEY.2``, … each of whole lines (a new one begins where the last
   would pass :data:`LOG_SEGMENT_BYTES`); an append PUTs the last one again with the new
-  lines (a reader sees every line of an append or none). The records are the concatenation of the segments in that order
-  (:meth:`ObjectStore.read_lines`); only the last segment is held in memory, and an
-  append uploads at most one segment.
+  lines (a reader sees every line of an append or none). The records are the
+  concatenation of the segments in that order (:meth:`ObjectStore.read_lines`); only the
+  last segment is held in memory, and an append uploads at most one segment.
 
 Capabilities: no direct I/O, no reserve (a bucket's room is its quota, which S3 does not
 tell: :meth:`ObjectStore.free_bytes` is unbounded), and a lock that is an object created
@@ -232,6 +232,19 @@ class ObjectStore(Store):
             return int(obstore.head(self._store, key)["size"])
         except Exception as exc:
             raise self._error(exc, "read", key) from exc
+
+    def tree_bytes(self, key: str) -> int:
+        import obstore
+
+        prefix = key.rstrip("/")
+        try:
+            return sum(
+                meta["size"]
+                for batch in obstore.list(self._store, prefix=prefix + "/" if prefix else None)
+                for meta in batch
+            )
+        except Exception as exc:
+            raise self._error(exc, "list", key) from exc
 
     def list_dir(self, key: str = "") -> list[str]:
         import obstore

@@ -71,6 +71,9 @@ class PrefixedStore(Store):
     def remove_tree(self, key: str) -> None:
         self.base.remove_tree(self._key(key))
 
+    def tree_bytes(self, key: str) -> int:
+        return self.base.tree_bytes(self._key(key))
+
     def read_lines(self, key: str) -> bytes:
         return self.base.read_lines(self._key(key))
 

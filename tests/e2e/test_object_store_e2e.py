@@ -49,8 +49,15 @@ def test_acquire_writes_to_a_bucket_from_the_aws_environment(aws_env, tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode == 2 and "already exists (set overwrite" in again.stderr
-    info = run_cli("info", "s3://lab/cli.ome.zarr", cwd=tmp_path)
-    assert info.returncode == 2 and "do not read object-store URLs" in info.stderr
+    info = run_cli("info", "s3://lab/cli.ome.zarr", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["path"] == "s3://lab/cli.ome.zarr" and described["state"] == "complete"
+    assert described["shape"] == [24, 300, 280] and len(described["levels"]) == 2
+    assert described["frames_recorded"] == 24 and described["writer"] is None
+    assert 0 < described["stored_bytes"] <= described["raw_bytes"] * 1.1
+    recover = run_cli("recover", "s3://lab/cli.ome.zarr", cwd=tmp_path)
+    assert recover.returncode == 2 and "do not take object-store URLs" in recover.stderr
 
 
 def test_a_missing_bucket_is_found_before_the_first_frame(aws_env, tmp_path):

@@ -222,7 +222,7 @@ def test_tensorstore_reads_what_was_streamed_to_s3(s3, monkeypatch):
     np.testing.assert_array_equal(array.read().result(), frames)
 
 
-def test_a_plate_streams_to_s3(s3):
+def test_a_plate_streams_to_s3(s3, aws_env):
     image = {"shape": [48, 64], "dtype": "uint16", "dims": "tcyx", "sizes": {"t": 2, "c": 2}}
     spec = {
         "out": "s3://lab/plate.ome.zarr",
@@ -240,6 +240,14 @@ def test_a_plate_streams_to_s3(s3):
     group = _zarr_group(s3, "plate.ome.zarr")
     assert [w["path"] for w in group.attrs["ome"]["plate"]["wells"]] == ["A/1", "A/2"]
     np.testing.assert_array_equal(group["A/2/0/0"][...], frames[4:].reshape(2, 2, 48, 64))
+    from acqwriter.post.info import dataset_info, format_info
+
+    info = dataset_info("s3://lab/plate.ome.zarr")  # credentials from the AWS environment
+    assert info["layout"] == "plate" and info["state"] == "complete"
+    assert info["images"]["A/2/0"]["path"] == "s3://lab/plate.ome.zarr/A/2/0"
+    assert info["images"]["A/2/0"]["shape"] == [2, 2, 48, 64]
+    assert info["frames_recorded"] == 8 and info["stored_bytes"] > 0
+    assert "A/2/0: A/2/0  shape (2, 2, 48, 64)" in format_info(info)
 
 
 def test_an_existing_dataset_is_replaced_only_with_overwrite(s3):
