@@ -169,12 +169,12 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _local_path(text: str) -> Path:
-    """A dataset to rewrite, finish or watch: a filesystem path. Object-store URLs are
-    written (``acquire``, ``open_stream``, ``MDAWriter``) and read by ``info``."""
+    """A dataset to finish or watch: a filesystem path. Object-store URLs are written
+    (``acquire``, ``open_stream``, ``MDAWriter``), read by ``info`` and given levels by
+    ``pyramid``."""
     if "://" in text:
         raise argparse.ArgumentTypeError(
-            f"{text}: expected a filesystem path; pyramid, recover and view do not take "
-            "object-store URLs"
+            f"{text}: expected a filesystem path; recover and view do not take object-store URLs"
         )
     return Path(text)
 
@@ -327,7 +327,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_acquire(sub)
     p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
-    p.add_argument("path", type=_local_path)
+    p.add_argument("path", type=_dataset_location)
     p.add_argument("--threads", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_pyramid)

@@ -20,9 +20,9 @@ from acqwriter.format.ngff_v05 import frame_metadata_key, multiscale_levels
 from acqwriter.format.versions import read_attributes
 from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.hierarchy import dataset_images
-from acqwriter.spec.location import parse_object_url
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
+from acqwriter.store.existing import open_existing
 from acqwriter.store.local import LocalStore, writer_alive
 from acqwriter.store.prefixed import PrefixedStore
 
@@ -61,14 +61,12 @@ def _records(store: Store) -> list[dict[str, Any]]:
 def _open(path: str | Path) -> tuple[Store, str, Callable[[], bool]]:
     """A dataset's store for reading, where it is, and whether a writer holds it (on an
     object store: its lock object exists; a killed writer's lock stays)."""
-    if isinstance(path, str) and "://" in path:
-        from acqwriter.store.objects import LOCK_NAME, ObjectStore
+    store, where = open_existing(path)
+    if isinstance(store, LocalStore):
+        return store, where, lambda: writer_alive(store.root)
+    from acqwriter.store.objects import LOCK_NAME
 
-        url = parse_object_url(path)
-        objects = ObjectStore.from_url(url, sync="none")
-        return objects, str(url), lambda: objects.exists(LOCK_NAME)
-    root = Path(path)
-    return LocalStore(root, sync="none"), str(root), lambda: writer_alive(root)
+    return store, where, lambda: store.exists(LOCK_NAME)
 
 
 def _inner(meta: dict[str, Any]) -> tuple[list[Any], list[int], list[int] | None]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.codec.chain import chunk_encoder
-from acqwriter.format.keys import ArrayKeys, level
+from acqwriter.format.keys import ArrayKeys, image_path, level
 from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
 from acqwriter.format.versions import ZARR_FORMAT, array_document, read_attributes, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
@@ -40,7 +40,9 @@ from acqwriter.post.hierarchy import dataset_images
 from acqwriter.post.reader import LevelReader
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
+from acqwriter.store.existing import open_existing
 from acqwriter.store.local import LocalStore
+from acqwriter.store.prefixed import PrefixedStore
 
 __all__ = [
     "BuildProgress",
@@ -327,47 +329,67 @@ def replace_pyramid(
 
 
 def rebuild_pyramid(
-    root: Path, *, threads: int | None = None, progress: BuildProgress | None = None
+    root: str | Path, *, threads: int | None = None, progress: BuildProgress | None = None
 ) -> list[Level]:
     """Drop and rebuild the pyramid of a finished acqwriter dataset (``acqwriter
-    pyramid PATH``), holding its writer lock; its state stays what it was. For a
-    collection or a plate, every image's pyramid (the levels of the last are returned).
+    pyramid PATH``; a folder or an ``s3://bucket/prefix`` URL), holding its writer lock;
+    its state stays what it was. For a collection or a plate, every image's pyramid (the
+    levels of the last are returned).
 
     Refused, with the reason, for a dataset a live writer holds and for one whose writer
     died (``acqwriter recover`` finishes that, pyramid included)."""
-    root = Path(root)
-    store = LocalStore(root, sync="close")
+    store, where = open_existing(root, sync="close")
     try:
         attrs = read_attributes(store.read_bytes)["acqwriter"]
     except FileNotFoundError:
-        raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
+        raise FileNotFoundError(f"{where}: not a Zarr dataset (no zarr.json)") from None
     except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"{root}: not an acqwriter dataset (no acqwriter in zarr.json)") from exc
-    images = [root]
+        raise ValueError(f"{where}: not an acqwriter dataset (no acqwriter in zarr.json)") from exc
+    images: list[str] = [""]
     if isinstance(attrs, dict) and attrs.get("layout") in ("collection", "plate"):
-        images = list(dataset_images(root, attrs).values())
+        images = _image_paths(store, where, attrs)
         state = attrs.get("state")
         if state not in FINISHED_STATES:
             raise ValueError(
-                f"{root}: its writer did not finish it (state {state!r}): run "
-                f"'acqwriter recover {root}' first (it builds the pyramid too)"
+                f"{where}: its writer did not finish it (state {state!r}): run "
+                f"'acqwriter recover {where}' first (it builds the pyramid too)"
             )
     try:
         store.take_lock()
     except FileExistsError as exc:
-        raise ValueError(f"{root}: {exc}".replace(f"{str(root)!r} ", "")) from None
+        raise ValueError(f"{where}: {exc}".replace(f"{where!r} ", "")) from None
     try:
         levels: list[Level] = []
-        for image_root in images:
-            image_store = store if image_root == root else LocalStore(image_root, sync="close")
-            levels = _rebuild_image(image_root, image_store, threads, progress)
+        for path in images:
+            image_store = PrefixedStore(store, path) if path else store
+            image_where = f"{where}/{path}" if path else where
+            levels = _rebuild_image(image_where, image_store, threads, progress)
     finally:
         store.release_lock()
     return levels
 
 
+def _image_paths(store: Store, where: str, attrs: dict[str, Any]) -> list[str]:
+    """A collection's or plate's image paths, checked to stay inside the dataset."""
+    if isinstance(store, LocalStore):  # folders, symbolic links resolved
+        return [
+            "" if folder == store.root else str(folder.relative_to(store.root))
+            for folder in dataset_images(store.root, attrs).values()
+        ]
+    images = attrs.get("images", {})
+    if not isinstance(images, dict):
+        raise ValueError(f"{where}: images: expected a mapping of keys to paths")
+    out = []
+    for key, path in images.items():
+        try:
+            out.append(image_path(path))
+        except ValueError as exc:
+            raise ValueError(f"{where}: image {key!r}: {exc}") from None
+    return out
+
+
 def _rebuild_image(
-    root: Path, store: Store, threads: int | None, progress: BuildProgress | None
+    root: str, store: Store, threads: int | None, progress: BuildProgress | None
 ) -> list[Level]:
     """Rebuild one image's pyramid; the caller holds the dataset's lock."""
     try:

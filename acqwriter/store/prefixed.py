@@ -47,6 +47,9 @@ class PrefixedStore(Store):
     def write_alignment(self) -> int:
         return self.base.write_alignment
 
+    def enable_direct_io(self, mode: str) -> bool:
+        return self.base.enable_direct_io(mode)
+
     def scratch(self, size: int) -> tuple[Any, int]:
         return self.base.scratch(size)
 

@@ -58,6 +58,13 @@ def test_acquire_writes_to_a_bucket_from_the_aws_environment(aws_env, tmp_path):
     assert 0 < described["stored_bytes"] <= described["raw_bytes"] * 1.1
     recover = run_cli("recover", "s3://lab/cli.ome.zarr", cwd=tmp_path)
     assert recover.returncode == 2 and "do not take object-store URLs" in recover.stderr
+    # the levels again, from level 0 on the bucket: the same values as written live
+    live = _read(aws_env, "cli.ome.zarr", "1")
+    rebuilt = run_cli("pyramid", "s3://lab/cli.ome.zarr", "--quiet", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "s3://lab/cli.ome.zarr: 2 level(s)" in rebuilt.stdout
+    np.testing.assert_array_equal(_read(aws_env, "cli.ome.zarr", "1"), live)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_missing_bucket_is_found_before_the_first_frame(aws_env, tmp_path):

@@ -1,0 +1,28 @@
+"""An existing dataset's store, for the tools that read or rewrite one (``info``,
+``pyramid``): a folder's :class:`~acqwriter.store.local.LocalStore`, or an object-store
+URL's :class:`~acqwriter.store.objects.ObjectStore` (credentials from the AWS
+environment). Nothing is created or locked here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from acqwriter.spec.location import parse_object_url
+from acqwriter.store.base import Store
+from acqwriter.store.local import LocalStore
+
+__all__ = ["open_existing"]
+
+
+def open_existing(location: str | os.PathLike[str], *, sync: str = "none") -> tuple[Store, str]:
+    """The store of the dataset at ``location`` (a path, or ``s3://bucket/prefix``) and
+    where it is, for messages. ValueError for a URL that cannot name a dataset."""
+    if isinstance(location, str) and "://" in location:
+        from acqwriter.store.objects import ObjectStore
+
+        url = parse_object_url(location)
+        return ObjectStore.from_url(url, sync=sync), str(url)
+    root = Path(location)
+    return LocalStore(root, sync=sync), str(root)
