@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from acqwriter.format.keys import image_path
+from acqwriter.store.base import Store
+from acqwriter.store.local import LocalStore
 
-__all__ = ["dataset_images"]
+__all__ = ["dataset_images", "image_paths"]
 
 
 def dataset_images(root: Path, acq: dict[str, Any]) -> dict[str, Path]:
@@ -39,4 +41,25 @@ def dataset_images(root: Path, acq: dict[str, Any]) -> dict[str, Path]:
                 f"{root}: image {key!r}: path {path!r} leads out of the dataset; refused"
             )
         out[str(key)] = folder
+    return out
+
+
+def image_paths(store: Store, where: str, acq: dict[str, Any]) -> dict[str, str]:
+    """Each image's path inside the dataset in ``store``, by key, checked as
+    :func:`dataset_images` checks folders (on a filesystem, links resolved too);
+    ``where`` names the dataset in messages."""
+    if isinstance(store, LocalStore):
+        return {
+            key: "" if folder == store.root else str(folder.relative_to(store.root))
+            for key, folder in dataset_images(store.root, acq).items()
+        }
+    images = acq.get("images", {})
+    if not isinstance(images, dict):
+        raise ValueError(f"{where}: images: expected a mapping of keys to paths")
+    out = {}
+    for key, path in images.items():
+        try:
+            out[str(key)] = image_path(path)
+        except ValueError as exc:
+            raise ValueError(f"{where}: image {key!r}: {exc}") from None
     return out

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.format.keys import GROUP_METADATA, ArrayKeys, image_path
+from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
 from acqwriter.format.ngff_v05 import frame_metadata_key, multiscale_levels
 from acqwriter.format.versions import read_attributes
 from acqwriter.plan.pyramid import no_pyramid_reason
-from acqwriter.post.hierarchy import dataset_images
+from acqwriter.post.hierarchy import image_paths
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 from acqwriter.store.existing import open_existing
@@ -209,13 +209,7 @@ def _collection_info(
     acq = attributes["acqwriter"]
     state = acq.get("state")
     writer = "alive" if alive() else ("gone" if state in _LIVE_STATES else None)
-    if isinstance(store, LocalStore):  # folders checked not to lead out (links too)
-        paths = {
-            key: "" if folder == store.root else str(folder.relative_to(store.root))
-            for key, folder in dataset_images(store.root, acq).items()
-        }
-    else:
-        paths = _image_paths(where, acq)
+    paths = image_paths(store, where, acq)  # checked not to lead out
     images = {
         key: dataset_info(
             f"{where}/{path}" if path else where,
@@ -243,20 +237,6 @@ def _collection_info(
         "frames_dropped": sum(i["frames_dropped"] or 0 for i in images.values()),
         "frames_missing": sum(i["frames_missing"] or 0 for i in images.values()),
     }
-
-
-def _image_paths(where: str, acq: dict[str, Any]) -> dict[str, str]:
-    """Each image's path inside the dataset, checked (no ``..``, nothing absolute)."""
-    images = acq.get("images", {})
-    if not isinstance(images, dict):
-        raise ValueError(f"{where}: images: expected a mapping of keys to paths")
-    out = {}
-    for key, path in images.items():
-        try:
-            out[str(key)] = image_path(path)
-        except ValueError as exc:
-            raise ValueError(f"{where}: image {key!r}: {exc}") from None
-    return out
 
 
 def _blocks(blocksize: int | None) -> str:

@@ -30,18 +30,17 @@ import numpy as np
 
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.codec.chain import chunk_encoder
-from acqwriter.format.keys import ArrayKeys, image_path, level
+from acqwriter.format.keys import ArrayKeys, level
 from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
 from acqwriter.format.versions import ZARR_FORMAT, array_document, read_attributes, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.pyramid import level_chunks, no_pyramid_reason, plan_levels
 from acqwriter.post.downsample import downsample
-from acqwriter.post.hierarchy import dataset_images
+from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.reader import LevelReader
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 from acqwriter.store.existing import open_existing
-from acqwriter.store.local import LocalStore
 from acqwriter.store.prefixed import PrefixedStore
 
 __all__ = [
@@ -347,7 +346,7 @@ def rebuild_pyramid(
         raise ValueError(f"{where}: not an acqwriter dataset (no acqwriter in zarr.json)") from exc
     images: list[str] = [""]
     if isinstance(attrs, dict) and attrs.get("layout") in ("collection", "plate"):
-        images = _image_paths(store, where, attrs)
+        images = list(image_paths(store, where, attrs).values())
         state = attrs.get("state")
         if state not in FINISHED_STATES:
             raise ValueError(
@@ -367,25 +366,6 @@ def rebuild_pyramid(
     finally:
         store.release_lock()
     return levels
-
-
-def _image_paths(store: Store, where: str, attrs: dict[str, Any]) -> list[str]:
-    """A collection's or plate's image paths, checked to stay inside the dataset."""
-    if isinstance(store, LocalStore):  # folders, symbolic links resolved
-        return [
-            "" if folder == store.root else str(folder.relative_to(store.root))
-            for folder in dataset_images(store.root, attrs).values()
-        ]
-    images = attrs.get("images", {})
-    if not isinstance(images, dict):
-        raise ValueError(f"{where}: images: expected a mapping of keys to paths")
-    out = []
-    for key, path in images.items():
-        try:
-            out.append(image_path(path))
-        except ValueError as exc:
-            raise ValueError(f"{where}: image {key!r}: {exc}") from None
-    return out
 
 
 def _rebuild_image(
