@@ -36,6 +36,7 @@ from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
 from acqwriter.format.versions import array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.dataset import ImagePlan
+from acqwriter.plan.pyramid import level_factors
 from acqwriter.post.pyramid import BuildProgress, build_pyramid
 from acqwriter.store.base import Store
 
@@ -82,13 +83,9 @@ class ImageWriter:
         # levels 1.. made from the frames as they pass, listed from the start
         self.live = wire_live_levels(plan, store, pipeline, self.writer)
         self._total_rows = 0  # level 0's extent at close
-        pyr = spec.pyramid
         for level in plan.live:
-            factors = tuple(
-                2**level.index if a in "yx" or (a == "z" and pyr.downsample_z) else 1
-                for a in spec.dims
-            )
-            self.levels.append(Level(str(level.index), factors, pyr.method))
+            factors = level_factors(spec, level.index)
+            self.levels.append(Level(str(level.index), factors, spec.pyramid.method))
         self._early_inline = plan.resources.producer_compresses and pipeline.io is not None
         self.pyramid_duration_s = 0.0
         # why the image has no lower level, when that is not the spec's own doing

@@ -110,9 +110,6 @@ class InlineCompressor:
             staging[writer] = writer.new_staging()
         writer.process_tile(batch, ty, tx, staging[writer])
 
-    def backlog(self) -> int:
-        return 0
-
 
 class LevelLedger:
     """A lower level's ledger for its extent committer: per-frame metadata lines belong
@@ -170,7 +167,7 @@ class LevelFeed:
         """Frame ``index`` of the level above (None: it has no pixels); the array is
         read before this returns and not kept."""
         if self._z is None:
-            self._make(index, None if frame is None else frame)
+            self._make(index, frame)
             return
         coords = list(self.source.coords(index))
         z = coords[self._z]
@@ -178,13 +175,13 @@ class LevelFeed:
         target = _ravel(tuple(coords), self.layout.outer_sizes)
         size = self.source.outer_sizes[self._z]
         if z % 2 == 0 and size is not None and z + 1 == size:  # the last of an odd z
-            self._make_from_planes(target, self._stack(frame), alone=True)
+            self._make(target, None if frame is None else frame[np.newaxis])
             return
         with self._lock:
             pair = self._pairs.get(target)
             if pair is None:
-                buffer = self._spare.pop() if self._spare else None
-                pair = self._pairs[target] = (self._pair_buffer(buffer), [None, None])
+                planes = self._spare.pop() if self._spare else self._new_pair()
+                pair = self._pairs[target] = (planes, [None, None])
             planes, seen = pair
             if frame is None:
                 planes[z % 2].fill(0)
@@ -194,33 +191,13 @@ class LevelFeed:
             if None in seen:
                 return
             del self._pairs[target]
-        self._make_from_planes(target, pair, alone=False)
-
-    def _pair_buffer(self, buffer: np.ndarray | None) -> np.ndarray:
-        if buffer is None:
-            buffer = np.empty((2, *self.source.frame_shape), self.source.dtype)
-        return buffer
-
-    def _stack(self, frame: np.ndarray | None) -> tuple[np.ndarray, list[bool | None]]:
-        """A plane alone, as a stack of one."""
-        planes = self._pair_buffer(None)[:1]
-        if frame is None:
-            planes[0].fill(0)
-        else:
-            planes[0] = frame
-        return planes, [frame is not None]
-
-    def _make_from_planes(
-        self, index: int, pair: tuple[np.ndarray, list[bool | None]], *, alone: bool
-    ) -> None:
-        planes, seen = pair
-        if not any(seen):
-            self._make(index, None)
-        else:
-            self._make(index, planes)
-        if not alone and len(self._spare) < 4:
-            with self._lock:
+        self._make(target, planes if any(seen) else None)
+        with self._lock:
+            if len(self._spare) < 4:
                 self._spare.append(planes)
+
+    def _new_pair(self) -> np.ndarray:
+        return np.empty((2, *self.source.frame_shape), self.source.dtype)
 
     def _make(self, index: int, source: np.ndarray | None) -> None:
         """Level frame ``index`` from ``source`` (a frame, or stacked z planes; None:
@@ -233,10 +210,10 @@ class LevelFeed:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = {}
-        out = downsample(source, self._factors, self._method, scratch=scratch)
         slot = self.frames.acquire()
         frame = self.frames.view(slot, self.layout.frame_shape, self.layout.dtype)
-        frame[...] = out[0] if out.ndim == 3 else out
+        into = frame[np.newaxis] if source.ndim == 3 else frame  # z pairs: one plane out
+        downsample(source, self._factors, self._method, scratch=scratch, out=into)
         if self.below is not None:
             self.below.offer(index, frame)
         self.writer.add(index, slot)
@@ -262,10 +239,9 @@ class LevelFeed:
                 partner = _ravel(tuple(coords), self.source.outer_sizes)
                 if partner < source_frames:  # missing: the fill value, as level 0 reads
                     planes[missing].fill(0)
-                    seen[missing] = False
-                    self._make_from_planes(target, (planes, seen), alone=True)
+                    self._make(target, planes if any(seen) else None)
                 else:  # the odd edge: the clipped mean of the plane alone
-                    self._make_from_planes(target, (planes[:1], seen[:1]), alone=True)
+                    self._make(target, planes[:1] if seen[0] else None)
         self.writer.flush(rows, self.writer.batches_by_block())
         return rows
 

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from acqwriter.spec.model import StreamSpec
 
-__all__ = ["VIEWER_SIZE", "level_chunks", "level_spec", "no_pyramid_reason", "plan_levels"]
+__all__ = [
+    "VIEWER_SIZE",
+    "level_chunks",
+    "level_factors",
+    "level_spec",
+    "no_pyramid_reason",
+    "plan_levels",
+]
 
 # The largest y or x, in pixels, of the smallest level "auto" plans: small enough that a
 # viewer shows the whole image from one level, the size ngff-zarr and ome-zarr-py stop at
@@ -51,6 +58,14 @@ def plan_levels(spec: StreamSpec, shape: tuple[int, ...]) -> list[tuple[int, ...
         current = tuple(nxt)
         shapes.append(current)
     return shapes
+
+
+def level_factors(spec: StreamSpec, level: int) -> tuple[int, ...]:
+    """How much level ``level`` is downsampled from level 0 along each axis."""
+    return tuple(
+        2**level if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
+        for axis in spec.dims
+    )
 
 
 def level_chunks(spec: StreamSpec, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -42,6 +42,7 @@ def downsample(
     method: str,
     *,
     scratch: dict[tuple[Any, ...], np.ndarray] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Downsample ``data`` by a factor of 1 or 2 per axis (see module docstring).
 
@@ -52,18 +53,26 @@ def downsample(
     odd last element is added to itself, which is the clipped-edge mean. ``scratch``: a
     caller's (one thread's) cache for the accumulators, reused from call to call instead
     of faulting in fresh pages for every chunk; the result is then one of them, valid
-    until the next call with the same cache.
+    until the next call with the same cache. ``out``: where the result goes (of the
+    result's shape and ``data``'s dtype), returned; no buffer of the result is made.
     """
     if method == "nearest":
-        return data[tuple(slice(None, None, f) for f in factors)]
+        picked = data[tuple(slice(None, None, f) for f in factors)]
+        if out is None:
+            return picked
+        np.copyto(out, picked)
+        return out
     if method != "mean":
         raise ValueError(f"pyramid.method: expected 'mean' or 'nearest', got {method!r}")
     if any(f not in (1, 2) for f in factors):
         raise ValueError(f"factors: expected 1 or 2 per axis, got {factors}")
     if all(f == 1 for f in factors):
-        return data.copy()
+        if out is None:
+            return data.copy()
+        np.copyto(out, data)
+        return out
     if _packs(data, factors):
-        return _mean_2x2_packed(data, scratch)
+        return _mean_2x2_packed(data, scratch, out)
     wide = _ACCUMULATOR[data.dtype.name]
     acc: np.ndarray = data
     for axis, factor in enumerate(factors):
@@ -97,7 +106,7 @@ def downsample(
     else:
         acc += n_total // 2
         acc >>= n_total.bit_length() - 1
-    result = _buffer(scratch, ("out", *acc.shape), acc.shape, data.dtype)
+    result = _buffer(scratch, ("out", *acc.shape), acc.shape, data.dtype) if out is None else out
     np.copyto(result, acc, casting="unsafe")
     return result
 
@@ -121,7 +130,9 @@ def _packs(data: np.ndarray, factors: tuple[int, ...]) -> bool:
 
 
 def _mean_2x2_packed(
-    data: np.ndarray, scratch: dict[tuple[Any, ...], np.ndarray] | None
+    data: np.ndarray,
+    scratch: dict[tuple[Any, ...], np.ndarray] | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The 2×2 mean, rounded half up, of a frame :func:`_packs` accepts: the same
     values as the general path, about 1.6× faster (``docs/decisions.md``).
@@ -137,7 +148,10 @@ def _mean_2x2_packed(
     half = np.iinfo(data.dtype).bits
     pairs = frame.view(wide)  # (h, w / 2): each element a horizontal pair
     h, w2 = pairs.shape
-    out = _buffer(scratch, ("out", *shape[:-2], h // 2, w2), (*shape[:-2], h // 2, w2), data.dtype)
+    if out is None:
+        out = _buffer(
+            scratch, ("out", *shape[:-2], h // 2, w2), (*shape[:-2], h // 2, w2), data.dtype
+        )
     flat = out.reshape(h // 2, w2)
     rows = min(_STRIP_ROWS, h // 2)
     low = _buffer(scratch, ("low", rows, w2), (2 * rows, w2), wide)

@@ -34,7 +34,7 @@ from acqwriter.format.keys import ArrayKeys, level
 from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
 from acqwriter.format.versions import ZARR_FORMAT, array_document, read_attributes, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
-from acqwriter.plan.pyramid import level_chunks, no_pyramid_reason, plan_levels
+from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
 from acqwriter.post.downsample import downsample
 from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.reader import LevelReader
@@ -50,13 +50,6 @@ __all__ = [
     "pyramid_threads",
     "rebuild_pyramid",
 ]
-
-
-def _factors(spec: StreamSpec, level: int) -> tuple[int, ...]:
-    return tuple(
-        2**level if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
-        for axis in spec.dims
-    )
 
 
 class BuildProgress:
@@ -271,10 +264,7 @@ def build_pyramid(
     zarr_format = ZARR_FORMAT[spec.ngff_version]
     src_shape = tuple(json.loads(store.read_bytes(level(0, zarr_format).metadata))["shape"])
     levels = [level0(spec)]
-    step = tuple(
-        2 if axis in "yx" or (axis == "z" and spec.pyramid.downsample_z) else 1
-        for axis in spec.dims
-    )
+    step = level_factors(spec, 1)
     shapes = plan_levels(spec, src_shape)
     try:
         for k, shape in enumerate(shapes, start=1):
@@ -286,7 +276,7 @@ def build_pyramid(
             store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
             source = LevelReader(store, level(k - 1).path, decoder)
             _write_level(store, spec, source, keys, shape, chunks, step, threads, progress)
-            levels.append(Level(str(k), _factors(spec, k), spec.pyramid.method))
+            levels.append(Level(str(k), level_factors(spec, k), spec.pyramid.method))
         store.flush()
     except BaseException:
         # No level is listed before the build ends (the caller lists them): what was
