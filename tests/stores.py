@@ -56,9 +56,6 @@ class StoreWrapper(Store):
     def open_shard(self, key: str) -> ShardSink:
         return self.inner.open_shard(key)
 
-    def publish(self, tmp_key: str, key: str) -> None:
-        self.inner.publish(tmp_key, key)
-
     def write_atomic(self, key: str, data: bytes) -> None:
         self.inner.write_atomic(key, data)
 
@@ -120,6 +117,9 @@ class SinkWrapper(ShardSink):
 
     def write(self, segment: Any, n: int, offset: int) -> int:
         return self.inner.write(segment, n, offset)
+
+    def seal(self, end: int, tail: bytes) -> None:
+        self.inner.seal(end, tail)
 
     def finish(self, end: int) -> None:
         self.inner.finish(end)

@@ -68,7 +68,6 @@ class OpenShards:
                 shard = ShardWriter(
                     self._store,
                     self._keys.chunk(grid),
-                    self._keys.shard_in_progress(grid),
                     plan.n_inner,
                     expected,
                     self._segments,

@@ -18,12 +18,13 @@ flight; segments are reused from shard to shard (:class:`SegmentPool`).
 Sealing (shards along the first axis, t): a shard of 32 time points fills in
 milliseconds at full speed but in half a minute at 1 frame/s, and until it is finished
 its frames would be outside the dataset. :meth:`ShardWriter.seal` publishes what the
-shard holds so far (the bytes already written, the current segment, and an index in
-which the chunks not yet received are empty) atomically at the shard's key, and the
-stream extends its extent over the leading time points whose chunks are all in it. The
-temporary object goes on growing; a later seal or the finish replaces the published
-copy, again atomically. A seal rewrites at most one shard and happens at most once per
-``shard_seal_s`` and only for a shard that old: a fast stream never seals.
+shard holds so far (the bytes already written, which the sink supplies, the current
+segment, and an index in which the chunks not yet received are empty) atomically at the
+shard's key, and the stream extends its extent over the leading time points whose
+chunks are all in it. The shard goes on growing in its sink; a later seal or the finish
+replaces the published copy, again atomically. A seal rewrites at most one shard and
+happens at most once per ``shard_seal_s`` and only for a shard that old: a fast stream
+never seals.
 """
 
 from __future__ import annotations
@@ -91,15 +92,13 @@ class ShardWriter:
         self,
         store: Store,
         key: str,
-        tmp_key: str,
         n_inner: int,
         expected: int,
         pool: SegmentPool | None = None,
     ) -> None:
         self.store = store
         self.pool = pool if pool is not None else SegmentPool(keep=0)
-        self.key = key  # where the shard is published
-        self.tmp_key = tmp_key  # where it grows until then
+        self.key = key  # where the shard is published (the sink grows it until then)
         self.n_inner = n_inner
         self.expected = expected  # inner-chunk jobs (written or empty) before it is complete
         self.received = 0
@@ -221,13 +220,12 @@ class ShardWriter:
                 end = self._file_offset + self._used + len(index)
                 self._segment[self._used : self._used + len(index)] = index
                 self._write(self._segment, self._used + len(index), self._file_offset)
-                self._finished = True  # the file is cut and closed next: no retry after this
+                self._finished = True  # the sink is cut and published next: no retry
                 try:
                     self._sink.finish(end)  # type: ignore[union-attr]
                 finally:
                     self._sink = None
                     self._release_buffers_locked()
-            self.store.publish(self.tmp_key, self.key)
             return self.stored_bytes
 
     def seal(self) -> list[Any] | None:
@@ -246,15 +244,17 @@ class ShardWriter:
                 written_end = self._file_offset
                 tail = bytes(self._segment[: self._used]) + encode_index(self.index)
                 has_data = bool(self._used or written_end)
+                sink = self._sink
                 self.sealed_at = time.monotonic()
                 self.sealed_batches = len(batches)
             if has_data:  # else only empty chunks so far: absent reads as fill
-                # bytes before written_end are on disk and never rewritten (later
-                # segments land after it; finish and abandon wait for _publish_lock), so
-                # they are read without holding up the writers packing into the shard
-                # nothing written yet: the temporary object may not exist
-                head = self.store.read_range(self.tmp_key, 0, written_end) if written_end else b""
-                self.store.write_atomic(self.key, head + tail)
+                # the sink supplies the bytes before written_end (finish and abandon wait
+                # for _publish_lock), without holding up the writers packing into the
+                # shard; no segment written yet: the tail alone is the shard
+                if sink is None:
+                    self.store.write_atomic(self.key, tail)
+                else:
+                    sink.seal(written_end, tail)
             return batches
 
     def abandon(self) -> None:
@@ -290,7 +290,7 @@ class ShardWriter:
         if self._sink is None:
             with self._open_lock:
                 if self._sink is None:
-                    self._sink = self.store.open_shard(self.tmp_key)
+                    self._sink = self.store.open_shard(self.key)
         self._sink.write(segment, n, offset)
 
     def _release_buffers_locked(self) -> None:

@@ -59,11 +59,6 @@ class ArrayKeys:
         """The key of the chunk (or shard) at grid ``coords`` (``/`` separators)."""
         return f"{self.chunks}/" + "/".join(str(int(i)) for i in coords)
 
-    def shard_in_progress(self, coords: Sequence[int]) -> str:
-        """The temporary key of the shard at ``coords`` while it is written."""
-        head, _, name = self.chunk(coords).rpartition("/")
-        return f"{head}/.{name}.shard.tmp"
-
 
 def level(k: int, zarr_format: int = 3) -> ArrayKeys:
     """The keys of pyramid level ``k`` of a one-image dataset."""

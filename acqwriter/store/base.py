@@ -9,8 +9,12 @@ implements them and nothing else changes. Kinds of write, with their guarantees:
   chunk is only *referenced* once the array's extent covers it, and the extent grows
   only after the chunk is written, so a torn chunk after a crash lies outside it.
 * **shards** (:meth:`Store.open_shard`): a :class:`ShardSink` takes a shard's segments
-  at their offsets and its end; :meth:`Store.publish` then moves it to its key in one
-  step, so the key never holds a torn shard.
+  at their offsets and, on ``finish``, publishes the whole shard at its key in one step
+  (a file renamed over it, a multipart upload completed), so the key never holds a torn
+  shard. A *seal* publishes a valid copy of the shard so far while it still grows; the
+  sink supplies the bytes it holds, so no store reads back a shard in progress. Where
+  the medium takes a shard front to back (``parts_in_order``: a multipart upload), the
+  sink streams it as it comes and holds only the segments that arrive ahead of a gap.
 * **documents** (:meth:`Store.write_atomic`): ``zarr.json`` documents are replaced
   atomically: a reader, or a crash, sees the old or the new one, never half of one.
 * **lines** (:meth:`Store.append_lines`): per-frame metadata grows by whole lines; an append
@@ -44,10 +48,18 @@ __all__ = [
     "ShardSink",
     "StorageError",
     "Store",
+    "in_progress_key",
 ]
 
 RESERVE_NAME = ".acqwriter.reserve"  # freed at a failure: the final extent and metadata
 FINAL_RESERVE_NAME = ".acqwriter.reserve-final"  # freed only for the root's final state
+
+
+def in_progress_key(key: str) -> str:
+    """Where a store that renames (a filesystem) grows the shard to be published at
+    ``key``: a hidden name beside it (``0/c/0/.3.shard.tmp``), which ``recover`` removes."""
+    head, _, name = key.rpartition("/")
+    return f"{head}/.{name}.shard.tmp" if head else f".{name}.shard.tmp"
 
 
 class StorageError(OSError):
@@ -65,11 +77,18 @@ class PartialAppend(StorageError):
 
 
 class ShardSink(ABC):
-    """One shard being written under a temporary key (see :meth:`Store.open_shard`).
+    """One shard being written, published at its key only when it is whole (see
+    :meth:`Store.open_shard`).
 
     Call order: :meth:`write` any number of times, from several threads, at distinct
-    offsets; then :meth:`finish` once (the shard is then ready for
-    :meth:`Store.publish`) or :meth:`abandon` (the temporary object goes)."""
+    offsets, with :meth:`seal` between writes as often as wanted (never concurrently
+    with another seal, a finish or an abandon); then :meth:`finish` once (the shard is
+    then at its key) or :meth:`abandon` (what was written goes; a sealed copy stays).
+
+    ``parts_in_order``: the medium takes the shard front to back (a multipart upload);
+    segments that arrive ahead of a gap wait in memory until it is filled."""
+
+    parts_in_order: bool = False
 
     @abstractmethod
     def write(self, segment: Any, n: int, offset: int) -> int:
@@ -78,8 +97,15 @@ class ShardSink(ABC):
 
     @abstractmethod
     def finish(self, end: int) -> None:
-        """Cut the shard at ``end`` (its index is the last bytes) and make it durable as
-        ``sync`` asks; no write follows."""
+        """Cut the shard at ``end`` (its index is the last bytes), make it durable as
+        ``sync`` asks and publish it at its key in one step (readers see the sealed copy
+        or the whole shard, never a torn one); no write follows."""
+
+    @abstractmethod
+    def seal(self, end: int, tail: bytes) -> None:
+        """Publish at the key, in one step, the bytes written so far up to ``end``
+        followed by ``tail`` (the chunks not yet written and an index): a valid shard
+        of what arrived so far. Writes go on after it."""
 
     @abstractmethod
     def abandon(self) -> None:
@@ -149,12 +175,8 @@ class Store(ABC):
 
     @abstractmethod
     def open_shard(self, key: str) -> ShardSink:
-        """A new shard under the temporary ``key``."""
-
-    @abstractmethod
-    def publish(self, tmp_key: str, key: str) -> None:
-        """Move ``tmp_key`` to ``key`` in one step (readers see the old object or the
-        new one)."""
+        """A new shard to be published at ``key`` (where it grows until then is the
+        store's business: a temporary file, a multipart upload)."""
 
     @abstractmethod
     def write_atomic(self, key: str, data: bytes) -> None:

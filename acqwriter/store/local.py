@@ -28,6 +28,7 @@ from acqwriter.store.base import (
     ShardSink,
     StorageError,
     Store,
+    in_progress_key,
 )
 from acqwriter.store.buffers import DIRECT_ALIGN, private_memory
 from acqwriter.store.folders import (
@@ -230,8 +231,10 @@ class LocalStore(Store):
 
     # -- shards -----------------------------------------------------------------------------
     def open_shard(self, key: str) -> ShardSink:
-        """A new shard file under ``key`` (O_DIRECT when direct I/O is on)."""
-        path = self.root / key
+        """A new shard file, grown under a hidden name beside ``key`` (O_DIRECT when
+        direct I/O is on) and renamed over it when finished."""
+        tmp = in_progress_key(key)
+        path = self.root / tmp
         try:
             self._ensure_dir(path.parent)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if self.direct else 0)
@@ -240,9 +243,11 @@ class LocalStore(Store):
             raise StorageError(
                 exc.errno or errno.EIO, f"cannot write shard {key!r}: {exc.strerror or exc}"
             ) from exc
-        return _ShardFile(self, key, fd)
+        from acqwriter.store.shard_files import ShardFile
 
-    def publish(self, tmp_key: str, key: str) -> None:
+        return ShardFile(self, key, tmp, fd)
+
+    def _publish(self, tmp_key: str, key: str) -> None:
         """Rename ``tmp_key`` over ``key`` atomically (a finished shard replacing its
         sealed snapshot): readers see the old file or the new one, never a torn one."""
         try:
@@ -400,50 +405,3 @@ class LocalStore(Store):
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-class _ShardFile(ShardSink):
-    """A shard's temporary file: positional writes from several threads, then cut and
-    closed at its end."""
-
-    def __init__(self, store: LocalStore, key: str, fd: int) -> None:
-        self._store = store
-        self._key = key
-        self._fd: int | None = fd
-
-    def write(self, segment: Any, n: int, offset: int) -> int:
-        padded = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN if self._store.direct else n
-        # the views are released even on error: a traceback kept with the stream's error
-        # would otherwise pin an export of the segment and the pool could not unmap it
-        with memoryview(segment) as whole, whole[:padded] as view:
-            try:
-                written = 0
-                while written < padded:
-                    with view[written:] as rest:
-                        written += os.pwrite(self._fd, rest, offset + written)  # type: ignore[arg-type]
-            except OSError as exc:
-                raise StorageError(
-                    exc.errno or errno.EIO, f"cannot write shard data: {exc.strerror or exc}"
-                ) from exc
-        return padded
-
-    def finish(self, end: int) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            os.ftruncate(fd, end)
-            if self._store.sync == "always":
-                os.fsync(fd)
-        except OSError as exc:
-            raise StorageError(
-                exc.errno or errno.EIO, f"cannot finish shard: {exc.strerror or exc}"
-            ) from exc
-        finally:
-            os.close(fd)
-
-    def abandon(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-        self._store.remove(self._key)

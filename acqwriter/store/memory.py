@@ -18,7 +18,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from acqwriter.store.base import RESERVE_NAME, PartialAppend, ShardSink, StorageError, Store
+from acqwriter.store.base import (
+    RESERVE_NAME,
+    PartialAppend,
+    ShardSink,
+    StorageError,
+    Store,
+    in_progress_key,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -59,17 +66,8 @@ class MemoryStore(Store):
 
     def open_shard(self, key: str) -> ShardSink:
         with self._lock:
-            self._put_locked(key, b"")
+            self._put_locked(in_progress_key(key), b"")
         return _MemoryShard(self, key)
-
-    def publish(self, tmp_key: str, key: str) -> None:
-        with self._lock:
-            try:
-                self.objects[key] = self.objects.pop(tmp_key)
-            except KeyError:
-                raise StorageError(
-                    errno.ENOENT, f"cannot publish {key!r}: no {tmp_key!r}"
-                ) from None
 
     def write_atomic(self, key: str, data: bytes) -> None:
         with self._lock:
@@ -152,15 +150,16 @@ class MemoryStore(Store):
 
 
 class _MemoryShard(ShardSink):
-    """A shard's bytes growing in the store under its temporary key (readable while it
-    grows, as a file is: a seal reads what was written so far) until it is finished."""
+    """A shard's bytes growing in the store under a temporary key (readable while it
+    grows, as a file is) until it is finished and moved to its key."""
 
     def __init__(self, store: MemoryStore, key: str) -> None:
         self._store = store
         self._key = key
+        self._tmp_key = in_progress_key(key)
         self._data = bytearray()
         with store._lock:
-            store.objects[key] = self._data  # type: ignore[assignment]
+            store.objects[self._tmp_key] = self._data  # type: ignore[assignment]
 
     def write(self, segment: Any, n: int, offset: int) -> int:
         store = self._store
@@ -173,10 +172,16 @@ class _MemoryShard(ShardSink):
             self._data[offset : offset + n] = view[:n]
         return n
 
+    def seal(self, end: int, tail: bytes) -> None:
+        with self._store._lock:
+            head = bytes(self._data[:end])
+        self._store.write_atomic(self._key, head + tail)
+
     def finish(self, end: int) -> None:
         with self._store._lock:
             del self._data[end:]
+            self._store.objects.pop(self._tmp_key, None)
             self._store.objects[self._key] = bytes(self._data)
 
     def abandon(self) -> None:
-        self._store.remove(self._key)
+        self._store.remove(self._tmp_key)

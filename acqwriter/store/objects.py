@@ -7,10 +7,11 @@ written whole and never renamed or appended to:
 
 * **chunks** and **documents**: one PUT each. A PUT is atomic (a reader sees the old
   object or the new one), so a document needs no temporary key.
-* **shards**: a :class:`ShardSink` keeps the shard's segments as they come, answers the
-  reads of a seal from them, and on ``finish`` uploads the shard in order as a multipart
-  upload (parts of at least 5 MiB but the last); ``publish`` is then a server-side copy
-  to the shard's key and a delete of the temporary one.
+* **shards**: streamed to their key as multipart uploads while they are written (parts
+  of at least 5 MiB but the last); the object appears whole when the upload completes,
+  so there is no temporary key and no copy (:mod:`acqwriter.store.object_shards` also
+  says how a seal works without holding the shard). An upload a killed writer left
+  behind holds no object; ``recover`` aborts it.
 * **lines**: an object cannot grow, so a line log is a sequence of objects: ``KEY``,
   then ``KEY.1``, ``KEY.2``, … each of whole lines (a new one begins where the last
   would pass :data:`LOG_SEGMENT_BYTES`); an append PUTs the last one again with the new
@@ -35,14 +36,12 @@ from typing import Any
 
 from acqwriter.store.base import ShardSink, StorageError, Store
 
-__all__ = ["LOCK_NAME", "MULTIPART_PART_BYTES", "ObjectStore"]
+__all__ = ["LOCK_NAME", "ObjectStore"]
 
 # The lock object: created only if absent, deleted when the writer is done
 LOCK_NAME = ".acqwriter.lock"
 # a line log's segment: what an append uploads and the store holds, at most
 LOG_SEGMENT_BYTES = 1 << 20
-# S3's smallest part of a multipart upload but the last
-MULTIPART_PART_BYTES = 5 * 2**20
 # Transient errors (a dropped connection, a 5xx, a throttled request) are retried with
 # exponential backoff for up to a minute before a write fails and stops the stream
 RETRY = {
@@ -69,7 +68,6 @@ class ObjectStore(Store):
         self._location = location
         self._logs: dict[str, _Log] = {}  # each line log's last segment
         self._logs_lock = threading.Lock()
-        self._open: dict[str, _ObjectShard] = {}  # shards being written, by temporary key
 
     @classmethod
     def from_url(
@@ -116,18 +114,9 @@ class ObjectStore(Store):
         return n
 
     def open_shard(self, key: str) -> ShardSink:
-        sink = _ObjectShard(self, key)
-        self._open[key] = sink
-        return sink
+        from acqwriter.store.object_shards import ObjectShard
 
-    def publish(self, tmp_key: str, key: str) -> None:
-        import obstore
-
-        try:
-            obstore.copy(self._store, tmp_key, key)
-            obstore.delete(self._store, tmp_key)
-        except Exception as exc:
-            raise self._error(exc, "publish", key) from exc
+        return ObjectShard(self, key)
 
     def write_atomic(self, key: str, data: bytes) -> None:
         self._put(key, bytes(data))
@@ -198,9 +187,6 @@ class ObjectStore(Store):
     def read_bytes(self, key: str) -> bytes:
         import obstore
 
-        sink = self._open.get(key)
-        if sink is not None:
-            return sink.read(0, sink.end)
         try:
             return bytes(obstore.get(self._store, key).bytes())
         except Exception as exc:
@@ -211,9 +197,6 @@ class ObjectStore(Store):
 
         if n == 0:
             return b""
-        sink = self._open.get(key)
-        if sink is not None:  # a seal reads the shard written so far
-            return sink.read(offset, n)
         try:
             data = bytes(obstore.get_range(self._store, key, start=offset, length=n))
         except Exception as exc:
@@ -225,9 +208,6 @@ class ObjectStore(Store):
     def size(self, key: str) -> int:
         import obstore
 
-        sink = self._open.get(key)
-        if sink is not None:
-            return sink.end
         try:
             return int(obstore.head(self._store, key)["size"])
         except Exception as exc:
@@ -297,55 +277,3 @@ def _reason(exc: Exception) -> str:
     if status:
         return f"HTTP {status.group(1)}: {first[:160]}"
     return first[:200]
-
-
-class _ObjectShard(ShardSink):
-    """A shard's segments, kept as they come (any order, several threads) and uploaded in
-    order when it is finished: a multipart upload, so no part but the last is under
-    5 MiB and the object appears whole or not at all."""
-
-    def __init__(self, store: ObjectStore, key: str) -> None:
-        self._store = store
-        self._key = key
-        self._data = bytearray()
-        self._lock = threading.Lock()
-
-    @property
-    def end(self) -> int:
-        return len(self._data)
-
-    def write(self, segment: Any, n: int, offset: int) -> int:
-        with memoryview(segment) as view, self._lock:
-            grow = offset + n - len(self._data)
-            if grow > 0:
-                self._data.extend(bytes(grow))
-            self._data[offset : offset + n] = view[:n]
-        return n
-
-    def read(self, offset: int, n: int) -> bytes:
-        with self._lock:
-            if offset + n > len(self._data):
-                raise StorageError(errno.EIO, f"{self._key}: shorter than {offset + n} bytes")
-            return bytes(self._data[offset : offset + n])
-
-    def finish(self, end: int) -> None:
-        import obstore
-
-        with self._lock:
-            del self._data[end:]
-            data = memoryview(self._data)
-            try:
-                with obstore.open_writer(
-                    self._store._store, self._key, buffer_size=MULTIPART_PART_BYTES
-                ) as writer:
-                    for start in range(0, len(data), MULTIPART_PART_BYTES):
-                        writer.write(data[start : start + MULTIPART_PART_BYTES])
-            except Exception as exc:
-                raise self._store._error(exc, "write", self._key) from exc
-            finally:
-                data.release()
-        self._store._open.pop(self._key, None)
-
-    def abandon(self) -> None:
-        self._store._open.pop(self._key, None)
-        self._store.remove(self._key)

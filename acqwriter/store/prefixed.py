@@ -59,9 +59,6 @@ class PrefixedStore(Store):
     def open_shard(self, key: str) -> ShardSink:
         return self.base.open_shard(self._key(key))
 
-    def publish(self, tmp_key: str, key: str) -> None:
-        self.base.publish(self._key(tmp_key), self._key(key))
-
     def write_atomic(self, key: str, data: bytes) -> None:
         self.base.write_atomic(self._key(key), data)
 

@@ -160,7 +160,7 @@ def test_disk_full_in_a_later_shard_keeps_the_finished_front_shard(small_fs, tmp
     class FrontShardHeld(StoreWrapper):
         def open_shard(self, key):
             sink = super().open_shard(key)
-            front = key == "0/c/0/0/.0.shard.tmp"  # the front shard while it is written
+            front = key == "0/c/0/0/0"  # the front shard
             return FinishHeldBack(sink) if front else sink
 
     out, bank, stream = _fill_small_fs_with_shards(small_fs, seed=11, store=FrontShardHeld)

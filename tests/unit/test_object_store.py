@@ -75,19 +75,52 @@ def test_line_log_grows_by_whole_appends_in_bounded_segments(s3, monkeypatch):
     assert again.read_lines(log).splitlines() == [*records, b'{"index": 12}']
 
 
-def test_a_shard_written_out_of_order_is_read_while_open_and_published_whole(s3):
+def _uploads(s3, prefix):
+    """The multipart uploads in progress under ``prefix`` (what the bucket bills)."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    found = client.list_multipart_uploads(Bucket="lab", Prefix=prefix).get("Uploads", [])
+    return [u["Key"] for u in found]
+
+
+def test_a_shard_streams_in_order_is_sealed_and_appears_whole_only_when_finished(s3):
     store = _store(s3, "shards")
     part = 6 * 2**20 + 123  # more than one multipart part
-    segments = [bytes([i]) * part for i in range(3)]
-    sink = store.open_shard("0/c/0/.shard.tmp")
-    sink.write(segments[2], part, 2 * part)  # any order, as writer threads finish
-    sink.write(segments[0], part, 0)
-    assert store.read_range("0/c/0/.shard.tmp", 0, 4) == b"\x00" * 4  # a seal's read-back
-    sink.write(segments[1], part, part)
-    sink.finish(3 * part)
-    store.publish("0/c/0/.shard.tmp", "0/c/0/0")
+    segments = [bytes([i + 1]) * part for i in range(4)]
+    sink = store.open_shard("0/c/0/0")
+    assert sink.parts_in_order
+    sink.write(segments[1], part, part)  # ahead of a gap: waits in memory
+    assert _uploads(s3, "shards/") == []
+    sink.write(segments[0], part, 0)  # fills the gap: both stream
+    assert _uploads(s3, "shards/") == ["shards/0/c/0/0"]
+    assert not store.exists("0/c/0/0")  # an upload in progress is no object
+    sink.seal(2 * part, b"TAIL")  # the shard so far, valid, at its key
+    assert store.read_bytes("0/c/0/0") == segments[0] + segments[1] + b"TAIL"
+    sink.write(segments[3], part, 3 * part)
+    sink.write(segments[2], part, 2 * part)
+    assert store.read_bytes("0/c/0/0").endswith(b"TAIL")  # the sealed copy until the finish
+    sink.finish(4 * part)
     assert store.read_bytes("0/c/0/0") == b"".join(segments)
-    assert not store.exists("0/c/0/.shard.tmp")
+    assert store.list_dir("0/c/0") == ["0"]  # no temporary object, no copy
+    assert _uploads(s3, "shards/") == []
+
+
+def test_an_abandoned_shard_leaves_no_object_and_no_upload(s3):
+    store = _store(s3, "gone")
+    sink = store.open_shard("0/c/1")
+    sink.write(b"x" * (6 * 2**20), 6 * 2**20, 0)
+    assert _uploads(s3, "gone/") == ["gone/0/c/1"]
+    sink.abandon()
+    assert _uploads(s3, "gone/") == [] and not store.exists("0/c/1")
+    with pytest.raises(OSError, match="abandoned"):
+        sink.write(b"y", 1, 6 * 2**20)
 
 
 def test_a_second_writer_on_one_prefix_is_refused(s3):

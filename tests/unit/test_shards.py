@@ -243,6 +243,9 @@ def test_shard_write_error_fails_cleanly_with_valid_dataset(tmp_path, monkeypatc
             FailingSegments.ok -= 1
             return self.inner.write(segment, n, offset)
 
+        def seal(self, end, tail):
+            self.inner.seal(end, tail)
+
         def finish(self, end):
             self.inner.finish(end)
 
@@ -325,9 +328,7 @@ def test_a_shard_gives_its_segment_back_once_even_when_finished_and_abandoned(tm
     store = create_local(tmp_path / "p.ome.zarr", overwrite=False, sync="none")
     (tmp_path / "p.ome.zarr" / "0").mkdir()
     pool = SegmentPool(keep=4)
-    shard = ShardWriter(
-        store, "0/c/0/0/0", "0/c/0/0/.0.shard.tmp", n_inner=2, expected=2, pool=pool
-    )
+    shard = ShardWriter(store, "0/c/0/0/0", n_inner=2, expected=2, pool=pool)
     shard.put(0, memoryview(b"abc"))
     shard.finish()
     shard.abandon()  # a failure path may abandon a shard that was finished
@@ -344,9 +345,7 @@ def test_a_shard_counts_what_it_still_has_to_write_for_the_free_space_check(tmp_
 
     store = create_local(tmp_path / "q.ome.zarr", overwrite=False, sync="none")
     (tmp_path / "q.ome.zarr" / "0").mkdir()
-    shard = ShardWriter(
-        store, "0/c/0/0/0", "0/c/0/0/.0.shard.tmp", n_inner=4, expected=4, pool=SegmentPool(keep=2)
-    )
+    shard = ShardWriter(store, "0/c/0/0/0", n_inner=4, expected=4, pool=SegmentPool(keep=2))
     assert shard.unwritten_bytes() == shard.seal_bytes() == index_nbytes(4)
     shard.put(0, memoryview(b"x" * 1000))
     assert shard.unwritten_bytes() == shard.seal_bytes() == 1000 + index_nbytes(4)

@@ -120,13 +120,16 @@ def test_a_shard_sink_is_published_whole_or_not_at_all(tmp_path, make):
         if make == "memory"
         else create_local(tmp_path / "s.ome.zarr", overwrite=False, sync="none")
     )
-    sink = store.open_shard("0/c/.0.shard.tmp")
+    sink = store.open_shard("0/c/0")
     assert sink.write(b"abcd" + bytes(4092), 4, 0) >= 4
-    sink.finish(4)
     assert not store.exists("0/c/0")
-    store.publish("0/c/.0.shard.tmp", "0/c/0")
-    assert store.read_bytes("0/c/0") == b"abcd" and not store.exists("0/c/.0.shard.tmp")
-    other = store.open_shard("0/c/.1.shard.tmp")
+    sink.seal(4, b"xy")  # a valid copy of what came so far, while the shard grows
+    assert store.read_bytes("0/c/0") == b"abcdxy"
+    sink.write(b"ef" + bytes(4094), 2, 4)
+    sink.finish(6)
+    assert store.read_bytes("0/c/0") == b"abcdef" and not store.exists("0/c/.0.shard.tmp")
+    assert store.list_dir("0/c") == ["0"]
+    other = store.open_shard("0/c/1")
     other.write(b"efgh" + bytes(4092), 4, 0)
     other.abandon()
     assert not store.exists("0/c/.1.shard.tmp") and not store.exists("0/c/1")
