@@ -77,6 +77,15 @@ class StoreWrapper(Store):
     def tree_bytes(self, key: str) -> int:
         return self.inner.tree_bytes(key)
 
+    def walk(self, key: str = "") -> list[str]:
+        return self.inner.walk(key)
+
+    def truncate_lines(self, key: str, nbytes: int) -> None:
+        self.inner.truncate_lines(key, nbytes)
+
+    def abort_uploads(self) -> int:
+        return self.inner.abort_uploads()
+
     def read_range(self, key: str, offset: int, n: int) -> bytes:
         return self.inner.read_range(key, offset, n)
 

@@ -169,12 +169,12 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
 
 
 def _local_path(text: str) -> Path:
-    """A dataset to finish or watch: a filesystem path. Object-store URLs are written
-    (``acquire``, ``open_stream``, ``MDAWriter``), read by ``info`` and given levels by
-    ``pyramid``."""
+    """A dataset to watch: a filesystem path. Object-store URLs are written (``acquire``,
+    ``open_stream``, ``MDAWriter``), read by ``info``, given levels by ``pyramid`` and
+    finished by ``recover``."""
     if "://" in text:
         raise argparse.ArgumentTypeError(
-            f"{text}: expected a filesystem path; recover and view do not take object-store URLs"
+            f"{text}: expected a filesystem path; view does not take object-store URLs"
         )
     return Path(text)
 
@@ -332,7 +332,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_pyramid)
     p = sub.add_parser("recover", help="finish a dataset whose writer crashed (idempotent)")
-    p.add_argument("path", type=_local_path)
+    p.add_argument("path", type=_dataset_location, help="a folder, or s3://bucket/prefix")
     p.add_argument("--threads", type=int)
     p.add_argument(
         "--verify",

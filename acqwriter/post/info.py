@@ -22,7 +22,7 @@ from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.hierarchy import image_paths
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
-from acqwriter.store.existing import open_existing
+from acqwriter.store.existing import open_store
 from acqwriter.store.local import LocalStore, writer_alive
 from acqwriter.store.prefixed import PrefixedStore
 
@@ -61,7 +61,7 @@ def _records(store: Store) -> list[dict[str, Any]]:
 def _open(path: str | Path) -> tuple[Store, str, Callable[[], bool]]:
     """A dataset's store for reading, where it is, and whether a writer holds it (on an
     object store: its lock object exists; a killed writer's lock stays)."""
-    store, where = open_existing(path)
+    store, where = open_store(path)
     if isinstance(store, LocalStore):
         return store, where, lambda: writer_alive(store.root)
     from acqwriter.store.objects import LOCK_NAME

@@ -40,7 +40,7 @@ from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.reader import LevelReader
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
-from acqwriter.store.existing import open_existing
+from acqwriter.store.existing import open_store
 from acqwriter.store.prefixed import PrefixedStore
 
 __all__ = [
@@ -327,7 +327,7 @@ def rebuild_pyramid(
 
     Refused, with the reason, for a dataset a live writer holds and for one whose writer
     died (``acqwriter recover`` finishes that, pyramid included)."""
-    store, where = open_existing(root, sync="close")
+    store, where = open_store(root, sync="close")
     try:
         attrs = read_attributes(store.read_bytes)["acqwriter"]
     except FileNotFoundError:

@@ -32,12 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from acqwriter import jsonio
 from acqwriter.codec.chain import chunk_encoder
-from acqwriter.format.display import MEASURED_KEY, sample_windows, time_increment
-from acqwriter.format.keys import ArrayKeys
+from acqwriter.format.display import MEASURED_KEY
 from acqwriter.format.ngff_v05 import (
     FINISHED_STATES,
     carried_attrs,
@@ -56,11 +53,13 @@ from acqwriter.format.versions import (
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.layout import FrameLayout
 from acqwriter.plan.pyramid import no_pyramid_reason
-from acqwriter.post.hierarchy import dataset_images
+from acqwriter.post.evidence import consecutive_records, group_ok, measure
+from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
-from acqwriter.post.reader import LevelReader, read_inner_chunk
 from acqwriter.spec.model import StreamSpec
-from acqwriter.store.local import FINAL_RESERVE_NAME, RESERVE_NAME, LocalStore, never_written
+from acqwriter.store.base import FINAL_RESERVE_NAME, RESERVE_NAME, Store
+from acqwriter.store.existing import open_store
+from acqwriter.store.prefixed import PrefixedStore
 
 __all__ = ["RecoverError", "RecoverWriteError", "recover"]
 
@@ -74,11 +73,21 @@ class RecoverWriteError(RecoverError):
     valid as it is and recovery can be run again."""
 
 
-def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
+def _never_written(store: Store) -> bool:
+    """A dataset acqwriter created whose writer died before its first document: it
+    holds nothing but acqwriter's own objects (lock, reserves, probe)."""
     try:
-        attrs = read_attributes(lambda key: (root / key).read_bytes())
+        names = store.list_dir()
+    except OSError:
+        return False
+    return bool(names) and all(name.startswith(".acqwriter.") for name in names)
+
+
+def _load_root(store: Store, root: str) -> tuple[dict[str, Any], StreamSpec]:
+    try:
+        attrs = read_attributes(store.read_bytes)
     except FileNotFoundError:
-        if never_written(root):
+        if _never_written(store):
             raise RecoverError(
                 f"{root}: created by acqwriter, but its writer died before writing its first "
                 "document: it holds no frame; nothing to recover (delete it, or write over "
@@ -103,100 +112,6 @@ def _load_root(root: Path) -> tuple[dict[str, Any], StreamSpec]:
     return acq, spec
 
 
-def _consecutive_records(store: LocalStore, key: str) -> tuple[list[dict[str, Any]], bool]:
-    """Records 0, 1, 2 … up to the first torn, unparsable or out-of-order line."""
-    try:
-        raw = store.read_bytes(key)
-    except FileNotFoundError:
-        return [], True
-    records: list[dict[str, Any]] = []
-    clean = True
-    for line in raw.split(b"\n"):
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            clean = False
-            break
-        if not isinstance(record, dict) or record.get("index") != len(records):
-            clean = False
-            break
-        records.append(record)
-    clean = clean and (not raw or raw.endswith(b"\n"))
-    return records, clean
-
-
-def _group_ok(
-    store: LocalStore,
-    keys: ArrayKeys,
-    layout: FrameLayout,
-    decoder: Any,
-    key: tuple[int, ...],
-    all_dropped: bool,
-) -> bool:
-    """Every tile chunk of a group exists and decodes to a whole chunk (inside a shard
-    whose index is whole and passes its checksum, when sharded)."""
-    plan = layout.shards
-    for ty in range(layout.tiles_y):
-        for tx in range(layout.tiles_x):
-            try:
-                if plan is None:
-                    data = store.read_bytes(keys.chunk(layout.chunk_coords(key, ty, tx)))
-                else:
-                    shard = keys.chunk(plan.grid_coords(plan.shard_of(key)))
-                    found = read_inner_chunk(store, shard, plan.position(key, ty, tx), plan.n_inner)
-                    if found is None:
-                        raise FileNotFoundError(shard)
-                    data = found
-            except ValueError:
-                return False  # torn shard: its index never got written
-            except FileNotFoundError:
-                if all_dropped:
-                    continue  # a group of dropped frames is never written: fill value
-                return False
-            try:
-                decoded = np.frombuffer(decoder.decode(data), np.uint8)
-            except Exception:
-                return False
-            if decoded.size != layout.chunk_bytes:
-                return False
-    return True
-
-
-# frames read back per channel to measure display windows (acqwriter.format.display)
-_WINDOW_FRAMES = 8
-
-
-def _measure(
-    store: LocalStore, layout: FrameLayout, records: list[dict[str, Any]], decoder: Any
-) -> dict[str, Any]:
-    """What a finished writer would have measured (:mod:`acqwriter.format.display`): the
-    interval between time points from the records' arrival times, and display windows
-    from a few frames of each channel read back."""
-    fpr = layout.frames_per_row
-    starts = []
-    if layout.outer_dims[0] == "t":
-        starts = [r["received_s"] for r in records[::fpr] if "received_s" in r]
-    sizes = dict(zip(layout.outer_dims, layout.outer_sizes, strict=True))
-    n_c = sizes.get("c") or 1
-    real = [r["index"] for r in records if not r.get("dropped")]
-    by_channel: list[list[np.ndarray]] = [[] for _ in range(n_c)]
-    reader = LevelReader(store, "0", decoder)
-    c_at = layout.outer_dims.index("c") if sizes.get("c") else None
-    for index in real[:: max(1, len(real) // (_WINDOW_FRAMES * n_c))]:
-        coords = layout.coords(index)
-        channel = coords[c_at] if c_at is not None else 0
-        if len(by_channel[channel]) >= _WINDOW_FRAMES:
-            continue
-        region = (*tuple(slice(c, c + 1) for c in coords), slice(None), slice(None))
-        by_channel[channel].append(reader[region].reshape(layout.frame_shape))
-    return {
-        "time_increment_s": time_increment(starts),
-        "channel_windows": sample_windows(by_channel),
-    }
-
-
 def recover(
     path: str | Path,
     *,
@@ -204,53 +119,77 @@ def recover(
     verify: str = "new",
     progress: BuildProgress | None = None,
 ) -> dict[str, Any]:
-    """Recover the dataset at ``path``; returns an account of what was done.
+    """Recover the dataset at ``path`` (a folder or an ``s3://bucket/prefix`` URL);
+    returns an account of what was done.
 
     A dataset its writer finished (``state`` in :data:`FINISHED_STATES`) has nothing to
     recover: it is left untouched and the account says ``nothing_to_recover``."""
-    root = Path(path)
-    layout = dataset_layout(root)
+    try:
+        store, where = open_store(path, sync="close")
+    except ValueError as exc:
+        raise RecoverError(str(exc)) from None
+    try:
+        return _recover(store, where, threads=threads, verify=verify, progress=progress)
+    except RecoverError:
+        raise
+    except OSError as exc:  # the store cannot be reached or read
+        raise RecoverWriteError(f"{where}: cannot recover: {exc.strerror or exc}") from None
+
+
+def _recover(
+    store: Store,
+    where: str,
+    *,
+    threads: int | None,
+    verify: str,
+    progress: BuildProgress | None,
+) -> dict[str, Any]:
+    layout = dataset_layout(store)
     if layout is not None:
-        return _recover_dataset(root, layout, threads=threads, verify=verify, progress=progress)
-    acq, spec = _load_root(root)
+        return _recover_dataset(
+            store, where, layout, threads=threads, verify=verify, progress=progress
+        )
+    acq, spec = _load_root(store, where)
     if acq.get("state") in FINISHED_STATES:
-        return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
-    store = _locked_store(root)
+        return {"path": where, "nothing_to_recover": True, "state": acq["state"]}
+    _lock(store, where)
     try:
         return _recover_locked(
-            root, store, acq, spec, threads=threads, verify=verify, progress=progress
+            where, store, acq, spec, threads=threads, verify=verify, progress=progress
         )
     except OSError as exc:  # a full disk: every step so far left a valid dataset
-        raise _write_error(root, exc) from None
+        raise _write_error(where, exc) from None
     finally:
         store.release_lock()
 
 
-def _write_error(root: Path, exc: OSError) -> RecoverWriteError:
-    """A write failed (a full disk): every step so far left a valid dataset."""
+def _write_error(root: str, exc: OSError) -> RecoverWriteError:
+    """A write failed (a full disk, an unreachable store): every step so far left a
+    valid dataset."""
     return RecoverWriteError(
         f"{root}: cannot finish recovering ({exc.strerror or exc}); the dataset is "
-        "valid as it is: free space and run recover again"
+        "valid as it is: free space (or reach the store) and run recover again"
     )
 
 
-def _locked_store(root: Path) -> LocalStore:
-    """The dataset's store, holding its writer lock (or a refusal naming the live
-    writer)."""
-    store = LocalStore(root, sync="close")
+def _lock(store: Store, root: str) -> None:
+    """Hold the dataset's writer lock (a dead writer's is taken over), or refuse naming
+    the live writer."""
     try:
         store.take_lock()
-    except FileExistsError:
+    except FileExistsError as exc:
         raise RecoverError(
             f"{root}: a live writer holds the lock; stop it before recovering"
+            + (f" ({exc.strerror})" if exc.strerror and "://" in root else "")
         ) from None
-    return store
+    except OSError as exc:
+        raise RecoverError(f"{root}: cannot take the writer lock: {exc.strerror or exc}") from None
 
 
-def dataset_layout(root: Path) -> dict[str, Any] | None:
+def dataset_layout(store: Store) -> dict[str, Any] | None:
     """The ``attributes.acqwriter`` of a collection or plate root, or None (an image)."""
     try:
-        acq = read_attributes(lambda key: (root / key).read_bytes())["acqwriter"]
+        acq = read_attributes(store.read_bytes)["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
@@ -259,7 +198,8 @@ def dataset_layout(root: Path) -> dict[str, Any] | None:
 
 
 def _recover_dataset(
-    root: Path,
+    store: Store,
+    root: str,
     acq: dict[str, Any],
     *,
     threads: int | None,
@@ -269,22 +209,25 @@ def _recover_dataset(
     """Recover each image of a collection or plate (each is a one-image dataset at its
     path), holding the dataset's lock, then mark the root ``recovered``."""
     if acq.get("state") in FINISHED_STATES:
-        return {"path": str(root), "nothing_to_recover": True, "state": acq["state"]}
+        return {"path": root, "nothing_to_recover": True, "state": acq["state"]}
     try:
-        images = dataset_images(root, acq)
+        images = image_paths(store, root, acq)
     except ValueError as exc:
         raise RecoverError(str(exc)) from None
-    store = _locked_store(root)
+    _lock(store, root)
     accounts: dict[str, Any] = {}
     try:
-        for key, image_root in images.items():
-            image_acq, spec = _load_root(image_root)
+        store.abort_uploads()
+        for key, path in images.items():
+            image_store = PrefixedStore(store, path) if path else store
+            image_root = f"{root}/{path}" if path else root
+            image_acq, spec = _load_root(image_store, image_root)
             if image_acq.get("state") in FINISHED_STATES:
-                accounts[key] = {"path": str(image_root), "nothing_to_recover": True}
+                accounts[key] = {"path": image_root, "nothing_to_recover": True}
                 continue
             accounts[key] = _recover_locked(
                 image_root,
-                LocalStore(image_root, sync="close"),
+                image_store,
                 image_acq,
                 spec,
                 threads=threads,
@@ -292,14 +235,14 @@ def _recover_dataset(
                 progress=progress,
             )
         for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
-            (root / name).unlink(missing_ok=True)
+            store.remove(name)
         attrs = read_attributes(store.read_bytes)
         attrs["acqwriter"] = {
             **acq,
             "state": "recovered",
             "recovery": {"images": accounts, "time": time.time()},
         }
-        version = stored_version(lambda key: (root / key).exists())
+        version = stored_version(store.exists)
         write_group(store.write_atomic, group_document(jsonio.finite(attrs)), version)
         store.flush()
     except OSError as exc:
@@ -308,7 +251,7 @@ def _recover_dataset(
         store.release_lock()
     done = [a for a in accounts.values() if not a.get("nothing_to_recover")]
     return {
-        "path": str(root),
+        "path": root,
         "layout": acq["layout"],
         "nothing_to_recover": False,
         "images": accounts,
@@ -322,8 +265,8 @@ def _recover_dataset(
 
 
 def _recover_locked(
-    root: Path,
-    store: LocalStore,
+    root: str,
+    store: Store,
     acq: dict[str, Any],
     spec: StreamSpec,
     *,
@@ -341,7 +284,7 @@ def _recover_locked(
     array_meta = array_document(spec, layout.array_shape(0), layout.chunk_shape, layout.shard_shape)
 
     metadata_key = frame_metadata_key(acq)
-    records, clean = _consecutive_records(store, metadata_key)
+    records, ends, clean = consecutive_records(store, metadata_key)
     fpr, rpb = layout.frames_per_row, layout.rows_per_block
     proven_rows = max(len(records) // fpr, rows_before)
     decoder = chunk_encoder(spec.codec)
@@ -355,33 +298,33 @@ def _recover_locked(
             dropped = records[index].get("dropped", False) if index < len(records) else False
             by_group.setdefault(layout.batch_of(index), []).append(bool(dropped))
         if not all(
-            _group_ok(store, keys, layout, decoder, key, all(d)) for key, d in by_group.items()
+            group_ok(store, keys, layout, decoder, key, all(d)) for key, d in by_group.items()
         ):
             rows = min(rows, block * rpb)
             break
 
-    # The metadata file holds exactly the records of the recovered frames.
+    # The metadata log holds exactly the records of the recovered frames.
     kept = records[: rows * fpr]
-    lines = b"".join(jsonio.dumps(r, separators=(",", ":")).encode() + b"\n" for r in kept)
     if not clean or len(records) != len(kept):
-        store.write_atomic(metadata_key, lines)
+        store.truncate_lines(metadata_key, ends[len(kept) - 1] if kept else 0)
     store.write_atomic(keys.metadata, encode_array_metadata(array_meta, layout.array_shape(rows)))
 
     # Remove what lies beyond the extent, and leftovers of the crash.
     removed = 0
     last_block = -(-rows // rpb)  # blocks [0, last_block) are inside the extent
-    chunk_root = root / keys.chunks
-    if chunk_root.is_dir():
-        for child in chunk_root.iterdir():
-            if child.name.isdigit() and int(child.name) >= last_block:
-                removed += sum(1 for p in child.rglob("*") if p.is_file()) if child.is_dir() else 1
-                store.remove_tree(f"{keys.chunks}/{child.name}")
-    for tmp in root.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    for name in store.list_dir(keys.chunks):
+        if name.isdigit() and int(name) >= last_block:
+            beyond = f"{keys.chunks}/{name}"
+            removed += len(store.walk(beyond))
+            store.remove_tree(beyond)
+    store.abort_uploads()  # shards a killed writer was streaming (object stores)
+    for key in store.walk(""):
+        if key.rpartition("/")[2].startswith(".") and key.endswith(".tmp"):
+            store.remove(key)
     for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
-        (root / name).unlink(missing_ok=True)
+        store.remove(name)
 
-    carried = {**carried_attrs(acq), MEASURED_KEY: _measure(store, layout, kept, decoder)}
+    carried = {**carried_attrs(acq), MEASURED_KEY: measure(store, layout, kept, decoder)}
     levels = [level0(spec)]
     if spec.pyramid.enabled and rows > 0:
         use_settings(store, spec)

@@ -186,6 +186,16 @@ class Store(ABC):
     def append_lines(self, key: str, data: bytes) -> None:
         """Append whole lines; raise :class:`PartialAppend` saying how many made it."""
 
+    def truncate_lines(self, key: str, nbytes: int) -> None:
+        """Keep the first ``nbytes`` of a line log (a cut at a line end), as one step
+        or as steps each of which leaves a prefix of the log."""
+        self.write_atomic(key, self.read_lines(key)[:nbytes])
+
+    def abort_uploads(self) -> int:
+        """Discard uploads a dead writer left unfinished (they hold no object but
+        cost room); how many. No-op where writes cannot be left half-done."""
+        return 0
+
     @abstractmethod
     def remove(self, key: str) -> None:
         """Delete ``key``; absent is fine."""
@@ -224,6 +234,18 @@ class Store(ABC):
     @abstractmethod
     def list_dir(self, key: str = "") -> list[str]:
         """The names directly under ``key`` (the root by default), sorted."""
+
+    def walk(self, key: str = "") -> list[str]:
+        """Every object's key under ``key`` (the whole dataset by default), sorted."""
+        out: list[str] = []
+        for name in self.list_dir(key):
+            child = f"{key}/{name}" if key else name
+            try:
+                self.size(child)
+                out.append(child)
+            except (FileNotFoundError, IsADirectoryError):
+                out += self.walk(child)
+        return sorted(out)
 
     def tree_bytes(self, key: str) -> int:
         """The bytes stored under ``key`` (every object below it)."""

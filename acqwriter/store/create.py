@@ -100,16 +100,26 @@ def create_object(url: ObjectURL, *, overwrite: bool, sync: str, options: dict[s
     except OSError as exc:
         reason = (exc.strerror or str(exc)).replace("cannot list", "cannot reach", 1)
         raise StorageError(exc.errno or errno.EIO, reason) from None
-    if existing:
-        if LOCK_NAME in existing:
-            raise FileExistsError(f"{url!r} is being written by another writer (locked)")
-        if not any(name in existing for name in _ZARR_ROOTS):
-            raise FileExistsError(
-                f"{url!r} holds objects that are not a Zarr dataset; refusing to delete "
-                "them even with overwrite"
-            )
-        if not overwrite:
-            raise FileExistsError(f"{url!r} already exists (set overwrite to replace it)")
-        store.remove_tree("")
-    store.take_lock()
+    try:
+        store.take_lock()  # a dead writer's lock is taken over (object_lock)
+    except FileExistsError as exc:
+        raise FileExistsError(
+            f"{url!r} is being written by another writer (locked): {exc.strerror or exc}"
+        ) from None
+    try:
+        if [name for name in existing if name != LOCK_NAME]:
+            if not any(name in existing for name in _ZARR_ROOTS):
+                raise FileExistsError(
+                    f"{url!r} holds objects that are not a Zarr dataset; refusing to delete "
+                    "them even with overwrite"
+                )
+            if not overwrite:
+                raise FileExistsError(f"{url!r} already exists (set overwrite to replace it)")
+            store.abort_uploads()
+            for key in store.walk(""):
+                if key != LOCK_NAME:
+                    store.remove(key)
+    except BaseException:
+        store.release_lock()
+        raise
     return store

@@ -13,10 +13,10 @@ from acqwriter.spec.location import parse_object_url
 from acqwriter.store.base import Store
 from acqwriter.store.local import LocalStore
 
-__all__ = ["open_existing"]
+__all__ = ["open_store"]
 
 
-def open_existing(location: str | os.PathLike[str], *, sync: str = "none") -> tuple[Store, str]:
+def open_store(location: str | os.PathLike[str], *, sync: str = "none") -> tuple[Store, str]:
     """The store of the dataset at ``location`` (a path, or ``s3://bucket/prefix``) and
     where it is, for messages. ValueError for a URL that cannot name a dataset."""
     if isinstance(location, str) and "://" in location:

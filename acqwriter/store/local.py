@@ -381,6 +381,16 @@ class LocalStore(Store):
     def size(self, key: str) -> int:
         return (self.root / key).stat().st_size
 
+    def walk(self, key: str = "") -> list[str]:
+        base = self.root / key if key else self.root
+        if base.is_file():
+            return [key]
+        return sorted(
+            os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/")
+            for folder, _, files in os.walk(base)
+            for name in files
+        )
+
     def tree_bytes(self, key: str) -> int:
         total = 0
         for folder, _, files in os.walk(self.root / key):

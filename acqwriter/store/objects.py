@@ -21,7 +21,7 @@ written whole and never renamed or appended to:
 
 Capabilities: no direct I/O, no reserve (a bucket's room is its quota, which S3 does not
 tell: :meth:`ObjectStore.free_bytes` is unbounded), and a lock that is an object created
-only if absent (a conditional PUT, ``If-None-Match: *``), which S3, MinIO and Ceph honour.
+only if absent and kept alive by its writer (:mod:`acqwriter.store.object_lock`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ from datetime import timedelta
 from typing import Any
 
 from acqwriter.store.base import ShardSink, StorageError, Store
+from acqwriter.store.object_lock import LOCK_NAME, ObjectLock
 
 __all__ = ["LOCK_NAME", "ObjectStore"]
 
-# The lock object: created only if absent, deleted when the writer is done
-LOCK_NAME = ".acqwriter.lock"
 # a line log's segment: what an append uploads and the store holds, at most
 LOG_SEGMENT_BYTES = 1 << 20
 # Transient errors (a dropped connection, a 5xx, a throttled request) are retried with
@@ -62,12 +61,21 @@ class ObjectStore(Store):
 
     supports_locking = True
 
-    def __init__(self, store: Any, location: str, *, sync: str = "close") -> None:
+    def __init__(
+        self,
+        store: Any,
+        location: str,
+        *,
+        sync: str = "close",
+        options: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(sync=sync)
         self._store = store
         self._location = location
+        self._options = dict(options or {})  # for boto3 (abort_uploads); never shown
         self._logs: dict[str, _Log] = {}  # each line log's last segment
         self._logs_lock = threading.Lock()
+        self._lock: ObjectLock | None = None  # held while writing (take_lock)
 
     @classmethod
     def from_url(
@@ -86,7 +94,7 @@ class ObjectStore(Store):
         store = from_url(
             url, config=config or None, client_options=client or None, retry_config=RETRY
         )
-        return cls(store, url, sync=sync)
+        return cls(store, url, sync=sync, options=config)
 
     @property
     def location(self) -> str:
@@ -101,6 +109,8 @@ class ObjectStore(Store):
     def _put(self, key: str, data: Any, **kw: Any) -> None:
         import obstore
 
+        if self._lock is not None and self._lock.lost:  # another writer took over
+            raise StorageError(errno.EPERM, self._lock.lost)
         try:
             obstore.put(self._store, key, data, **kw)
         except Exception as exc:
@@ -213,6 +223,66 @@ class ObjectStore(Store):
         except Exception as exc:
             raise self._error(exc, "read", key) from exc
 
+    def walk(self, key: str = "") -> list[str]:
+        import obstore
+
+        prefix = key.rstrip("/")
+        try:
+            found = [
+                meta["path"]
+                for batch in obstore.list(self._store, prefix=prefix + "/" if prefix else None)
+                for meta in batch
+            ]
+        except Exception as exc:
+            raise self._error(exc, "list", key) from exc
+        return sorted(found)
+
+    def truncate_lines(self, key: str, nbytes: int) -> None:
+        """Cut a line log after ``nbytes``: the segments past the cut go, last first,
+        then the segment holding the cut is rewritten; each step leaves a prefix."""
+        segments = self._segments(key)
+        sizes = [self.size(name) for name in segments]
+        start = 0
+        for i, (name, size) in enumerate(zip(segments, sizes, strict=True)):
+            if start + size >= nbytes:
+                for later in reversed(segments[i + 1 :]):
+                    self.remove(later)
+                if start + size > nbytes:
+                    self._put(name, self.read_bytes(name)[: nbytes - start])
+                break
+            start += size
+        with self._logs_lock:
+            self._logs.pop(key, None)  # the next append starts from what is stored
+
+    def abort_uploads(self) -> int:
+        """Abort the multipart uploads left under the dataset's prefix (a writer killed
+        while a shard streamed). obstore does not list uploads, so this goes through
+        boto3, with the same AWS environment."""
+        try:
+            import boto3
+        except ImportError as exc:
+            raise StorageError(
+                errno.ENOSYS, "aborting uploads needs boto3 (pip install 'acqwriter[s3]')"
+            ) from exc
+        bucket, _, prefix = self._location.removeprefix("s3://").partition("/")
+        options = {k: v for k, v in self._options.items() if k in _BOTO3_OPTIONS}
+        client = boto3.client("s3", **{_BOTO3_OPTIONS[k]: v for k, v in options.items()})
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        aborted = 0
+        try:
+            pages = client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        except Exception as exc:
+            raise StorageError(
+                errno.EIO, f"cannot abort the uploads under {self._location}: {_reason(exc)}"
+            ) from exc
+        return aborted
+
     def tree_bytes(self, key: str) -> int:
         import obstore
 
@@ -243,17 +313,33 @@ class ObjectStore(Store):
         return 1 << 62  # a bucket's quota is not told: a full one fails a write instead
 
     def take_lock(self) -> None:
+        """Hold the dataset's lock object (:mod:`acqwriter.store.object_lock`), taking
+        over a dead writer's; FileExistsError naming a live one."""
+        from acqwriter.store.object_lock import ObjectLock
+
+        lock = ObjectLock(self._store, self._location)
         try:
-            self._put(LOCK_NAME, b"acqwriter", mode="create")
-        except StorageError as exc:
-            if "already exists" in str(exc) or "precondition" in str(exc).lower():
-                raise FileExistsError(
-                    errno.EEXIST, f"{self._location}: another writer holds it ({LOCK_NAME})"
-                ) from None
+            lock.take()
+        except FileExistsError:
             raise
+        except Exception as exc:
+            raise self._error(exc, "lock", LOCK_NAME) from exc
+        self._lock = lock
 
     def release_lock(self) -> None:
-        self.remove(LOCK_NAME)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+
+# obstore's config keys that boto3 takes, with boto3's names
+_BOTO3_OPTIONS = {
+    "endpoint": "endpoint_url",
+    "region": "region_name",
+    "access_key_id": "aws_access_key_id",
+    "secret_access_key": "aws_secret_access_key",
+    "session_token": "aws_session_token",
+}
 
 
 @dataclass

@@ -74,6 +74,13 @@ class PrefixedStore(Store):
     def tree_bytes(self, key: str) -> int:
         return self.base.tree_bytes(self._key(key))
 
+    def walk(self, key: str = "") -> list[str]:
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return [k[cut:] for k in self.base.walk(self._key(key))]
+
+    def truncate_lines(self, key: str, nbytes: int) -> None:
+        self.base.truncate_lines(self._key(key), nbytes)
+
     def read_lines(self, key: str) -> bytes:
         return self.base.read_lines(self._key(key))
 
