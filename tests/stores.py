@@ -32,6 +32,10 @@ class StoreWrapper(Store):
         self.created_folders = inner.created_folders
 
     @property
+    def supports_cheap_ranges(self) -> bool:  # type: ignore[override]
+        return self.inner.supports_cheap_ranges
+
+    @property
     def direct(self) -> bool:  # type: ignore[override]
         return getattr(self, "inner", None) is not None and self.inner.direct
 

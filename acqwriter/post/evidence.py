@@ -18,7 +18,7 @@ import numpy as np
 from acqwriter.format.display import sample_windows, time_increment
 from acqwriter.format.keys import ArrayKeys
 from acqwriter.plan.layout import FrameLayout
-from acqwriter.post.reader import LevelReader, read_inner_chunk
+from acqwriter.post.reader import LevelReader, ShardCache
 from acqwriter.store.base import Store
 
 __all__ = ["consecutive_records", "group_ok", "measure"]
@@ -61,9 +61,11 @@ def group_ok(
     decoder: Any,
     key: tuple[int, ...],
     all_dropped: bool,
+    shards: ShardCache,
 ) -> bool:
     """Every tile chunk of a group exists and decodes to a whole chunk (inside a shard
-    whose index is whole and passes its checksum, when sharded)."""
+    whose index is whole and passes its checksum, when sharded, read through
+    ``shards``)."""
     plan = layout.shards
     for ty in range(layout.tiles_y):
         for tx in range(layout.tiles_x):
@@ -72,7 +74,7 @@ def group_ok(
                     data = store.read_bytes(keys.chunk(layout.chunk_coords(key, ty, tx)))
                 else:
                     shard = keys.chunk(plan.grid_coords(plan.shard_of(key)))
-                    found = read_inner_chunk(store, shard, plan.position(key, ty, tx), plan.n_inner)
+                    found = shards.inner(shard, plan.position(key, ty, tx), plan.n_inner)
                     if found is None:
                         raise FileNotFoundError(shard)
                     data = found
@@ -109,7 +111,7 @@ def measure(
     n_c = sizes.get("c") or 1
     real = [r["index"] for r in records if not r.get("dropped")]
     by_channel: list[list[np.ndarray]] = [[] for _ in range(n_c)]
-    reader = LevelReader(store, "0", decoder)
+    reader = LevelReader(store, "0", decoder, shards=ShardCache(store))
     c_at = layout.outer_dims.index("c") if sizes.get("c") else None
     for index in real[:: max(1, len(real) // (WINDOW_FRAMES * n_c))]:
         coords = layout.coords(index)

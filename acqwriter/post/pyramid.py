@@ -37,7 +37,7 @@ from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
 from acqwriter.post.downsample import downsample
 from acqwriter.post.hierarchy import image_paths
-from acqwriter.post.reader import LevelReader
+from acqwriter.post.reader import LevelReader, ShardCache
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 from acqwriter.store.existing import open_store
@@ -274,7 +274,8 @@ def build_pyramid(
             meta = array_document(spec, shape, chunks)
             keys = level(k, zarr_format)
             store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
-            source = LevelReader(store, level(k - 1).path, decoder)
+            # level k - 1 is complete and nothing else writes it
+            source = LevelReader(store, level(k - 1).path, decoder, shards=ShardCache(store))
             _write_level(store, spec, source, keys, shape, chunks, step, threads, progress)
             levels.append(Level(str(k), level_factors(spec, k), spec.pyramid.method))
         store.flush()

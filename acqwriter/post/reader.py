@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -22,13 +24,16 @@ from acqwriter.format.keys import ArrayKeys
 from acqwriter.format.zarr_v3 import EMPTY, decode_index, index_nbytes
 from acqwriter.store.base import Store
 
-__all__ = ["LevelReader", "normalize_index", "read_inner_chunk"]
+__all__ = ["LevelReader", "ShardCache", "normalize_index", "read_inner_chunk"]
 
 
 class LevelReader:
     """``reader[slices]`` → ndarray for one level (``"0"``, ``"1"``, …) of a dataset."""
 
-    def __init__(self, store: Store, path: str, decoder: Any) -> None:
+    def __init__(
+        self, store: Store, path: str, decoder: Any, *, shards: ShardCache | None = None
+    ) -> None:
+        self.shards = shards  # for a dataset no writer changes (pyramid, recover)
         self.keys = ArrayKeys(path)
         try:
             meta = json.loads(store.read_bytes(self.keys.metadata))
@@ -108,6 +113,8 @@ class LevelReader:
                 )
             )
             key = self.keys.chunk(outer)
+            if self.shards is not None:
+                return self.shards.inner(key, position, math.prod(self.shard))
             return read_inner_chunk(self.store, key, position, math.prod(self.shard))
         except FileNotFoundError:
             return None
@@ -129,6 +136,63 @@ def read_inner_chunk(store: Store, key: str, position: int, n_inner: int) -> byt
     if offset + nbytes > size - n:
         raise ValueError(f"{key}: inner chunk {position} lies outside the shard")
     return store.read_range(key, offset, nbytes)
+
+
+class ShardCache:
+    """Shards read once for many inner chunks, for a dataset no writer is changing
+    (``pyramid``, ``recover``: they hold its lock). Where a read is a request to a
+    server (``store.supports_cheap_ranges`` false: an object store) the whole shard is
+    fetched with one GET and kept, up to :attr:`max_bytes` of the most recently used;
+    on a filesystem only the shard's size and index are kept (ranged reads through the
+    page cache are cheap), so each inner chunk is one read instead of three."""
+
+    max_bytes = 128 << 20
+    max_indexes = 4096
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.whole = not store.supports_cheap_ranges
+        self._lock = threading.Lock()
+        self._found: OrderedDict[str, tuple[int, Any, bytes | None]] = OrderedDict()
+        self._bytes = 0
+
+    def _shard(self, key: str, n_inner: int) -> tuple[int, Any, bytes | None]:
+        with self._lock:
+            hit = self._found.get(key)
+            if hit is not None:
+                self._found.move_to_end(key)
+                return hit
+        n = index_nbytes(n_inner)
+        data = self.store.read_bytes(key) if self.whole else None
+        size = len(data) if data is not None else self.store.size(key)
+        if size < n:
+            raise ValueError(f"{key}: shard shorter than its index")
+        tail = data[size - n :] if data is not None else self.store.read_range(key, size - n, n)
+        index = decode_index(tail, n_inner)
+        if index is None:
+            raise ValueError(f"{key}: shard index fails its checksum")
+        entry = (size, index, data)
+        with self._lock:
+            self._found[key] = entry
+            self._bytes += len(data) if data is not None else 0
+            while len(self._found) > 1 and (
+                self._bytes > self.max_bytes or len(self._found) > self.max_indexes
+            ):
+                _, (_, _, old) = self._found.popitem(last=False)
+                self._bytes -= len(old) if old is not None else 0
+        return entry
+
+    def inner(self, key: str, position: int, n_inner: int) -> bytes | None:
+        """As :func:`read_inner_chunk`."""
+        size, index, data = self._shard(key, n_inner)
+        offset, nbytes = (int(v) for v in index[position])
+        if offset == EMPTY:
+            return None
+        if offset + nbytes > size - index_nbytes(n_inner):
+            raise ValueError(f"{key}: inner chunk {position} lies outside the shard")
+        if data is not None:
+            return data[offset : offset + nbytes]
+        return self.store.read_range(key, offset, nbytes)
 
 
 def normalize_index(key: Any, shape: tuple[int, ...]) -> tuple[int | slice, ...]:

@@ -56,6 +56,7 @@ from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.evidence import consecutive_records, group_ok, measure
 from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.pyramid import BuildProgress, replace_pyramid, use_settings
+from acqwriter.post.reader import ShardCache
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import FINAL_RESERVE_NAME, RESERVE_NAME, Store
 from acqwriter.store.existing import open_store
@@ -290,6 +291,7 @@ def _recover_locked(
     decoder = chunk_encoder(spec.codec)
     first_row = 0 if verify == "all" else rows_before
     rows = proven_rows
+    shards = ShardCache(store)  # the writer is dead: its shards no longer change
     for block in range(first_row // rpb, -(-proven_rows // rpb)):
         lo = block * layout.frames_per_block
         hi = min(lo + layout.frames_per_block, proven_rows * fpr)
@@ -298,7 +300,8 @@ def _recover_locked(
             dropped = records[index].get("dropped", False) if index < len(records) else False
             by_group.setdefault(layout.batch_of(index), []).append(bool(dropped))
         if not all(
-            group_ok(store, keys, layout, decoder, key, all(d)) for key, d in by_group.items()
+            group_ok(store, keys, layout, decoder, key, all(d), shards)
+            for key, d in by_group.items()
         ):
             rows = min(rows, block * rpb)
             break

@@ -23,9 +23,10 @@ implements them and nothing else changes. Kinds of write, with their guarantees:
 Capabilities are flags, as in zarr-python's stores: ``supports_direct_io`` (chunk
 writes bypass a cache; segments are then padded to :attr:`Store.write_alignment`),
 ``supports_locking`` (one writer per dataset, across processes) and
-``supports_reserve`` (room set aside for the last metadata writes of a full disk). A
-store without them still works; the guarantee each gives is then weaker, as the
-flag says.
+``supports_reserve`` (room set aside for the last metadata writes of a full disk) and
+``supports_cheap_ranges`` (a small ranged read costs no round trip to a server: readers
+of whole datasets fetch shards whole where it is false). A store without them still
+works; the guarantee each gives is then weaker, as the flag says.
 
 Durability follows ``sync``: ``"always"`` makes each chunk and document durable before
 it counts, ``"close"`` makes everything durable once at :meth:`Store.flush`, ``"none"``
@@ -118,6 +119,7 @@ class Store(ABC):
     supports_direct_io: bool = False
     supports_locking: bool = False
     supports_reserve: bool = False
+    supports_cheap_ranges: bool = True  # a small ranged read costs little (no round trip)
 
     def __init__(self, *, sync: str = "close") -> None:
         self.sync = sync

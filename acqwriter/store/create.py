@@ -88,15 +88,16 @@ def create_object(url: ObjectURL, *, overwrite: bool, sync: str, options: dict[s
     ``overwrite`` and when no writer holds it; a prefix holding objects that are not a
     Zarr dataset is never emptied."""
     try:
-        from acqwriter.store.objects import LOCK_NAME, ObjectStore
+        from acqwriter.store.objects import LOCK_NAME, PROBE_RETRY, ObjectStore
     except ImportError as exc:  # the optional dependency
         raise StorageError(
             errno.ENOSYS, f"cannot write {url}: object storage needs obstore "
             "(pip install 'acqwriter[s3]')"
         ) from exc  # fmt: skip
+    probe = ObjectStore.from_url(url, sync=sync, options=options, retry=PROBE_RETRY)
     store = ObjectStore.from_url(url, sync=sync, options=options)
     try:
-        existing = store.list_dir()
+        existing = probe.list_dir()
     except OSError as exc:
         reason = (exc.strerror or str(exc)).replace("cannot list", "cannot reach", 1)
         raise StorageError(exc.errno or errno.EIO, reason) from None

@@ -42,9 +42,11 @@ __all__ = ["LOCK_NAME", "ObjectStore"]
 # a line log's segment: what an append uploads and the store holds, at most
 LOG_SEGMENT_BYTES = 1 << 20
 # Transient errors (a dropped connection, a 5xx, a throttled request) are retried with
-# exponential backoff for up to a minute before a write fails and stops the stream
+# exponential backoff for up to a minute before a write fails and stops the stream (the
+# ring absorbs the frames meanwhile; ``overflow`` decides when it is full); the retry
+# count is high enough that the minute, not the count, ends the retries
 RETRY = {
-    "max_retries": 8,
+    "max_retries": 100,
     "retry_timeout": timedelta(seconds=60),
     "backoff": {
         "init_backoff": timedelta(milliseconds=100),
@@ -52,6 +54,9 @@ RETRY = {
         "base": 2,
     },
 }
+# A new dataset's first request (is the bucket there, are the credentials good) gives up
+# sooner: nothing is at stake yet and the user is waiting for the acquisition to start
+PROBE_RETRY = {**RETRY, "max_retries": 4, "retry_timeout": timedelta(seconds=10)}
 
 
 class ObjectStore(Store):
@@ -60,6 +65,7 @@ class ObjectStore(Store):
     ``location``: its URL, for messages (never with credentials)."""
 
     supports_locking = True
+    supports_cheap_ranges = False  # every read is a request to the server
 
     def __init__(
         self,
@@ -79,7 +85,12 @@ class ObjectStore(Store):
 
     @classmethod
     def from_url(
-        cls, url: str, *, sync: str = "close", options: dict[str, str] | None = None
+        cls,
+        url: str,
+        *,
+        sync: str = "close",
+        options: dict[str, str] | None = None,
+        retry: dict[str, Any] | None = None,
     ) -> ObjectStore:
         """The dataset at ``url`` (``s3://bucket/prefix``). Credentials, region and
         endpoint come from the standard AWS environment variables and config files, and
@@ -92,7 +103,10 @@ class ObjectStore(Store):
         endpoint = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
         client = {"allow_http": True} if endpoint.startswith("http://") else {}
         store = from_url(
-            url, config=config or None, client_options=client or None, retry_config=RETRY
+            url,
+            config=config or None,
+            client_options=client or None,
+            retry_config=retry or RETRY,
         )
         return cls(store, url, sync=sync, options=config)
 
@@ -354,6 +368,11 @@ def _reason(exc: Exception) -> str:
     """One line saying why a request failed: the server's error code and message when
     it sent them (S3's XML error), else the first line of the client's."""
     text = str(exc)
+    refused = re.search(r"Os \{\s*code: \d+,\s*kind: \w+,\s*message: \"([^\"]*)\"", text)
+    retries = re.search(r"performing \w+ (\w+://[^/?\s]+)\S* in [^,]*, after (\d+) retries", text)
+    if retries:
+        why = refused.group(1).lower() if refused else "no answer"
+        return f"{retries.group(1)}: {why} (gave up after {retries.group(2)} retries)"
     code = re.search(r"<Code>([^<]*)</Code>", text)
     if code:
         message = re.search(r"<Message>([^<]*)</Message>", text)

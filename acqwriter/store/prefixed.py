@@ -31,6 +31,10 @@ class PrefixedStore(Store):
         return f"{self.prefix}/{key}" if key else self.prefix
 
     @property
+    def supports_cheap_ranges(self) -> bool:  # type: ignore[override]
+        return self.base.supports_cheap_ranges
+
+    @property
     def direct(self) -> bool:  # type: ignore[override]
         base = self.__dict__.get("base")
         return base is not None and base.direct
