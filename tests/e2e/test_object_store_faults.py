@@ -70,10 +70,28 @@ def _uploads(endpoint: str, prefix: str) -> list[str]:
     return [u["Key"] for u in found]
 
 
+def _level(endpoint: str, prefix: str, path: str) -> np.ndarray:
+    """A level read back by tensorstore's ``s3`` kvstore (zarr-python's sharded reads
+    are one request per inner chunk: seconds per check against moto)."""
+    import tensorstore as ts
+
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {
+            "driver": "s3",
+            "bucket": "lab",
+            "path": f"{prefix}/{path}/",
+            "endpoint": endpoint,
+            "aws_region": "us-east-1",
+            "aws_credentials": {"type": "environment"},
+        },
+    }
+    return ts.open(spec).result().read().result()
+
+
 def _assert_exact(endpoint: str, prefix: str, seed: int) -> int:
     """Every frame inside the extent is exactly the writer's; returns the extent."""
-    group = _group(endpoint, prefix)
-    data = group["0"][...]
+    data = _level(endpoint, prefix, "0")
     bank = FrameBank(SHAPE, "uint16", size=3, seed=seed)
     for i, frame in enumerate(data):
         assert read_stamp(frame) == i, f"frame {i} carries stamp {read_stamp(frame)}"
@@ -99,12 +117,12 @@ def test_sigkill_at_random_moments_then_recover_on_the_bucket(aws_env, shards):
     kills land mid-upload; recover aborts those uploads and finishes the dataset."""
     rng = random.Random(20261207)
     extents = []
-    kills = 4 if shards == "none" else 3  # each one a few seconds against moto
+    kills = 3  # each one a few seconds against moto (a Python server)
     for k in range(kills):
         prefix = f"kill-{shards}-{k}.ome.zarr"
         url = f"s3://lab/{prefix}"
         proc = _start_writer(url, k, shards)
-        time.sleep(rng.uniform(0.2, 1.6))
+        time.sleep(rng.uniform(0.2, 0.9))
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         assert proc.returncode == -signal.SIGKILL
@@ -117,8 +135,8 @@ def test_sigkill_at_random_moments_then_recover_on_the_bucket(aws_env, shards):
         assert attrs["acqwriter"]["state"] == "recovered"
         if recovered:
             assert len(attrs["ome"]["multiscales"][0]["datasets"]) == 2
-            level1 = _group(aws_env, prefix)["1"][...]
-            level0 = _group(aws_env, prefix)["0"][...]
+            level1 = _level(aws_env, prefix, "1")
+            level0 = _level(aws_env, prefix, "0")
             np.testing.assert_array_equal(level1, downsample(level0, (1, 2, 2), "mean"))
         keys = _keys(aws_env, prefix)
         assert ".acqwriter.lock" not in keys and not any(k.endswith(".tmp") for k in keys)
@@ -135,7 +153,7 @@ def test_sigkill_at_random_moments_then_recover_on_the_bucket(aws_env, shards):
         again = recover(url)  # idempotent
         assert again["nothing_to_recover"] and again["state"] == "recovered"
         extents.append(recovered)
-    assert len(set(extents)) == kills and max(extents) > 30  # different moments
+    assert len(set(extents)) == kills and max(extents) > 10  # different moments
 
 
 def test_a_live_writer_on_the_bucket_is_not_recovered_and_a_second_is_refused(aws_env, tmp_path):
