@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import (  # noqa: E402
+from bench_peers import (
     Scenario,
     _ts_codecs,
     acqwriter_spec,
