@@ -18,12 +18,15 @@ from acqwriter.store.base import ShardSink, StorageError
 if TYPE_CHECKING:
     from acqwriter.store.objects import ObjectStore
 
-__all__ = ["MULTIPART_PART_BYTES", "SHARD_UPLOADS_IN_FLIGHT", "ObjectShard"]
+__all__ = ["AHEAD_BYTES", "MULTIPART_PART_BYTES", "SHARD_UPLOADS_IN_FLIGHT", "ObjectShard"]
 
 # S3's smallest part of a multipart upload but the last: a shard streams in parts of this
 MULTIPART_PART_BYTES = 5 * 2**20
 # parts of one shard uploading at once (their buffers are the upload's memory)
 SHARD_UPLOADS_IN_FLIGHT = 4
+# segments waiting behind a stalled upload, at most (beyond it the writer threads wait,
+# as on a slow disk, and the ring absorbs the frames): a network stall cannot grow memory
+AHEAD_BYTES = 32 << 20
 
 
 class ObjectShard(ShardSink):
@@ -34,7 +37,9 @@ class ObjectShard(ShardSink):
     Segments come from several threads and may arrive out of order: one that arrives
     ahead of a gap waits in memory, and whichever thread fills the gap streams what has
     become contiguous (outside the lock, so the others keep depositing). Memory: those
-    waiting segments, the upload's buffer and the parts in flight
+    waiting segments (at most :data:`AHEAD_BYTES`; past it a depositing thread waits
+    until the upload takes its segment, so a stalled network holds the writer threads
+    back instead of growing memory), the upload's buffer and the parts in flight
     (:data:`SHARD_UPLOADS_IN_FLIGHT`), never the whole shard.
 
     A seal completes the upload with the seal's tail (the object at the key is then the
@@ -50,6 +55,7 @@ class ObjectShard(ShardSink):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._ahead: dict[int, bytes] = {}  # segments by offset, waiting for the gap
+        self._ahead_bytes = 0
         self._streamed = 0  # the front: bytes handed to the upload
         self._streaming = False  # a thread is handing segments to the upload
         self._failed: OSError | None = None
@@ -72,36 +78,49 @@ class ObjectShard(ShardSink):
             if self._failed is not None:
                 raise self._failed
             self._ahead[offset] = data
-            if self._streaming:
-                return n  # the thread holding the streaming role picks it up
+            self._ahead_bytes += len(data)
+            if self._streaming:  # the thread holding the streaming role picks it up
+                while (
+                    self._failed is None
+                    and offset in self._ahead
+                    and self._ahead_bytes > AHEAD_BYTES
+                ):
+                    self._idle.wait()  # held back until the upload takes it
+                if self._failed is not None and offset in self._ahead:
+                    raise self._failed
+                return n
             self._streaming = True
         self._stream()
         return n
 
     def _stream(self) -> None:
         """Hand the contiguous front to the upload until a gap. The caller holds the
-        streaming role; it is given back on return."""
-        try:
-            while True:
-                with self._lock:
-                    data = self._ahead.pop(self._streamed, None)
-                    if data is None:
-                        return
-                try:
-                    if self._writer is None:
-                        self._writer = self._open()
-                    self._writer.write(data)
-                except Exception as exc:
-                    raise self._fail(exc) from exc
-                with self._lock:
-                    self._streamed += len(data)
-        finally:
-            self._release()
+        streaming role; it is given back on return (at the gap, under the same lock as
+        the look, so a segment deposited meanwhile is never stranded)."""
+        while True:
+            with self._lock:
+                data = self._ahead.pop(self._streamed, None)
+                if data is None:
+                    self._streaming = False
+                    self._idle.notify_all()
+                    return
+                self._ahead_bytes -= len(data)
+            try:
+                if self._writer is None:
+                    self._writer = self._open()
+                self._writer.write(data)
+            except Exception as exc:
+                self._release()
+                raise self._fail(exc) from exc
+            with self._lock:
+                self._streamed += len(data)
+                self._idle.notify_all()  # a segment held back may go now
 
     def _fail(self, exc: Exception) -> OSError:
         error = exc if isinstance(exc, OSError) else self._store._error(exc, "write", self._key)
         with self._lock:
             self._failed = error
+            self._idle.notify_all()
         return error
 
     def _release(self) -> None:
@@ -169,7 +188,9 @@ class ObjectShard(ShardSink):
             while self._streaming:
                 self._idle.wait()
             self._ahead.clear()
+            self._ahead_bytes = 0
             self._failed = StorageError(errno.ECANCELED, f"{self._key}: abandoned")
+            self._idle.notify_all()
         writer, self._writer = self._writer, None
         if writer is not None:
             _abort(writer)

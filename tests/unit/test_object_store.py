@@ -325,3 +325,64 @@ def test_a_url_that_cannot_be_a_dataset_names_what_is_wrong(out, words):
     with pytest.raises(SpecError, match="out") as info:
         open_stream({"out": out, "shape": (8, 8), "dtype": "uint8"})
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_stalled_upload_holds_the_writer_threads_back_instead_of_growing_memory(s3, monkeypatch):
+    """Segments that arrive behind a stalled upload wait in memory only up to
+    AHEAD_BYTES; past it the threads that bring them wait (as on a slow disk), so they
+    fill no more segments and the ring absorbs the frames."""
+    import threading
+
+    from acqwriter.store import object_shards
+
+    part = 6 * 2**20
+    monkeypatch.setattr(object_shards, "AHEAD_BYTES", 3 * part)
+    store = _store(s3, "stall")
+    sink = store.open_shard("0/c/0")
+    gate = threading.Event()
+    real_open = sink._open
+
+    class StalledUpload:
+        """Fault injection around the real upload: its writes wait for ``gate`` (a
+        network that stopped answering)."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def write(self, data):
+            gate.wait()
+            return self.inner.write(data)
+
+        def close(self):
+            self.inner.close()
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+    sink._open = lambda: StalledUpload(real_open())
+    segments = [bytes([i + 1]) * part for i in range(7)]
+    done: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: (sink.write(segments[i], part, i * part), done.append(i))
+        )
+        for i in range(7)
+    ]
+    threads[0].start()  # takes the streaming role and stalls in the upload
+    while not sink._streaming:
+        threading.Event().wait(0.01)
+    for thread in threads[1:]:
+        thread.start()
+    while len(sink._ahead) < 6:  # every later segment has arrived
+        threading.Event().wait(0.01)
+    while len(done) < 3:
+        threading.Event().wait(0.01)
+    # within AHEAD_BYTES: returned; the rest cannot until the upload moves
+    assert sorted(done) == [1, 2, 3]
+    assert sink._ahead_bytes == 6 * part  # the waiting threads fill nothing more
+    gate.set()  # the network answers again
+    for thread in threads:
+        thread.join()
+    assert sorted(done) == list(range(7))
+    sink.finish(7 * part)
+    assert store.read_bytes("0/c/0") == b"".join(segments)
