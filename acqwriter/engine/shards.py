@@ -221,11 +221,12 @@ class ShardWriter:
                 self._segment[self._used : self._used + len(index)] = index
                 self._write(self._segment, self._used + len(index), self._file_offset)
                 self._finished = True  # the sink is cut and published next: no retry
-                try:
-                    self._sink.finish(end)  # type: ignore[union-attr]
-                finally:
-                    self._sink = None
-                    self._release_buffers_locked()
+                sink, self._sink = self._sink, None
+                self._release_buffers_locked()  # every segment is in the sink
+            # outside the lock (still under _publish_lock): the free-space checks that
+            # ask this shard what it still holds do not wait for a cut, a rename or an
+            # upload to complete
+            sink.finish(end)  # type: ignore[union-attr]
             return self.stored_bytes
 
     def seal(self) -> list[Any] | None:
