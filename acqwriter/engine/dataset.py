@@ -48,7 +48,7 @@ from acqwriter.validation import SpecError, lone_surrogate
 __all__ = ["DatasetWriter", "open_dataset"]
 
 
-def open_store(spec: WriterOptions) -> Store:
+def new_store(spec: WriterOptions) -> Store:
     """A new, locked dataset directory at ``spec.out`` with direct I/O as ``io`` asks."""
     try:
         return create_store(
@@ -101,7 +101,7 @@ class DatasetWriter:
             check_memory(plan)
         if writer.disk_check:
             check_disk(plan, store)
-        self.store = store if store is not None else open_store(writer)
+        self.store = store if store is not None else new_store(writer)
         self.slots = given if given is not None else slots_for(plan.slots)
         self.pipeline = Pipeline(plan, slots=self.slots, store=self.store, encoder=encoder)
         self.images: dict[str, ImageWriter] = {}

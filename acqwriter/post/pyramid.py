@@ -328,7 +328,8 @@ def rebuild_pyramid(
 
     Refused, with the reason, for a dataset a live writer holds and for one whose writer
     died (``acqwriter recover`` finishes that, pyramid included)."""
-    store, where = open_store(root, sync="close")
+    store = open_store(root, sync="close")
+    where = store.location
     try:
         attrs = read_attributes(store.read_bytes)["acqwriter"]
     except FileNotFoundError:

@@ -126,7 +126,8 @@ def recover(
     A dataset its writer finished (``state`` in :data:`FINISHED_STATES`) has nothing to
     recover: it is left untouched and the account says ``nothing_to_recover``."""
     try:
-        store, where = open_store(path, sync="close")
+        store = open_store(path, sync="close")
+        where = store.location
     except ValueError as exc:
         raise RecoverError(str(exc)) from None
     try:

@@ -16,13 +16,12 @@ from acqwriter.store.local import LocalStore
 __all__ = ["open_store"]
 
 
-def open_store(location: str | os.PathLike[str], *, sync: str = "none") -> tuple[Store, str]:
-    """The store of the dataset at ``location`` (a path, or ``s3://bucket/prefix``) and
-    where it is, for messages. ValueError for a URL that cannot name a dataset."""
+def open_store(location: str | os.PathLike[str], *, sync: str = "none") -> Store:
+    """The store of the dataset at ``location`` (a path, or ``s3://bucket/prefix`` with
+    credentials from the AWS environment); its ``location`` names it in messages.
+    ValueError for a URL that cannot name a dataset."""
     if isinstance(location, str) and "://" in location:
         from acqwriter.store.objects import ObjectStore
 
-        url = parse_object_url(location)
-        return ObjectStore.from_url(url, sync=sync), str(url)
-    root = Path(location)
-    return LocalStore(root, sync=sync), str(root)
+        return ObjectStore.from_url(parse_object_url(location), sync=sync)
+    return LocalStore(Path(location), sync=sync)
