@@ -60,14 +60,12 @@ def _records(store: Store) -> list[dict[str, Any]]:
 
 def _open(path: str | Path) -> tuple[Store, str, Callable[[], bool]]:
     """A dataset's store for reading, where it is, and whether a writer holds it (on an
-    object store: its lock object exists; a killed writer's lock stays)."""
+    object store: its lock object names a holder that may be alive)."""
     store = open_store(path)
     where = store.location
     if isinstance(store, LocalStore):
         return store, where, lambda: writer_alive(store.root)
-    from acqwriter.store.objects import LOCK_NAME
-
-    return store, where, lambda: store.exists(LOCK_NAME)
+    return store, where, lambda: bool(store.writer_alive())
 
 
 def _inner(meta: dict[str, Any]) -> tuple[list[Any], list[int], list[int] | None]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["HEARTBEAT_S", "LOCK_NAME", "STALE_AFTER_S", "ObjectLock"]
+__all__ = ["HEARTBEAT_S", "LOCK_NAME", "STALE_AFTER_S", "ObjectLock", "live_holder"]
 
 LOCK_NAME = ".acqwriter.lock"
 HEARTBEAT_S = 10.0  # the holder rewrites the lock this often
@@ -126,6 +126,19 @@ class ObjectLock:
             if obstore.head(self._store, LOCK_NAME)["e_tag"] == self._etag:
                 obstore.delete(self._store, LOCK_NAME)
         self._etag = None
+
+
+def live_holder(store: Any) -> str:
+    """Who holds the lock of the dataset in ``store`` (an obstore store), when that
+    holder may be alive; "" when the lock is absent or its holder is dead."""
+    import obstore
+
+    try:
+        found = obstore.get(store, LOCK_NAME)
+        meta, data = found.meta, bytes(found.bytes())
+    except FileNotFoundError:
+        return ""
+    return _alive(_holder(data), time.time() - meta["last_modified"].timestamp())
 
 
 def _body() -> bytes:

@@ -340,6 +340,15 @@ class ObjectStore(Store):
             raise self._error(exc, "lock", LOCK_NAME) from exc
         self._lock = lock
 
+    def writer_alive(self) -> str:
+        """Who holds the dataset's lock, when that writer may be alive ("" when none)."""
+        from acqwriter.store.object_lock import live_holder
+
+        try:
+            return live_holder(self._store)
+        except Exception as exc:
+            raise self._error(exc, "read", LOCK_NAME) from exc
+
     def release_lock(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:

@@ -20,6 +20,7 @@ import pytest
 
 from acqwriter import open_stream
 from acqwriter.post.downsample import downsample
+from acqwriter.post.info import dataset_info
 from acqwriter.post.recover import RecoverError, recover
 from acqwriter.simulators import FrameBank, read_stamp
 from helpers import run_cli
@@ -128,6 +129,7 @@ def test_sigkill_at_random_moments_then_recover_on_the_bucket(aws_env, shards):
         assert proc.returncode == -signal.SIGKILL
         extent = _assert_exact(aws_env, prefix, k)  # valid and exact as the kill left it
         assert ".acqwriter.lock" in _keys(aws_env, prefix)  # the dead writer's
+        assert dataset_info(url)["writer"] == "gone"  # its lock names a dead process
         account = recover(url)  # its holder is gone: the lock is taken over at once
         recovered = _assert_exact(aws_env, prefix, k)
         assert recovered == account["rows"] >= extent
@@ -160,6 +162,7 @@ def test_a_live_writer_on_the_bucket_is_not_recovered_and_a_second_is_refused(aw
     url = "s3://lab/live.ome.zarr"
     proc = _start_writer(url, 1, "none")
     try:
+        assert dataset_info(url)["writer"] == "alive"
         with pytest.raises(RecoverError, match="a live writer holds the lock"):
             recover(url)
         second = run_cli(
