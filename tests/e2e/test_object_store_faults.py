@@ -155,7 +155,7 @@ def test_sigkill_at_random_moments_then_recover_on_the_bucket(aws_env, shards):
         again = recover(url)  # idempotent
         assert again["nothing_to_recover"] and again["state"] == "recovered"
         extents.append(recovered)
-    assert len(set(extents)) == kills and max(extents) > 10  # different moments
+    assert len(set(extents)) >= 2 and max(extents) > 10  # kills at different moments
 
 
 def test_a_live_writer_on_the_bucket_is_not_recovered_and_a_second_is_refused(aws_env, tmp_path):
