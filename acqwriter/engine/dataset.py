@@ -387,8 +387,8 @@ class DatasetWriter:
                 summary = image.summary(state=state, duration=duration)
                 finish_summary(summary, write_duration, image.pyramid_duration_s, aborted)
                 summary.created_folders = list(self.store.created_folders)
+                summaries[key] = summary  # its counts stand even if the store refuses it
                 image.write_final(state, summary)
-                summaries[key] = summary
             if self._single is not None and self.layout == "image":
                 result: Summary = next(iter(summaries.values()))
             else:

@@ -11,8 +11,11 @@ object carries what is needed to tell a live holder from a dead one:
 * a lock is *stale* when its holder is a process of this host that no longer exists
   (a writer killed on the acquisition computer: found at once), or when it has not
   been rewritten for :data:`STALE_AFTER_S` seconds (a holder on another host, which
-  cannot be asked); a stale lock is taken over, again conditionally on its ETag, so of
-  two tools taking it over one wins;
+  cannot be asked, or a process that lives on, such as the daemon, whose writer
+  stopped); a stale lock is taken over, again conditionally on its ETag, so of two
+  tools taking it over one wins;
+* a writer that cannot delete its lock at close (the store unreachable) keeps trying
+  in the background for :data:`STALE_AFTER_S` seconds;
 * a writer whose heartbeat finds the lock taken over stops writing (every later write
   fails with the reason): two writers never write one prefix.
 
@@ -23,7 +26,6 @@ another host.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -113,19 +115,43 @@ class ObjectLock:
 
     def release(self) -> None:
         """Stop the heartbeat and delete the lock if it is still this writer's."""
-        import obstore
 
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._etag is None or self.lost:
-            self._etag = None
+        etag, self._etag = self._etag, None
+        if etag is None or self.lost:
             return
-        with contextlib.suppress(Exception):
-            if obstore.head(self._store, LOCK_NAME)["e_tag"] == self._etag:
-                obstore.delete(self._store, LOCK_NAME)
-        self._etag = None
+        if not _delete_if(self._store, etag):  # the store is unreachable: keep trying
+            threading.Thread(
+                target=_delete_later, args=(self._store, etag), name="acqwriter-unlock", daemon=True
+            ).start()
+
+
+def _delete_if(store: Any, etag: str) -> bool:
+    """Delete the lock if it still has ``etag`` (this writer's); False when the store
+    could not be asked."""
+    import obstore
+
+    try:
+        if obstore.head(store, LOCK_NAME)["e_tag"] == etag:
+            obstore.delete(store, LOCK_NAME)
+    except FileNotFoundError:
+        pass
+    except Exception:
+        return False
+    return True
+
+
+def _delete_later(store: Any, etag: str) -> None:
+    """Retry deleting a lock the store refused at close, for :data:`STALE_AFTER_S`
+    (after that its silence makes it stale anyway)."""
+    deadline = time.monotonic() + STALE_AFTER_S
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        if _delete_if(store, etag):
+            return
 
 
 def live_holder(store: Any) -> str:
@@ -171,9 +197,12 @@ def _alive(holder: dict[str, Any], age: float) -> str:
         except (psutil.NoSuchProcess, ValueError):
             return ""
         except psutil.AccessDenied:
-            return f"{who}, running"
-        same = abs(started - float(holder.get("process_started", started))) < 1.0
-        return f"{who}, running" if same else ""  # else the pid was reused: dead holder
+            started = float(holder.get("process_started", 0.0))
+        if abs(started - float(holder.get("process_started", started))) >= 1.0:
+            return ""  # the pid was reused: the holder is dead
+        if age >= STALE_AFTER_S:
+            return ""  # the process lives on (a daemon) but its writer stopped beating
+        return f"{who}, running"
     if age < STALE_AFTER_S:
         return f"{who}, last heard {age:.0f} s ago"
     return ""

@@ -117,7 +117,10 @@ class ObjectShard(ShardSink):
                 self._idle.notify_all()  # a segment held back may go now
 
     def _fail(self, exc: Exception) -> OSError:
-        error = exc if isinstance(exc, OSError) else self._store._error(exc, "write", self._key)
+        # obstore's own errors may be OSErrors too: only ours pass through as they are
+        error = (
+            exc if isinstance(exc, StorageError) else self._store._error(exc, "write", self._key)
+        )
         with self._lock:
             self._failed = error
             self._idle.notify_all()

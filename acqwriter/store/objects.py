@@ -96,17 +96,21 @@ class ObjectStore(Store):
         endpoint come from the standard AWS environment variables and config files, and
         from ``options`` (obstore's config keys: ``endpoint``, ``region``,
         ``access_key_id``, …), which win. An ``http://`` endpoint (a server on the lab's
-        network) is allowed as such."""
+        network) is allowed as such. ``retry_timeout_s`` in ``options`` sets how long
+        transient errors are retried before a write fails (default 60)."""
         from obstore.store import from_url
 
         config = dict(options or {})
+        policy = dict(retry or RETRY)
+        if "retry_timeout_s" in config:
+            policy["retry_timeout"] = timedelta(seconds=_seconds(config.pop("retry_timeout_s")))
         endpoint = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
         client = {"allow_http": True} if endpoint.startswith("http://") else {}
         store = from_url(
             url,
             config=config or None,
             client_options=client or None,
-            retry_config=retry or RETRY,
+            retry_config=policy,  # type: ignore[arg-type]
         )
         return cls(store, url, sync=sync, options=config)
 
@@ -371,6 +375,20 @@ class _Log:
 
     number: int
     data: bytearray
+
+
+def _seconds(text: object) -> float:
+    """``storage_options.retry_timeout_s``: seconds, 1 to 3600."""
+    try:
+        value = float(str(text))
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 3600:
+        raise StorageError(
+            errno.EINVAL,
+            f"storage_options.retry_timeout_s: expected seconds from 1 to 3600, got {text!r}",
+        )
+    return value
 
 
 def _reason(exc: Exception) -> str:

@@ -332,3 +332,105 @@ def test_refused_credentials_and_an_unreachable_server_stop_before_the_first_fra
         "(gave up after 4 retries)"
     ), gone.stderr
     assert ".acqwriter.lock" not in _keys(aws_env, "x.ome.zarr")
+
+
+def _keys_of(endpoint: str) -> list[str]:
+    import obstore
+    import obstore.store
+
+    store = obstore.store.S3Store(
+        "restart", prefix="gone.ome.zarr", endpoint=endpoint, access_key_id="test",
+        secret_access_key="test", region="us-east-1", client_options={"allow_http": True},
+    )  # fmt: skip
+    return [m["path"] for batch in obstore.list(store) for m in batch]
+
+
+def _extent(endpoint: str) -> int:
+    import obstore
+    import obstore.store
+
+    store = obstore.store.S3Store(
+        "restart", prefix="gone.ome.zarr", endpoint=endpoint, access_key_id="test",
+        secret_access_key="test", region="us-east-1", client_options={"allow_http": True},
+    )  # fmt: skip
+    try:
+        return json.loads(bytes(obstore.get(store, "0/zarr.json").bytes()))["shape"][0]
+    except FileNotFoundError:
+        return 0
+
+
+def test_a_server_gone_for_longer_than_the_retries_stops_the_stream_then_recover_finishes(
+    monkeypatch,
+):
+    """Past ``retry_timeout_s`` the write fails and the stream stops with the reason;
+    what is on the server is a valid dataset of exact frames, which ``recover``
+    finishes once the server is back."""
+    import tensorstore as ts
+
+    moto_server, server, port, endpoint = _restartable_server()
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    frames = np.random.default_rng(8).poisson(200, (400, 64, 48)).astype(np.uint16)
+    spec = {
+        "out": "s3://restart/gone.ome.zarr",
+        "storage_options": {"retry_timeout_s": "2"},
+        "shape": (64, 48),
+        "dtype": "uint16",
+        "chunks": {"t": 4},
+        "shards": "none",  # chunks PUT as they come (a shard would wait for its seal)
+        "commit_interval_s": 0.02,
+    }
+
+    def stored() -> tuple[np.ndarray, str]:
+        kv = {
+            "driver": "s3",
+            "bucket": "restart",
+            "path": "gone.ome.zarr/",
+            "endpoint": endpoint,
+            "aws_region": "us-east-1",
+            "aws_credentials": {"type": "environment"},
+        }
+        root = json.loads(ts.KvStore.open(kv).result().read("zarr.json").result().value)
+        kv["path"] += "0/"
+        level0 = ts.open({"driver": "zarr3", "kvstore": kv}).result().read().result()
+        return level0, root["attributes"]["acqwriter"]["state"]
+
+    servers = [server]
+    try:
+        stream = open_stream(spec)
+        appended = 0
+        for i, frame in enumerate(frames):
+            if i == 40:
+                while _extent(endpoint) == 0:  # some frames committed on the server
+                    time.sleep(0.02)
+                servers[0].stop()  # gone: no answer for longer than the retries
+            try:
+                stream.append(frame)
+            except Exception:
+                break
+            appended += 1
+        summary = stream.close()
+        assert summary.state == "failed", summary
+        assert summary.frames_received == appended and summary.frames_written > 0
+        assert f"{endpoint}: " in summary.error and "gave up after" in summary.error
+        assert "\n" not in summary.error
+        again = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        again.start()  # back, with the same buckets (moto keeps them in this process)
+        servers.append(again)
+        while ".acqwriter.lock" in _keys_of(endpoint):  # the writer's retried unlock
+            time.sleep(0.1)
+        level0, state = stored()  # what the server holds: valid, exact, and not finished
+        assert 0 < level0.shape[0] <= appended and state == "acquiring"
+        np.testing.assert_array_equal(level0, frames[: level0.shape[0]])
+        account = recover("s3://restart/gone.ome.zarr")
+        level0, state = stored()
+        assert account["rows"] == level0.shape[0] and state == "recovered"
+        np.testing.assert_array_equal(level0, frames[: level0.shape[0]])
+    finally:
+        for s in servers:
+            s.stop()

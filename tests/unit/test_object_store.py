@@ -313,6 +313,17 @@ def test_a_second_writer_on_a_prefix_and_a_missing_bucket_are_refused_up_front(s
     assert "AKID-4F2C" not in message and "Se-9b1E" not in message
 
 
+@pytest.mark.parametrize("value", ["0", "soon", "7200", "nan"])
+def test_a_retry_timeout_that_is_not_seconds_is_refused_naming_the_option(s3, value):
+    spec = _spec(s3, "s3://lab/retry.ome.zarr")
+    spec["storage_options"] |= {"retry_timeout_s": value}
+    with pytest.raises(SpecError) as info:
+        open_stream(spec)
+    assert str(info.value) == (
+        f"out: storage_options.retry_timeout_s: expected seconds from 1 to 3600, got {value!r}"
+    )
+
+
 @pytest.mark.parametrize(
     ("out", "words"),
     [
