@@ -63,20 +63,10 @@ def s3_endpoint() -> Iterator[str]:
     as zarr-python's own tests use it) with a bucket ``lab``; its endpoint URL. The
     test credentials are ``test``/``test`` in region ``us-east-1``."""
     pytest.importorskip("obstore")
-    moto_server = pytest.importorskip("moto.server")
-    import boto3
+    pytest.importorskip("moto.server")
+    import s3
 
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="lab")
+    server, endpoint = s3.start_server("lab")
     yield endpoint
     server.stop()
 

@@ -138,6 +138,8 @@ class ObjectStore(Store):
     def write_chunk_from(self, key: str, n: int, buf: Any = None) -> int:
         if buf is None:
             buf, _ = self.scratch(n)
+        # a copy: obstore keeps an export of a buffer it is given (zero-copy into its
+        # request), and this thread's scratch buffer takes the next chunk at once
         self._put(key, bytes(memoryview(buf)[:n]))
         return n
 

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import s3
 import useq
 
 from helpers import run_cli
@@ -16,20 +17,7 @@ pytest.importorskip("obstore")
 
 
 def _read(endpoint: str, prefix: str, path: str) -> np.ndarray:
-    import obstore.store
-    import zarr
-
-    store = obstore.store.S3Store(
-        "lab",
-        prefix=prefix,
-        endpoint=endpoint,
-        access_key_id="test",
-        secret_access_key="test",
-        region="us-east-1",
-        client_options={"allow_http": True},
-    )
-    group = zarr.open_group(store=zarr.storage.ObjectStore(store, read_only=True), mode="r")
-    return group[path][...]
+    return s3.group(endpoint, prefix)[path][...]
 
 
 def test_acquire_writes_to_a_bucket_from_the_aws_environment(aws_env, tmp_path):

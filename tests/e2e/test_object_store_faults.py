@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import s3
 
 from acqwriter import open_stream
 from acqwriter.post.downsample import downsample
@@ -28,47 +29,6 @@ from helpers import run_cli
 pytest.importorskip("obstore")
 HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 SHAPE = (48, 40)  # crash_writer.py's frames
-
-
-def _s3(endpoint: str, prefix: str):
-    import obstore.store
-
-    return obstore.store.S3Store(
-        "lab",
-        prefix=prefix,
-        endpoint=endpoint,
-        access_key_id="test",
-        secret_access_key="test",
-        region="us-east-1",
-        client_options={"allow_http": True},
-    )
-
-
-def _group(endpoint: str, prefix: str):
-    import zarr
-
-    store = zarr.storage.ObjectStore(_s3(endpoint, prefix), read_only=True)
-    return zarr.open_group(store=store, mode="r")
-
-
-def _keys(endpoint: str, prefix: str) -> list[str]:
-    import obstore
-
-    return [m["path"] for batch in obstore.list(_s3(endpoint, prefix)) for m in batch]
-
-
-def _uploads(endpoint: str, prefix: str) -> list[str]:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    found = client.list_multipart_uploads(Bucket="lab", Prefix=prefix + "/").get("Uploads", [])
-    return [u["Key"] for u in found]
 
 
 def _level(endpoint: str, prefix: str, path: str) -> np.ndarray:
@@ -128,24 +88,24 @@ def test_sigkill_at_random_moments_then_recover_on_the_bucket(aws_env, shards):
         proc.wait(30)
         assert proc.returncode == -signal.SIGKILL
         extent = _assert_exact(aws_env, prefix, k)  # valid and exact as the kill left it
-        assert ".acqwriter.lock" in _keys(aws_env, prefix)  # the dead writer's
+        assert ".acqwriter.lock" in s3.keys(aws_env, prefix)  # the dead writer's
         assert dataset_info(url)["writer"] == "gone"  # its lock names a dead process
         account = recover(url)  # its holder is gone: the lock is taken over at once
         recovered = _assert_exact(aws_env, prefix, k)
         assert recovered == account["rows"] >= extent
-        attrs = _group(aws_env, prefix).attrs.asdict()
+        attrs = s3.group(aws_env, prefix).attrs.asdict()
         assert attrs["acqwriter"]["state"] == "recovered"
         if recovered:
             assert len(attrs["ome"]["multiscales"][0]["datasets"]) == 2
             level1 = _level(aws_env, prefix, "1")
             level0 = _level(aws_env, prefix, "0")
             np.testing.assert_array_equal(level1, downsample(level0, (1, 2, 2), "mean"))
-        keys = _keys(aws_env, prefix)
+        keys = s3.keys(aws_env, prefix)
         assert ".acqwriter.lock" not in keys and not any(k.endswith(".tmp") for k in keys)
-        assert _uploads(aws_env, prefix) == []
+        assert s3.uploads(aws_env, prefix) == []
         # the per-frame records are exactly the recovered frames'
         lines = b"".join(
-            bytes(_s3(aws_env, prefix).get(key).bytes())
+            bytes(s3.store(aws_env, prefix).get(key).bytes())
             for key in sorted(
                 (k for k in keys if "frame_metadata.jsonl" in k),
                 key=lambda k: int(k.rpartition(".")[2]) if k[-1].isdigit() else 0,
@@ -186,16 +146,18 @@ def test_a_killed_writer_on_another_host_is_taken_over_only_after_its_silence(aw
     from acqwriter.store.objects import ObjectStore
 
     body = {"writer": "acqwriter", "host": "scope-pc-2", "pid": 4242, "process_started": 1.0}
-    obstore.put(_s3(aws_env, "far.ome.zarr"), ".acqwriter.lock", json.dumps(body).encode())
+    obstore.put(s3.store(aws_env, "far.ome.zarr"), ".acqwriter.lock", json.dumps(body).encode())
     store = ObjectStore.from_url("s3://lab/far.ome.zarr")
     with pytest.raises(FileExistsError, match="process 4242 on 'scope-pc-2', last heard"):
         store.take_lock()
     monkeypatch.setattr(object_lock, "STALE_AFTER_S", 0.0)
     store.take_lock()  # silent for longer than that: taken over
-    held = json.loads(bytes(obstore.get(_s3(aws_env, "far.ome.zarr"), ".acqwriter.lock").bytes()))
+    held = json.loads(
+        bytes(obstore.get(s3.store(aws_env, "far.ome.zarr"), ".acqwriter.lock").bytes())
+    )
     assert held["pid"] == os.getpid()
     store.release_lock()
-    assert ".acqwriter.lock" not in _keys(aws_env, "far.ome.zarr")
+    assert ".acqwriter.lock" not in s3.keys(aws_env, "far.ome.zarr")
 
 
 def test_a_writer_whose_lock_is_taken_over_stops_writing(aws_env, monkeypatch):
@@ -209,32 +171,21 @@ def test_a_writer_whose_lock_is_taken_over_stops_writing(aws_env, monkeypatch):
     store.take_lock()
     store.write_atomic("a.json", b"{}")
     # another tool judged it dead and took the lock over (a new ETag)
-    obstore.put(_s3(aws_env, "taken.ome.zarr"), ".acqwriter.lock", b'{"pid": 1}')
+    obstore.put(s3.store(aws_env, "taken.ome.zarr"), ".acqwriter.lock", b'{"pid": 1}')
     deadline = time.monotonic() + 60
     while store._lock is not None and not store._lock.lost and time.monotonic() < deadline:
         time.sleep(0.05)
     with pytest.raises(OSError, match="its writer lock was taken over; writing stopped"):
         store.write_atomic("b.json", b"{}")
     store.release_lock()  # not its lock any more: left alone
-    assert ".acqwriter.lock" in _keys(aws_env, "taken.ome.zarr")
+    assert ".acqwriter.lock" in s3.keys(aws_env, "taken.ome.zarr")
 
 
 def _restartable_server():
+    """A server on a port of its own, for a test to stop and start again there."""
     moto_server = pytest.importorskip("moto.server")
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="restart")
-    return moto_server, server, port, endpoint
+    server, endpoint = s3.start_server("restart")
+    return moto_server, server, int(endpoint.rsplit(":", 1)[1]), endpoint
 
 
 def test_the_server_stopped_and_restarted_mid_acquisition_loses_nothing():
@@ -282,19 +233,7 @@ def test_the_server_stopped_and_restarted_mid_acquisition_loses_nothing():
         assert restarted.is_set()
         assert summary.state == "complete", summary.error
         assert summary.frames_written == 60 and summary.frames_dropped == 0
-        import obstore.store
-        import zarr
-
-        store = obstore.store.S3Store(
-            "restart",
-            prefix="run.ome.zarr",
-            endpoint=endpoint,
-            access_key_id="test",
-            secret_access_key="test",
-            region="us-east-1",
-            client_options={"allow_http": True},
-        )
-        group = zarr.open_group(store=zarr.storage.ObjectStore(store, read_only=True), mode="r")
+        group = s3.group(endpoint, "run.ome.zarr", "restart")
         np.testing.assert_array_equal(group["0"][...], frames)
         assert group.attrs["acqwriter"]["state"] == "complete"
     finally:
@@ -331,32 +270,17 @@ def test_refused_credentials_and_an_unreachable_server_stop_before_the_first_fra
         "cannot reach s3://lab/x.ome.zarr: http://127.0.0.1:9: connection refused "
         "(gave up after 4 retries)"
     ), gone.stderr
-    assert ".acqwriter.lock" not in _keys(aws_env, "x.ome.zarr")
-
-
-def _keys_of(endpoint: str) -> list[str]:
-    import obstore
-    import obstore.store
-
-    store = obstore.store.S3Store(
-        "restart", prefix="gone.ome.zarr", endpoint=endpoint, access_key_id="test",
-        secret_access_key="test", region="us-east-1", client_options={"allow_http": True},
-    )  # fmt: skip
-    return [m["path"] for batch in obstore.list(store) for m in batch]
+    assert ".acqwriter.lock" not in s3.keys(aws_env, "x.ome.zarr")
 
 
 def _extent(endpoint: str) -> int:
     import obstore
-    import obstore.store
 
-    store = obstore.store.S3Store(
-        "restart", prefix="gone.ome.zarr", endpoint=endpoint, access_key_id="test",
-        secret_access_key="test", region="us-east-1", client_options={"allow_http": True},
-    )  # fmt: skip
     try:
-        return json.loads(bytes(obstore.get(store, "0/zarr.json").bytes()))["shape"][0]
+        found = obstore.get(s3.store(endpoint, "gone.ome.zarr", "restart"), "0/zarr.json")
     except FileNotFoundError:
         return 0
+    return json.loads(bytes(found.bytes()))["shape"][0]
 
 
 def test_a_server_gone_for_longer_than_the_retries_stops_the_stream_then_recover_finishes(
@@ -422,7 +346,9 @@ def test_a_server_gone_for_longer_than_the_retries_stops_the_stream_then_recover
         again = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         again.start()  # back, with the same buckets (moto keeps them in this process)
         servers.append(again)
-        while ".acqwriter.lock" in _keys_of(endpoint):  # the writer's retried unlock
+        while ".acqwriter.lock" in s3.keys(
+            endpoint, "gone.ome.zarr", "restart"
+        ):  # the writer's retried unlock
             time.sleep(0.1)
         level0, state = stored()  # what the server holds: valid, exact, and not finished
         assert 0 < level0.shape[0] <= appended and state == "acquiring"

@@ -11,6 +11,8 @@ import pytest
 pytest.importorskip("obstore")
 pytest.importorskip("moto.server")
 
+import s3 as s3_helpers  # the fixture below is named s3
+
 import acqwriter
 from acqwriter import SpecError, open_stream
 from acqwriter.store.objects import LOCK_NAME, ObjectStore
@@ -75,21 +77,6 @@ def test_line_log_grows_by_whole_appends_in_bounded_segments(s3, monkeypatch):
     assert again.read_lines(log).splitlines() == [*records, b'{"index": 12}']
 
 
-def _uploads(s3, prefix):
-    """The multipart uploads in progress under ``prefix`` (what the bucket bills)."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    found = client.list_multipart_uploads(Bucket="lab", Prefix=prefix).get("Uploads", [])
-    return [u["Key"] for u in found]
-
-
 def test_a_shard_streams_in_order_is_sealed_and_appears_whole_only_when_finished(s3):
     store = _store(s3, "shards")
     part = 6 * 2**20 + 123  # more than one multipart part
@@ -97,9 +84,9 @@ def test_a_shard_streams_in_order_is_sealed_and_appears_whole_only_when_finished
     sink = store.open_shard("0/c/0/0")
     assert sink.parts_in_order
     sink.write(segments[1], part, part)  # ahead of a gap: waits in memory
-    assert _uploads(s3, "shards/") == []
+    assert s3_helpers.uploads(s3, "shards/") == []
     sink.write(segments[0], part, 0)  # fills the gap: both stream
-    assert _uploads(s3, "shards/") == ["shards/0/c/0/0"]
+    assert s3_helpers.uploads(s3, "shards/") == ["shards/0/c/0/0"]
     assert not store.exists("0/c/0/0")  # an upload in progress is no object
     sink.seal(2 * part, b"TAIL")  # the shard so far, valid, at its key
     assert store.read_bytes("0/c/0/0") == segments[0] + segments[1] + b"TAIL"
@@ -109,16 +96,16 @@ def test_a_shard_streams_in_order_is_sealed_and_appears_whole_only_when_finished
     sink.finish(4 * part)
     assert store.read_bytes("0/c/0/0") == b"".join(segments)
     assert store.list_dir("0/c/0") == ["0"]  # no temporary object, no copy
-    assert _uploads(s3, "shards/") == []
+    assert s3_helpers.uploads(s3, "shards/") == []
 
 
 def test_an_abandoned_shard_leaves_no_object_and_no_upload(s3):
     store = _store(s3, "gone")
     sink = store.open_shard("0/c/1")
     sink.write(b"x" * (6 * 2**20), 6 * 2**20, 0)
-    assert _uploads(s3, "gone/") == ["gone/0/c/1"]
+    assert s3_helpers.uploads(s3, "gone/") == ["gone/0/c/1"]
     sink.abandon()
-    assert _uploads(s3, "gone/") == [] and not store.exists("0/c/1")
+    assert s3_helpers.uploads(s3, "gone/") == [] and not store.exists("0/c/1")
     with pytest.raises(OSError, match="abandoned"):
         sink.write(b"y", 1, 6 * 2**20)
 
@@ -136,8 +123,6 @@ def test_a_second_writer_on_one_prefix_is_refused(s3):
 
 @pytest.mark.parametrize("shards", ["none", "auto"])
 def test_the_engine_writes_a_dataset_readers_open(s3, tmp_path, shards):
-    import obstore.store
-    import zarr
 
     store = _store(s3, f"run-{shards}.ome.zarr")
     store.take_lock()
@@ -156,19 +141,7 @@ def test_the_engine_writes_a_dataset_readers_open(s3, tmp_path, shards):
             stream.append(frame)
     assert stream.summary.state == "complete" and stream.summary.frames_written == 40
     assert not store.exists(LOCK_NAME)  # released at close
-    reader = zarr.storage.ObjectStore(
-        obstore.store.S3Store(
-            "lab",
-            prefix=f"run-{shards}.ome.zarr",
-            endpoint=s3,
-            access_key_id="test",
-            secret_access_key="test",
-            region="us-east-1",
-            client_options={"allow_http": True},
-        ),
-        read_only=True,
-    )
-    group = zarr.open_group(store=reader, mode="r")
+    group = s3_helpers.group(s3, f"run-{shards}.ome.zarr")
     assert group.attrs["acqwriter"]["state"] == "complete"
     np.testing.assert_array_equal(group["0"][...], frames)
     assert group["1"].shape == (40, 32, 40)
@@ -187,25 +160,7 @@ def _spec(endpoint: str, out: str, **fields) -> dict:
 
 
 def _zarr_group(endpoint: str, prefix: str):
-    import obstore.store
-    import zarr
-
-    options = _options(endpoint)
-    return zarr.open_group(
-        store=zarr.storage.ObjectStore(
-            obstore.store.S3Store(
-                "lab",
-                prefix=prefix,
-                endpoint=endpoint,
-                access_key_id=options["access_key_id"],
-                secret_access_key=options["secret_access_key"],
-                region=options["region"],
-                client_options={"allow_http": True},
-            ),
-            read_only=True,
-        ),
-        mode="r",
-    )
+    return s3_helpers.group(endpoint, prefix)
 
 
 @pytest.mark.parametrize("ngff_version", ["0.5", "0.4"])
