@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from acqwriter.engine.image import ImageWriter
+from acqwriter.format.image import TRANSLATION_KEY
 from acqwriter.format.keys import COLLECTION_OME_XML
 from acqwriter.format.layouts import dataset_root
-from acqwriter.format.ngff_v05 import TRANSLATION_KEY
 from acqwriter.format.ome_xml import collection_ome_xml
 from acqwriter.format.summary import DatasetSummary
 from acqwriter.format.versions import write_group
@@ -47,7 +47,8 @@ def write_groups(
     attrs: dict[str, Any] = {"state": state, "layout": plan.layout, "images": paths, **root_attrs}
     if summary is not None:
         attrs["summary"] = summary.model_dump()
-    write_group(write, dataset_root(plan.layout, attrs, plan.plate), version)
+    scene = [images[key].scene_image() for key in paths if key in images]
+    write_group(write, dataset_root(plan.layout, attrs, plan.plate, scene), version)
 
 
 def _ome_xml(images: Any, state: str) -> bytes:

@@ -31,7 +31,8 @@ from acqwriter.engine.levels import wire_live_levels
 from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
-from acqwriter.format.ngff_v05 import Level, group_metadata, level0
+from acqwriter.format.image import Level, image_group, level0
+from acqwriter.format.model import GroupMetadata, ImageMetadata, SceneImage
 from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
 from acqwriter.format.versions import array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
@@ -62,6 +63,7 @@ class ImageWriter:
         self.keys = array_keys("0", spec.ngff_version)  # level 0
         self._array_meta = plan.array_document()
         self.levels = [level0(spec)]
+        self.metadata: ImageMetadata | None = None  # what the image's group last said
         self.ledger = FrameLedger(layout, by_index=by_index)
         self.writer = ArrayWriter(
             layout=layout,
@@ -107,14 +109,22 @@ class ImageWriter:
             )
         self._write_group(self.group_document("acquiring"))
 
-    def _write_group(self, document: bytes) -> None:
-        write_group(self.store.write_atomic, document, self.spec.ngff_version)
+    def _write_group(self, group: GroupMetadata) -> None:
+        write_group(self.store.write_atomic, group, self.spec.ngff_version)
+        self.metadata = group.image
 
-    def group_document(self, state: str, extra: dict[str, Any] | None = None) -> bytes:
+    def group_document(self, state: str, extra: dict[str, Any] | None = None) -> GroupMetadata:
         attrs = {**self.attrs, **(extra or {})}
-        return group_metadata(
+        return image_group(
             self.spec, self.levels, state=state, extra=attrs, no_pyramid=self.plan.no_pyramid
         )
+
+    def scene_image(self) -> SceneImage:
+        """This image in its dataset's scene: its path, placement and axes, as its own
+        group last said them."""
+        image = self.metadata or self.group_document("acquiring").image
+        assert image is not None
+        return SceneImage(self.plan.path, image.placement, image.axes)
 
     # -- frames in (the producer's thread, under the stream's append lock) -------------------
     def index_of(self, index: dict[str, Any], image: str) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from acqwriter._version import __version__
-from acqwriter.format.versions import group_document
+from acqwriter.format.model import GroupMetadata, SceneImage
 from acqwriter.spec.dataset import plate_key
 
 if TYPE_CHECKING:
@@ -48,36 +48,42 @@ def image_path_in(layout: str, key: str, position: int) -> str:
 
 
 def dataset_root(
-    layout: str, acqwriter_attrs: dict[str, Any], plate: dict[str, Any] | None
-) -> bytes:
-    """The root group of a collection (``bioformats2raw.layout``) or a plate (``plate``);
+    layout: str,
+    acqwriter_attrs: dict[str, Any],
+    plate: dict[str, Any] | None,
+    scene: list[SceneImage] | None = None,
+) -> GroupMetadata:
+    """The root group of a collection (``bioformats2raw.layout``, and the ``scene``
+    placing its images where versions have scenes) or a plate (``plate``);
     ``acqwriter_attrs`` (state, images by key, summary) go under ``acqwriter``."""
-    ome: dict[str, Any] = {"version": "0.5"}
-    if layout == "collection":
-        ome["bioformats2raw.layout"] = 3
-    else:
-        ome["plate"] = plate
-    return group_document({"ome": ome, "acqwriter": {"version": __version__, **acqwriter_attrs}})
+    entries: dict[str, Any] = (
+        {"bioformats2raw.layout": 3} if layout == "collection" else {"plate": plate}
+    )
+    return GroupMetadata(
+        entries=entries,
+        scene=scene if layout == "collection" and scene else None,
+        attributes={"acqwriter": {"version": __version__, **acqwriter_attrs}},
+    )
 
 
-def seriesgroup_document(paths: list[str]) -> bytes:
+def seriesgroup_document(paths: list[str]) -> GroupMetadata:
     """The ``OME`` group of a collection: its images' paths, in order."""
-    return group_document({"ome": {"version": "0.5", "series": list(paths)}})
+    return GroupMetadata(entries={"series": list(paths)})
 
 
-def wellgroup_document(fields: list[str]) -> bytes:
+def wellgroup_document(fields: list[str]) -> GroupMetadata:
     """A plate's well group: the paths of its fields (one acquisition, id 0)."""
     images = [{"path": field, "acquisition": 0} for field in fields]
-    return group_document({"ome": {"version": "0.5", "well": {"images": images}}})
+    return GroupMetadata(entries={"well": {"images": images}})
 
 
-def rowgroup_document() -> bytes:
+def rowgroup_document() -> GroupMetadata:
     """A plate's row group (``B/``): a plain group, so Zarr readers can walk from the
     plate to its wells (NGFF puts no metadata on it)."""
-    return group_document({})
+    return GroupMetadata()
 
 
-def group_documents(layout: str, paths: list[str]) -> list[tuple[str, bytes]]:
+def group_documents(layout: str, paths: list[str]) -> list[tuple[str, GroupMetadata]]:
     """The groups between the root and the images at ``paths``, as (prefix, document):
     the ``OME`` series of a collection; a plate's wells, then its rows."""
     if layout == "collection":

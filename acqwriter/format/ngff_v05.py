@@ -1,280 +1,95 @@
-"""OME-NGFF 0.5 metadata: the root group's document of a one-image dataset.
+"""OME-NGFF 0.5 (Zarr v3): the renderer and the parser of a group's metadata.
 
-Builds the JSON documents of a dataset; never writes pixels:
-
-* the root group ``zarr.json`` with ``attributes.ome`` = ``{"version": "0.5",
-  "multiscales": [...], "omero": {...}}`` and ``attributes.acqwriter`` (writer version,
-  where the per-frame metadata lives, state and, after close, the summary);
-* each level's array ``zarr.json`` comes from :mod:`acqwriter.format.zarr_v3`.
-
-Dataset layout::
-
-    out.ome.zarr/
-      zarr.json                 root group: ome.multiscales, ome.omero, acqwriter
-      0/zarr.json, 0/c/...      full resolution, axes = dims (e.g. t, c, z, y, x)
-      1/, 2/, ...               pyramid levels (written after acquisition)
-      0/frame_metadata.jsonl    one JSON object per frame index (see README)
+A group's ``zarr.json`` attributes hold ``ome`` (``version: "0.5"``, then an image's
+``multiscales`` and ``omero``, or a collection's ``bioformats2raw.layout``, a series, a
+plate or a well) beside ``acqwriter``. 0.5 has no coordinate systems: each level's
+``scale`` is followed by one ``translation``, the level's own offset plus where the
+stage put the image in the image's own axes; a scene is not written (the images'
+translations place them).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from acqwriter.format.model import Axis, GroupMetadata, ImageLevel, ImageMetadata
 
-from acqwriter._version import __version__
-from acqwriter.format.display import measured_from
-from acqwriter.format.keys import LEVEL0
-from acqwriter.spec.model import StreamSpec
-from acqwriter.spec.palette import channel_color
+__all__ = ["VERSION", "multiscale", "parse_group", "parse_multiscale", "render_group"]
 
-__all__ = [
-    "FINISHED_STATES",
-    "FRAME_METADATA_KEY",
-    "Level",
-    "frame_metadata_key",
-    "group_metadata",
-    "level0",
-    "multiscale_levels",
-]
-
-# States written by a writer (or recover) that finished the dataset; ``acquiring`` and
-# ``recovering`` mean a live process owns it, or that process died.
-FINISHED_STATES = ("complete", "aborted", "failed", "recovered")
-
-# Per-frame metadata lives inside the level-0 array's folder: Zarr readers never list an
-# array's folder for members (at the root, zarr-python warns that it "is not recognized
-# as a component of a Zarr hierarchy"), and it stays with the image it describes.
-FRAME_METADATA_KEY = LEVEL0.frame_metadata
-TRANSLATION_KEY = "translation"  # attributes.acqwriter: the image's stage position
-LEGACY_FRAME_METADATA_KEY = "frame_metadata.jsonl"  # datasets written before the move
+VERSION = "0.5"
 
 
-def frame_metadata_key(acq_attrs: dict[str, Any] | None) -> str:
-    """Where a dataset keeps its per-frame metadata: the key its root group names
-    (``attributes.acqwriter.frame_metadata``), else the legacy root location."""
-    key = (acq_attrs or {}).get("frame_metadata")
-    if isinstance(key, str) and key and not key.startswith("/") and ".." not in key.split("/"):
-        return key
-    return LEGACY_FRAME_METADATA_KEY
-
-
-_AXIS_TYPE = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-
-
-@dataclass(frozen=True)
-class Level:
-    """One multiscale level: its path and per-axis downsampling factor."""
-
-    path: str
-    factors: tuple[int, ...]  # per axis in dims order (1 for t and c)
-    method: str = "mean"
-
-    def scale(self, spec: StreamSpec, dt: float | None = None) -> list[float]:
-        base = _base_scale(spec, dt)
-        return [b * f for b, f in zip(base, self.factors, strict=True)]
-
-    def translation(self, spec: StreamSpec, dt: float | None = None) -> list[float] | None:
-        # The mean of a 2^k block is centred half a (level-0) pixel per factor step off the
-        # block's first pixel; nearest keeps the first pixel, so no shift.
-        if self.method != "mean" or all(f == 1 for f in self.factors):
-            return None
-        base = _base_scale(spec, dt)
-        return [(f - 1) / 2 * b for b, f in zip(base, self.factors, strict=True)]
-
-
-def level0(spec: StreamSpec) -> Level:
-    return Level("0", tuple(1 for _ in spec.dims))
-
-
-# seconds per OME-NGFF time unit, to express a measured interval in the spec's unit
-_SECONDS = {
-    "nanosecond": 1e-9,
-    "microsecond": 1e-6,
-    "millisecond": 1e-3,
-    "second": 1.0,
-    "minute": 60.0,
-    "hour": 3600.0,
-    "day": 86400.0,
-}
-
-
-def time_scale(spec: StreamSpec, measured_s: float | None) -> tuple[float, str | None]:
-    """The ``t`` scale and unit: the spec's ``time_increment`` when the user gave one;
-    otherwise the measured interval (in ``time_unit`` where convertible, else seconds);
-    before anything is measured, 1 with no unit (a time-point index, not a duration)."""
-    if spec.time_increment is not None:
-        return float(spec.time_increment), spec.time_unit
-    if measured_s is None:
-        return 1.0, None
-    if spec.time_unit in _SECONDS:
-        return measured_s / _SECONDS[spec.time_unit], spec.time_unit
-    return measured_s, "second"
-
-
-def _base_scale(spec: StreamSpec, dt: float | None = None) -> list[float]:
-    per_axis = {
-        "t": time_scale(spec, dt)[0],
-        "c": 1.0,
-        "z": spec.z_step,
-        "y": spec.pixel_size,
-        "x": spec.pixel_size,
-    }
-    return [float(per_axis[a]) for a in spec.dims]
-
-
-def _axes(spec: StreamSpec, dt: float | None = None) -> list[dict[str, str]]:
-    units = {
-        "t": time_scale(spec, dt)[1],
-        "z": spec.z_unit,
-        "y": spec.pixel_unit,
-        "x": spec.pixel_unit,
-    }
-    axes = []
-    for axis in spec.dims:
-        entry = {"name": axis, "type": _AXIS_TYPE[axis]}
-        if units.get(axis) is not None:
-            entry["unit"] = units[axis]
-        axes.append(entry)
-    return axes
-
-
-def _omero(spec: StreamSpec, measured_windows: list[Any] | None = None) -> dict[str, Any]:
-    """``omero`` channels: names and colours from the spec; each display window is the
-    one the spec gives, else the one measured from the data written (see
-    :mod:`acqwriter.format.display`), else the dtype's range (before any frame was seen)."""
-    sizes = dict(zip(spec.outer_dims, spec.outer_sizes(), strict=True))
-    n_channels = sizes.get("c") or 1
-    dtype = np.dtype(spec.dtype)
-    if dtype.kind in "ui":
-        lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
-    else:
-        lo, hi = 0.0, 1.0
-    channels = []
-    for i in range(n_channels):
-        given = spec.channels[i] if i < len(spec.channels) else None
-        measured = measured_windows[i] if measured_windows and i < len(measured_windows) else None
-        if given and given.window:
-            start, end = given.window
-        elif measured:
-            start, end = measured
-        else:
-            start, end = lo, hi
-        channels.append(
-            {
-                "label": given.name if given else f"Channel {i}",
-                "color": (given.color if given else None)
-                or channel_color(given.name if given else None, i, n_channels),
-                "active": True,
-                "coefficient": 1.0,
-                "family": "linear",
-                "inverted": False,
-                "window": {"min": lo, "max": hi, "start": float(start), "end": float(end)},
-            }
-        )
-    return {
-        "channels": channels,
-        "rdefs": {
-            "model": "greyscale" if n_channels == 1 else "color",
-            "defaultT": 0,
-            "defaultZ": 0,
-        },
-    }
-
-
-def group_metadata(
-    spec: StreamSpec,
-    levels: list[Level],
-    *,
-    state: str,
-    extra: dict[str, Any] | None = None,
-    no_pyramid: str | None = None,
-) -> bytes:
-    """The root group's ``zarr.json`` (OME-NGFF 0.5 image). ``no_pyramid``: why the
-    image gets no lower level, as the plan says (:mod:`acqwriter.plan.pyramid`).
-
-    ``extra`` entries go into ``attributes.acqwriter``; its ``measured`` entry (time
-    increment, display windows: :mod:`acqwriter.format.display`) also sets the ``t`` scale
-    and the ``omero`` windows, and its ``translation`` entry (the stage position of the
-    image's origin, per spatial axis) a ``translation`` after each level's ``scale``, so
-    viewers place positions and tiles where they were acquired."""
-    measured = measured_from(extra)
-    dt = measured.get("time_increment_s")
-    # where the image was acquired (its stage position, physical units), per axis
-    stage_at = (extra or {}).get(TRANSLATION_KEY) or {}
-    stage = [float(stage_at.get(axis, 0.0)) for axis in spec.dims]
+def multiscale(image: ImageMetadata) -> dict[str, Any]:
+    """An image's ``multiscales`` entry as 0.5 (and 0.4) spell it."""
+    place = image.placement.offset if image.placement is not None else None
     datasets = []
-    for level in levels:
-        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level.scale(spec, dt)}]
-        translation = level.translation(spec, dt)
-        if stage_at:  # given, even at the origin: every position carries its place
+    for level in image.levels:
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": list(level.scale)}]
+        translation = list(level.offset) if level.offset is not None else None
+        if place is not None:  # given, even at the origin: every position carries its place
             translation = [
-                s + o for s, o in zip(translation or [0.0] * len(stage), stage, strict=True)
+                s + o for s, o in zip(translation or [0.0] * len(place), place, strict=True)
             ]
         if translation is not None:
             transforms.append({"type": "translation", "translation": translation})
         datasets.append({"path": level.path, "coordinateTransformations": transforms})
-    multiscale: dict[str, Any] = {
-        "name": spec.name or spec.out.name.removesuffix(".zarr").removesuffix(".ome"),
-        "axes": _axes(spec, dt),
+    return {
+        "name": image.name,
+        "axes": [a.document() for a in image.axes],
         "datasets": datasets,
+        "type": image.method,
+        "metadata": image.method_metadata,
     }
-    # type/metadata describe how levels 1.. are made; written from the start (strict NGFF
-    # readers require both keys even for a single level)
-    multiscale["type"] = spec.pyramid.method
-    single = no_pyramid
-    multiscale["metadata"] = {
-        "description": (
-            f"2x {spec.pyramid.method} downsampling in y, x"
-            + (" and z" if spec.pyramid.downsample_z else "")
-            if single is None
-            else f"a single level: {single}"
-        ),
-        "method": f"acqwriter.post.downsample.downsample:{spec.pyramid.method}",
-        "version": __version__,
-    }
-    acq: dict[str, Any] = {
-        "version": __version__,
-        "state": state,
-        "frame_metadata": FRAME_METADATA_KEY,
-        "spec": json.loads(spec.model_dump_json()),
-    }
-    if extra:
-        acq.update(extra)
-    doc = {
-        "zarr_format": 3,
-        "node_type": "group",
-        "attributes": {
-            "ome": {
-                "version": "0.5",
-                "multiscales": [multiscale],
-                "omero": _omero(spec, measured.get("channel_windows")),
-            },
-            "acqwriter": acq,
-        },
-    }
-    return json.dumps(doc, indent=2, allow_nan=False).encode()
 
 
-def carried_attrs(acqwriter_attrs: dict[str, Any]) -> dict[str, Any]:
-    """The ``attributes.acqwriter`` entries that :func:`group_metadata` does not generate
-    itself (summary, recovery account …): what a rewrite of the group must carry over."""
-    own = ("version", "state", "spec")  # frame_metadata is carried: old datasets keep theirs
-    return {k: v for k, v in acqwriter_attrs.items() if k not in own}
+def render_group(group: GroupMetadata) -> dict[str, Any]:
+    """The group's attributes in 0.5."""
+    ome: dict[str, Any] = {}
+    if group.image is not None:
+        ome["multiscales"] = [multiscale(group.image)]
+        if group.image.omero is not None:
+            ome["omero"] = group.image.omero
+    ome.update(group.entries)
+    if not ome:
+        return dict(group.attributes)  # a plain group (a plate's row)
+    return {"ome": {"version": VERSION, **ome}, **group.attributes}
 
 
-def multiscale_levels(attributes: dict[str, Any]) -> list[tuple[str, list[float] | None]]:
-    """(path, scale) of each level an image group's attributes (in their 0.5 shape)
-    list, level 0 first: the reading side of :func:`group_metadata`. Raises ValueError
-    when the group is not an OME-NGFF image."""
-    ome = attributes.get("ome")
-    if not isinstance(ome, dict) or not ome.get("multiscales"):
-        raise ValueError("not an OME-NGFF image (no multiscales in its attributes)")
+def parse_multiscale(entry: dict[str, Any], omero: Any = None) -> ImageMetadata:
+    """An image from a 0.4/0.5 ``multiscales`` entry: each level's ``scale`` and its
+    ``translation`` (taken as the level's offset: 0.5 cannot tell it from a placement)."""
     levels = []
-    for dataset in ome["multiscales"][0]["datasets"]:
+    for dataset in entry["datasets"]:
         transforms = dataset.get("coordinateTransformations", [])
         scale = next((t["scale"] for t in transforms if t.get("type") == "scale"), None)
-        levels.append((dataset["path"], scale))
-    return levels
+        shift = next((t["translation"] for t in transforms if t.get("type") == "translation"), None)
+        levels.append(
+            ImageLevel(
+                dataset["path"],
+                tuple(scale) if scale is not None else (),
+                tuple(shift) if shift is not None else None,
+            )
+        )
+    return ImageMetadata(
+        name=str(entry.get("name", "")),
+        axes=tuple(Axis(a["name"], a.get("type", ""), a.get("unit")) for a in entry["axes"]),
+        levels=tuple(levels),
+        method=str(entry.get("type", "")),
+        method_metadata=dict(entry.get("metadata") or {}),
+        omero=omero if isinstance(omero, dict) else None,
+    )
+
+
+def parse_group(attributes: dict[str, Any]) -> GroupMetadata:
+    """A group's metadata from its 0.5 attributes."""
+    ome = attributes.get("ome")
+    others = {k: v for k, v in attributes.items() if k != "ome"}
+    if not isinstance(ome, dict):
+        return GroupMetadata(attributes=others, version=VERSION)
+    image = None
+    if ome.get("multiscales"):
+        image = parse_multiscale(ome["multiscales"][0], ome.get("omero"))
+    entries = {
+        k: v for k, v in ome.items() if k not in ("version", "multiscales", "omero", "scene")
+    }
+    return GroupMetadata(image=image, entries=entries, attributes=others, version=VERSION)

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from acqwriter.codec.blosc import max_compressed_size
+from acqwriter.format.image import STAGE_KEY, TRANSLATION_KEY
 from acqwriter.format.layouts import group_documents, image_path_in, plate_document
-from acqwriter.format.ngff_v05 import TRANSLATION_KEY
+from acqwriter.format.model import GroupMetadata
+from acqwriter.format.placement import stage_attributes
 from acqwriter.format.versions import array_document
 from acqwriter.plan.layout import FrameLayout
 from acqwriter.plan.levels import LiveLevel, live_level_bytes, live_levels
@@ -257,7 +259,7 @@ class DatasetPlan:
             self.plate = plate_document(one, list(self.images))
         return added
 
-    def group_documents(self) -> list[tuple[str, bytes]]:
+    def group_documents(self) -> list[tuple[str, GroupMetadata]]:
         """The documents of the groups between the root and the images (a collection's
         ``OME`` series, a plate's wells and rows), as (prefix, document); the root's own
         document says the dataset's state and is written by the engine as it changes."""
@@ -416,6 +418,9 @@ def _image(spec: DatasetSpec, key: str, path: str, *, many: bool) -> ImagePlan:
     translation = spec.images[key].translation
     if translation:
         attrs[TRANSLATION_KEY] = dict(translation)
+    stage = spec.images[key].stage
+    if stage is not None:
+        attrs[STAGE_KEY] = stage_attributes(stage.model_dump())
     return ImagePlan.of(key, path, stream, attrs)
 
 

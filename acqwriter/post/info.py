@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from acqwriter.format.image import frame_metadata_key
 from acqwriter.format.keys import GROUP_METADATA, ArrayKeys
-from acqwriter.format.ngff_v05 import frame_metadata_key, multiscale_levels
-from acqwriter.format.versions import read_attributes
+from acqwriter.format.model import GroupMetadata
+from acqwriter.format.versions import read_group, read_stored
 from acqwriter.plan.pyramid import no_pyramid_reason
 from acqwriter.post.hierarchy import image_paths
 from acqwriter.spec.model import StreamSpec
@@ -42,7 +43,7 @@ def read_frame_metadata(path: str | Path) -> list[dict[str, Any]]:
 
 def _records(store: Store) -> list[dict[str, Any]]:
     try:
-        acq = read_attributes(store.read_bytes)["acqwriter"]
+        acq = read_stored(store.read_bytes)[1]["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         acq = None
     records: list[dict[str, Any]] = []
@@ -125,17 +126,17 @@ def dataset_info(
     else:
         where, alive = str(path), lambda: False
     try:
-        attributes = read_attributes(store.read_bytes)
+        group = read_group(store.read_bytes)
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: not a Zarr dataset (no zarr.json or .zattrs)") from None
-    acq = attributes.get("acqwriter", {})
-    if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
-        return _collection_info(store, where, attributes, alive)
-    ome = attributes.get("ome") or {}
-    try:
-        listed = multiscale_levels(attributes)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"{where}: its OME-NGFF metadata cannot be read ({exc})") from None
+    acq = group.acqwriter
+    if acq.get("layout") in ("collection", "plate"):
+        return _collection_info(store, where, group, alive)
+    if group.image is None:
+        raise ValueError(f"{where}: not an OME-NGFF image (no multiscales in its attributes)")
+    listed = [(level.path, list(level.scale)) for level in group.image.levels]
     levels = []
     version = 3 if store.exists(GROUP_METADATA) else 2
     for level_path, scale in listed:
@@ -168,10 +169,10 @@ def dataset_info(
         note = (acq.get("summary") or {}).get("pyramid_note") or _pyramid_reason(acq, state)
     return {
         "path": where,
-        "ome_version": ome.get("version"),
+        "ome_version": group.version,
         "writer": writer,
         "pyramid_note": note,
-        "axes": [a["name"] for a in ome["multiscales"][0]["axes"]],
+        "axes": [a.name for a in group.image.axes],
         "shape": level0["shape"],
         "dtype": level0["dtype"],
         "codec": level0["codec"],
@@ -203,9 +204,9 @@ def _pyramid_reason(acq: dict[str, Any], state: Any) -> str | None:
 
 
 def _collection_info(
-    store: Store, where: str, attributes: dict[str, Any], alive: Callable[[], bool]
+    store: Store, where: str, group: GroupMetadata, alive: Callable[[], bool]
 ) -> dict[str, Any]:
-    acq = attributes["acqwriter"]
+    acq = group.acqwriter
     state = acq.get("state")
     writer = "alive" if alive() else ("gone" if state in _LIVE_STATES else None)
     paths = image_paths(store, where, acq)  # checked not to lead out
@@ -224,7 +225,7 @@ def _collection_info(
     stored = sum(i["stored_bytes"] for i in images.values())
     return {
         "path": where,
-        "ome_version": attributes.get("ome", {}).get("version"),
+        "ome_version": group.version,
         "layout": acq["layout"],
         "writer": writer,
         "state": state,

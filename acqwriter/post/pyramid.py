@@ -30,9 +30,9 @@ import numpy as np
 
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.codec.chain import chunk_encoder
+from acqwriter.format.image import FINISHED_STATES, Level, carried_attrs, image_group, level0
 from acqwriter.format.keys import ArrayKeys, level
-from acqwriter.format.ngff_v05 import FINISHED_STATES, Level, carried_attrs, group_metadata, level0
-from acqwriter.format.versions import ZARR_FORMAT, array_document, read_attributes, write_group
+from acqwriter.format.versions import ZARR_FORMAT, array_document, read_stored, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
 from acqwriter.post.downsample import downsample
@@ -307,7 +307,7 @@ def replace_pyramid(
     only (``state``), so a reader or a crash never meets a listed level being rebuilt."""
     write_group(
         store.write_atomic,
-        group_metadata(
+        image_group(
             spec, [level0(spec)], state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)
         ),
         spec.ngff_version,
@@ -331,7 +331,7 @@ def rebuild_pyramid(
     store = open_store(root, sync="close")
     where = store.location
     try:
-        attrs = read_attributes(store.read_bytes)["acqwriter"]
+        attrs = read_stored(store.read_bytes)[1]["acqwriter"]
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: not a Zarr dataset (no zarr.json)") from None
     except (KeyError, ValueError, TypeError) as exc:
@@ -365,7 +365,7 @@ def _rebuild_image(
 ) -> list[Level]:
     """Rebuild one image's pyramid; the caller holds the dataset's lock."""
     try:
-        attrs = read_attributes(store.read_bytes)["acqwriter"]
+        attrs = read_stored(store.read_bytes)[1]["acqwriter"]
         spec = StreamSpec.model_validate({**attrs["spec"], "overwrite": True})
     except FileNotFoundError:
         raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
@@ -392,7 +392,7 @@ def _rebuild_image(
         extra["summary"]["pyramid_note"] = note
     write_group(
         store.write_atomic,
-        group_metadata(spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)),
+        image_group(spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)),
         spec.ngff_version,
     )
     store.flush()

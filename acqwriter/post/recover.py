@@ -35,19 +35,18 @@ from typing import Any
 from acqwriter import jsonio
 from acqwriter.codec.chain import chunk_encoder
 from acqwriter.format.display import MEASURED_KEY
-from acqwriter.format.ngff_v05 import (
+from acqwriter.format.image import (
     FINISHED_STATES,
     carried_attrs,
     frame_metadata_key,
-    group_metadata,
+    image_group,
     level0,
 )
 from acqwriter.format.versions import (
     array_document,
     array_keys,
-    group_document,
-    read_attributes,
-    stored_version,
+    read_stored,
+    write_attributes,
     write_group,
 )
 from acqwriter.format.zarr_v3 import encode_array_metadata
@@ -86,7 +85,7 @@ def _never_written(store: Store) -> bool:
 
 def _load_root(store: Store, root: str) -> tuple[dict[str, Any], StreamSpec]:
     try:
-        attrs = read_attributes(store.read_bytes)
+        attrs = read_stored(store.read_bytes)[1]
     except FileNotFoundError:
         if _never_written(store):
             raise RecoverError(
@@ -191,7 +190,7 @@ def _lock(store: Store, root: str) -> None:
 def dataset_layout(store: Store) -> dict[str, Any] | None:
     """The ``attributes.acqwriter`` of a collection or plate root, or None (an image)."""
     try:
-        acq = read_attributes(store.read_bytes)["acqwriter"]
+        acq = read_stored(store.read_bytes)[1]["acqwriter"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if isinstance(acq, dict) and acq.get("layout") in ("collection", "plate"):
@@ -238,14 +237,13 @@ def _recover_dataset(
             )
         for name in (RESERVE_NAME, FINAL_RESERVE_NAME):
             store.remove(name)
-        attrs = read_attributes(store.read_bytes)
+        version, attrs = read_stored(store.read_bytes)
         attrs["acqwriter"] = {
             **acq,
             "state": "recovered",
             "recovery": {"images": accounts, "time": time.time()},
         }
-        version = stored_version(store.exists)
-        write_group(store.write_atomic, group_document(jsonio.finite(attrs)), version)
+        write_attributes(store.write_atomic, jsonio.finite(attrs), version)
         store.flush()
     except OSError as exc:
         raise _write_error(root, exc) from None
@@ -353,7 +351,7 @@ def _recover_locked(
     }
     write_group(
         store.write_atomic,
-        group_metadata(
+        image_group(
             spec,
             levels,
             state="recovered",

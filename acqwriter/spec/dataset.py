@@ -64,6 +64,29 @@ WRITER_FIELDS = tuple(
 _PLATE_KEY = re.compile(r"([A-Za-z0-9]+)/([A-Za-z0-9]+)/([A-Za-z0-9]+)")
 
 
+class StagePlace(StrictModel):
+    """Where the stage was when an image was taken: its x, y (and z, the focus of the
+    first plane) in the stage's own axes, µm, and the pixel configuration's affine
+    (Micro-Manager's ``getPixelSizeAffine``: stage µm = A · (pixel x, pixel y, 1);
+    omitted or the identity: uncalibrated, see ``acqwriter.format.placement``)."""
+
+    x: FiniteFloat
+    y: FiniteFloat
+    z: FiniteFloat | None = None
+    affine: (
+        tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None
+    ) = None
+
+    @field_validator("affine")
+    @classmethod
+    def _invertible(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and abs(value[0] * value[4] - value[1] * value[3]) < 1e-12:
+            raise ValueError(
+                "expected an invertible pixel affine (a, b, c, d, e, f) with a*e - b*d != 0"
+            )
+        return value
+
+
 class ImageSpec(StrictModel):
     """One image of a dataset: the per-image fields of a stream spec, the stage position
     of its origin (``translation``, physical units, per spatial axis) and, optionally,
@@ -86,6 +109,7 @@ class ImageSpec(StrictModel):
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     codec: Compression | None = None
     translation: dict[str, FiniteFloat] = Field(default_factory=dict)
+    stage: StagePlace | None = None
 
     @field_validator("dtype", mode="before")
     @classmethod

@@ -35,7 +35,7 @@ from acqwriter.spec.pyramid import PyramidSpec
 from acqwriter.validation import SpecError, StrictModel, format_validation_error
 
 # The OME-NGFF versions acqwriter writes (the one list: spec, format, CLI)
-NgffVersion = Literal["0.4", "0.5"]
+NgffVersion = Literal["0.4", "0.5", "0.6"]
 NGFF_VERSIONS: tuple[str, ...] = get_args(NgffVersion)
 
 __all__ = [

@@ -25,8 +25,7 @@ import numpy as np
 
 from acqwriter.codec.chain import chunk_encoder
 from acqwriter.format.keys import ArrayKeys
-from acqwriter.format.ngff_v05 import multiscale_levels
-from acqwriter.format.versions import read_attributes
+from acqwriter.format.versions import read_group, read_stored
 from acqwriter.post.hierarchy import dataset_images
 from acqwriter.post.reader import LevelReader
 from acqwriter.spec.model import Compression
@@ -106,7 +105,7 @@ class ImageOnDisk:
     def writer_state(self) -> str:
         """``acquiring`` (a live writer), ``gone`` (a writer that died: what is on disk
         is what there is) or the finished state the dataset records."""
-        attrs = read_attributes(lambda k: (self.dataset / k).read_bytes())
+        attrs = read_stored(lambda k: (self.dataset / k).read_bytes())[1]
         state = (attrs.get("acqwriter") or {}).get("state")
         if writer_alive(self.dataset):
             return "acquiring"
@@ -119,10 +118,10 @@ def open_image(path: str | Path, image: str | None = None, max_side: int = 2048)
     naming what is wrong (not a dataset, an unknown image)."""
     dataset = Path(path)
     try:
-        attrs = read_attributes(lambda k: (dataset / k).read_bytes())
+        group = read_group(lambda k: (dataset / k).read_bytes())
     except FileNotFoundError:
         raise ValueError(f"{dataset}: not a Zarr dataset (no zarr.json or .zattrs)") from None
-    acq = attrs.get("acqwriter") or {}
+    acq = group.acqwriter
     if acq.get("layout") in ("collection", "plate"):
         folders = dataset_images(dataset, acq)
         if not folders:
@@ -132,14 +131,15 @@ def open_image(path: str | Path, image: str | None = None, max_side: int = 2048)
             shown = ", ".join(list(folders)[:10])
             raise ValueError(f"--image: no image {key!r} in {dataset} (images: {shown})")
         root, keys = folders[key], list(folders)
-        attrs = read_attributes(lambda k: (root / k).read_bytes())
+        group = read_group(lambda k: (root / k).read_bytes())
     else:
         if image not in (None, "image"):
             raise ValueError(f"--image: {dataset} is one image; it has no image {image!r}")
         key, root, keys = "image", dataset, []
-    levels = multiscale_levels(attrs)
-    ome = attrs["ome"]
-    dims = tuple(a["name"] for a in ome["multiscales"][0]["axes"])
+    if group.image is None:
+        raise ValueError(f"{root}: not an OME-NGFF image (no multiscales in its attributes)")
+    levels = [(level.path, list(level.scale)) for level in group.image.levels]
+    dims = tuple(a.name for a in group.image.axes)
     level, scale = levels[0]
     for path_k, scale_k in levels:
         shape = _level_shape(root, path_k)
@@ -152,7 +152,7 @@ def open_image(path: str | Path, image: str | None = None, max_side: int = 2048)
         level=level,
         dims=dims,
         scale=list(scale or [1.0] * len(dims)),
-        channels=_channels(ome),
+        channels=_channels(group.image.omero or {}),
         dataset=dataset,
         images=keys,
     )
@@ -166,9 +166,9 @@ def _level_shape(root: Path, level: str) -> list[int] | None:
     return None
 
 
-def _channels(ome: dict[str, Any]) -> list[Channel]:
+def _channels(omero: dict[str, Any]) -> list[Channel]:
     out = []
-    for i, channel in enumerate((ome.get("omero") or {}).get("channels") or []):
+    for i, channel in enumerate(omero.get("channels") or []):
         window = channel.get("window") or {}
         limits = None
         if "start" in window and "end" in window:
