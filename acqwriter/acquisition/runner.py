@@ -131,7 +131,11 @@ def positions_dataset(
     writer = {name: getattr(spec, name) for name in WRITER_FIELDS}
     if writer.get("expected_frames") is None and spec.frames is not None:
         writer["expected_frames"] = spec.frames * len(places)
-    images = {key: {**fields, "translation": to_image(x, y)} for key, x, y in places}
+    affine = to_image.describe["affine"]
+    images = {
+        key: {**fields, "translation": to_image(x, y), "stage": {"x": x, "y": y, "affine": affine}}
+        for key, x, y in places
+    }
     return {**writer, "out": spec.out, "layout": "collection", "images": images}, places
 
 
@@ -313,6 +317,8 @@ class _Run:
                         raise KeyboardInterrupt
                     stage.move(x, y)
                     at_x, at_y = stage.position
+                    if t == 0:  # placed where the stage read back it was
+                        dataset.record_stage(key, x=at_x, y=at_y)
                     events = camera.sequence(
                         count,
                         frame_timeout_s=spec.frame_timeout_s,

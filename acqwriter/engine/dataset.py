@@ -180,6 +180,15 @@ class DatasetWriter:
             self._single = None
             self._write_hierarchy("adding")
 
+    def record_stage(self, image: str | None, **stage: Any) -> None:
+        """Where the stage read back it was (µm: ``x``, ``y``, optionally ``z`` and the
+        pixel ``affine``) when ``image``'s first frame was taken; later calls change
+        nothing. The image's group and the dataset's scene place it there."""
+        with self._append_lock:
+            _, writer = self.image(image)
+            if not self._closed and writer.record_stage(stage):
+                self._write_hierarchy("adding")
+
     def view(self, image: str | None = None) -> ImageView:
         """A live view of ``image`` (default: the only one): :mod:`acqwriter.engine.view`."""
         _, writer = self.image(image)

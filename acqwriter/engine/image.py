@@ -31,8 +31,9 @@ from acqwriter.engine.levels import wire_live_levels
 from acqwriter.engine.pipeline import Pipeline
 from acqwriter.engine.workers import EncodedBuffer
 from acqwriter.format.display import MEASURED_KEY
-from acqwriter.format.image import Level, image_group, level0
+from acqwriter.format.image import STAGE_KEY, Level, image_group, level0
 from acqwriter.format.model import GroupMetadata, ImageMetadata, SceneImage
+from acqwriter.format.placement import stage_attributes
 from acqwriter.format.summary import MAX_LISTED, Summary, index_ranges
 from acqwriter.format.versions import array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
@@ -118,6 +119,19 @@ class ImageWriter:
         return image_group(
             self.spec, self.levels, state=state, extra=attrs, no_pyramid=self.plan.no_pyramid
         )
+
+    def record_stage(self, stage: dict[str, Any]) -> bool:
+        """Record the stage position read back when the image's first frame was taken
+        (``x``, ``y``, optionally ``z`` and the pixel ``affine``), once: its group is
+        rewritten to place it there (the planned position until then). Returns whether
+        anything changed."""
+        known = self.attrs.get(STAGE_KEY) or {}
+        if known.get("read_back") or "x" not in stage or "y" not in stage:
+            return False
+        given = {"affine": known.get("affine"), "z": known.get("z"), **stage}
+        self.attrs[STAGE_KEY] = {**stage_attributes(given), "read_back": True}
+        self._write_group(self.group_document("acquiring"))
+        return True
 
     def scene_image(self) -> SceneImage:
         """This image in its dataset's scene: its path, placement and axes, as its own

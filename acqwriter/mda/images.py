@@ -87,13 +87,21 @@ def image_specs(
         translation = {}
         if image.x is not None and image.y is not None:
             translation = to_image(float(image.x), float(image.y))
+            spec["stage"] = _stage(to_image, image.x, image.y)
         z0 = image.z_origin()
         if z0 is not None and "z_step" in spec:
             translation["z"] = float(z0)
+            if "stage" in spec:
+                spec["stage"]["z"] = float(z0)
         if translation:
             spec["translation"] = translation
         images[key] = spec
     return images
+
+
+def _stage(to_image: Any, x: float, y: float) -> dict[str, Any]:
+    """The planned stage position of an image and the pixel affine it is seen through."""
+    return {"x": float(x), "y": float(y), "affine": to_image.describe["affine"]}
 
 
 class EventImages:
@@ -124,6 +132,7 @@ class EventImages:
             spec = dict(self.base)
             if event.x_pos is not None and event.y_pos is not None:
                 spec["translation"] = self.to_image(float(event.x_pos), float(event.y_pos))
+                spec["stage"] = _stage(self.to_image, event.x_pos, event.y_pos)
             if writer.dataset is None:
                 writer.dataset = open_dataset(
                     {

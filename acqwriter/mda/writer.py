@@ -125,6 +125,7 @@ class MDAWriter:
         self._engine_errors = ErrorRecords()
         self._events: EventImages | None = None  # a run of events, not of a sequence
         self._pending: dict[str, dict[str, Any]] = {}  # planned images not made yet
+        self._placed: set[str] = set()  # images placed where the stage read back it was
         self._core: Any = None  # connected at construction: every call comes from it
         self._joined: Any = None  # core whose frameReady was joined for the current run
         self._sequence: Any = None
@@ -243,6 +244,7 @@ class MDAWriter:
         self._stop_asked = False
         self._run_core = core
         self._stopped_frames = []
+        self._placed = set()
         self._engine_errors.clear()
         try:
             self._started(sequence, summary, core)
@@ -369,6 +371,13 @@ class MDAWriter:
         }
         runner = metadata.get("runner_time_ms")
         taken = runner / 1000 if isinstance(runner, float | int) and math.isfinite(runner) else None
+        if key not in self._placed and record["x_um"] is not None and record["y_um"] is not None:
+            self._placed.add(key)  # where the stage read back its first frame was
+            stage = {"x": record["x_um"], "y": record["y_um"]}
+            if record["z_um"] is not None and not any(placed.values()):
+                stage["z"] = record["z_um"]  # the first plane's focus
+            with contextlib.suppress(Exception):  # a placement never costs a frame
+                self.dataset.record_stage(key, **stage)
         try:
             self.dataset.append(image, image=key, index=placed, metadata=record, taken_s=taken)
         except Exception as exc:  # never raised into pymmcore-plus: it would stop the
