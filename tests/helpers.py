@@ -64,6 +64,8 @@ def check_dataset(path: Path, *, growing: bool = False) -> dict[str, Any]:
     root = json.loads((path / "zarr.json").read_text())
     assert root["zarr_format"] == 3 and root["node_type"] == "group"
     attrs = root["attributes"]
+    if attrs.get("ome", {}).get("version") == "0.6":
+        return check_dataset_v06(path, growing=growing)
     layout = attrs.get("acqwriter", {}).get("layout")
     if layout in ("collection", "plate"):  # a dataset of images: each one checked
         validate_ngff(attrs, "bf2raw" if layout == "collection" else "plate")
@@ -101,6 +103,60 @@ def check_dataset(path: Path, *, growing: bool = False) -> dict[str, Any]:
         prev_shape = meta["shape"]
         arr = zarr.open_array(str(path / ds["path"]), mode="r")
         assert list(arr.shape) == meta["shape"]
+    return attrs
+
+
+def check_dataset_v06(path: Path, *, growing: bool = False) -> dict[str, Any]:
+    """The OME-NGFF 0.6 counterpart of :func:`check_dataset`: every document against the
+    0.6 schemas, the scene naming every image of a collection and resolving to each
+    image's ``physical`` system, every level's transformation ending there, and the
+    arrays open in zarr-python with the shapes the metadata says."""
+    attrs = json.loads((path / "zarr.json").read_text())["attributes"]
+    validate_ngff(attrs, "ome_zarr", "0.6")
+    validate_ngff(attrs, "strict_ome_zarr", "0.6")
+    acq = attrs.get("acqwriter", {})
+    layout = acq.get("layout")
+    if layout in ("collection", "plate"):
+        images = acq["images"]
+        if layout == "collection":
+            validate_ngff(attrs, "bf2raw", "0.6")
+            validate_ngff(attrs, "scene", "0.6")
+            scene = attrs["ome"]["scene"]
+            assert scene["coordinateSystems"][0]["name"] == "world"
+            paths = [t["input"]["path"] for t in scene["coordinateTransformations"]]
+            assert paths == list(images.values())
+            for t in scene["coordinateTransformations"]:
+                assert t["input"]["name"] == "physical" and t["output"] == {"name": "world"}
+        else:
+            validate_ngff(attrs, "strict_plate", "0.6")
+            for well in attrs["ome"]["plate"]["wells"]:
+                well_attrs = json.loads((path / well["path"] / "zarr.json").read_text())
+                validate_ngff(well_attrs["attributes"], "strict_well", "0.6")
+        for image in images.values():
+            check_dataset_v06(path / image, growing=growing)
+        return attrs
+    validate_ngff(attrs, "image", "0.6")
+    validate_ngff(attrs, "strict_image", "0.6")
+    ms = attrs["ome"]["multiscales"][0]
+    systems = {s["name"]: s for s in ms["coordinateSystems"]}
+    axes = [a["name"] for a in systems["physical"]["axes"]]
+    assert axes[-2:] == ["y", "x"]
+    for i, ds in enumerate(ms["datasets"]):
+        assert ds["path"] == str(i)
+        (transform,) = ds["coordinateTransformations"]
+        assert transform["input"] == {"path": ds["path"]}
+        assert transform["output"] == {"name": "physical"}
+        scale = (transform.get("transformations") or [transform])[0]["scale"]
+        assert len(scale) == len(axes)
+        meta = json.loads((path / ds["path"] / "zarr.json").read_text())
+        assert meta["dimension_names"] == axes
+        arr = zarr.open_array(str(path / ds["path"]), mode="r")
+        if growing:  # the array may have grown between the two reads
+            assert arr.shape[0] >= meta["shape"][0] and list(arr.shape[1:]) == meta["shape"][1:]
+        else:
+            assert list(arr.shape) == meta["shape"]
+    for t in ms.get("coordinateTransformations", []):
+        assert t["input"] == {"name": "physical"} and t["output"]["name"] in systems
     return attrs
 
 

@@ -1,6 +1,7 @@
 """Run as a separate process: a 2 × 2-well plate of 2 fields each, written until killed.
 
-Usage: plate_writer.py OUT SEED. Prints "ready" once the dataset exists. Frame i of
+Usage: plate_writer.py OUT SEED [NGFF_VERSION [LAYOUT]] (plate or collection; each
+image carries a stage position, ``x = 30 * k``). Prints "ready" once the dataset exists. Frame i of
 field KEY is FrameBank((32, 24), uint16, size=3, seed=SEED + k).frame(t * 2 + c), for
 the k-th key, time point t and channel c, given c-outer within each time point and the
 fields interleaved, so a test can check every frame inside whatever extent a kill leaves.
@@ -20,6 +21,8 @@ KEYS = ["A/1/0", "A/1/1", "A/2/0", "A/2/1", "B/1/0", "B/1/1", "B/2/0", "B/2/1"]
 
 def main() -> None:
     out, seed = sys.argv[1], int(sys.argv[2])
+    ngff = sys.argv[3] if len(sys.argv) > 3 else "0.5"
+    layout = sys.argv[4] if len(sys.argv) > 4 else "plate"
     banks = [FrameBank(SHAPE, "uint16", size=3, seed=seed + k) for k in range(len(KEYS))]
     image = {
         "shape": SHAPE,
@@ -32,8 +35,11 @@ def main() -> None:
     ds = acqwriter.open_dataset(
         {
             "out": out,
-            "layout": "plate",
-            "images": {key: image for key in KEYS},
+            "layout": layout,
+            "ngff_version": ngff,
+            "images": {
+                key: {**image, "stage": {"x": 30.0 * k, "y": 5.0}} for k, key in enumerate(KEYS)
+            },
             "commit_interval_s": 0.01,
             "ring_bytes": 8 << 20,
         }
