@@ -12,6 +12,7 @@ and sync; the writers alternate, so drift hits all alike::
     python benchmarks/positions.py --positions 16 --frames 304 --pairs 5
     python benchmarks/positions.py --pairs 3 \\
         --peers acquire-zarr,ome-writers-tensorstore,ome-writers-acquire-zarr
+    python benchmarks/positions.py --pairs 3 --peers collection-0.5,collection-0.6
 
 Prints the median MB/s of each with its range, every pair's ratio (positions / image)
 and the peak RSS of each.
@@ -159,6 +160,26 @@ def run_one(writer: str, positions: int, frames: int) -> dict[str, float]:
                 ds.append(frame(i), image=keys[i % positions])
             summary = ds.close()
             assert summary.state == "complete" and summary.frames_written == frames
+        elif writer.startswith("collection-"):  # a collection placed by the stage
+            image = {k: spec.pop(k) for k in ("shape", "dtype", "dims", "sizes", "chunks")}
+            image["pyramid"] = spec.pop("pyramid")
+            spec.pop("shards")
+            keys = [f"p{p}" for p in range(positions)]
+            images = {
+                k: {**image, "stage": {"x": 1000.0 * p, "y": 0.0}} for p, k in enumerate(keys)
+            }
+            ds = acqwriter.open_dataset(
+                {
+                    **spec,
+                    "layout": "collection",
+                    "ngff_version": writer.removeprefix("collection-"),
+                    "images": images,
+                }
+            )
+            for i in range(frames):
+                ds.append(frame(i), image=keys[i % positions])
+            summary = ds.close()
+            assert summary.state == "complete" and summary.frames_written == frames
         elif writer == "acquire-zarr":
             _acquire_zarr_plate(workdir / "p.zarr", sc, positions, frames, frame)
         else:
@@ -182,7 +203,8 @@ def main() -> None:
         "--peers",
         default="",
         help="also write the plate with these, in the same rounds: acquire-zarr, "
-        "ome-writers-tensorstore, ome-writers-acquire-zarr",
+        "ome-writers-tensorstore, ome-writers-acquire-zarr; or acqwriter's collection "
+        "placed by the stage in an OME-NGFF version: collection-0.5, collection-0.6",
     )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -117,8 +117,9 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
         "--ngff",
         dest="ngff_version",
         choices=list(NGFF_VERSIONS),
-        help="OME-NGFF version: 0.5 (default, Zarr v3) or 0.4 (Zarr v2, for tools that "
-        "cannot read 0.5 yet; no shards)",
+        help="OME-NGFF version: 0.5 (default, Zarr v3), 0.6 (Zarr v3, coordinate systems; "
+        "positions as a scene placed by the stage) or 0.4 (Zarr v2, for tools that cannot "
+        "read 0.5 yet; no shards)",
     )
     p.add_argument(
         "--sequence",

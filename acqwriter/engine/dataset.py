@@ -158,8 +158,7 @@ class DatasetWriter:
 
     # -- the hierarchy -------------------------------------------------------------------------
     def _write_hierarchy(self, state: str, summary: DatasetSummary | None = None) -> None:
-        """Every image's documents first, then the groups that point at them
-        (``adding``: an image was added while acquiring; its documents exist)."""
+        """Each image's documents, then the groups over them (``adding``: one more image)."""
         if state == "adding":
             state = "acquiring"
         elif state == "acquiring":
@@ -168,10 +167,10 @@ class DatasetWriter:
         write_groups(self.plan, self.store, self.images, state, self._root_attrs, summary)
 
     def add_image(self, key: str, image: dict[str, Any]) -> None:
-        """Add image ``key`` (ImageSpec fields) to an open collection or plate as its
-        first frame comes: a list of events names its positions only then, and a
-        10 000-field grid should not create 10 000 images before its first frame. Its
-        frames must fit the shared frame slots; its documents come before the groups."""
+        """Add image ``key`` (ImageSpec fields) to an open collection or plate as its first
+        frame comes: a list of events names its positions only then, and a 10 000-field
+        grid should not make 10 000 images before its first frame. Its frames must fit
+        the shared slots; its documents come before the groups."""
         with self._append_lock:
             if self._closed:
                 raise SpecError(f"images.{key}: the dataset is closed")
@@ -181,12 +180,9 @@ class DatasetWriter:
             self._write_hierarchy("adding")
 
     def record_stage(self, image: str | None, **stage: Any) -> None:
-        """Where the stage read back it was (µm: ``x``, ``y``, optionally ``z`` and the
-        pixel ``affine``) when ``image``'s first frame was taken; later calls change
-        nothing. The image's group and the dataset's scene place it there."""
+        """The stage read back at ``image``'s first frame (``ImageWriter.record_stage``)."""
         with self._append_lock:
-            _, writer = self.image(image)
-            if not self._closed and writer.record_stage(stage):
+            if not self._closed and self.image(image)[1].record_stage(stage):
                 self._write_hierarchy("adding")
 
     def view(self, image: str | None = None) -> ImageView:

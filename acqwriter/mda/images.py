@@ -23,6 +23,7 @@ __all__ = [
     "image_specs",
     "only_axes",
     "plate_of",
+    "read_back",
     "split_image_options",
 ]
 
@@ -97,6 +98,17 @@ def image_specs(
             spec["translation"] = translation
         images[key] = spec
     return images
+
+
+def read_back(record: dict[str, Any], index: dict[str, int]) -> dict[str, float] | None:
+    """The stage position a frame's record read back (``z`` only for a first plane: the
+    focus of the image's ``z = 0``), or None when it read back none."""
+    if record["x_um"] is None or record["y_um"] is None:
+        return None
+    stage = {"x": record["x_um"], "y": record["y_um"]}
+    if record["z_um"] is not None and not any(index.values()):
+        stage["z"] = record["z_um"]
+    return stage
 
 
 def _stage(to_image: Any, x: float, y: float) -> dict[str, Any]:

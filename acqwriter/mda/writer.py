@@ -55,6 +55,7 @@ from acqwriter.mda.images import (
     image_specs,
     only_axes,
     plate_of,
+    read_back,
     split_image_options,
 )
 from acqwriter.mda.mapping import SequencePlan, plan_sequence
@@ -243,8 +244,7 @@ class MDAWriter:
         self.summary = None
         self._stop_asked = False
         self._run_core = core
-        self._stopped_frames = []
-        self._placed = set()
+        self._stopped_frames, self._placed = [], set()
         self._engine_errors.clear()
         try:
             self._started(sequence, summary, core)
@@ -371,11 +371,8 @@ class MDAWriter:
         }
         runner = metadata.get("runner_time_ms")
         taken = runner / 1000 if isinstance(runner, float | int) and math.isfinite(runner) else None
-        if key not in self._placed and record["x_um"] is not None and record["y_um"] is not None:
-            self._placed.add(key)  # where the stage read back its first frame was
-            stage = {"x": record["x_um"], "y": record["y_um"]}
-            if record["z_um"] is not None and not any(placed.values()):
-                stage["z"] = record["z_um"]  # the first plane's focus
+        if key not in self._placed and (stage := read_back(record, placed)) is not None:
+            self._placed.add(key)
             with contextlib.suppress(Exception):  # a placement never costs a frame
                 self.dataset.record_stage(key, **stage)
         try:

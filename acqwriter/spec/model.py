@@ -239,7 +239,7 @@ class WriterOptions(StrictModel):
     pyramid: PyramidSpec = Field(default_factory=PyramidSpec)
     commit_interval_s: Annotated[float, Field(ge=0.01, le=60, allow_inf_nan=False)] = 0.25
     shard_seal_s: Annotated[float, Field(ge=0.01, le=3600, allow_inf_nan=False)] = 1.0
-    ngff_version: NgffVersion = "0.5"  # 0.4: Zarr v2, for tools that need it
+    ngff_version: NgffVersion = "0.5"  # 0.4: Zarr v2, for tools that need it; 0.6: RFC-5
     expected_frames: PositiveInt | None = None
     disk_check: bool = True
     min_free_bytes: NonNegativeInt = 256 * 2**20
@@ -315,7 +315,7 @@ class WriterOptions(StrictModel):
         if self.ngff_version == "0.4" and isinstance(self.shards, dict):
             raise ValueError(
                 "shards: OME-NGFF 0.4 is stored in Zarr v2, which has no shards; remove "
-                "shards (each chunk is its own file) or write ngff_version 0.5"
+                "shards (each chunk is its own file) or write ngff_version 0.5 or 0.6"
             )
         for axis in outer[1:]:
             if self.sizes.get(axis) is None and not (axis == "c" and self.channels):
