@@ -206,6 +206,7 @@ def image_group(
         spec.pixel_size,
         given.get(TRANSLATION_KEY) or None,
         given.get(STAGE_KEY) or None,
+        spec.pixel_unit,
     )
     image_levels = []
     for level in levels:

@@ -16,7 +16,8 @@ image's y negated — the assumption :mod:`acqwriter.mda.placement` makes for OM
 0.4 and 0.5 translations, and which the image's attributes record.
 
 The focus position of an image's first plane is the stage z of its ``z = 0``; time and
-channel pass through unchanged.
+channel pass through unchanged. Stage positions are in µm; an image whose pixel size is
+in another length unit gets its placement in that unit.
 """
 
 from __future__ import annotations
@@ -59,13 +60,27 @@ def stage_attributes(stage: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def linear_part(affine: Sequence[float] | None, pixel_size: float) -> tuple[float, ...]:
-    """(xx, xy, yx, yy): stage µm per physical µm of the image, from Micro-Manager's
-    affine (the stage-y-up assumption when it is missing or the identity)."""
+# the length units OME-NGFF names, per µm (a stage reports µm)
+PER_MICROMETER = {
+    "angstrom": 1e4,
+    "nanometer": 1e3,
+    "micrometer": 1.0,
+    "millimeter": 1e-3,
+    "centimeter": 1e-4,
+    "meter": 1e-6,
+}
+
+
+def linear_part(
+    affine: Sequence[float] | None, pixel_size: float, per_um: float = 1.0
+) -> tuple[float, ...]:
+    """(xx, xy, yx, yy): stage length per physical length of the image, from
+    Micro-Manager's affine (µm per pixel; the stage-y-up assumption when it is missing
+    or the identity); ``per_um``: the image's length unit per µm."""
     if not calibrated(affine):
         return (1.0, 0.0, 0.0, -1.0)
     a, b, _, d, e, _ = (float(v) for v in affine)
-    return tuple(_clean(v / pixel_size) for v in (a, b, d, e))
+    return tuple(_clean(v * per_um / pixel_size) for v in (a, b, d, e))
 
 
 def image_placement(
@@ -74,30 +89,34 @@ def image_placement(
     pixel_size: float,
     translation: Mapping[str, float] | None,
     stage: Mapping[str, Any] | None,
+    unit: str | None = "micrometer",
 ) -> Placement | None:
-    """The placement of an image of axes ``dims`` and frame ``shape`` (rows, columns).
+    """The placement of an image of axes ``dims`` and frame ``shape`` (rows, columns),
+    pixels of ``pixel_size`` ``unit``.
 
     ``stage``: the stage position it was taken at (``x``, ``y``, optionally ``z``, µm)
     and the pixel affine (``affine``); ``translation``: its origin in its own axes,
-    as OME-NGFF 0.4/0.5 store it. With neither the image is not placed (``None``)."""
+    as OME-NGFF 0.4/0.5 store it. With neither, or a stage position and a pixel unit
+    that is not a length acqwriter converts, the image is not placed (``None``)."""
     offset = None
     if translation:
         offset = tuple(float(translation.get(axis, 0.0)) for axis in dims)
     n = len(dims)
     rows = [[1.0 if i == j else 0.0 for j in range(n)] + [0.0] for i in range(n)]
-    if stage and "x" in stage and "y" in stage:
-        xx, xy, yx, yy = linear_part(stage.get("affine"), pixel_size)
+    per_um = PER_MICROMETER.get(unit or "")
+    if stage and "x" in stage and "y" in stage and per_um is not None:
+        xx, xy, yx, yy = linear_part(stage.get("affine"), pixel_size, per_um)
         iy, ix = dims.index("y"), dims.index("x")
         cy, cx = (shape[0] - 1) / 2 * pixel_size, (shape[1] - 1) / 2 * pixel_size
         rows[ix][ix], rows[ix][iy] = xx, xy
         rows[iy][ix], rows[iy][iy] = yx, yy
-        rows[ix][n] = float(stage["x"]) - (xx * cx + xy * cy)
-        rows[iy][n] = float(stage["y"]) - (yx * cx + yy * cy)
+        rows[ix][n] = float(stage["x"]) * per_um - (xx * cx + xy * cy)
+        rows[iy][n] = float(stage["y"]) * per_um - (yx * cx + yy * cy)
         if "z" in dims:
             z0 = stage.get("z")
             if z0 is None and translation:
                 z0 = translation.get("z")
-            rows[dims.index("z")][n] = float(z0 or 0.0)
+            rows[dims.index("z")][n] = float(z0 or 0.0) * per_um
         source = "stage"
     elif offset is not None:
         for i in range(n):

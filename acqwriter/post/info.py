@@ -186,7 +186,25 @@ def dataset_info(
         "frames_dropped": len(dropped) if acq else None,
         "dropped_indices": dropped,
         "frames_missing": len(missing) if acq else None,
+        "stage": _stage(acq),
     }
+
+
+def _stage(acq: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the stage was when the image was taken (µm, the stage's axes), whether it
+    was read back or planned, and what was assumed of the stage's axes."""
+    stage = acq.get("stage") if isinstance(acq, dict) else None
+    if not isinstance(stage, dict) or "x" not in stage or "y" not in stage:
+        return None
+    keys = ("x", "y", "z", "read_back", "assumed")
+    return {k: stage[k] for k in keys if stage.get(k) is not None}
+
+
+def _at(stage: dict[str, Any] | None) -> str:
+    if not stage:
+        return ""
+    where = ", ".join(f"{a} {stage[a]:.2f}" for a in ("x", "y", "z") if a in stage)
+    return f", stage {where} µm ({'read back' if stage.get('read_back') else 'planned'})"
 
 
 def _pyramid_reason(acq: dict[str, Any], state: Any) -> str | None:
@@ -307,6 +325,6 @@ def _format_collection(info: dict[str, Any]) -> str:
             f"  {key}: {image['path'].removeprefix(info['path']).lstrip('/')}  shape "
             f"{tuple(image['shape'])} {''.join(image['axes'])} {image['dtype']}, "
             f"{len(image['levels'])} level(s), dropped {image['frames_dropped']}, "
-            f"missing {image['frames_missing']}"
+            f"missing {image['frames_missing']}{_at(image.get('stage'))}"
         )
     return "\n".join(lines)

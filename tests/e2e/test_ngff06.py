@@ -172,6 +172,13 @@ def test_positions_are_a_scene_placed_by_the_stage_and_the_pixel_affine(tmp_path
     # ngff-zarr reads the scene (validating it) and every tile pixel-exact
     read = nz.from_ome_zarr(str(out), kind="scene", validate=True)
     assert sorted(read.images) == sorted(paths.values())
+    for transform in read.coordinateTransformations:  # as ngff-zarr parsed them
+        written = by_path[transform.input.path]
+        assert transform.type == written["type"] and transform.output.name == "world"
+        np.testing.assert_allclose(
+            np.asarray(getattr(transform, written["type"]), float),
+            np.asarray(written[written["type"]], float),
+        )
     for key, frame in frames.items():
         np.testing.assert_array_equal(np.asarray(read.images[paths[key]].images[0].data)[0], frame)
 
@@ -360,4 +367,81 @@ def test_an_mda_grid_with_positions_is_a_scene_of_its_fields(tmp_path):
     # neighbours overlap by 10 %: centres 460.8 µm apart along x
     xs = sorted({c[0] for c in centres if c[0] < 2500})
     assert np.diff(xs) == pytest.approx([460.8], abs=1)
+    nz.from_ome_zarr(str(out), kind="scene", validate=True)
+
+
+def test_live_levels_are_valid_06_while_the_run_goes_on(tmp_path):
+    out = tmp_path / "live_levels.ome.zarr"
+    spec = {
+        "out": out,
+        "shape": (128, 160),
+        "dtype": "uint16",
+        "chunks": {"t": 2, "y": 64, "x": 64},
+        "ngff_version": "0.6",
+        "pyramid": {"when": "live", "levels": 2},
+        "commit_interval_s": 0.01,
+    }
+    frames = [_cells((128, 160), i) for i in range(8)]
+    with acqwriter.open_stream(spec) as stream:
+        for i, frame in enumerate(frames):
+            stream.append(frame)
+            if i % 3 == 2:
+                check_dataset(out, growing=True)
+                nz.from_ome_zarr(str(out), validate=True)
+    attrs = check_dataset(out)
+    assert len(attrs["ome"]["multiscales"][0]["datasets"]) == 2
+    read = nz.from_ome_zarr(str(out), validate=True)
+    np.testing.assert_array_equal(np.asarray(read.images[0].data), np.stack(frames))
+    np.testing.assert_array_equal(
+        np.asarray(read.images[1].data), downsample(np.stack(frames), (1, 2, 2), "mean")
+    )
+
+
+def test_info_and_a_pyramid_rebuild_keep_the_scene(tmp_path):
+    out, stages, frames, _ = _tiles(tmp_path, None)
+    before = _attrs(out)["ome"]["scene"]
+    info = run_cli("info", str(out), "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["ome_version"] == "0.6"
+    for key, (x, y) in stages.items():
+        stage = described["images"][key]["stage"]
+        assert (stage["x"], stage["y"]) == (x, y) and "assumed" in stage
+    text = run_cli("info", str(out), cwd=tmp_path)
+    assert "stage x 0.00, y 0.00, z 7.50 µm (planned)" in text.stdout
+    rebuilt = run_cli("pyramid", str(out), "--quiet", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    attrs = check_dataset(out)
+    assert attrs["ome"]["scene"] == before
+    paths = attrs["acqwriter"]["images"]
+    for key, frame in frames.items():
+        image = _attrs(out / paths[key])
+        assert image["acqwriter"]["stage"]["x"] == stages[key][0]
+        assert image["ome"]["multiscales"][0]["coordinateTransformations"][0]["type"] == "affine"
+        np.testing.assert_array_equal(read_zarr(out / paths[key])[0], frame)
+
+
+def test_the_daemon_writes_06_positions(daemon, tmp_path):
+    from daemon_helpers import EventRecorder
+
+    recorder = EventRecorder(daemon.local_events)
+    try:
+        with daemon.client() as c:
+            configured = c.configure(
+                camera="sim",
+                shape=[64, 80],
+                dtype="uint16",
+                frames=4,
+                positions=2,
+                out="pos6.ome.zarr",
+                ngff_version="0.6",
+            )
+            assert configured["spec"]["ngff_version"] == "0.6"
+            c.start()
+            assert recorder.wait_for("summary")["ok"] is True
+    finally:
+        recorder.close()
+    out = tmp_path / "pos6.ome.zarr"
+    attrs = check_dataset(out)
+    assert len(attrs["ome"]["scene"]["coordinateTransformations"]) == 2
     nz.from_ome_zarr(str(out), kind="scene", validate=True)

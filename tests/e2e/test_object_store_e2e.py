@@ -125,3 +125,29 @@ def test_the_daemon_writes_under_its_object_root_only(aws_env, tmp_path):
         assert daemon.stop() == 0
     assert summary["state"] == "complete" and summary["frames_written"] == 12
     assert _read(aws_env, "daemon/run.ome.zarr", "0").shape == (12, 64, 80)
+
+
+def test_06_positions_on_a_bucket_are_a_scene(aws_env, tmp_path):
+    from helpers import validate_ngff
+
+    run = run_cli(
+        "acquire", "--camera", "sim", "--positions", "3", "--timepoints", "2",
+        "--shape", "64x80", "--ngff", "0.6", "--out", "s3://lab/tiles6.ome.zarr", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    root = s3.group(aws_env, "tiles6.ome.zarr").attrs.asdict()
+    validate_ngff(root, "scene", "0.6")
+    validate_ngff(root, "bf2raw", "0.6")
+    paths = root["acqwriter"]["images"]
+    assert [t["input"]["path"] for t in root["ome"]["scene"]["coordinateTransformations"]] == [
+        paths[key] for key in paths
+    ]
+    for path in paths.values():
+        image = s3.group(aws_env, f"tiles6.ome.zarr/{path}").attrs.asdict()
+        validate_ngff(image, "strict_image", "0.6")
+        assert image["acqwriter"]["stage"]["read_back"] is True
+        assert _read(aws_env, f"tiles6.ome.zarr/{path}", "0").shape == (2, 64, 80)
+    info = run_cli("info", "s3://lab/tiles6.ome.zarr", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["ome_version"] == "0.6"

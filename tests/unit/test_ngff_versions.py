@@ -85,3 +85,51 @@ def test_each_parser_reads_back_what_its_renderer_wrote(version, name):
         if built.placement is not None:
             assert image.placement is not None
             assert image.placement.matrix == built.placement.matrix
+
+
+def _map(placement, point):
+    import numpy as np
+
+    m = np.asarray(placement.matrix)
+    return m[:, :-1] @ np.asarray(point, float) + m[:, -1]
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [(0.5, 0.0, 0.0, 0.0, 0.5, 0.0), (0.0, 0.5, 0.0, -0.5, 0.0, 0.0), (-0.5, 0.0, 0, 0, 0.5, 0)],
+)
+def test_a_pixel_lands_where_the_stage_and_the_affine_put_it(affine):
+    from acqwriter.format.placement import image_placement
+
+    shape, px = (40, 60), 0.5
+    stage = {"x": 100.0, "y": -20.0, "z": 3.0, "affine": affine}
+    placement = image_placement("tzyx", shape, px, None, stage)
+    assert placement.source == "stage"
+    assert placement.is_translation == (affine[0] == affine[4] > 0)
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    for i, j, k in ((0, 0, 0), (7, 33, 2), (39, 59, 4)):
+        world = _map(placement, [5.0, k * 1.0, i * px, j * px])
+        a, b, _, d, e, _ = affine
+        assert world[0] == 5.0 and world[1] == pytest.approx(3.0 + k)  # t, z (+ focus)
+        assert world[3] == pytest.approx(100.0 + a * (j - cx) + b * (i - cy))  # stage x
+        assert world[2] == pytest.approx(-20.0 + d * (j - cx) + e * (i - cy))  # stage y
+
+
+def test_placements_without_a_stage_or_in_other_units():
+    from acqwriter.format.placement import image_placement, stage_attributes
+
+    uncalibrated = image_placement("yx", (10, 10), 2.0, None, {"x": 1.0, "y": 1.0})
+    assert uncalibrated.matrix[0][0] == -1.0 and uncalibrated.matrix[1][1] == 1.0  # y up
+    assert "assumed" in stage_attributes({"x": 1.0, "y": 1.0, "affine": None})
+    assert "assumed" not in stage_attributes({"x": 1, "y": 1, "affine": (2, 0, 0, 0, 2, 0)})
+    nm = image_placement("yx", (11, 11), 100.0, None, {"x": 2.0, "y": 3.0, "affine": None})
+    um = image_placement("yx", (11, 11), 0.1, None, {"x": 2.0, "y": 3.0, "affine": None})
+    nm_placement = image_placement(
+        "yx", (11, 11), 100.0, None, {"x": 2.0, "y": 3.0, "affine": None}, "nanometer"
+    )
+    assert nm_placement.translation == pytest.approx([t * 1000 for t in um.translation])
+    assert nm.translation != nm_placement.translation  # micrometre assumed without a unit
+    assert image_placement("yx", (4, 4), 1.0, None, {"x": 1.0, "y": 1.0}, "inch") is None
+    given = image_placement("zyx", (4, 4), 1.0, {"x": 5.0, "z": 2.0}, None)
+    assert given.source == "translation" and given.translation == (2.0, 0.0, 5.0)
+    assert image_placement("yx", (4, 4), 1.0, None, None) is None
