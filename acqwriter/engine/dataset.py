@@ -181,16 +181,16 @@ class DatasetWriter:
 
     def record_stage(self, image: str | None, **stage: Any) -> None:
         """The stage read back at ``image``'s first frame (``ImageWriter.record_stage``)."""
-        with self._append_lock:
-            if not self._closed and self.image(image)[1].record_stage(stage):
+        with self._append_lock:  # the root's scene places it too
+            placed = not self._closed and self.image(image)[1].record_stage(stage)
+            if placed and self.plan.has_scene:
                 self._write_hierarchy("adding")
 
     def view(self, image: str | None = None) -> ImageView:
         """A live view of ``image`` (default: the only one): :mod:`acqwriter.engine.view`."""
-        _, writer = self.image(image)
-        with self._append_lock:
-            if self._notifier is None:  # after close: nothing left to signal
-                self._notifier = ViewNotifier(stopped=self._closed)
+        writer = self.image(image)[1]
+        with self._append_lock:  # after close: nothing left to signal
+            self._notifier = self._notifier or ViewNotifier(stopped=self._closed)
         return ImageView(writer, self._notifier)
 
     # -- frames in -------------------------------------------------------------------------------

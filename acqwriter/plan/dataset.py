@@ -259,6 +259,11 @@ class DatasetPlan:
             self.plate = plate_document(one, list(self.images))
         return added
 
+    @property
+    def has_scene(self) -> bool:
+        """Whether the root places the images (OME-NGFF 0.6 collections)."""
+        return self.layout == "collection" and self.writer.ngff_version == "0.6"
+
     def group_documents(self) -> list[tuple[str, GroupMetadata]]:
         """The documents of the groups between the root and the images (a collection's
         ``OME`` series, a plate's wells and rows), as (prefix, document); the root's own
