@@ -30,6 +30,7 @@ import errno
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -74,9 +75,11 @@ class ObjectStore(Store):
         *,
         sync: str = "close",
         options: dict[str, str] | None = None,
+        retry_s: float = 60.0,
     ) -> None:
         super().__init__(sync=sync)
         self._store = store
+        self._retry_s = retry_s  # how long a write the client did not retry is retried
         self._location = location
         self._options = dict(options or {})  # for boto3 (abort_uploads); never shown
         self._logs: dict[str, _Log] = {}  # each line log's last segment
@@ -112,27 +115,38 @@ class ObjectStore(Store):
             client_options=client or None,
             retry_config=policy,  # type: ignore[arg-type]
         )
-        return cls(store, url, sync=sync, options=config)
+        timeout = policy["retry_timeout"].total_seconds()
+        return cls(store, url, sync=sync, options=config, retry_s=timeout)
 
     @property
     def location(self) -> str:
         return self._location
 
-    def _error(self, exc: Exception, what: str, key: str) -> OSError:
+    def _error(self, exc: Exception, what: str, key: str, retried: int = 0) -> OSError:
         where = f"{self._location}/{key}" if key else self._location
         if isinstance(exc, FileNotFoundError) and "NoSuchBucket" not in str(exc):
             return FileNotFoundError(errno.ENOENT, f"{where}: not found")
-        return StorageError(errno.EIO, f"cannot {what} {where}: {_reason(exc)}")
+        return StorageError(errno.EIO, f"cannot {what} {where}: {_reason(exc, retried)}")
 
     def _put(self, key: str, data: Any, **kw: Any) -> None:
         import obstore
 
-        if self._lock is not None and self._lock.lost:  # another writer took over
-            raise StorageError(errno.EPERM, self._lock.lost)
-        try:
-            obstore.put(self._store, key, data, **kw)
-        except Exception as exc:
-            raise self._error(exc, "write", key) from exc
+        start, attempt = time.monotonic(), 0
+        while True:
+            if self._lock is not None and self._lock.lost:  # another writer took over
+                raise StorageError(errno.EPERM, self._lock.lost)
+            try:
+                obstore.put(self._store, key, data, **kw)
+                return
+            except Exception as exc:
+                # A request that failed while being sent on a pooled connection is not
+                # retried by the client (it may have reached the server); a whole-object
+                # PUT is idempotent, so it is retried here for the same time limit.
+                unsent = not kw and _UNSENT.search(str(exc))
+                if not unsent or time.monotonic() - start >= self._retry_s:
+                    raise self._error(exc, "write", key, attempt) from exc
+            attempt += 1
+            time.sleep(min(8.0, 0.1 * 2**attempt))
 
     # -- writes -------------------------------------------------------------------------
     def write_chunk_from(self, key: str, n: int, buf: Any = None) -> int:
@@ -393,15 +407,24 @@ def _seconds(text: object) -> float:
     return value
 
 
-def _reason(exc: Exception) -> str:
+# a request that failed while being sent, which the client did not retry
+_UNSENT = re.compile(r"performing \w+ (\w+://[^/?\s]+)\S* in [^,]* - HTTP error: error sending")
+
+
+def _reason(exc: Exception, retried: int = 0) -> str:
     """One line saying why a request failed: the server's error code and message when
-    it sent them (S3's XML error), else the first line of the client's."""
+    it sent them (S3's XML error), else the first line of the client's. ``retried``:
+    the retries made here on top of the client's."""
     text = str(exc)
     refused = re.search(r"Os \{\s*code: \d+,\s*kind: \w+,\s*message: \"([^\"]*)\"", text)
     retries = re.search(r"performing \w+ (\w+://[^/?\s]+)\S* in [^,]*, after (\d+) retries", text)
     if retries:
         why = refused.group(1).lower() if refused else "no answer"
-        return f"{retries.group(1)}: {why} (gave up after {retries.group(2)} retries)"
+        count = int(retries.group(2)) + retried
+        return f"{retries.group(1)}: {why} (gave up after {count} retries)"
+    unsent = _UNSENT.search(text)
+    if unsent:
+        return f"{unsent.group(1)}: no answer (gave up after {retried} retries)"
     code = re.search(r"<Code>([^<]*)</Code>", text)
     if code:
         message = re.search(r"<Message>([^<]*)</Message>", text)

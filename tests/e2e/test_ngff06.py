@@ -445,3 +445,45 @@ def test_the_daemon_writes_06_positions(daemon, tmp_path):
     attrs = check_dataset(out)
     assert len(attrs["ome"]["scene"]["coordinateTransformations"]) == 2
     nz.from_ome_zarr(str(out), kind="scene", validate=True)
+
+
+GRID_YAML = """\
+z_plan: {range: 2, step: 1}
+stage_positions:
+  - {x: 100, y: 200, z: 10, name: site}
+grid_plan: {rows: 2, columns: 2, fov_width: 41.6, fov_height: 41.6, overlap: 0}
+"""
+
+
+def test_the_cli_writes_a_grid_plan_as_a_scene_with_its_focus(tmp_path):
+    """``acquire --sequence grid.yaml --ngff 0.6``: each field an image of the scene;
+    the placement's z is the focus of the field's first plane (10 - 1 µm)."""
+    from acqwriter.viewer.follow import open_image
+
+    (tmp_path / "grid.yaml").write_text(GRID_YAML)
+    out = tmp_path / "grid.ome.zarr"
+    run = run_cli(
+        "acquire", "--camera", "sim", "--shape", "64x64", "--sequence", "grid.yaml",
+        "--ngff", "0.6", "--out", str(out), "--json", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    attrs = check_dataset(out)
+    paths = attrs["acqwriter"]["images"]
+    assert len(paths) == 4
+    scene = {t["input"]["path"]: t for t in attrs["ome"]["scene"]["coordinateTransformations"]}
+    axes = [a["name"] for a in attrs["ome"]["scene"]["coordinateSystems"][0]["axes"]]
+    assert axes[-3:] == ["z", "y", "x"]
+    centres = []
+    for path in paths.values():
+        transform = scene[path]
+        centre = [0.0] * (len(axes) - 2) + [31.5 * 0.65, 31.5 * 0.65]
+        world = _apply(transform, centre)
+        assert world[-3] == pytest.approx(9.0, abs=0.05)  # the first plane's focus
+        centres.append((round(world[-1], 1), round(world[-2], 1)))
+        image = open_image(out, image=next(k for k, p in paths.items() if p == path))
+        assert image.dims[-3:] == ("z", "y", "x")
+    xs = sorted({x for x, _ in centres})
+    ys = sorted({y for _, y in centres})
+    assert np.diff(xs) == pytest.approx([41.6], abs=0.1)
+    assert np.diff(ys) == pytest.approx([41.6], abs=0.1)
+    assert np.mean(xs) == pytest.approx(100, abs=0.1) and np.mean(ys) == pytest.approx(200, abs=0.1)

@@ -352,3 +352,24 @@ def test_a_stalled_upload_holds_the_writer_threads_back_instead_of_growing_memor
     assert sorted(done) == list(range(7))
     sink.finish(7 * part)
     assert store.read_bytes("0/c/0") == b"".join(segments)
+
+
+def test_a_failed_request_is_one_line_naming_the_server_and_the_retries():
+    """The two ways obstore reports a server that does not answer: retried by the client
+    (connection refused), and failed while being sent on a pooled connection (not
+    retried by the client; ``ObjectStore`` retries such a PUT itself)."""
+    from acqwriter.store.objects import _UNSENT, _reason
+
+    refused = Exception(
+        "Generic S3 error: Error performing PUT http://127.0.0.1:9/b/k in 2.1s, after 9 "
+        "retries, max_retries: 100 - HTTP error: error sending request ... Os { code: 111, "
+        'kind: ConnectionRefused, message: "Connection refused" }'
+    )
+    expected = "http://127.0.0.1:9: connection refused (gave up after 11 retries)"
+    assert _reason(refused, 2) == expected
+    unsent = Exception(
+        "Generic S3 error: Error performing PUT http://127.0.0.1:46293/r/g.ome.zarr/0/zarr.json"
+        " in 255.589µs - HTTP error: error sending request"
+    )
+    assert _UNSENT.search(str(unsent)) and not _UNSENT.search(str(refused))
+    assert _reason(unsent, 5) == "http://127.0.0.1:46293: no answer (gave up after 5 retries)"
