@@ -184,7 +184,7 @@ class DatasetWriter:
         with self._append_lock:  # the root's scene places it too
             placed = not self._closed and self.image(image)[1].record_stage(stage)
             if placed and self.plan.has_scene:
-                self._write_hierarchy("adding")
+                self._write_hierarchy("placed")
 
     def view(self, image: str | None = None) -> ImageView:
         """A live view of ``image`` (default: the only one): :mod:`acqwriter.engine.view`."""

@@ -34,15 +34,18 @@ def write_groups(
     summary: DatasetSummary | None = None,
 ) -> None:
     """Write the groups above ``images`` (nothing for the one-image layout, whose root
-    is the image's own group): the root last, so it never names a missing group."""
+    is the image's own group): the root last, so it never names a missing group.
+    ``placed``: an image was placed while acquiring; only the root's scene changed."""
     if plan.layout == "image":
         return
+    root_only = state == "placed"
+    state = "acquiring" if root_only else state
     paths = {key: image.path for key, image in plan.images.items()}
     version = plan.writer.ngff_version
     write = store.write_atomic
-    if plan.layout == "collection":
+    if plan.layout == "collection" and not root_only:
         write(COLLECTION_OME_XML, _ome_xml(images.values(), state))
-    for prefix, document in plan.group_documents():
+    for prefix, document in [] if root_only else plan.group_documents():
         write_group(write, document, version, prefix)
     attrs: dict[str, Any] = {"state": state, "layout": plan.layout, "images": paths, **root_attrs}
     if summary is not None:
