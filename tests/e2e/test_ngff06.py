@@ -367,6 +367,16 @@ def test_an_mda_grid_with_positions_is_a_scene_of_its_fields(tmp_path):
     # neighbours overlap by 10 %: centres 460.8 µm apart along x
     xs = sorted({c[0] for c in centres if c[0] < 2500})
     assert np.diff(xs) == pytest.approx([460.8], abs=1)
+    # useq puts grid row 0 at the larger stage y (fields g0, g1; row 1: g2, g3): with the
+    # stage's y up (the demo is uncalibrated), row 0 lies below row 1 in a y-down view
+    world_y = {
+        key: _apply(transforms[path], [0.0, 0.0, 255.5, 255.5])[-2]
+        for key, path in paths.items()
+        if key.startswith("a")
+    }
+    row0 = [y for key, y in world_y.items() if key.endswith(("_g0", "_g1"))]
+    row1 = [y for key, y in world_y.items() if key.endswith(("_g2", "_g3"))]
+    assert len(row0) == len(row1) == 2 and min(row0) > max(row1)
     nz.from_ome_zarr(str(out), kind="scene", validate=True)
 
 
