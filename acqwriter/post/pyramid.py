@@ -15,7 +15,6 @@ crash midway leaves a valid dataset with the levels finished so far.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -28,16 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
-from acqwriter.codec.chain import chunk_encoder
 from acqwriter.format.image import FINISHED_STATES, Level, carried_attrs, image_group, level0
-from acqwriter.format.keys import ArrayKeys, level
+from acqwriter.format.keys import level
 from acqwriter.format.versions import ZARR_FORMAT, array_document, read_stored, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
-from acqwriter.post.downsample import downsample
 from acqwriter.post.hierarchy import image_paths
-from acqwriter.post.reader import LevelReader, ShardCache
+from acqwriter.post.regions import LevelRegions
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 from acqwriter.store.existing import open_store
@@ -104,122 +100,26 @@ class BuildProgress:
         return self.bytes_done / 1e6 / elapsed if elapsed > 0 else 0.0
 
 
-def _chunk_aligned(
-    source: LevelReader, chunks: tuple[int, ...], step: tuple[int, ...], grid: list[int]
-) -> bool:
-    """Whether every source chunk lies inside one output chunk's source region and every
-    downsampled pair inside one source chunk: then each source chunk is downsampled on
-    its own, straight into its place in the output chunk (no assembled region)."""
-    for sc, n, c, f, g in zip(source.chunks, source.shape, chunks, step, grid, strict=True):
-        if f == 2 and sc % 2 and n > sc:
-            return False
-        if g > 1 and (c * f) % sc:
-            return False
-    return True
-
-
-def _write_level(
-    store: Store,
-    spec: StreamSpec,
-    source: LevelReader,
-    keys: ArrayKeys,
-    shape: tuple[int, ...],
-    chunks: tuple[int, ...],
-    step: tuple[int, ...],
-    threads: int,
-    progress: BuildProgress,
-) -> None:
-    """Compute and write every chunk of one level from the level above it.
-
-    Each thread decodes source chunks into its own buffer, downsamples them into the
-    output chunk and compresses that straight into the store's aligned write buffer
-    (:class:`acqwriter.codec.blosc.IntoEncoder`): no assembled source region, no
-    encoded copy. Layouts where a 2× pair would straddle two source chunks (odd chunk
-    sizes) read the region through :class:`LevelReader` instead."""
-    dtype = source.dtype
-    grid = [math.ceil(s / c) for s, c in zip(shape, chunks, strict=True)]
-    aligned = _chunk_aligned(source, chunks, step, grid)
-    encoder = IntoEncoder(spec.codec, dtype)
-    chunk_bytes = math.prod(chunks) * dtype.itemsize
+def _write_level(regions: LevelRegions, threads: int, progress: BuildProgress) -> None:
+    """Compute and write every chunk of one level from the level above it, on
+    ``threads`` threads, with a bounded number of chunks in flight (bounded memory)."""
     errors: list[BaseException] = []
-    gate = threading.Semaphore(2 * threads)  # bounded in-flight chunks: bounded memory
-    local = threading.local()
-    method = spec.pyramid.method
-
-    def source_chunks(index: tuple[int, ...]) -> list[tuple[int, ...]]:
-        ranges = []
-        for i, c, f, sc, n in zip(index, chunks, step, source.chunks, source.shape, strict=True):
-            lo, hi = i * c * f, min((i + 1) * c * f, n)
-            ranges.append(range(lo // sc, (hi - 1) // sc + 1))
-        return list(itertools.product(*ranges))
-
-    def by_source_chunks(index: tuple[int, ...]) -> np.ndarray:
-        buf = getattr(local, "buf", None)
-        if buf is None:  # this thread's buffers, reused for every chunk it makes
-            buf = local.buf = np.empty(source.chunks, dtype)
-            local.raw = None
-            local.block = np.empty(chunks, dtype)
-            local.scratch = {}
-        block = local.block
-        block.fill(source.fill_value)
-        for src in source_chunks(index):
-            data = source.read_chunk(src, local.raw)
-            if data is None:
-                continue  # never written: the fill value, already in the block
-            if isinstance(data, memoryview):
-                local.raw = data.obj  # reused for the next read
-            decoded = source.decoder.decode(data, out=buf)
-            if decoded is not buf:
-                buf[...] = np.frombuffer(decoded, dtype).reshape(source.chunks)
-            valid = tuple(
-                slice(0, min(sc, n - j * sc))
-                for j, sc, n in zip(src, source.chunks, source.shape, strict=True)
-            )
-            part = downsample(buf[valid], step, method, scratch=local.scratch)
-            dst = []
-            for j, sc, f, i, c, m in zip(
-                src, source.chunks, step, index, chunks, part.shape, strict=True
-            ):
-                start = j * sc // f - i * c
-                dst.append(slice(start, min(start + m, c)))
-            block[tuple(dst)] = part[tuple(slice(0, d.stop - d.start) for d in dst)]
-        return block
-
-    def by_region(index: tuple[int, ...]) -> np.ndarray:
-        out_sl = [
-            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape, strict=True)
-        ]
-        src_sl = tuple(
-            slice(o.start * f, min(o.stop * f, n))
-            for o, f, n in zip(out_sl, step, source.shape, strict=True)
-        )
-        part = downsample(np.asarray(source[src_sl]), step, method)
-        part = part[tuple(slice(0, o.stop - o.start) for o in out_sl)]
-        if part.shape == chunks:
-            return np.ascontiguousarray(part)
-        block = np.full(chunks, source.fill_value, dtype)  # edge chunk: pad
-        block[tuple(slice(0, n) for n in part.shape)] = part
-        return block
+    gate = threading.Semaphore(2 * threads)
 
     def one_chunk(index: tuple[int, ...]) -> None:
         try:
-            block = by_source_chunks(index) if aligned else by_region(index)
-            dest, address = store.scratch(max_compressed_size(chunk_bytes))
-            n = encoder.encode_into(block, dest, address)
-            store.write_chunk_from(keys.chunk(index), n)
-            progress.chunk_done(chunk_bytes)
+            progress.chunk_done(regions.make(index))
         except BaseException as exc:
             errors.append(exc)
         finally:
             gate.release()
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="acqwriter-pyramid") as pool:
-        for index in np.ndindex(*grid):
+        for index in np.ndindex(*regions.grid):
             if errors:
                 break
-            index = tuple(int(i) for i in index)
             gate.acquire()
-            pool.submit(one_chunk, index)
+            pool.submit(one_chunk, tuple(int(i) for i in index))
     if errors:
         raise errors[0]
 
@@ -260,23 +160,15 @@ def build_pyramid(
     base_chunk_bytes = math.prod(spec.resolved_chunks()) * np.dtype(spec.dtype).itemsize
     threads = threads or pyramid_threads(base_chunk_bytes)
     progress = progress or BuildProgress()
-    decoder = chunk_encoder(spec.codec)
-    zarr_format = ZARR_FORMAT[spec.ngff_version]
-    src_shape = tuple(json.loads(store.read_bytes(level(0, zarr_format).metadata))["shape"])
     levels = [level0(spec)]
-    step = level_factors(spec, 1)
-    shapes = plan_levels(spec, src_shape)
+    shapes = plan_levels(spec, level0_shape(store, spec))
     try:
         for k, shape in enumerate(shapes, start=1):
             chunks = level_chunks(spec, shape)
-            grid = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
-            progress.start_level(k, len(shapes), grid)
-            meta = array_document(spec, shape, chunks)
-            keys = level(k, zarr_format)
-            store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
+            progress.start_level(k, len(shapes), math.prod(_grid(shape, chunks)))
+            write_level_metadata(store, spec, k, shape, chunks)
             # level k - 1 is complete and nothing else writes it
-            source = LevelReader(store, level(k - 1).path, decoder, shards=ShardCache(store))
-            _write_level(store, spec, source, keys, shape, chunks, step, threads, progress)
+            _write_level(LevelRegions(store, spec, k, shape, chunks), threads, progress)
             levels.append(Level(str(k), level_factors(spec, k), spec.pyramid.method))
         store.flush()
     except BaseException:
@@ -286,6 +178,25 @@ def build_pyramid(
             store.remove_tree(str(k))
         raise
     return levels
+
+
+def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
+
+
+def level0_shape(store: Store, spec: StreamSpec) -> tuple[int, ...]:
+    """The shape level 0 has on disk."""
+    keys = level(0, ZARR_FORMAT[spec.ngff_version])
+    return tuple(json.loads(store.read_bytes(keys.metadata))["shape"])
+
+
+def write_level_metadata(
+    store: Store, spec: StreamSpec, k: int, shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> None:
+    """Level ``k``'s array document (its chunks come after; it is listed when whole)."""
+    keys = level(k, ZARR_FORMAT[spec.ngff_version])
+    meta = array_document(spec, shape, chunks)
+    store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
 
 
 def use_settings(store: Store, spec: StreamSpec) -> None:
