@@ -244,15 +244,27 @@ def _with_build_progress(work: Any, quiet: bool) -> Any:
 
 
 def cmd_pyramid(args: argparse.Namespace) -> int:
-    from acqwriter.post.pyramid import rebuild_pyramid
+    from acqwriter.cli.cluster import open_cluster
+    from acqwriter.post.pyramid import build_pyramid
 
     notes: list[str] = []
+    try:
+        cluster = open_cluster(args)
+    except (ImportError, OSError, ValueError) as exc:
+        print(f"acqwriter pyramid: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     def build(progress: Any) -> Any:
         try:
-            return rebuild_pyramid(args.path, threads=args.threads, progress=progress)
+            return build_pyramid(
+                args.path, threads=args.threads, progress=progress, levels=args.levels,
+                method=args.method, client=cluster.client if cluster else None,
+                task_bytes=int(args.task_mb * 2**20) if args.task_mb else None,
+            )  # fmt: skip
         finally:
             notes.extend(progress.notes)
+            if cluster is not None:
+                cluster.close()
 
     try:
         levels = _with_build_progress(build, args.quiet)
@@ -263,6 +275,16 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
         print(
             f"acqwriter pyramid: {args.path}: cannot write the pyramid "
             f"({exc.strerror or exc}); the dataset keeps its levels as they were",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    except Exception as exc:  # the cluster's: a task failed on every worker it tried
+        if cluster is None:
+            raise
+        print(
+            f"acqwriter pyramid: {args.path}: the cluster build stopped "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the "
+            "levels listed are whole: run the same command again to resume",
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
@@ -329,6 +351,15 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
     p.add_argument("path", type=_dataset_location)
     p.add_argument("--threads", type=int)
+    p.add_argument("--levels", type=int, help="levels to build, level 0 included")
+    p.add_argument("--method", choices=["mean", "nearest"], help="how lower levels are made")
+    p.add_argument(
+        "--workers", type=int, help="build on a local Dask cluster of this many processes"
+    )
+    p.add_argument("--scheduler", help="build on a running Dask cluster (tcp://host:8786)")
+    p.add_argument(
+        "--task-mb", type=float, help="output per cluster task, MiB (default 64): its memory"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_pyramid)
     p = sub.add_parser("recover", help="finish a dataset whose writer crashed (idempotent)")

@@ -39,7 +39,7 @@ from acqwriter.format.versions import array_keys, write_group
 from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.dataset import ImagePlan
 from acqwriter.plan.pyramid import level_factors
-from acqwriter.post.pyramid import BuildProgress, build_pyramid
+from acqwriter.post.pyramid import BuildProgress, build_levels
 from acqwriter.store.base import Store
 
 __all__ = ["UNWRITTEN", "ImageWriter", "checked_frame"]
@@ -322,7 +322,7 @@ class ImageWriter:
             return
         t0 = time.perf_counter()
         try:
-            self.levels = build_pyramid(self.store, self.spec, progress=progress)
+            self.levels = build_levels(self.store, self.spec, progress=progress)
         except Exception as exc:  # a failed pyramid must not lose level 0
             self._pipeline.health.fail(exc)
         self.pyramid_duration_s = time.perf_counter() - t0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from acqwriter.format.image import FINISHED_STATES, Level, carried_attrs, image_group, level0
 from acqwriter.format.keys import level
@@ -35,12 +36,14 @@ from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reaso
 from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.regions import LevelRegions
 from acqwriter.spec.model import StreamSpec
+from acqwriter.spec.pyramid import PyramidSpec
 from acqwriter.store.base import Store
 from acqwriter.store.existing import open_store
 from acqwriter.store.prefixed import PrefixedStore
 
 __all__ = [
     "BuildProgress",
+    "build_levels",
     "build_pyramid",
     "plan_levels",
     "pyramid_threads",
@@ -63,6 +66,8 @@ class BuildProgress:
         self.level_chunks: list[int] = []  # chunks of each level started so far
         self.notes: list[str] = []  # why an image got no lower level
         self.bytes_done = 0
+        self.dashboard: str | None = None  # a cluster build's dashboard link
+        self._ahead: dict[int, int] = {}  # chunks made of levels not shown yet
         self._t0: float | None = None
         self._lock = threading.Lock()
 
@@ -71,15 +76,23 @@ class BuildProgress:
             if self._t0 is None:
                 self._t0 = time.perf_counter()
             self.level, self.levels = level, levels
-            self.chunks_done, self.chunks_total = 0, chunks
+            self.chunks_done, self.chunks_total = self._ahead.pop(level, 0), chunks
             self.level_chunks.append(chunks)
         if self.on_level is not None:
             self.on_level()
 
     def chunk_done(self, nbytes: int) -> None:
+        self.batch_done(self.level, 1, nbytes)
+
+    def batch_done(self, level: int, chunks: int, nbytes: int) -> None:
+        """``chunks`` of ``level`` written (a cluster build makes levels side by side:
+        a level's count starts from what was made before it is shown)."""
         with self._lock:
-            self.chunks_done += 1
             self.bytes_done += nbytes
+            if level == self.level:
+                self.chunks_done += chunks
+            else:
+                self._ahead[level] = self._ahead.get(level, 0) + chunks
 
     def snapshot(self) -> dict[str, Any]:
         """The fields progress displays and events carry (``pyramid_*``)."""
@@ -146,7 +159,7 @@ def pyramid_threads(chunk_bytes: int = 0) -> int:
     return max(1, wanted)
 
 
-def build_pyramid(
+def build_levels(
     store: Store,
     spec: StreamSpec,
     *,
@@ -226,11 +239,40 @@ def replace_pyramid(
     for name in store.list_dir():
         if name.isdigit() and name != "0":  # levels 1..: folders named by their number
             store.remove_tree(name)
-    return build_pyramid(store, spec, threads=threads, progress=progress)
+    return build_levels(store, spec, threads=threads, progress=progress)
+
+
+def build_pyramid(
+    path_or_url: str | Path,
+    *,
+    levels: int | None = None,
+    method: str | None = None,
+    client: Any = None,
+    task_bytes: int | None = None,
+    threads: int | None = None,
+    progress: BuildProgress | None = None,
+) -> list[Level]:
+    """Build the pyramid of a finished dataset (a folder or an ``s3://bucket/prefix``
+    URL) again, with ``levels`` (level 0 included) and ``method`` when given (kept in
+    the dataset's spec from then on). ``client``: a ``distributed.Client``; the build
+    then runs on its cluster and resumes where an earlier one was cut short
+    (:mod:`acqwriter.post.cluster`), ``task_bytes`` of output per task (default
+    64 MiB); without it, on this machine's ``threads``."""
+    return rebuild_pyramid(
+        path_or_url, threads=threads, progress=progress, levels=levels, method=method,
+        client=client, task_bytes=task_bytes,
+    )  # fmt: skip
 
 
 def rebuild_pyramid(
-    root: str | Path, *, threads: int | None = None, progress: BuildProgress | None = None
+    root: str | Path,
+    *,
+    threads: int | None = None,
+    progress: BuildProgress | None = None,
+    levels: int | None = None,
+    method: str | None = None,
+    client: Any = None,
+    task_bytes: int | None = None,
 ) -> list[Level]:
     """Drop and rebuild the pyramid of a finished acqwriter dataset (``acqwriter
     pyramid PATH``; a folder or an ``s3://bucket/prefix`` URL), holding its writer lock;
@@ -256,55 +298,94 @@ def rebuild_pyramid(
                 f"{where}: its writer did not finish it (state {state!r}): run "
                 f"'acqwriter recover {where}' first (it builds the pyramid too)"
             )
+    settings = {k: v for k, v in (("levels", levels), ("method", method)) if v is not None}
+    cluster = None
+    if client is not None:
+        from acqwriter.post.cluster import BATCH_BYTES, ClusterBuild
+
+        cluster = ClusterBuild(client, store.location, task_bytes or BATCH_BYTES)
     try:
         store.take_lock()
     except FileExistsError as exc:
         raise ValueError(f"{where}: {exc}".replace(f"{where!r} ", "")) from None
     try:
-        levels: list[Level] = []
+        built: list[Level] = []
         for path in images:
             image_store = PrefixedStore(store, path) if path else store
             image_where = f"{where}/{path}" if path else where
-            levels = _rebuild_image(image_where, image_store, threads, progress)
+            build = _Build(image_where, path, threads, progress or BuildProgress(), cluster)
+            built = build.run(image_store, settings)
     finally:
         store.release_lock()
-    return levels
+    return built
 
 
-def _rebuild_image(
-    root: str, store: Store, threads: int | None, progress: BuildProgress | None
-) -> list[Level]:
-    """Rebuild one image's pyramid; the caller holds the dataset's lock."""
-    try:
-        attrs = read_stored(store.read_bytes)[1]["acqwriter"]
-        spec = StreamSpec.model_validate({**attrs["spec"], "overwrite": True})
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)"
-        ) from exc
-    use_settings(store, spec)
-    state = attrs.get("state")
-    if state not in FINISHED_STATES:
-        raise ValueError(
-            f"{root}: its writer did not finish it (state {state!r}): run "
-            f"'acqwriter recover {root}' first (it builds the pyramid too)"
+class _Build:
+    """One image's rebuild; the caller holds the dataset's lock."""
+
+    def __init__(
+        self, root: str, path: str, threads: int | None, progress: BuildProgress, cluster: Any
+    ) -> None:
+        self.root, self.path, self.threads = root, path, threads
+        self.progress, self.cluster = progress, cluster
+
+    def run(self, store: Store, settings: dict[str, Any]) -> list[Level]:
+        root = self.root
+        try:
+            attrs = read_stored(store.read_bytes)[1]["acqwriter"]
+            spec = StreamSpec.model_validate({**attrs["spec"], "overwrite": True})
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{root}: not a Zarr dataset (no zarr.json)") from None
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"{root}: not an acqwriter dataset (no acqwriter.spec in zarr.json)"
+            ) from exc
+        use_settings(store, spec)
+        state = attrs.get("state")
+        if state not in FINISHED_STATES:
+            raise ValueError(
+                f"{root}: its writer did not finish it (state {state!r}): run "
+                f"'acqwriter recover {root}' first (it builds the pyramid too)"
+            )
+        spec = _with_settings(spec, settings)
+        extra = carried_attrs(attrs)
+        if self.cluster is None:
+            levels = replace_pyramid(
+                store, spec, state=state, extra=extra, threads=self.threads,
+                progress=self.progress,
+            )  # fmt: skip
+        else:
+            levels = self.cluster.build(
+                store, self.path, spec, state=state, extra=extra, progress=self.progress
+            )
+            if self.cluster.resumed.get(self.path):
+                self.progress.notes.append(
+                    f"{root}: resumed: {self.cluster.resumed[self.path]} task(s) of regions "
+                    "already written were kept"
+                )
+        note = no_pyramid_reason(spec, rebuild=True) if len(levels) == 1 else None
+        if note is not None:
+            self.progress.notes.append(f"{root}: no lower level: {note}")
+        if "summary" in extra:
+            extra["summary"]["pyramid_levels"] = len(levels)
+            extra["summary"]["pyramid_note"] = note
+        group = image_group(
+            spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)
         )
-    extra = carried_attrs(attrs)
-    levels = replace_pyramid(
-        store, spec, state=state, extra=extra, threads=threads, progress=progress
-    )
-    note = no_pyramid_reason(spec, rebuild=True) if len(levels) == 1 else None
-    if note is not None and progress is not None:
-        progress.notes.append(f"{root}: no lower level: {note}")
-    if "summary" in extra:
-        extra["summary"]["pyramid_levels"] = len(levels)
-        extra["summary"]["pyramid_note"] = note
-    write_group(
-        store.write_atomic,
-        image_group(spec, levels, state=state, extra=extra, no_pyramid=no_pyramid_reason(spec)),
-        spec.ngff_version,
-    )
-    store.flush()
-    return levels
+        write_group(store.write_atomic, group, spec.ngff_version)
+        store.flush()
+        return levels
+
+
+def _with_settings(spec: StreamSpec, settings: dict[str, Any]) -> StreamSpec:
+    """``spec`` with the pyramid ``levels``/``method`` a rebuild asks for, or ValueError
+    naming the setting and what it takes."""
+    if not settings:
+        return spec
+    try:
+        pyramid = PyramidSpec.model_validate({**spec.pyramid.model_dump(), **settings})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"]) or "pyramid"
+        raise ValueError(f"{name}: {error['msg']}, got {error.get('input')!r}") from None
+    return spec.model_copy(update={"pyramid": pyramid})

@@ -1,0 +1,55 @@
+"""The Dask cluster ``acqwriter pyramid`` builds on: ``--workers N`` starts a local
+cluster of N worker processes for the build's duration; ``--scheduler ADDRESS``
+connects to a running one (left running). Without either, no cluster: the
+single-machine builder. The dashboard's link is printed, for a facility to watch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["Cluster", "open_cluster"]
+
+
+class Cluster:
+    """A client and, for ``--workers``, the local cluster it owns."""
+
+    def __init__(self, client: Any, owned: Any = None) -> None:
+        self.client, self._owned = client, owned
+
+    def close(self) -> None:
+        self.client.close()
+        if self._owned is not None:
+            self._owned.close()
+
+
+def open_cluster(args: argparse.Namespace) -> Cluster | None:
+    """The cluster ``args`` ask for, or None; ImportError (what to install), ValueError
+    or OSError (the scheduler cannot be reached) in one line otherwise."""
+    workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is None and scheduler is None:
+        return None
+    if workers is not None and scheduler is not None:
+        raise ValueError("--workers and --scheduler: give one of them")
+    from acqwriter.post.cluster import need_dask
+
+    option = "--workers" if workers is not None else "--scheduler"
+    try:
+        distributed = need_dask()
+    except ImportError as exc:
+        raise ImportError(f"{option}: {exc}") from None
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"--workers: expected a number of processes >= 1, got {workers}")
+        local = distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+        cluster = Cluster(distributed.Client(local), local)
+    else:
+        try:
+            cluster = Cluster(distributed.Client(scheduler, timeout="20s"))
+        except (OSError, TimeoutError) as exc:
+            raise OSError(f"--scheduler: cannot reach {scheduler}: {exc}") from None
+    print(f"dask dashboard: {cluster.client.dashboard_link}", file=sys.stderr, flush=True)
+    return cluster
