@@ -139,7 +139,7 @@ def run_one(builder: str, source: Path, workdir: Path, worker_mb: int) -> dict[s
 
         build_pyramid(data, levels=LEVELS, client=client)
         target = data
-        graph = _acqwriter_tasks(data)
+        graph = _acqwriter_tasks(data) if client is not None else None
     else:
         arr = da.from_zarr(str(data / "0"))
         target = workdir / "peer.ome.zarr"

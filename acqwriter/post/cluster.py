@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +105,9 @@ class ClusterBuild:
 
     def __init__(self, client: Any, root: str, batch_bytes: int = BATCH_BYTES) -> None:
         self.client = client
-        self.root = root
+        # workers may run elsewhere: a path is made absolute (the same on a shared
+        # filesystem), a URL is passed as it is
+        self.root = root if "://" in root else os.path.abspath(root)
         self.batch_bytes = batch_bytes
         self.resumed: dict[str, int] = {}  # image path -> batches found done in its log
 
