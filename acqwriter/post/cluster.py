@@ -38,6 +38,7 @@ import numpy as np
 from acqwriter.format.image import Level, image_group, level0
 from acqwriter.format.versions import write_group
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
+from acqwriter.post.regions import level0_shape, write_level_metadata
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
@@ -83,8 +84,7 @@ class _Level:
 def _make_batch(root: str, path: str, spec_json: str, k: int, shape: Any, chunks: Any,
                 indexes: list[tuple[int, ...]]) -> int:  # fmt: skip
     """One task, run in a worker: make output chunks ``indexes`` of level ``k``."""
-    from acqwriter.post.pyramid import use_settings
-    from acqwriter.post.regions import LevelRegions
+    from acqwriter.post.regions import LevelRegions, use_settings
     from acqwriter.store.existing import open_store
     from acqwriter.store.prefixed import PrefixedStore
 
@@ -128,8 +128,6 @@ class ClusterBuild:
     ) -> list[Level]:
         """Build (or resume) the pyramid of the image at ``path`` (``store`` is its
         store, seen from this process); returns its levels, level 0 included."""
-        from acqwriter.post.pyramid import level0_shape, write_level_metadata
-
         plan = self._plan(store, spec, self.batch_bytes)
         header = {
             "levels": [[list(lv.shape), list(lv.chunks)] for lv in plan],
@@ -157,8 +155,6 @@ class ClusterBuild:
     # -- the plan and the log -------------------------------------------------------------
     @staticmethod
     def _plan(store: Store, spec: StreamSpec, batch_bytes: int) -> list[_Level]:
-        from acqwriter.post.pyramid import level0_shape
-
         plan = []
         for k, shape in enumerate(plan_levels(spec, level0_shape(store, spec)), start=1):
             chunks = level_chunks(spec, shape)

@@ -15,7 +15,6 @@ crash midway leaves a valid dataset with the levels finished so far.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -29,12 +28,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from acqwriter.format.image import FINISHED_STATES, Level, carried_attrs, image_group, level0
-from acqwriter.format.keys import level
-from acqwriter.format.versions import ZARR_FORMAT, array_document, read_stored, write_group
-from acqwriter.format.zarr_v3 import encode_array_metadata
+from acqwriter.format.versions import read_stored, write_group
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
 from acqwriter.post.hierarchy import image_paths
-from acqwriter.post.regions import LevelRegions
+from acqwriter.post.regions import LevelRegions, level0_shape, use_settings, write_level_metadata
 from acqwriter.spec.model import StreamSpec
 from acqwriter.spec.pyramid import PyramidSpec
 from acqwriter.store.base import Store
@@ -195,27 +192,6 @@ def build_levels(
 
 def _grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
-
-
-def level0_shape(store: Store, spec: StreamSpec) -> tuple[int, ...]:
-    """The shape level 0 has on disk."""
-    keys = level(0, ZARR_FORMAT[spec.ngff_version])
-    return tuple(json.loads(store.read_bytes(keys.metadata))["shape"])
-
-
-def write_level_metadata(
-    store: Store, spec: StreamSpec, k: int, shape: tuple[int, ...], chunks: tuple[int, ...]
-) -> None:
-    """Level ``k``'s array document (its chunks come after; it is listed when whole)."""
-    keys = level(k, ZARR_FORMAT[spec.ngff_version])
-    meta = array_document(spec, shape, chunks)
-    store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
-
-
-def use_settings(store: Store, spec: StreamSpec) -> None:
-    """Write with the durability and I/O mode the dataset was written with."""
-    store.sync = spec.sync
-    store.enable_direct_io("auto" if spec.io == "direct" else spec.io)
 
 
 def replace_pyramid(

@@ -13,6 +13,7 @@ bytes because they run the same code.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import threading
 from typing import Any
@@ -22,14 +23,15 @@ import numpy as np
 from acqwriter.codec.blosc import IntoEncoder, max_compressed_size
 from acqwriter.codec.chain import chunk_encoder
 from acqwriter.format.keys import level
-from acqwriter.format.versions import ZARR_FORMAT
+from acqwriter.format.versions import ZARR_FORMAT, array_document
+from acqwriter.format.zarr_v3 import encode_array_metadata
 from acqwriter.plan.pyramid import level_factors
 from acqwriter.post.downsample import downsample
 from acqwriter.post.reader import LevelReader, ShardCache
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["LevelRegions"]
+__all__ = ["LevelRegions", "level0_shape", "use_settings", "write_level_metadata"]
 
 
 def _chunk_aligned(
@@ -144,3 +146,24 @@ class LevelRegions:
 
     def describe(self) -> dict[str, Any]:
         return {"shape": self.shape, "chunks": self.chunks, "grid": self.grid}
+
+
+def level0_shape(store: Store, spec: StreamSpec) -> tuple[int, ...]:
+    """The shape level 0 has on disk."""
+    keys = level(0, ZARR_FORMAT[spec.ngff_version])
+    return tuple(json.loads(store.read_bytes(keys.metadata))["shape"])
+
+
+def write_level_metadata(
+    store: Store, spec: StreamSpec, k: int, shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> None:
+    """Level ``k``'s array document (its chunks come after; it is listed when whole)."""
+    keys = level(k, ZARR_FORMAT[spec.ngff_version])
+    meta = array_document(spec, shape, chunks)
+    store.write_atomic(keys.metadata, encode_array_metadata(meta, shape))
+
+
+def use_settings(store: Store, spec: StreamSpec) -> None:
+    """Write with the durability and I/O mode the dataset was written with."""
+    store.sync = spec.sync
+    store.enable_direct_io("auto" if spec.io == "direct" else spec.io)
