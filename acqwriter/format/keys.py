@@ -29,6 +29,7 @@ ZGROUP = ".zgroup"  # a Zarr v2 group's marker (its attributes are in ``.zattrs`
 ZATTRS = ".zattrs"
 COLLECTION_OME_XML = "OME/METADATA.ome.xml"  # a collection's OME-XML (bioformats2raw)
 FRAME_METADATA_NAME = "frame_metadata.jsonl"  # one JSON line per frame, in the array's folder
+PYRAMID_BUILD_LOG = ".acqwriter.pyramid.jsonl"  # a cluster pyramid build's finished tasks
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ the scheduler's to handle: its tasks run again elsewhere (a batch is idempotent)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,17 +37,26 @@ from typing import Any
 import numpy as np
 
 from acqwriter.format.image import Level, image_group, level0
+from acqwriter.format.keys import PYRAMID_BUILD_LOG
 from acqwriter.format.versions import write_group
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
 from acqwriter.post.regions import level0_shape, write_level_metadata
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["BUILD_LOG", "ClusterBuild", "need_dask"]
+__all__ = ["BUILD_LOG", "ClusterBuild", "drop_build_log", "need_dask"]
 
-BUILD_LOG = ".acqwriter.pyramid.jsonl"
+BUILD_LOG = PYRAMID_BUILD_LOG
 BATCH_BYTES = 64 << 20  # raw output per task: a few chunks, bounded memory per task
 TASKS_PER_THREAD = 3  # tasks in flight per worker thread: the scheduler's queue stays short
+
+
+def drop_build_log(store: Store) -> None:
+    """Remove an image's build log whole: on an object store a long log is several
+    segments, and a segment left behind would be read as part of the next log."""
+    with contextlib.suppress(FileNotFoundError):
+        store.truncate_lines(BUILD_LOG, 0)
+    store.remove(BUILD_LOG)
 
 
 def need_dask() -> Any:
@@ -143,13 +153,13 @@ class ClusterBuild:
             for name in store.list_dir():
                 if name.isdigit() and name != "0":
                     store.remove_tree(name)
-            store.remove(BUILD_LOG)
+            drop_build_log(store)
             store.append_lines(BUILD_LOG, (json.dumps(header) + "\n").encode())
         for lv in plan:
             write_level_metadata(store, spec, lv.k, lv.shape, lv.chunks)
         levels = self._run(store, path, spec, plan, done, progress, state, extra)
         store.flush()
-        store.remove(BUILD_LOG)
+        drop_build_log(store)
         return levels
 
     # -- the plan and the log -------------------------------------------------------------

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from acqwriter.format.image import FINISHED_STATES, Level, carried_attrs, image_group, level0
 from acqwriter.format.versions import read_stored, write_group
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
+from acqwriter.post.cluster import drop_build_log
 from acqwriter.post.hierarchy import image_paths
 from acqwriter.post.regions import LevelRegions, level0_shape, use_settings, write_level_metadata
 from acqwriter.spec.model import StreamSpec
@@ -215,6 +216,7 @@ def replace_pyramid(
     for name in store.list_dir():
         if name.isdigit() and name != "0":  # levels 1..: folders named by their number
             store.remove_tree(name)
+    drop_build_log(store)  # a cut-short cluster build's: these levels are new
     return build_levels(store, spec, threads=threads, progress=progress)
 
 

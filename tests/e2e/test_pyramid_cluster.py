@@ -276,3 +276,11 @@ def test_a_dataset_on_a_bucket_builds_on_the_cluster(aws_env, tmp_path):
     datasets = group.attrs.asdict()["ome"]["multiscales"][0]["datasets"]
     assert [d["path"] for d in datasets] == ["0", "1", "2"]
     assert BUILD_LOG not in s3.keys(aws_env, "cluster.ome.zarr")
+
+
+def test_a_single_machine_rebuild_drops_a_cut_short_cluster_build_log(tmp_path):
+    spec = {"shape": (300, 300), "dtype": "uint16", "pyramid": {"when": "none"}}
+    out = _dataset(tmp_path, "a", spec, _frames(2, (300, 300), "uint16"))
+    (out / BUILD_LOG).write_text('{"levels": []}\n{"level": 1, "batch": 0}\n')
+    assert [lv.path for lv in build_pyramid(out, levels=2)] == ["0", "1"]
+    assert not (out / BUILD_LOG).exists()  # its levels are new: no later build resumes it

@@ -373,3 +373,25 @@ def test_a_failed_request_is_one_line_naming_the_server_and_the_retries():
     )
     assert _UNSENT.search(str(unsent)) and not _UNSENT.search(str(refused))
     assert _reason(unsent, 5) == "http://127.0.0.1:46293: no answer (gave up after 5 retries)"
+
+
+def test_a_pyramid_build_log_in_segments_is_dropped_whole(s3, monkeypatch):
+    """A cluster build's log on a bucket is several segments once it is long; dropping
+    it leaves none behind, so the next build's log holds only its own lines."""
+    from acqwriter.post.cluster import BUILD_LOG, drop_build_log
+    from acqwriter.store import objects
+
+    monkeypatch.setattr(objects, "LOG_SEGMENT_BYTES", 64)
+    store = _store(s3, "buildlog")
+    for b in range(12):
+        store.append_lines(BUILD_LOG, b'{"level": 1, "batch": %d}\n' % b)
+    assert len([n for n in store.list_dir() if n.startswith(BUILD_LOG)]) > 2
+    drop_build_log(store)
+    assert not [n for n in _store(s3, "buildlog").list_dir() if n.startswith(BUILD_LOG)]
+    fresh = _store(s3, "buildlog")  # the next build, another process
+    fresh.append_lines(BUILD_LOG, b'{"header": 1}\n')
+    store.append_lines(BUILD_LOG, b'{"level": 1, "batch": 0}\n')  # the first store again
+    assert fresh.read_lines(BUILD_LOG).splitlines() == [
+        b'{"header": 1}',
+        b'{"level": 1, "batch": 0}',
+    ]
