@@ -35,6 +35,11 @@ class Axis:
     type: str
     unit: str | None = None
 
+    @classmethod
+    def parse(cls, entry: dict[str, Any]) -> Axis:
+        """An axis from its document (every version spells one alike)."""
+        return cls(entry["name"], entry.get("type", ""), entry.get("unit"))
+
     def document(self) -> dict[str, str]:
         entry = {"name": self.name, "type": self.type}
         if self.unit is not None:
@@ -79,6 +84,13 @@ class Placement:
     def translation(self) -> tuple[float, ...]:
         return tuple(row[-1] for row in self.matrix)
 
+    @classmethod
+    def shift(cls, offsets: Any, source: str, offset: Any = None) -> Placement:
+        """A pure translation by ``offsets`` (zeros: the identity)."""
+        n = len(offsets)
+        rows = [[1.0 if i == j else 0.0 for j in range(n)] + [float(offsets[i])] for i in range(n)]
+        return cls(tuple(tuple(r) for r in rows), offset, source)
+
 
 @dataclass(frozen=True)
 class ImageMetadata:
@@ -91,10 +103,6 @@ class ImageMetadata:
     method_metadata: dict[str, Any]
     omero: dict[str, Any] | None = None
     placement: Placement | None = None
-
-    @property
-    def dims(self) -> str:
-        return "".join(a.name for a in self.axes)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,19 @@ translations place them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from acqwriter.format.model import Axis, GroupMetadata, ImageLevel, ImageMetadata
+from acqwriter.format.model import Axis, GroupMetadata, ImageLevel, ImageMetadata, SceneImage
 
-__all__ = ["VERSION", "multiscale", "parse_group", "parse_multiscale", "render_group"]
+__all__ = [
+    "VERSION",
+    "multiscale",
+    "parse_group",
+    "parse_multiscale",
+    "parse_ome_group",
+    "render_group",
+]
 
 VERSION = "0.5"
 
@@ -72,7 +80,7 @@ def parse_multiscale(entry: dict[str, Any], omero: Any = None) -> ImageMetadata:
         )
     return ImageMetadata(
         name=str(entry.get("name", "")),
-        axes=tuple(Axis(a["name"], a.get("type", ""), a.get("unit")) for a in entry["axes"]),
+        axes=tuple(Axis.parse(a) for a in entry["axes"]),
         levels=tuple(levels),
         method=str(entry.get("type", "")),
         method_metadata=dict(entry.get("metadata") or {}),
@@ -80,16 +88,31 @@ def parse_multiscale(entry: dict[str, Any], omero: Any = None) -> ImageMetadata:
     )
 
 
-def parse_group(attributes: dict[str, Any]) -> GroupMetadata:
-    """A group's metadata from its 0.5 attributes."""
+def parse_ome_group(
+    attributes: dict[str, Any],
+    version: str,
+    parse_image: Callable[[dict[str, Any], Any], ImageMetadata],
+    parse_scene: Callable[[dict[str, Any]], list[SceneImage]] | None = None,
+) -> GroupMetadata:
+    """A group's metadata from attributes that keep the OME entries under ``ome`` (0.5
+    and later), with that version's multiscale (and scene) parser."""
     ome = attributes.get("ome")
     others = {k: v for k, v in attributes.items() if k != "ome"}
     if not isinstance(ome, dict):
-        return GroupMetadata(attributes=others, version=VERSION)
+        return GroupMetadata(attributes=others, version=version)
     image = None
     if ome.get("multiscales"):
-        image = parse_multiscale(ome["multiscales"][0], ome.get("omero"))
-    entries = {
-        k: v for k, v in ome.items() if k not in ("version", "multiscales", "omero", "scene")
-    }
-    return GroupMetadata(image=image, entries=entries, attributes=others, version=VERSION)
+        image = parse_image(ome["multiscales"][0], ome.get("omero"))
+    scene = None
+    if parse_scene is not None and isinstance(ome.get("scene"), dict):
+        scene = parse_scene(ome["scene"])
+    own = ("version", "multiscales", "omero", "scene")
+    entries = {k: v for k, v in ome.items() if k not in own}
+    return GroupMetadata(
+        image=image, entries=entries, scene=scene, attributes=others, version=version
+    )
+
+
+def parse_group(attributes: dict[str, Any]) -> GroupMetadata:
+    """A group's metadata from its 0.5 attributes."""
+    return parse_ome_group(attributes, VERSION, parse_multiscale)

@@ -25,6 +25,7 @@ from acqwriter.format.model import (
     Placement,
     SceneImage,
 )
+from acqwriter.format.ngff_v05 import parse_ome_group
 
 __all__ = ["PHYSICAL", "STAGE", "VERSION", "WORLD", "parse_group", "render_group"]
 
@@ -98,11 +99,8 @@ def _into(image: SceneImage, world: tuple[Axis, ...]) -> Placement | None:
     if names == [a.name for a in world]:
         return image.placement
     n = len(names)
-    own = (
-        image.placement.matrix
-        if image.placement is not None
-        else tuple(tuple([1.0 if i == j else 0.0 for j in range(n)] + [0.0]) for i in range(n))
-    )
+    placed = image.placement or Placement.shift([0.0] * n, "none")
+    own = placed.matrix
     rows = []
     for axis in world:
         rows.append(own[names.index(axis.name)] if axis.name in names else (0.0,) * (n + 1))
@@ -145,7 +143,7 @@ def render_group(group: GroupMetadata) -> dict[str, Any]:
 def _axes(systems: list[dict[str, Any]], name: str) -> tuple[Axis, ...]:
     for system in systems:
         if system.get("name") == name:
-            return tuple(Axis(a["name"], a.get("type", ""), a.get("unit")) for a in system["axes"])
+            return tuple(Axis.parse(a) for a in system["axes"])
     raise ValueError(f"coordinate system {name!r} is not among {[s.get('name') for s in systems]}")
 
 
@@ -166,13 +164,12 @@ def _parse_level(dataset: dict[str, Any]) -> tuple[ImageLevel, str]:
 def _parse_placement(transform: dict[str, Any], n: int) -> Placement | None:
     kind = transform.get("type")
     if kind == "translation":
-        shift = [float(v) for v in transform["translation"]]
-        rows = [[1.0 if i == j else 0.0 for j in range(n)] + [shift[i]] for i in range(n)]
-    elif kind == "affine" and "affine" in transform:
-        rows = [[float(v) for v in row] for row in transform["affine"]]
-    else:
-        return None
-    return Placement(tuple(tuple(r) for r in rows), None, STAGE)
+        return Placement.shift(transform["translation"], STAGE)
+    if kind == "affine" and "affine" in transform:
+        return Placement(
+            tuple(tuple(float(v) for v in r) for r in transform["affine"]), None, STAGE
+        )
+    return None
 
 
 def parse_multiscale(entry: dict[str, Any], omero: Any = None) -> ImageMetadata:
@@ -198,37 +195,19 @@ def parse_multiscale(entry: dict[str, Any], omero: Any = None) -> ImageMetadata:
 def _parse_scene(document: dict[str, Any]) -> list[SceneImage]:
     systems = document.get("coordinateSystems") or []
     world = systems[0] if systems else {"axes": []}
-    axes = tuple(Axis(a["name"], a.get("type", ""), a.get("unit")) for a in world["axes"])
+    axes = tuple(Axis.parse(a) for a in world["axes"])
     images = []
     for transform in document.get("coordinateTransformations") or []:
         path = (transform.get("input") or {}).get("path")
         if path is None:
             continue
         placement = _parse_placement(transform, len(axes))
-        if placement is None:
-            n = len(axes)
-            placement = Placement(
-                tuple(tuple([1.0 if i == j else 0.0 for j in range(n)] + [0.0]) for i in range(n)),
-                None,
-                "none",
-            )
+        if placement is None:  # an identity: the image was not placed
+            placement = Placement.shift([0.0] * len(axes), "none")
         images.append(SceneImage(path, placement, axes))
     return images
 
 
 def parse_group(attributes: dict[str, Any]) -> GroupMetadata:
     """A group's metadata from its 0.6 attributes."""
-    ome = attributes.get("ome")
-    others = {k: v for k, v in attributes.items() if k != "ome"}
-    if not isinstance(ome, dict):
-        return GroupMetadata(attributes=others, version=VERSION)
-    image = None
-    if ome.get("multiscales"):
-        image = parse_multiscale(ome["multiscales"][0], ome.get("omero"))
-    scene_images = _parse_scene(ome["scene"]) if isinstance(ome.get("scene"), dict) else None
-    entries = {
-        k: v for k, v in ome.items() if k not in ("version", "multiscales", "omero", "scene")
-    }
-    return GroupMetadata(
-        image=image, entries=entries, scene=scene_images, attributes=others, version=VERSION
-    )
+    return parse_ome_group(attributes, VERSION, parse_multiscale, _parse_scene)

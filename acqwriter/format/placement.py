@@ -102,30 +102,24 @@ def image_placement(
     if translation:
         offset = tuple(float(translation.get(axis, 0.0)) for axis in dims)
     n = len(dims)
-    rows = [[1.0 if i == j else 0.0 for j in range(n)] + [0.0] for i in range(n)]
     per_um = PER_MICROMETER.get(unit or "")
-    if stage and "x" in stage and "y" in stage and per_um is not None:
-        xx, xy, yx, yy = linear_part(stage.get("affine"), pixel_size, per_um)
-        iy, ix = dims.index("y"), dims.index("x")
-        cy, cx = (shape[0] - 1) / 2 * pixel_size, (shape[1] - 1) / 2 * pixel_size
-        rows[ix][ix], rows[ix][iy] = xx, xy
-        rows[iy][ix], rows[iy][iy] = yx, yy
-        rows[ix][n] = float(stage["x"]) * per_um - (xx * cx + xy * cy)
-        rows[iy][n] = float(stage["y"]) * per_um - (yx * cx + yy * cy)
-        if "z" in dims:
-            z0 = stage.get("z")
-            if z0 is None and translation:
-                z0 = translation.get("z")
-            rows[dims.index("z")][n] = float(z0 or 0.0) * per_um
-        source = "stage"
-    elif offset is not None:
-        for i in range(n):
-            rows[i][n] = offset[i]
-        source = "translation"
-    else:
-        return None
+    if not stage or "x" not in stage or "y" not in stage or per_um is None:
+        return Placement.shift(offset, "translation", offset) if offset is not None else None
+    rows = [list(r) for r in Placement.shift([0.0] * n, "stage").matrix]
+    xx, xy, yx, yy = linear_part(stage.get("affine"), pixel_size, per_um)
+    iy, ix = dims.index("y"), dims.index("x")
+    cy, cx = (shape[0] - 1) / 2 * pixel_size, (shape[1] - 1) / 2 * pixel_size
+    rows[ix][ix], rows[ix][iy] = xx, xy
+    rows[iy][ix], rows[iy][iy] = yx, yy
+    rows[ix][n] = float(stage["x"]) * per_um - (xx * cx + xy * cy)
+    rows[iy][n] = float(stage["y"]) * per_um - (yx * cx + yy * cy)
+    if "z" in dims:
+        z0 = stage.get("z")
+        if z0 is None and translation:
+            z0 = translation.get("z")
+        rows[dims.index("z")][n] = float(z0 or 0.0) * per_um
     return Placement(
         tuple(tuple(_clean(v) if j < n else v for j, v in enumerate(r)) for r in rows),
         offset,
-        source,
+        "stage",
     )

@@ -25,7 +25,6 @@ the scheduler's to handle: its tasks run again elsewhere (a batch is idempotent)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from acqwriter.format.image import Level, image_group, level0
 from acqwriter.format.keys import PYRAMID_BUILD_LOG
 from acqwriter.format.versions import write_group
 from acqwriter.plan.pyramid import level_chunks, level_factors, no_pyramid_reason, plan_levels
-from acqwriter.post.regions import level0_shape, write_level_metadata
+from acqwriter.post.regions import level0_shape, source_chunks, write_level_metadata
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
@@ -52,11 +51,8 @@ TASKS_PER_THREAD = 3  # tasks in flight per worker thread: the scheduler's queue
 
 
 def drop_build_log(store: Store) -> None:
-    """Remove an image's build log whole: on an object store a long log is several
-    segments, and a segment left behind would be read as part of the next log."""
-    with contextlib.suppress(FileNotFoundError):
-        store.truncate_lines(BUILD_LOG, 0)
-    store.remove(BUILD_LOG)
+    """Remove an image's build log whole (:meth:`Store.remove_lines`)."""
+    store.remove_lines(BUILD_LOG)
 
 
 def need_dask() -> Any:
@@ -213,7 +209,7 @@ class ClusterBuild:
         cursor = {lv.k: 0 for lv in plan}
         listed = [level0(spec)]
         limit = TASKS_PER_THREAD * self.threads()
-        futures: dict[Any, tuple[_Level, int]] = {}
+        futures: dict[Any, tuple[_Level, int, int]] = {}  # -> level, batch, chunks
         queue = distributed.as_completed()
         started = time.perf_counter()
         regions = {lv.k: _Sources(spec, lv, plan) for lv in plan}
@@ -221,10 +217,10 @@ class ClusterBuild:
             progress.batch_done(lv.k, int(chunk_done[lv.k].sum()), 0)
         progress.start_level(1, len(plan), plan[0].chunk_count if plan else 0)
 
-        def ready(lv: _Level, b: int) -> bool:
+        def ready(lv: _Level, indexes: list[tuple[int, ...]]) -> bool:
             if lv.k == 1:
                 return True
-            below = regions[lv.k].sources(lv.indexes(b))
+            below = regions[lv.k].sources(indexes)
             return bool(chunk_done[lv.k - 1][below].all())
 
         def submit() -> None:
@@ -234,14 +230,15 @@ class ClusterBuild:
                     if b in done[lv.k]:
                         cursor[lv.k] += 1
                         continue
-                    if not ready(lv, b):
+                    indexes = lv.indexes(b)
+                    if not ready(lv, indexes):
                         break  # this level waits for the one above it
                     key = f"acqwriter-pyramid-{path or 'image'}-{lv.k}-{b}-{started}"
                     future = self.client.submit(
                         _make_batch, self.root, path, spec_json, lv.k, lv.shape, lv.chunks,
-                        lv.indexes(b), key=key, pure=False,
+                        indexes, key=key, pure=False,
                     )  # fmt: skip
-                    futures[future] = (lv, b)
+                    futures[future] = (lv, b, len(indexes))
                     queue.add(future)
                     cursor[lv.k] += 1
 
@@ -261,13 +258,13 @@ class ClusterBuild:
         try:
             while futures:
                 future = next(queue)
-                lv, b = futures.pop(future)
+                lv, b, count = futures.pop(future)
                 made = future.result()  # an error ends the build; the log keeps the rest
                 line = json.dumps({"level": lv.k, "batch": b}) + "\n"
                 store.append_lines(BUILD_LOG, line.encode())
                 chunk_done[lv.k][b * lv.batch : (b + 1) * lv.batch] = True
                 done[lv.k].add(b)
-                progress.batch_done(lv.k, len(lv.indexes(b)), made)
+                progress.batch_done(lv.k, count, made)
                 list_whole_levels()
                 submit()
         finally:
@@ -284,22 +281,14 @@ class _Sources:
     def __init__(self, spec: StreamSpec, lv: _Level, plan: list[_Level]) -> None:
         self.step = level_factors(spec, 1)
         self.chunks = lv.chunks
-        if lv.k == 1:
-            self.src_chunks, self.src_grid = (), ()
-            return
-        above = plan[lv.k - 2]
-        self.src_chunks, self.src_grid, self.src_shape = above.chunks, above.grid, above.shape
+        self.above = plan[lv.k - 2] if lv.k > 1 else None
 
     def sources(self, indexes: list[tuple[int, ...]]) -> np.ndarray:
-        flat: set[int] = set()
-        for index in indexes:
-            ranges = []
-            for i, c, f, sc, n in zip(
-                index, self.chunks, self.step, self.src_chunks, self.src_shape, strict=True
-            ):
-                lo, hi = i * c * f, min((i + 1) * c * f, n)
-                ranges.append(range(lo // sc, (hi - 1) // sc + 1))
-            for src in np.ndindex(*[len(r) for r in ranges]):
-                point = tuple(r[j] for r, j in zip(ranges, src, strict=True))
-                flat.add(int(np.ravel_multi_index(point, self.src_grid)))
+        above = self.above
+        assert above is not None  # level 1 reads level 0, which is whole
+        flat = {
+            int(np.ravel_multi_index(src, above.grid))
+            for index in indexes
+            for src in source_chunks(index, self.chunks, self.step, above.chunks, above.shape)
+        }
         return np.fromiter(sorted(flat), dtype=np.int64)

@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import threading
-from typing import Any
 
 import numpy as np
 
@@ -31,7 +30,13 @@ from acqwriter.post.reader import LevelReader, ShardCache
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["LevelRegions", "level0_shape", "use_settings", "write_level_metadata"]
+__all__ = [
+    "LevelRegions",
+    "level0_shape",
+    "source_chunks",
+    "use_settings",
+    "write_level_metadata",
+]
 
 
 def _chunk_aligned(
@@ -46,6 +51,23 @@ def _chunk_aligned(
         if g > 1 and (c * f) % sc:
             return False
     return True
+
+
+def source_chunks(
+    index: tuple[int, ...],
+    chunks: tuple[int, ...],
+    step: tuple[int, ...],
+    source_chunk_shape: tuple[int, ...],
+    source_shape: tuple[int, ...],
+) -> list[tuple[int, ...]]:
+    """The chunks of the level above (chunks of ``source_chunk_shape`` in an array of
+    ``source_shape``) that output chunk ``index`` (of ``chunks``, ``step`` smaller) is
+    made from."""
+    ranges = []
+    for i, c, f, sc, n in zip(index, chunks, step, source_chunk_shape, source_shape, strict=True):
+        lo, hi = i * c * f, min((i + 1) * c * f, n)
+        ranges.append(range(lo // sc, (hi - 1) // sc + 1))
+    return list(itertools.product(*ranges))
 
 
 class LevelRegions:
@@ -78,13 +100,7 @@ class LevelRegions:
 
     def source_chunks(self, index: tuple[int, ...]) -> list[tuple[int, ...]]:
         """The chunks of level ``k - 1`` that output chunk ``index`` is made from."""
-        ranges = []
-        for i, c, f, sc, n in zip(
-            index, self.chunks, self.step, self.source.chunks, self.source.shape, strict=True
-        ):
-            lo, hi = i * c * f, min((i + 1) * c * f, n)
-            ranges.append(range(lo // sc, (hi - 1) // sc + 1))
-        return list(itertools.product(*ranges))
+        return source_chunks(index, self.chunks, self.step, self.source.chunks, self.source.shape)
 
     def make(self, index: tuple[int, ...]) -> int:
         """Compute output chunk ``index`` and write it; returns its raw size in bytes."""
@@ -143,9 +159,6 @@ class LevelRegions:
         block = np.full(chunks, source.fill_value, self.dtype)  # edge chunk: pad
         block[tuple(slice(0, n) for n in part.shape)] = part
         return block
-
-    def describe(self) -> dict[str, Any]:
-        return {"shape": self.shape, "chunks": self.chunks, "grid": self.grid}
 
 
 def level0_shape(store: Store, spec: StreamSpec) -> tuple[int, ...]:

@@ -193,6 +193,12 @@ class Store(ABC):
         or as steps each of which leaves a prefix of the log."""
         self.write_atomic(key, self.read_lines(key)[:nbytes])
 
+    def remove_lines(self, key: str) -> None:
+        """Delete a line log whole; absent is fine. A store that keeps a log in several
+        objects removes them all: one left behind would be read as part of the next
+        log written at ``key``."""
+        self.remove(key)
+
     def abort_uploads(self) -> int:
         """Discard uploads a dead writer left unfinished (they hold no object but
         cost room); how many. No-op where writes cannot be left half-done."""

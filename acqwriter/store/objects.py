@@ -179,6 +179,13 @@ class ObjectStore(Store):
             self._put(name, bytes(log.data) + bytes(data))  # whole lines or none
             log.data += data
 
+    def remove_lines(self, key: str) -> None:
+        """Every segment of the log, the last first (each step leaves a prefix)."""
+        for name in reversed(self._segments(key)):
+            self.remove(name)
+        with self._logs_lock:
+            self._logs.pop(key, None)  # the next append starts a new log
+
     def read_lines(self, key: str) -> bytes:
         """A line log whole: its segments, in order (FileNotFoundError when absent)."""
         segments = self._segments(key)

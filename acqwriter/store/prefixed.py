@@ -82,6 +82,9 @@ class PrefixedStore(Store):
         cut = len(self.prefix) + 1 if self.prefix else 0
         return [k[cut:] for k in self.base.walk(self._key(key))]
 
+    def remove_lines(self, key: str) -> None:
+        self.base.remove_lines(self._key(key))
+
     def truncate_lines(self, key: str, nbytes: int) -> None:
         self.base.truncate_lines(self._key(key), nbytes)
 
