@@ -11,6 +11,14 @@ from typing import Any
 import pytest
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules holding a ``slow`` test run first, each kept whole (its module fixtures are
+    made once): with ``--dist worksteal`` the minutes-long tests then start at once and
+    the short ones fill the other core, instead of one long test running alone at the end."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 @pytest.fixture
 def collect_cores():
     """Drop pymmcore-plus cores before the interpreter exits (UniMMCore aborts otherwise)."""

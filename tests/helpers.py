@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ import numpy as np
 import referencing
 import referencing.jsonschema
 import zarr
+
+# SIGKILLs each random-moment kill test makes: enough moments to land before, during and
+# after the stream's milestones on every run; benchmarks/hostile.py raises it for a deep run
+KILLS = int(os.environ.get("HOSTILE_KILLS", "12"))
 
 SCHEMA_ROOT = Path(__file__).parent / "ngff_schemas"
 SCHEMA_DIR = SCHEMA_ROOT / "0.5"

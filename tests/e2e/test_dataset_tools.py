@@ -18,7 +18,7 @@ import pytest
 
 from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank
-from helpers import check_dataset, frame_records, read_zarr, run_cli, validate_ngff
+from helpers import KILLS, check_dataset, frame_records, read_zarr, run_cli, validate_ngff
 
 HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 
@@ -50,10 +50,10 @@ def _plate_frames_ok(out: Path, seed: int) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_a_plate_killed_at_random_moments_is_valid_and_recovers(tmp_path):
-    """20 kills, two writers at a time (the machine has two cores)."""
+    """:data:`KILLS` kills, two writers at a time (the machine has two cores)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    delays = [random.Random(20261201 + k).uniform(0.0, 0.6) for k in range(20)]
+    delays = [random.Random(20261201 + k).uniform(0.0, 0.6) for k in range(KILLS)]
 
     def kill(k: int) -> int:
         out = tmp_path / f"plate{k}.ome.zarr"
@@ -81,7 +81,7 @@ def test_a_plate_killed_at_random_moments_is_valid_and_recovers(tmp_path):
         return sum(after.values())
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        extents = list(pool.map(kill, range(20)))
+        extents = list(pool.map(kill, range(KILLS)))
     assert len(set(extents)) >= 5 and max(extents) > 8
 
 

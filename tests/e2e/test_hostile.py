@@ -23,10 +23,9 @@ from acqwriter import open_stream
 from acqwriter.engine.stream import StreamError
 from acqwriter.spec.model import SpecError, StreamSpec
 from daemon_helpers import Daemon
-from helpers import check_dataset, read_zarr, run_cli
+from helpers import KILLS, check_dataset, read_zarr, run_cli
 
 EXE = Path(sys.executable).parent / "acqwriter"
-KILLS = int(os.environ.get("HOSTILE_KILLS", "20"))  # benchmarks/hostile.py raises it
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import acqwriter
 from acqwriter import SpecError
 from acqwriter.post.recover import recover
 from acqwriter.simulators import FrameBank, read_stamp
-from helpers import check_dataset, frame_records, read_tensorstore, read_zarr, run_cli
+from helpers import KILLS, check_dataset, frame_records, read_tensorstore, read_zarr, run_cli
 
 HERE = Path(__file__).resolve().parents[1]  # tests/: helper scripts
 
@@ -121,10 +121,10 @@ def test_shards_are_refused_in_0_4(tmp_path):
 
 @pytest.mark.slow
 def test_0_4_killed_at_random_moments_is_valid_and_recovers(tmp_path):
-    """20 kills, two writers at a time (the machine has two cores)."""
+    """:data:`KILLS` kills, two writers at a time (the machine has two cores)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    delays = [random.Random(4 + k).uniform(0.0, 0.5) for k in range(20)]
+    delays = [random.Random(4 + k).uniform(0.0, 0.5) for k in range(KILLS)]
 
     def kill(k: int) -> int:
         out = tmp_path / f"kill{k}.ome.zarr"
@@ -146,7 +146,7 @@ def test_0_4_killed_at_random_moments_is_valid_and_recovers(tmp_path):
         return after
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        extents = list(pool.map(kill, range(20)))
+        extents = list(pool.map(kill, range(KILLS)))
     assert len(set(extents)) >= 5 and max(extents) > 30
 
 
