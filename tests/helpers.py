@@ -21,7 +21,7 @@ import zarr
 
 # SIGKILLs each random-moment kill test makes: enough moments to land before, during and
 # after the stream's milestones on every run; benchmarks/hostile.py raises it for a deep run
-KILLS = int(os.environ.get("HOSTILE_KILLS", "12"))
+KILLS = int(os.environ.get("HOSTILE_KILLS", "10"))
 
 SCHEMA_ROOT = Path(__file__).parent / "ngff_schemas"
 SCHEMA_DIR = SCHEMA_ROOT / "0.5"

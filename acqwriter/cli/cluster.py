@@ -6,6 +6,7 @@ single-machine builder. The dashboard's link is printed, for a facility to watch
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -51,5 +52,8 @@ def open_cluster(args: argparse.Namespace) -> Cluster | None:
             cluster = Cluster(distributed.Client(scheduler, timeout="20s"))
         except (OSError, TimeoutError) as exc:
             raise OSError(f"--scheduler: cannot reach {scheduler}: {exc}") from None
+    # a client that loses its scheduler logs its failed reconnects as tracebacks; the
+    # build says in one line that the scheduler was lost (ClusterLost)
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     print(f"dask dashboard: {cluster.client.dashboard_link}", file=sys.stderr, flush=True)
     return cluster

@@ -243,6 +243,16 @@ def _with_build_progress(work: Any, quiet: bool) -> Any:
             shown[0].stop()
 
 
+def _cluster_stopped(path: str, exc: BaseException) -> int:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(
+        f"acqwriter pyramid: {path}: the cluster build stopped ({type(exc).__name__}: "
+        f"{first}); the levels listed are whole: run the same command again to resume",
+        file=sys.stderr,
+    )
+    return EXIT_INCOMPLETE
+
+
 def cmd_pyramid(args: argparse.Namespace) -> int:
     from acqwriter.cli.cluster import open_cluster
     from acqwriter.post.pyramid import build_pyramid
@@ -272,22 +282,18 @@ def cmd_pyramid(args: argparse.Namespace) -> int:
         print(f"acqwriter pyramid: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a full disk, a read-only filesystem: the dataset is as before
+        if cluster is not None and type(exc).__module__.startswith("distributed"):
+            return _cluster_stopped(args.path, exc)  # the connection to the cluster closed
         print(
             f"acqwriter pyramid: {args.path}: cannot write the pyramid "
             f"({exc.strerror or exc}); the dataset keeps its levels as they were",
             file=sys.stderr,
         )
         return EXIT_INCOMPLETE
-    except Exception as exc:  # the cluster's: a task failed on every worker it tried
-        if cluster is None:
+    except Exception as exc:  # the cluster's: a task failed on every worker it tried,
+        if cluster is None:  # or the scheduler was lost (ClusterLost)
             raise
-        print(
-            f"acqwriter pyramid: {args.path}: the cluster build stopped "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the "
-            "levels listed are whole: run the same command again to resume",
-            file=sys.stderr,
-        )
-        return EXIT_INCOMPLETE
+        return _cluster_stopped(args.path, exc)
     write_out(f"{args.path}: {len(levels)} level(s): " + ", ".join(lv.path for lv in levels))
     for note in notes:
         write_out(note)

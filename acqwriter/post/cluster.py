@@ -20,16 +20,20 @@ scheduler) leaves a valid dataset: the levels listed are whole, and a chunk of a
 unlogged batch is rewritten. Running the same build again reads the log and submits
 only the batches not in it; a log of other settings (levels, method, level 0 grown)
 starts the build over. A finished build removes its log. A worker lost mid-build is
-the scheduler's to handle: its tasks run again elsewhere (a batch is idempotent).
+the scheduler's to handle: its tasks run again elsewhere (a batch is idempotent). A
+scheduler lost mid-build cancels every task; the build stops with :class:`ClusterLost`
+and the log keeps what was done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +47,17 @@ from acqwriter.post.regions import level0_shape, source_chunks, write_level_meta
 from acqwriter.spec.model import StreamSpec
 from acqwriter.store.base import Store
 
-__all__ = ["BUILD_LOG", "ClusterBuild", "drop_build_log", "need_dask"]
+__all__ = ["BUILD_LOG", "ClusterBuild", "ClusterLost", "drop_build_log", "need_dask"]
 
 BUILD_LOG = PYRAMID_BUILD_LOG
 BATCH_BYTES = 64 << 20  # raw output per task: a few chunks, bounded memory per task
 TASKS_PER_THREAD = 3  # tasks in flight per worker thread: the scheduler's queue stays short
+
+
+class ClusterLost(RuntimeError):
+    """The cluster stopped answering mid-build (its scheduler gone, the connection
+    closed): the levels listed are whole and the build log keeps the regions made, so
+    the same build run again resumes."""
 
 
 def drop_build_log(store: Store) -> None:
@@ -259,7 +269,7 @@ class ClusterBuild:
             while futures:
                 future = next(queue)
                 lv, b, count = futures.pop(future)
-                made = future.result()  # an error ends the build; the log keeps the rest
+                made = self._result(future)  # an error ends the build; the log keeps the rest
                 line = json.dumps({"level": lv.k, "batch": b}) + "\n"
                 store.append_lines(BUILD_LOG, line.encode())
                 chunk_done[lv.k][b * lv.batch : (b + 1) * lv.batch] = True
@@ -269,10 +279,36 @@ class ClusterBuild:
                 submit()
         finally:
             if futures:
-                self.client.cancel(list(futures))
+                self._cancel(list(futures))
         if len(listed) != len(plan) + 1:
             raise RuntimeError("pyramid build: a level was left with chunks not made")
         return listed
+
+    def _result(self, future: Any) -> int:
+        """A finished task's result. A task's own error (a full disk on a worker) is
+        raised as it is; a task cancelled because the scheduler went (the client cancels
+        every task when it loses the connection) or a result that cannot be fetched any
+        more is :class:`ClusterLost`."""
+        from distributed.comm import CommClosedError
+
+        try:
+            return future.result()
+        except (CancelledError, CommClosedError) as exc:
+            how = "its tasks were cancelled" if isinstance(exc, CancelledError) else (
+                "the connection closed"
+            )  # fmt: skip
+            raise ClusterLost(
+                f"the scheduler {self.client.scheduler.address} was lost: {how}"
+            ) from None
+
+    def _cancel(self, futures: list[Any]) -> None:
+        """Cancel tasks left in flight when the build stops; a client that lost its
+        scheduler has nothing to cancel (its tasks were cancelled with the connection)."""
+        if self.client.status not in ("running", "newly-created"):
+            return
+        # the scheduler may go as the build stops: then nothing runs for this client
+        with contextlib.suppress(OSError, CancelledError, TimeoutError):
+            self.client.cancel(futures)
 
 
 class _Sources:

@@ -1,7 +1,7 @@
 """Pyramid builds on a Dask distributed cluster (real worker processes, a real
 scheduler): the same bytes as the single-machine builder for every kind of dataset, a
-worker killed mid-build, the client killed mid-build then resumed, a live writer
-refused, and a bucket."""
+worker killed mid-build, the client killed mid-build then resumed, a remote scheduler
+killed mid-build then resumed on a new cluster, a live writer refused, and a bucket."""
 
 from __future__ import annotations
 
@@ -284,3 +284,91 @@ def test_a_single_machine_rebuild_drops_a_cut_short_cluster_build_log(tmp_path):
     (out / BUILD_LOG).write_text('{"levels": []}\n{"level": 1, "batch": 0}\n')
     assert [lv.path for lv in build_pyramid(out, levels=2)] == ["0", "1"]
     assert not (out / BUILD_LOG).exists()  # its levels are new: no later build resumes it
+
+
+class _ProcessCluster:
+    """A Dask cluster as a facility runs one: ``dask scheduler`` and ``dask worker``
+    processes of their own (not this test's), found through a scheduler file."""
+
+    def __init__(self, where: Path, workers: int = 2) -> None:
+        bin_dir = Path(sys.executable).parent
+        self.file = where / f"scheduler{time.monotonic_ns()}.json"
+        self.scheduler = subprocess.Popen(
+            [str(bin_dir / "dask"), "scheduler", "--port", "0", "--dashboard-address", ":0",
+             "--scheduler-file", str(self.file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not self.file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.address = json.loads(self.file.read_text())["address"]
+        self.workers = subprocess.Popen(
+            [str(bin_dir / "dask"), "worker", "--scheduler-file", str(self.file),
+             "--nworkers", str(workers), "--nthreads", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        with distributed.Client(self.address, timeout="60s") as c:
+            c.wait_for_workers(workers, timeout=120)
+
+    def kill_scheduler(self) -> None:
+        os.killpg(self.scheduler.pid, signal.SIGKILL)
+        self.scheduler.wait(30)
+
+    def close(self) -> None:
+        for proc in (self.workers, self.scheduler):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+
+
+def test_the_scheduler_killed_mid_build_then_a_new_cluster_resumes(tmp_path):
+    """``--scheduler`` on a cluster of its own processes: the scheduler SIGKILLed
+    mid-build stops the build in one line with the dataset valid and its log kept; the
+    same command on a new cluster resumes and ends with the local builder's bytes."""
+    spec = {"shape": (512, 640), "dtype": "uint16", "chunks": {"t": 1, "y": 64, "x": 64},
+            "pyramid": {"when": "none"}}  # fmt: skip
+    out = _dataset(tmp_path, "a", spec, _frames(16, (512, 640), "uint16"))
+    twin = tmp_path / "b.ome.zarr"
+    shutil.copytree(out, twin)
+    build_pyramid(out, levels=4)
+    exe = Path(sys.executable).parent / "acqwriter"
+    log = twin / BUILD_LOG
+    first = _ProcessCluster(tmp_path)
+    try:
+        cmd = [str(exe), "pyramid", str(twin), "--levels", "4", "--task-mb", "0.001",
+               "--quiet", "--scheduler", first.address]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and log.read_text().count("\n") > 40:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()
+        first.kill_scheduler()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        first.close()
+    assert proc.returncode == 1, stderr
+    lines = [line for line in stderr.splitlines() if not line.startswith("dask dashboard")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert f"{twin}: the cluster build stopped (ClusterLost: the scheduler " in lines[0]
+    assert "run the same command again to resume" in lines[0]
+    done_before = log.read_text().count("\n") - 1
+    assert done_before >= 40
+    attrs = check_dataset(twin)
+    listed = [d["path"] for d in attrs["ome"]["multiscales"][0]["datasets"]]
+    assert listed[0] == "0" and len(listed) < 4
+    for level in listed[1:]:
+        np.testing.assert_array_equal(read_zarr(twin, int(level)), read_zarr(out, int(level)))
+    second = _ProcessCluster(tmp_path)
+    try:
+        cmd[-1] = second.address
+        again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        second.close()
+    assert again.returncode == 0, again.stderr
+    assert f"resumed: {done_before} task(s)" in again.stdout
+    assert _files(out) == _files(twin)
+    assert not log.exists()
+    check_dataset(twin)
