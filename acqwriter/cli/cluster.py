@@ -41,8 +41,6 @@ def open_cluster(args: argparse.Namespace) -> Cluster | None:
     except ImportError as exc:
         raise ImportError(f"{option}: {exc}") from None
     if workers is not None:
-        if workers < 1:
-            raise ValueError(f"--workers: expected a number of processes >= 1, got {workers}")
         local = distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
@@ -52,6 +50,11 @@ def open_cluster(args: argparse.Namespace) -> Cluster | None:
             cluster = Cluster(distributed.Client(scheduler, timeout="20s"))
         except (OSError, TimeoutError) as exc:
             raise OSError(f"--scheduler: cannot reach {scheduler}: {exc}") from None
+        except ValueError as exc:  # not an address: "missing port number", a bad scheme
+            raise ValueError(
+                f"--scheduler: expected an address such as tcp://host:8786, got "
+                f"{scheduler!r} ({exc})"
+            ) from None
     # a client that loses its scheduler logs its failed reconnects as tracebacks; the
     # build says in one line that the scheduler was lost (ClusterLost)
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import re
 import sys
@@ -177,6 +178,28 @@ def _local_path(text: str) -> Path:
             f"{text}: expected a filesystem path; view does not take object-store URLs"
         )
     return Path(text)
+
+
+def _count(text: str) -> int:
+    """A number of threads or processes: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _mib(text: str) -> float:
+    """A size in MiB: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected MiB > 0, got {text!r}")
+    return value
 
 
 def _dataset_location(text: str) -> str | Path:
@@ -356,21 +379,21 @@ def make_parser() -> argparse.ArgumentParser:
     _add_acquire(sub)
     p = sub.add_parser("pyramid", help="build or rebuild the multiscale pyramid of a dataset")
     p.add_argument("path", type=_dataset_location)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=_count)
     p.add_argument("--levels", type=int, help="levels to build, level 0 included")
     p.add_argument("--method", choices=["mean", "nearest"], help="how lower levels are made")
     p.add_argument(
-        "--workers", type=int, help="build on a local Dask cluster of this many processes"
+        "--workers", type=_count, help="build on a local Dask cluster of this many processes"
     )
     p.add_argument("--scheduler", help="build on a running Dask cluster (tcp://host:8786)")
     p.add_argument(
-        "--task-mb", type=float, help="output per cluster task, MiB (default 64): its memory"
+        "--task-mb", type=_mib, help="output per cluster task, MiB (default 64): its memory"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_pyramid)
     p = sub.add_parser("recover", help="finish a dataset whose writer crashed (idempotent)")
     p.add_argument("path", type=_dataset_location, help="a folder, or s3://bucket/prefix")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=_count)
     p.add_argument(
         "--verify",
         choices=["new", "all"],

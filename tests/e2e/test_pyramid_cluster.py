@@ -372,3 +372,25 @@ def test_the_scheduler_killed_mid_build_then_a_new_cluster_resumes(tmp_path):
     assert _files(out) == _files(twin)
     assert not log.exists()
     check_dataset(twin)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
+        (["--threads", "-1"], "argument --threads: expected an integer >= 1, got '-1'"),
+        (["--task-mb", "0"], "argument --task-mb: expected MiB > 0, got '0'"),
+        (["--task-mb", "inf"], "argument --task-mb: expected MiB > 0, got 'inf'"),
+        (["--scheduler", "head"], "--scheduler: expected an address such as tcp://host:8786"),
+        (["--scheduler", "http://head:1"], "--scheduler: expected an address such as"),
+    ],
+)
+def test_cluster_options_out_of_range_are_named(tmp_path, option, message):
+    spec = {"shape": (64, 64), "dtype": "uint8", "pyramid": {"when": "none"}}
+    out = _dataset(tmp_path, "a", spec, _frames(1, (64, 64), "uint8"))
+    before = _files(out)
+    run = run_cli("pyramid", str(out), *option, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"acqwriter pyramid: {message}"), run.stderr
+    assert "Traceback" not in run.stderr
+    assert _files(out) == before  # nothing written
