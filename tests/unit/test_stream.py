@@ -385,7 +385,7 @@ def test_summary_accounts_bytes_and_rates(tmp_path):
 
 class FullDiskStore(StoreWrapper):
     """A real LocalStore that fails with ENOSPC after ``budget`` chunks (injected through the
-    storage layer: the real full-disk test with a size-limited filesystem is issue 4's)."""
+    storage layer: the real full-disk tests, on a size-limited tmpfs, are in test_faults.py)."""
 
     budget = 7
 
