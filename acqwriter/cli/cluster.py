@@ -55,8 +55,12 @@ def open_cluster(args: argparse.Namespace) -> Cluster | None:
                 f"--scheduler: expected an address such as tcp://host:8786, got "
                 f"{scheduler!r} ({exc})"
             ) from None
-    # a client that loses its scheduler logs its failed reconnects as tracebacks; the
-    # build says in one line that the scheduler was lost (ClusterLost)
-    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    # distributed logs in this process (client, comms, a local cluster's nannies) as
+    # tracebacks when the scheduler or a worker goes; the build says in one line what
+    # stopped it (ClusterLost, a task's error), and the dashboard shows the cluster
+    # (distributed's configuration gives some of its loggers levels of their own)
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.split(".")[0] == "distributed":
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     print(f"dask dashboard: {cluster.client.dashboard_link}", file=sys.stderr, flush=True)
     return cluster

@@ -115,7 +115,7 @@ class ProgressDisplay:
                 self.level += 1
                 total = totals[self.level - 1] if self.level <= len(totals) else 1
                 self.task = self.progress.add_task(
-                    f"pyramid {self.level}/{levels}",
+                    snap.get("pyramid_label") or f"pyramid {self.level}/{levels}",
                     total=total or 1,
                     completed=total if self.level < level else 0,
                     count=f"{total}/{total} chunks" if self.level < level else "",

@@ -23,6 +23,10 @@ starts the build over. A finished build removes its log. A worker lost mid-build
 the scheduler's to handle: its tasks run again elsewhere (a batch is idempotent). A
 scheduler lost mid-build cancels every task; the build stops with :class:`ClusterLost`
 and the log keeps what was done.
+
+A collection's or a plate's images are built side by side (one client thread each, up
+to :data:`~acqwriter.post.pyramid.IMAGES_AT_ONCE`), each keeping its ``share`` of the
+tasks in flight: a plate of small wells has a task or two per level of each.
 """
 
 from __future__ import annotations
@@ -126,6 +130,11 @@ class ClusterBuild:
         self.root = root if "://" in root else os.path.abspath(root)
         self.batch_bytes = batch_bytes
         self.resumed: dict[str, int] = {}  # image path -> batches found done in its log
+        self.share = 1  # images built side by side: each keeps its share of tasks in flight
+
+    def chunk_count(self, store: Store, spec: StreamSpec) -> int:
+        """Chunks the build of this image makes, every level."""
+        return sum(lv.chunk_count for lv in self._plan(store, spec, self.batch_bytes))
 
     def threads(self) -> int:
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
@@ -218,7 +227,7 @@ class ClusterBuild:
                 chunk_done[lv.k][b * lv.batch : (b + 1) * lv.batch] = True
         cursor = {lv.k: 0 for lv in plan}
         listed = [level0(spec)]
-        limit = TASKS_PER_THREAD * self.threads()
+        limit = max(TASKS_PER_THREAD, TASKS_PER_THREAD * self.threads() // self.share)
         futures: dict[Any, tuple[_Level, int, int]] = {}  # -> level, batch, chunks
         queue = distributed.as_completed()
         started = time.perf_counter()

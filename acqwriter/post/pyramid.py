@@ -65,6 +65,7 @@ class BuildProgress:
         self.notes: list[str] = []  # why an image got no lower level
         self.bytes_done = 0
         self.dashboard: str | None = None  # a cluster build's dashboard link
+        self.label: str | None = None  # what one bar of several images' levels counts
         self._ahead: dict[int, int] = {}  # chunks made of levels not shown yet
         self._t0: float | None = None
         self._lock = threading.Lock()
@@ -101,6 +102,7 @@ class BuildProgress:
             "pyramid_chunks_total": self.chunks_total,
             "pyramid_level_chunks": list(self.level_chunks),
             "pyramid_mb_per_s": self.mb_per_s(),
+            "pyramid_label": self.label,
         }
 
     def mb_per_s(self) -> float:
@@ -286,16 +288,75 @@ def rebuild_pyramid(
         store.take_lock()
     except FileExistsError as exc:
         raise ValueError(f"{where}: {exc}".replace(f"{where!r} ", "")) from None
+    progress = progress or BuildProgress()
     try:
+        builds = [
+            _Build(f"{where}/{path}" if path else where, path, threads, progress, cluster)
+            for path in images
+        ]
+        stores = [PrefixedStore(store, path) if path else store for path in images]
+        if cluster is not None and len(builds) > 1:
+            return _on_cluster_together(builds, stores, settings, cluster, progress)
         built: list[Level] = []
-        for path in images:
-            image_store = PrefixedStore(store, path) if path else store
-            image_where = f"{where}/{path}" if path else where
-            build = _Build(image_where, path, threads, progress or BuildProgress(), cluster)
+        for build, image_store in zip(builds, stores, strict=True):
             built = build.run(image_store, settings)
     finally:
         store.release_lock()
     return built
+
+
+def _on_cluster_together(
+    builds: list[_Build], stores: list[Store], settings: dict[str, Any], cluster: Any,
+    progress: BuildProgress,
+) -> list[Level]:  # fmt: skip
+    """The images of a collection or a plate built side by side on the cluster: a plate
+    of small wells has a task or two per level of each, and one image at a time would
+    leave most workers idle. Every image is checked before any is touched; progress is
+    one bar of every level's chunks of every image. The first error stops images not
+    started yet (those running finish: their work is logged) and is raised."""
+    jobs = [build.prepare(image, settings) for build, image in zip(builds, stores, strict=True)]
+    total = sum(cluster.chunk_count(image, job[0]) for image, job in zip(stores, jobs, strict=True))
+    progress.label = f"pyramids of {len(builds)} images"
+    progress.start_level(1, 1, total)
+    at_once = min(len(builds), cluster.threads(), IMAGES_AT_ONCE)
+    cluster.share = at_once
+    failed = threading.Event()
+    errors: list[BaseException] = []
+    built: list[list[Level]] = [[] for _ in builds]
+
+    def one(i: int) -> None:
+        if failed.is_set():
+            return
+        try:
+            built[i] = builds[i].finish(stores[i], *jobs[i], share=_Share(progress))
+        except BaseException as exc:
+            failed.set()
+            errors.append(exc)
+
+    with ThreadPoolExecutor(at_once, thread_name_prefix="acqwriter-image") as pool:
+        list(pool.map(one, range(len(builds))))
+    if errors:
+        raise errors[0]
+    return built[-1]
+
+
+# Images a cluster build runs side by side at most (threads of this client, each waiting
+# on its image's tasks)
+IMAGES_AT_ONCE = 64
+
+
+class _Share:
+    """One image's view of a build whose progress is one bar for every image: its chunks
+    count toward the bar, its levels do not start bars of their own."""
+
+    def __init__(self, progress: BuildProgress) -> None:
+        self.progress = progress
+
+    def start_level(self, level: int, levels: int, chunks: int) -> None:
+        pass
+
+    def batch_done(self, level: int, chunks: int, nbytes: int) -> None:
+        self.progress.batch_done(1, chunks, nbytes)
 
 
 class _Build:
@@ -308,6 +369,13 @@ class _Build:
         self.progress, self.cluster = progress, cluster
 
     def run(self, store: Store, settings: dict[str, Any]) -> list[Level]:
+        return self.finish(store, *self.prepare(store, settings))
+
+    def prepare(
+        self, store: Store, settings: dict[str, Any]
+    ) -> tuple[StreamSpec, str, dict[str, Any]]:
+        """The image's spec with ``settings``, its state and carried attributes; a
+        ValueError or FileNotFoundError naming the image if it cannot be rebuilt."""
         root = self.root
         try:
             attrs = read_stored(store.read_bytes)[1]["acqwriter"]
@@ -325,8 +393,15 @@ class _Build:
                 f"{root}: its writer did not finish it (state {state!r}): run "
                 f"'acqwriter recover {root}' first (it builds the pyramid too)"
             )
-        spec = _with_settings(spec, settings)
-        extra = carried_attrs(attrs)
+        return _with_settings(spec, settings), state, carried_attrs(attrs)
+
+    def finish(
+        self, store: Store, spec: StreamSpec, state: str, extra: dict[str, Any],
+        share: Any = None,
+    ) -> list[Level]:  # fmt: skip
+        """Build the levels and list them. ``share``: where a cluster build's progress
+        goes when images are built side by side (default: :attr:`progress`)."""
+        root = self.root
         if self.cluster is None:
             levels = replace_pyramid(
                 store, spec, state=state, extra=extra, threads=self.threads,
@@ -334,8 +409,9 @@ class _Build:
             )  # fmt: skip
         else:
             levels = self.cluster.build(
-                store, self.path, spec, state=state, extra=extra, progress=self.progress
-            )
+                store, self.path, spec, state=state, extra=extra,
+                progress=share or self.progress,
+            )  # fmt: skip
             if self.cluster.resumed.get(self.path):
                 self.progress.notes.append(
                     f"{root}: resumed: {self.cluster.resumed[self.path]} task(s) of regions "

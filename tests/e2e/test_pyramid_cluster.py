@@ -394,3 +394,76 @@ def test_cluster_options_out_of_range_are_named(tmp_path, option, message):
     assert run.stderr.startswith(f"acqwriter pyramid: {message}"), run.stderr
     assert "Traceback" not in run.stderr
     assert _files(out) == before  # nothing written
+
+
+def _plate(tmp_path: Path, name: str, wells: int, shape=(140, 180), frames: int = 2) -> Path:
+    keys = [f"{'ABCDEFGH'[i // 12]}/{i % 12 + 1}/0" for i in range(wells)]
+    image = {"shape": shape, "dtype": "uint16", "chunks": {"t": 1, "y": 64, "x": 64},
+             "pyramid": {"when": "none"}}  # fmt: skip
+    spec = {"layout": "plate", "images": {k: image for k in keys}}
+    stacks = {k: _frames(frames, shape, "uint16", i) for i, k in enumerate(keys)}
+    return _dataset(tmp_path, name, spec, stacks)
+
+
+def test_a_plates_wells_build_side_by_side_with_one_bar_of_every_chunk(tmp_path):
+    """Twelve wells of a task or two per level each: built together on the cluster, the
+    single-machine bytes, and the CLI's bar counts every level's chunks of every well."""
+    out = _plate(tmp_path, "a", 12)
+    twin = tmp_path / "b.ome.zarr"
+    shutil.copytree(out, twin)
+    build_pyramid(out, levels=3)
+    exe = Path(sys.executable).parent / "acqwriter"
+    run = subprocess.run(
+        [str(exe), "pyramid", str(twin), "--workers", "2", "--levels", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert _files(out) == _files(twin)
+    check_dataset(twin)
+    # per well, chunks of 64 x 64 over 2 time points: level 1 (70 x 90) 2 x 2 x 2, level 2
+    # (35 x 45) 2 x 1 x 1
+    per_well = 2 * 2 * 2 + 2 * 1 * 1
+    bars = [line for line in run.stderr.splitlines() if line.startswith("pyramids of 12")]
+    assert bars and f"{12 * per_well}/{12 * per_well} chunks" in bars[-1], run.stderr
+    assert run.stdout.count("3 level(s)") == 1  # the last image's levels, once
+
+
+def test_one_unfinished_well_refuses_the_plate_before_any_is_touched(client, tmp_path):
+    out = _plate(tmp_path, "a", 4)
+    well = out / "A" / "4" / "0"
+    meta = json.loads((well / "zarr.json").read_text())
+    meta["attributes"]["acqwriter"]["state"] = "acquiring"
+    (well / "zarr.json").write_text(json.dumps(meta))
+    before = _files(out)
+    with pytest.raises(ValueError, match=r"A/4/0: its writer did not finish it"):
+        build_pyramid(out, levels=2, client=client)
+    assert _files(out) == before  # no well was rebuilt, none lost its levels
+
+
+def test_a_plate_cut_short_on_the_cluster_resumes_every_well(tmp_path):
+    out = _plate(tmp_path, "a", 6, shape=(512, 640), frames=4)
+    twin = tmp_path / "b.ome.zarr"
+    shutil.copytree(out, twin)
+    build_pyramid(out, levels=4)
+    proc = _cli_build(twin, tmp_path)
+    logs = lambda: list(twin.rglob(BUILD_LOG))  # noqa: E731
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(log.read_text().count("\n") for log in logs()) > 120:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert len(logs()) > 1  # wells were being built side by side
+    done_before = sum(log.read_text().count("\n") - 1 for log in logs())
+    check_dataset(twin)
+    again = _cli_build(twin, tmp_path)
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    resumed = [int(line.split("resumed: ")[1].split()[0]) for line in stdout.splitlines()
+               if "resumed: " in line]  # fmt: skip
+    assert sum(resumed) == done_before
+    assert _files(out) == _files(twin)
+    assert not logs()
+    check_dataset(twin)
