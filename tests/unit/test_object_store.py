@@ -343,8 +343,9 @@ def test_a_stalled_upload_holds_the_writer_threads_back_instead_of_growing_memor
         threading.Event().wait(0.01)
     while len(done) < 3:
         threading.Event().wait(0.01)
-    # within AHEAD_BYTES: returned; the rest cannot until the upload moves
-    assert sorted(done) == [1, 2, 3]
+    # within AHEAD_BYTES: returned (the first three to arrive, in whatever order the
+    # threads ran); the rest cannot until the upload moves
+    assert len(done) == 3 and set(done) <= set(range(1, 7))
     assert sink._ahead_bytes == 6 * part  # the waiting threads fill nothing more
     gate.set()  # the network answers again
     for thread in threads:
