@@ -44,15 +44,22 @@ LEVELS = 4
 BUILDERS = ("acqwriter", "acqwriter-workers2", "ngff-zarr", "ome-zarr-py")
 
 
-def make_dataset(out: Path, frames: int) -> None:
-    import acqwriter
-
-    rng = np.random.default_rng(5)
+def cells(rng: np.random.Generator) -> np.ndarray:
+    """A 2048² background of 110 with 60 bright discs (cells): the mean a frame's
+    Poisson noise is drawn around."""
     yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
     base = np.full(SHAPE, 110.0)
     for _ in range(60):
         cy, cx = rng.uniform(0, SHAPE[0]), rng.uniform(0, SHAPE[1])
         base[(yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(100, 900)] += rng.uniform(300, 2000)
+    return base
+
+
+def make_dataset(out: Path, frames: int) -> None:
+    import acqwriter
+
+    rng = np.random.default_rng(5)
+    base = cells(rng)
     spec = {"out": out, "shape": SHAPE, "dtype": "uint16", "pyramid": {"when": "none"},
             "expected_frames": frames}  # fmt: skip
     with acqwriter.open_stream(spec) as stream:

@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-SHAPE = (2048, 2048)
+sys.path.insert(0, str(Path(__file__).parent))
+from pyramid_cluster import SHAPE, cells  # a sibling script, not a package
+
 LEVELS = 4
 BUILDERS = ("acqwriter", "workers2-side-by-side", "workers2-one-at-a-time")
 
@@ -37,11 +39,7 @@ def make_plate(out: Path, wells: int, frames: int) -> None:
     import acqwriter
 
     rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
-    base = np.full(SHAPE, 110.0)
-    for _ in range(60):
-        cy, cx = rng.uniform(0, SHAPE[0]), rng.uniform(0, SHAPE[1])
-        base[(yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(100, 900)] += rng.uniform(300, 2000)
+    base = cells(rng)
     keys = [f"{'ABCDEFGH'[i // 12]}/{i % 12 + 1}/0" for i in range(wells)]
     image = {"shape": SHAPE, "dtype": "uint16", "pyramid": {"when": "none"}}
     spec = {"out": out, "layout": "plate", "images": {k: image for k in keys}}
@@ -53,7 +51,6 @@ def make_plate(out: Path, wells: int, frames: int) -> None:
 
 
 def run_one(builder: str, source: Path, workdir: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).parent))
     import bench_peers
 
     import acqwriter.post.pyramid as pyramid

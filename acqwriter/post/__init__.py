@@ -4,8 +4,7 @@ pyramid (``pyramid``, one unit of work in ``regions``, on a Dask cluster in ``cl
 finish a dataset whose writer died (``recover``) and describe a dataset (``info``).
 :func:`build_pyramid` is the entry point for a dataset at a path or URL; on a cluster
 it raises :class:`ClusterLost` when the scheduler goes mid-build (run it again: it
-resumes). These never
-import the engine; the engine calls the pyramid at close.
+resumes). These never import the engine; the engine calls the pyramid at close.
 """
 
 from acqwriter.post.cluster import ClusterLost

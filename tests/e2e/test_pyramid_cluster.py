@@ -133,13 +133,20 @@ def test_collections_and_plates_build_every_image(client, tmp_path, layout):
         )
 
 
-def test_a_worker_killed_mid_build_and_the_build_still_completes(tmp_path):
+def _twins(tmp_path: Path, frames: int, **extra) -> tuple[Path, Path]:
+    """Two copies of a 512×640 uint16 dataset without levels: the first given its four
+    levels by the single-machine builder (the bytes to match), the second for the cluster."""
     spec = {"shape": (512, 640), "dtype": "uint16", "chunks": {"t": 1, "y": 64, "x": 64},
-            "pyramid": {"when": "none"}}  # fmt: skip
-    out = _dataset(tmp_path, "a", spec, _frames(12, (512, 640), "uint16"))
+            "pyramid": {"when": "none"}, **extra}  # fmt: skip
+    out = _dataset(tmp_path, "a", spec, _frames(frames, (512, 640), "uint16"))
     twin = tmp_path / "b.ome.zarr"
     shutil.copytree(out, twin)
     build_pyramid(out, levels=4)
+    return out, twin
+
+
+def test_a_worker_killed_mid_build_and_the_build_still_completes(tmp_path):
+    out, twin = _twins(tmp_path, 12)
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
@@ -172,10 +179,14 @@ def test_a_worker_killed_mid_build_and_the_build_still_completes(tmp_path):
     check_dataset(twin)
 
 
-def _cli_build(path: Path, cwd: Path, *extra: str) -> subprocess.Popen:
+def _cli_build(
+    path: Path, cwd: Path, cluster: tuple[str, ...] = ("--workers", "2")
+) -> subprocess.Popen:
+    """``acqwriter pyramid PATH --levels 4`` on ``cluster``, a chunk a task, in a session
+    of its own (a kill of its group takes a local cluster's workers too)."""
     exe = Path(sys.executable).parent / "acqwriter"
-    cmd = [str(exe), "pyramid", str(path), "--workers", "2", "--levels", "4", "--task-mb",
-           "0.001", "--quiet", *extra]  # fmt: skip
+    cmd = [str(exe), "pyramid", str(path), *cluster, "--levels", "4", "--task-mb", "0.001",
+           "--quiet"]  # fmt: skip
     return subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
@@ -183,12 +194,7 @@ def _cli_build(path: Path, cwd: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_the_client_killed_mid_build_leaves_a_valid_dataset_and_resumes(tmp_path):
-    spec = {"shape": (512, 640), "dtype": "uint16", "chunks": {"t": 1, "y": 64, "x": 64},
-            "pyramid": {"when": "none"}, "ngff_version": "0.6"}  # fmt: skip
-    out = _dataset(tmp_path, "a", spec, _frames(16, (512, 640), "uint16"))
-    twin = tmp_path / "b.ome.zarr"
-    shutil.copytree(out, twin)
-    build_pyramid(out, levels=4)
+    out, twin = _twins(tmp_path, 16, ngff_version="0.6")
     proc = _cli_build(twin, tmp_path)
     log = twin / BUILD_LOG
     deadline = time.monotonic() + 180
@@ -325,20 +331,11 @@ def test_the_scheduler_killed_mid_build_then_a_new_cluster_resumes(tmp_path):
     """``--scheduler`` on a cluster of its own processes: the scheduler SIGKILLed
     mid-build stops the build in one line with the dataset valid and its log kept; the
     same command on a new cluster resumes and ends with the local builder's bytes."""
-    spec = {"shape": (512, 640), "dtype": "uint16", "chunks": {"t": 1, "y": 64, "x": 64},
-            "pyramid": {"when": "none"}}  # fmt: skip
-    out = _dataset(tmp_path, "a", spec, _frames(16, (512, 640), "uint16"))
-    twin = tmp_path / "b.ome.zarr"
-    shutil.copytree(out, twin)
-    build_pyramid(out, levels=4)
-    exe = Path(sys.executable).parent / "acqwriter"
+    out, twin = _twins(tmp_path, 16)
     log = twin / BUILD_LOG
     first = _ProcessCluster(tmp_path)
     try:
-        cmd = [str(exe), "pyramid", str(twin), "--levels", "4", "--task-mb", "0.001",
-               "--quiet", "--scheduler", first.address]  # fmt: skip
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = _cli_build(twin, tmp_path, ("--scheduler", first.address))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             if log.exists() and log.read_text().count("\n") > 40:
@@ -363,12 +360,12 @@ def test_the_scheduler_killed_mid_build_then_a_new_cluster_resumes(tmp_path):
         np.testing.assert_array_equal(read_zarr(twin, int(level)), read_zarr(out, int(level)))
     second = _ProcessCluster(tmp_path)
     try:
-        cmd[-1] = second.address
-        again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        again = _cli_build(twin, tmp_path, ("--scheduler", second.address))
+        stdout, stderr = again.communicate(timeout=300)
     finally:
         second.close()
-    assert again.returncode == 0, again.stderr
-    assert f"resumed: {done_before} task(s)" in again.stdout
+    assert again.returncode == 0, stderr
+    assert f"resumed: {done_before} task(s)" in stdout
     assert _files(out) == _files(twin)
     assert not log.exists()
     check_dataset(twin)
